@@ -1,0 +1,1 @@
+"""Workload response model, simulated workloads and the Gymnasium replay env."""

@@ -1,0 +1,3 @@
+"""JPO: job-parameter optimizer for recurring training workloads."""
+
+__version__ = "0.1.0"

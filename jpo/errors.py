@@ -1,0 +1,73 @@
+"""One exception hierarchy for JPO, and the process exit code each error maps to.
+
+Every message names the file, key, line or URL at fault and what would fix it. The CLI
+maps exception types to exit codes in one place (:func:`exit_code_for`).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented process exit codes (README, "Exit codes")."""
+
+    OK = 0  # success; for `jpo suggest`: config.ini changed
+    INTERNAL = 1  # unexpected error (a bug): run again with --debug and report it
+    INVALID_INPUT = 2  # bad config.ini, bad profile, bad arguments; nothing was written
+    VALIDATION_FAILED = 3  # a suggestion failed the constraints; nothing was written
+    TELEMETRY = 4  # Prometheus unreachable or its data untrustworthy (non-suggest commands)
+    POLICY = 5  # policy artifact or endpoint unusable
+    TRAINING = 6  # training or Ray job failed
+    UNCHANGED_BY_CHOICE = 10  # `jpo suggest`: policy/hysteresis kept the current values
+    UNCHANGED_NO_DATA = 11  # `jpo suggest`: no trustworthy telemetry, file untouched
+    NEEDS_APPROVAL = 12  # `jpo suggest`: change larger than allowed without --approve
+
+
+class JpoError(Exception):
+    """Root of every error JPO raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class ConfigError(JpoError):
+    """A user-supplied file or argument is invalid (config.ini, TOML, YAML, profile)."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class ConstraintViolation(JpoError):
+    """A hyperparameter set violates the constraints and must not reach disk."""
+
+    exit_code = ExitCode.VALIDATION_FAILED
+
+
+class WriteError(JpoError):
+    """Writing config.ini, a backup or the audit log failed; the original is intact."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class TelemetryError(JpoError):
+    """Prometheus data could not be fetched or cannot be trusted."""
+
+    exit_code = ExitCode.TELEMETRY
+
+
+class PolicyError(JpoError):
+    """A policy artifact or Serve endpoint is missing, corrupt or incompatible."""
+
+    exit_code = ExitCode.POLICY
+
+
+class TrainingError(JpoError):
+    """Training, checkpointing or a Ray job failed."""
+
+    exit_code = ExitCode.TRAINING
+
+
+def exit_code_for(err: BaseException) -> ExitCode:
+    """Return the documented exit code for an exception."""
+    if isinstance(err, JpoError):
+        return err.exit_code
+    return ExitCode.INTERNAL

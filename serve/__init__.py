@@ -1,0 +1,1 @@
+"""Ray Serve app exposing the latest JPO policy over HTTP."""
