@@ -156,7 +156,7 @@ def pruned_fields(value: Any, schema: dict[str, Any], path: str = "") -> Iterato
             for i, item in enumerate(value):
                 ident = tuple(item.get(k) for k in keys) if isinstance(item, dict) else (item,)
                 if ident in seen:
-                    yield f"{path}[{i}] (duplicate list-map key {dict(zip(keys, ident, strict=True))})"
+                    yield f"{path}[{i}] (duplicate list-map key {keys}={ident})"
                 seen.add(ident)
         for i, item in enumerate(value):
             yield from pruned_fields(item, schema["items"], f"{path}[{i}]")
