@@ -1,0 +1,1068 @@
+"""``jpo evaluate``: JPO against Optuna TPE, random search, no tuning and the oracle.
+
+Protocol (issue 8, item 1). For each workload of the chosen set and each seed:
+
+1. Run the workload's default configuration once (round 0). Every method starts from this
+   same measured run.
+2. For each method, for rounds 1..R: the method proposes a configuration (``ask``); the
+   proposal is validated by the constraints (an invalid one is counted and never runs:
+   the workload reruns its current configuration); the run is simulated by the response
+   model (:func:`envs.response.simulate_run`: time-varying co-tenant contention and
+   measurement noise); the method is told the measured run (``tell``).
+   Every method sees the same noise draw in the same round (common random numbers).
+3. Scoring. Every run is scored with the reward's objective (:func:`jpo.reward.objective`,
+   reference loss and per-GPU throughput = the default configuration's), so every method
+   and the oracle optimize the same thing. Methods choose with the objective they
+   OBSERVE (noisy); results are scored with the noise-free objective of the same
+   configuration (:func:`envs.response.predict` at the mean contention). The fraction of
+   the oracle's improvement after round r is
+   ``(obj(config_r) - obj(default)) / (obj(oracle) - obj(default))``, where
+   ``config_r`` is the method's incumbent (best observed so far, default included) or its
+   round-r configuration (``[run] score`` in ``configs/evaluate.toml``; both are stored).
+
+Outputs (:func:`write_report`): ``report.md``, ``rounds.parquet`` (one row per workload,
+seed, method and round), ``summary.json`` and PNG plots under ``plots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jpo.errors import ConfigError, ConstraintViolation, JpoError
+from jpo.schema import RunSummary
+from jpo.tuners import (
+    JpoPolicyTuner,
+    NoTuning,
+    OptunaTuner,
+    OracleTuner,
+    RandomSearchTuner,
+    Tuner,
+    TuningTask,
+)
+from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from jpo.constraints import Constraints
+    from jpo.policy import LocalPolicy
+
+__all__ = [
+    "EVALUATE_CONFIG_PATH",
+    "METHODS",
+    "EvaluationResult",
+    "EvaluationSettings",
+    "QualityBar",
+    "evaluate",
+    "jpo_proposer",
+    "load_evaluation_settings",
+    "method_summary",
+    "quality_bar",
+    "select_workloads",
+    "workload_summary",
+    "write_report",
+]
+
+EVALUATE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "evaluate.toml"
+
+METHODS: tuple[str, ...] = ("jpo", "optuna_tpe", "random", "no_tuning", "oracle")
+"""Method names ``jpo evaluate`` knows, in default report order."""
+
+_SPLITS = ("train", "holdout", "all")
+_SCORES = ("incumbent", "last")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Settings of one evaluation (``configs/evaluate.toml``; each key documented there)."""
+
+    rounds: int = 5
+    seeds: int = 1
+    base_seed: int = 0
+    split: str = "holdout"
+    methods: tuple[str, ...] = METHODS
+    score: str = "incumbent"
+    scrape_interval_s: float = 15.0
+    conditions: dict[str, float] = field(default_factory=dict)
+    random_trust_region: bool = False
+    optuna_startup_trials: int = 2
+    min_oracle_gap: float = 1e-6
+    oracle_fraction_min: float = 0.90
+    val_loss_tolerance: float = 0.01
+    val_loss_ok_share_min: float = 0.95
+    must_beat: tuple[str, ...] = ("optuna_tpe", "random")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.rounds < 1:
+            problems.append(f"rounds must be >= 1, got {self.rounds}")
+        if self.seeds < 1:
+            problems.append(f"seeds must be >= 1, got {self.seeds}")
+        if self.split not in _SPLITS:
+            problems.append(f"split must be one of {_SPLITS}, got {self.split!r}")
+        if self.score not in _SCORES:
+            problems.append(f"score must be one of {_SCORES}, got {self.score!r}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            problems.append(f"methods must be a non-empty subset of {METHODS}, got {unknown}")
+        if not (self.scrape_interval_s > 0):
+            problems.append(f"scrape_interval_s must be > 0, got {self.scrape_interval_s}")
+        if problems:
+            raise ConfigError("evaluation settings: " + "; ".join(problems))
+
+    def with_overrides(self, **overrides: Any) -> EvaluationSettings:
+        """Return a copy with the non-None ``overrides`` applied (CLI flags)."""
+        values = asdict(self)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["methods"] = tuple(values["methods"])
+        values["must_beat"] = tuple(values["must_beat"])
+        return EvaluationSettings(**values)
+
+
+def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettings:
+    """Read ``configs/evaluate.toml`` (or ``path``) into :class:`EvaluationSettings`."""
+    file = Path(path) if path is not None else EVALUATE_CONFIG_PATH
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read evaluation settings: {err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{file}: invalid TOML: {err}; fix the syntax") from err
+    sections = {
+        "run": ("rounds", "seeds", "base_seed", "split", "methods", "score", "scrape_interval_s"),
+        "baselines": ("random_trust_region", "optuna_startup_trials"),
+        "scoring": ("min_oracle_gap",),
+        "quality_bar": (
+            "oracle_fraction_min",
+            "val_loss_tolerance",
+            "val_loss_ok_share_min",
+            "must_beat",
+        ),
+    }
+    values: dict[str, Any] = {}
+    for section, keys in sections.items():
+        table = raw.get(section, {})
+        for key in table:
+            if key not in keys:
+                raise ConfigError(f"{file}: unknown key {key!r} in [{section}]; known: {keys}")
+        values.update(table)
+    values["conditions"] = dict(raw.get("conditions", {}))
+    for key in ("methods", "must_beat"):
+        if key in values:
+            values[key] = tuple(values[key])
+    try:
+        return EvaluationSettings(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{file}: {err}") from err
+    except ConfigError as err:
+        raise ConfigError(f"{file}: {err}") from err
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+def select_workloads(
+    catalog: dict[str, Any], names: Sequence[str] | None = None, split: str = "holdout"
+) -> list[str]:
+    """Return the workload names to evaluate: ``names`` if given, else the ``split``'s.
+
+    Raises:
+        ConfigError: an unknown workload name, an unknown split, or an empty selection.
+    """
+    if names:
+        unknown = [n for n in names if n not in catalog]
+        if unknown:
+            raise ConfigError(f"unknown workload(s) {unknown}; known: {', '.join(sorted(catalog))}")
+        return list(dict.fromkeys(names))
+    if split not in _SPLITS:
+        raise ConfigError(f"--split must be one of {', '.join(_SPLITS)}, got {split!r}")
+    chosen = [n for n, p in sorted(catalog.items()) if split == "all" or p.split == split]
+    if not chosen:
+        raise ConfigError(f"the catalog has no workloads in split {split!r}")
+    return chosen
+
+
+# --------------------------------------------------------------------------- the JPO path
+
+
+def jpo_proposer(policy: LocalPolicy) -> Callable[..., Hyperparameters]:
+    """Return the function that turns a run into the policy's next configuration.
+
+    It computes the observation with :func:`jpo.features.build_observation` (the CI
+    stage's feature code), asks the policy for an action and maps it through
+    :meth:`jpo.constraints.Constraints.apply_action` (trust region, rounding, frozen
+    keys), exactly as ``jpo suggest`` does with a local policy.
+    """
+    from jpo.features import WorkloadContext, build_observation
+
+    def propose(
+        *,
+        task: TuningTask,
+        current: Hyperparameters,
+        summary: RunSummary,
+        best_val_loss: float,
+        previous_failed: bool = False,
+    ) -> Hyperparameters:
+        profile = task.profile
+        baseline = task.default_summary.throughput
+        if not (baseline > 0 and math.isfinite(baseline)):
+            # The default run failed before training (OOM): no measured baseline exists.
+            # Use the profile-free fallback of 1 sample/s; throughput_rel then clips.
+            baseline = 1.0
+        context = WorkloadContext(
+            baseline_throughput=baseline,
+            best_val_loss=best_val_loss,
+            previous_failed=previous_failed,
+            framework=profile.framework,
+            model_params=float(profile.params(current.num_layers)),
+        )
+        obs = build_observation(summary, current, task.constraints, context)
+        action = np.asarray(policy.act(obs), dtype=np.float64)
+        return task.constraints.apply_action(current, action)
+
+    return propose
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """All rounds of one evaluation, plus what produced them."""
+
+    rows: list[dict[str, Any]]
+    settings: EvaluationSettings
+    workloads: tuple[str, ...]
+    policy: str | None
+    policy_version: int | None
+
+    def frame(self) -> pd.DataFrame:
+        """Return the rounds as a pandas DataFrame (one row per workload/seed/method/round)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    """Noise-free scoring of configurations of one workload (same for every method)."""
+
+    profile: Any
+    conditions: Any
+    weights: Any
+    reference_val_loss: float
+    reference_throughput: float | None
+
+    def summary(self, hp: Hyperparameters) -> RunSummary:
+        from envs.response import predict
+
+        return predict(self.profile, hp, self.conditions)
+
+    def objective(self, summary: RunSummary) -> float:
+        from jpo.reward import objective
+
+        return float(
+            objective(
+                summary,
+                self.reference_val_loss,
+                self.weights,
+                reference_throughput=self.reference_throughput,
+            )
+        )
+
+
+def _reference_throughput(summary: RunSummary) -> float | None:
+    """Return the per-GPU throughput of a run, or None when it processed nothing."""
+    from jpo.reward import per_gpu_throughput
+
+    value = float(per_gpu_throughput(summary))
+    return value if value > 0 and math.isfinite(value) else None
+
+
+def _make_tuner(
+    method: str,
+    task: TuningTask,
+    settings: EvaluationSettings,
+    propose: Callable[..., Hyperparameters] | None,
+) -> Tuner:
+    """Build the tuner of ``method`` for one campaign."""
+    if method == "jpo":
+        if propose is None:
+            raise ConfigError("method 'jpo' needs a policy (--policy PATH or the bundled one)")
+        return JpoPolicyTuner(task, propose=propose)
+    if method == "optuna_tpe":
+        return OptunaTuner(task, n_startup_trials=settings.optuna_startup_trials)
+    if method == "random":
+        return RandomSearchTuner(task, trust_region=settings.random_trust_region)
+    if method == "no_tuning":
+        return NoTuning(task)
+    if method == "oracle":
+        return OracleTuner(task)
+    raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def _validate(
+    constraints: Constraints, hp: Hyperparameters, previous: Hyperparameters | None
+) -> str:
+    """Return '' when ``hp`` passes the constraints, else the violation's message."""
+    try:
+        constraints.validate(hp, previous=previous)
+    except ConstraintViolation as err:
+        return str(err) or "constraint violation"
+    return ""
+
+
+def _seed_for(*parts: int) -> np.random.Generator:
+    """Return a generator seeded from integers (common random numbers across methods)."""
+    return np.random.default_rng(list(parts))
+
+
+def _summary_fields(summary: RunSummary | None) -> dict[str, Any]:
+    """Flatten a run summary into report columns (NaN when the run did not happen)."""
+    names = (
+        "cpu_util_mean",
+        "mem_util_mean",
+        "gpu_util_mean",
+        "gpu_mem_util_mean",
+        "throughput",
+        "duration_s",
+        "gpu_hours",
+        "final_val_loss",
+    )
+    if summary is None:
+        return {n: math.nan for n in names} | {"failure": "not_run"}
+    return {n: float(getattr(summary, n)) for n in names} | {"failure": summary.failure}
+
+
+def evaluate(
+    settings: EvaluationSettings,
+    *,
+    workloads: Sequence[str] | None = None,
+    policy: LocalPolicy | None = None,
+    policy_path: str | None = None,
+    constraints: Constraints | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Run the evaluation protocol (module docstring) and return every round.
+
+    Args:
+        settings: rounds, seeds, methods, scoring and baseline settings.
+        workloads: catalog names; None selects ``settings.split``.
+        policy: the JPO policy (required when ``"jpo"`` is among the methods).
+        policy_path: where the policy came from, for the report.
+        constraints: the constraints (default: ``configs/constraints.toml``).
+        progress: show a rich progress bar on stderr.
+    """
+    from envs.oracle import best_config
+
+    from envs.response import load_catalog, load_conditions, predict, simulate_run
+    from jpo.constraints import load_constraints
+    from jpo.reward import load_reward_weights
+
+    catalog = load_catalog()
+    names = select_workloads(catalog, workloads, settings.split)
+    base_constraints = constraints if constraints is not None else load_constraints()
+    weights = load_reward_weights()
+    conditions = load_conditions(**settings.conditions)
+    propose = jpo_proposer(policy) if policy is not None else None
+    if "jpo" in settings.methods and policy is None:
+        raise ConfigError("method 'jpo' needs a policy: pass --policy PATH")
+
+    rows: list[dict[str, Any]] = []
+    total = len(names) * settings.seeds * len(settings.methods) * settings.rounds
+    with _progress(progress, total) as advance:
+        for w_index, name in enumerate(names):
+            profile = catalog[name]
+            default = profile.defaults
+            cons = base_constraints
+            oracle_hp, _oracle_summary, _ = best_config(profile, cons, conditions, weights)
+            # Noise-free scoring, identical for every method and seed of this workload.
+            default_true_summary = predict(profile, default, conditions)
+            scorer = _Scorer(
+                profile=profile,
+                conditions=conditions,
+                weights=weights,
+                reference_val_loss=_finite_or(default_true_summary.final_val_loss, math.inf),
+                reference_throughput=_reference_throughput(default_true_summary),
+            )
+            default_true = scorer.objective(default_true_summary)
+            oracle_true_summary = scorer.summary(oracle_hp)
+            oracle_obj = scorer.objective(oracle_true_summary)
+            gap = oracle_obj - default_true
+            for seed in range(settings.base_seed, settings.base_seed + settings.seeds):
+                start = 1.7e9  # a fixed wall-clock origin keeps runs reproducible
+                run0 = simulate_run(
+                    profile,
+                    default,
+                    conditions,
+                    rng=_seed_for(seed, w_index, 0),
+                    run_id=f"{name}-s{seed}-r0",
+                    start=start,
+                    scrape_interval_s=settings.scrape_interval_s,
+                ).summary
+                observed_ref_thr = _reference_throughput(run0)
+                observed_ref_loss = _finite_or(run0.final_val_loss, math.inf)
+
+                def observe(
+                    s: RunSummary,
+                    ref_loss: float = observed_ref_loss,
+                    ref_thr: float | None = observed_ref_thr,
+                ) -> float:
+                    from jpo.reward import objective
+
+                    return float(objective(s, ref_loss, weights, reference_throughput=ref_thr))
+
+                default_observed = observe(run0)
+                for method in settings.methods:
+                    task = TuningTask(
+                        workload=name,
+                        profile=profile,
+                        constraints=cons,
+                        default=default,
+                        default_summary=run0,
+                        seed=seed * 1_000_003 + w_index,
+                        extra={"oracle_hp": oracle_hp, "default_objective": default_observed},
+                    )
+                    tuner = _make_tuner(method, task, settings, propose)
+                    common = {
+                        "workload": name,
+                        "split": profile.split,
+                        "framework": profile.framework,
+                        "bottleneck": profile.bottleneck,
+                        "method": method,
+                        "seed": seed,
+                        "default_objective": default_true,
+                        "oracle_objective": oracle_obj,
+                        "oracle_gap": gap,
+                        "default_val_loss": default_true_summary.final_val_loss,
+                        "oracle_val_loss": oracle_true_summary.final_val_loss,
+                    }
+                    incumbent = (default, default_observed, 0, default_true_summary, run0)
+                    rows.append(
+                        _row(
+                            common,
+                            0,
+                            default,
+                            run0,
+                            default_true_summary,
+                            default_observed,
+                            default_true,
+                            "",
+                            incumbent,
+                            scorer,
+                            gap,
+                            settings,
+                        )
+                    )
+                    current = default
+                    for rnd in range(1, settings.rounds + 1):
+                        proposal = tuner.ask()
+                        previous = current if tuner.uses_trust_region else None
+                        problem = _validate(cons, proposal, previous)
+                        if problem:
+                            tuner.reject(proposal)
+                            proposal_ran = current
+                        else:
+                            proposal_ran = proposal
+                        run = simulate_run(
+                            profile,
+                            proposal_ran,
+                            conditions,
+                            rng=_seed_for(seed, w_index, rnd),
+                            run_id=f"{name}-s{seed}-r{rnd}",
+                            start=start + rnd * 86_400.0,
+                            scrape_interval_s=settings.scrape_interval_s,
+                        ).summary
+                        observed = observe(run)
+                        true_summary = scorer.summary(proposal_ran)
+                        true_obj = scorer.objective(true_summary)
+                        if problem:
+                            tuner.tell(current, run, observed)
+                        else:
+                            tuner.tell(proposal_ran, run, observed)
+                            current = proposal_ran
+                        if observed > incumbent[1]:
+                            incumbent = (proposal_ran, observed, rnd, true_summary, run)
+                        row = _row(
+                            common,
+                            rnd,
+                            proposal,
+                            run,
+                            true_summary,
+                            observed,
+                            true_obj,
+                            problem,
+                            incumbent,
+                            scorer,
+                            gap,
+                            settings,
+                        )
+                        rows.append(row)
+                        advance()
+    version = policy.version if policy is not None else None
+    return EvaluationResult(rows, settings, tuple(names), policy_path, version)
+
+
+def _finite_or(value: float, fallback: float) -> float:
+    return value if math.isfinite(value) else fallback
+
+
+def _fraction(obj: float, default: float, gap: float, settings: EvaluationSettings) -> float:
+    """Return the fraction of the oracle's improvement, NaN when the gap is negligible."""
+    if not gap > settings.min_oracle_gap:
+        return math.nan
+    return (obj - default) / gap
+
+
+def _row(
+    common: dict[str, Any],
+    rnd: int,
+    proposal: Hyperparameters,
+    run: RunSummary,
+    true_summary: RunSummary,
+    observed: float,
+    true_obj: float,
+    problem: str,
+    incumbent: tuple[Hyperparameters, float, int, RunSummary, RunSummary],
+    scorer: _Scorer,
+    gap: float,
+    settings: EvaluationSettings,
+) -> dict[str, Any]:
+    """Build one Parquet row."""
+    inc_hp, _inc_obs, inc_round, inc_true, inc_run = incumbent
+    inc_obj = scorer.objective(inc_true)
+    default_obj = common["default_objective"]
+    row: dict[str, Any] = dict(common)
+    row |= {"round": rnd}
+    row |= {f"hp_{k}": v for k, v in proposal.as_dict().items()}
+    row |= _summary_fields(run)
+    row |= {
+        "valid": not problem,
+        "invalid_reason": problem,
+        "oom": run.failure == "oom",
+        "objective_observed": observed,
+        "objective_true": true_obj,
+        "true_val_loss": float(true_summary.final_val_loss),
+        "true_failure": true_summary.failure,
+        "incumbent_round": inc_round,
+        "incumbent_objective_true": inc_obj,
+        "incumbent_val_loss_true": float(inc_true.final_val_loss),
+        "incumbent_failure_true": inc_true.failure,
+        **{f"incumbent_{k}": v for k, v in _summary_fields(inc_run).items() if k != "failure"},
+        **{f"incumbent_hp_{k}": v for k, v in inc_hp.as_dict().items()},
+        "oracle_fraction_incumbent": _fraction(inc_obj, default_obj, gap, settings),
+        "oracle_fraction_last": _fraction(true_obj, default_obj, gap, settings),
+    }
+    row["oracle_fraction"] = row[f"oracle_fraction_{settings.score}"]
+    return row
+
+
+class _NullProgress:
+    def __enter__(self) -> Callable[[], None]:
+        return lambda: None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _RichProgress:
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("evaluating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._total = total
+
+    def __enter__(self) -> Callable[[], None]:
+        self._progress.__enter__()
+        task = self._progress.add_task("rounds", total=self._total)
+        return lambda: self._progress.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+
+def _progress(enabled: bool, total: int) -> _NullProgress | _RichProgress:
+    return _RichProgress(total) if enabled else _NullProgress()
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _final_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return each (workload, seed, method)'s row of its last round."""
+    last = frame["round"].max()
+    return frame[frame["round"] == last]
+
+
+def workload_summary(result: EvaluationResult) -> pd.DataFrame:
+    """Return one row per workload and method: before/after, oracle fraction, failures."""
+    frame = result.frame()
+    tol = result.settings.val_loss_tolerance
+    before = frame[frame["round"] == 0]
+    after = _final_rows(frame)
+    tuning = frame[frame["round"] > 0]
+    keys = ["workload", "method"]
+    agg_after = after.groupby(keys, sort=False).agg(
+        oracle_fraction=("oracle_fraction", "mean"),
+        oracle_fraction_last=("oracle_fraction_last", "mean"),
+        oracle_fraction_incumbent=("oracle_fraction_incumbent", "mean"),
+        objective=("incumbent_objective_true", "mean"),
+        oracle_objective=("oracle_objective", "first"),
+        default_objective=("default_objective", "first"),
+        gpu_util_after=("incumbent_gpu_util_mean", "mean"),
+        cpu_util_after=("incumbent_cpu_util_mean", "mean"),
+        mem_util_after=("incumbent_mem_util_mean", "mean"),
+        throughput_after=("incumbent_throughput", "mean"),
+        duration_s_after=("incumbent_duration_s", "mean"),
+        gpu_hours_after=("incumbent_gpu_hours", "mean"),
+        val_loss_after=("incumbent_val_loss_true", "mean"),
+        default_val_loss=("default_val_loss", "first"),
+    )
+    agg_before = before.groupby(keys, sort=False).agg(
+        gpu_util_before=("gpu_util_mean", "mean"),
+        cpu_util_before=("cpu_util_mean", "mean"),
+        mem_util_before=("mem_util_mean", "mean"),
+        throughput_before=("throughput", "mean"),
+        duration_s_before=("duration_s", "mean"),
+        gpu_hours_before=("gpu_hours", "mean"),
+    )
+    agg_tuning = tuning.groupby(keys, sort=False).agg(
+        invalid_configs=("valid", lambda v: int((~v.astype(bool)).sum())),
+        oom_runs=("oom", lambda v: int(v.astype(bool).sum())),
+        diverged_runs=("failure", lambda v: int((v == "diverged").sum())),
+        failed_runs=("failure", lambda v: int(v.isin(["oom", "diverged", "failed"]).sum())),
+        tuning_gpu_hours=("gpu_hours", "sum"),
+    )
+    out = agg_after.join(agg_before).join(agg_tuning).reset_index()
+    out["val_loss_ok"] = out["val_loss_after"] <= out["default_val_loss"] * (1.0 + tol)
+    return out
+
+
+def method_summary(result: EvaluationResult) -> pd.DataFrame:
+    """Return one row per method over all workloads (means; counts are sums)."""
+    per = workload_summary(result)
+    grouped = per.groupby("method", sort=False)
+    out = grouped.agg(
+        workloads=("workload", "nunique"),
+        oracle_fraction_mean=("oracle_fraction", "mean"),
+        oracle_fraction_median=("oracle_fraction", "median"),
+        oracle_fraction_last_mean=("oracle_fraction_last", "mean"),
+        val_loss_ok_share=("val_loss_ok", "mean"),
+        invalid_configs=("invalid_configs", "sum"),
+        oom_runs=("oom_runs", "sum"),
+        diverged_runs=("diverged_runs", "sum"),
+        failed_runs=("failed_runs", "sum"),
+        gpu_util_before=("gpu_util_before", "mean"),
+        gpu_util_after=("gpu_util_after", "mean"),
+        cpu_util_before=("cpu_util_before", "mean"),
+        cpu_util_after=("cpu_util_after", "mean"),
+        mem_util_before=("mem_util_before", "mean"),
+        mem_util_after=("mem_util_after", "mean"),
+        throughput_before=("throughput_before", "mean"),
+        throughput_after=("throughput_after", "mean"),
+        duration_s_before=("duration_s_before", "mean"),
+        duration_s_after=("duration_s_after", "mean"),
+        gpu_hours_before=("gpu_hours_before", "mean"),
+        gpu_hours_after=("gpu_hours_after", "mean"),
+        tuning_gpu_hours=("tuning_gpu_hours", "sum"),
+    )
+    order = [m for m in result.settings.methods if m in out.index]
+    return out.loc[order].reset_index()
+
+
+def gain_by_round(result: EvaluationResult) -> pd.DataFrame:
+    """Return the mean oracle fraction and validation loss per method and round."""
+    frame = result.frame()
+    return (
+        frame.groupby(["method", "round"], sort=False)
+        .agg(
+            oracle_fraction=("oracle_fraction", "mean"),
+            oracle_fraction_last=("oracle_fraction_last", "mean"),
+            incumbent_val_loss_rel=(
+                "incumbent_val_loss_true",
+                lambda v: float(
+                    np.nanmean(
+                        v.to_numpy(dtype=float)
+                        / frame.loc[v.index, "default_val_loss"].to_numpy(dtype=float)
+                    )
+                ),
+            ),
+        )
+        .reset_index()
+    )
+
+
+@dataclass(frozen=True)
+class QualityBar:
+    """The issue-8 quality bar for JPO, measured: each check with its figure."""
+
+    oracle_fraction: float
+    val_loss_ok_share: float
+    invalid_configs: int
+    oom_runs: int
+    beats: dict[str, bool]
+    passed: dict[str, bool]
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(self.passed.values())
+
+
+def quality_bar(result: EvaluationResult, method: str = "jpo") -> QualityBar | None:
+    """Return the quality bar's checks for ``method``, or None when it was not evaluated."""
+    summary = method_summary(result).set_index("method")
+    if method not in summary.index:
+        return None
+    s = result.settings
+    row = summary.loc[method]
+    beats = {
+        other: bool(row["oracle_fraction_mean"] > summary.loc[other, "oracle_fraction_mean"])
+        for other in s.must_beat
+        if other in summary.index and other != method
+    }
+    passed = {
+        f"oracle fraction >= {s.oracle_fraction_min:.0%}": bool(
+            row["oracle_fraction_mean"] >= s.oracle_fraction_min
+        ),
+        f"val loss <= default x {1 + s.val_loss_tolerance:g} on >= "
+        f"{s.val_loss_ok_share_min:.0%} of workloads": bool(
+            row["val_loss_ok_share"] >= s.val_loss_ok_share_min
+        ),
+        "zero invalid configs": int(row["invalid_configs"]) == 0,
+        "zero OOM suggestions": int(row["oom_runs"]) == 0,
+        **{f"beats {k}": v for k, v in beats.items()},
+    }
+    return QualityBar(
+        oracle_fraction=float(row["oracle_fraction_mean"]),
+        val_loss_ok_share=float(row["val_loss_ok_share"]),
+        invalid_configs=int(row["invalid_configs"]),
+        oom_runs=int(row["oom_runs"]),
+        beats=beats,
+        passed=passed,
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Files written by :func:`write_report`."""
+
+    report: Path
+    parquet: Path
+    summary: Path
+    plots: tuple[Path, ...]
+
+
+def write_report(result: EvaluationResult, out_dir: str | Path) -> ReportPaths:
+    """Write report.md, rounds.parquet, summary.json and plots/*.png into ``out_dir``."""
+    out = Path(out_dir)
+    try:
+        (out / "plots").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot create the folder: {err}") from err
+    frame = result.frame()
+    parquet = out / "rounds.parquet"
+    frame.to_parquet(parquet, index=False)
+    per_workload = workload_summary(result)
+    per_method = method_summary(result)
+    by_round = gain_by_round(result)
+    bar = quality_bar(result)
+    plots = _plots(per_method, per_workload, by_round, out / "plots")
+    summary = out / "summary.json"
+    summary.write_text(
+        json.dumps(
+            {
+                "settings": asdict(result.settings),
+                "workloads": list(result.workloads),
+                "policy": result.policy,
+                "policy_version": result.policy_version,
+                "methods": _records(per_method),
+                "quality_bar": None if bar is None else asdict(bar) | {"ok": bar.ok},
+            },
+            indent=2,
+            default=_json_default,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    report = out / "report.md"
+    report.write_text(
+        _markdown(result, per_method, per_workload, by_round, bar, plots, out), encoding="utf-8"
+    )
+    return ReportPaths(report, parquet, summary, tuple(plots))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        out.append(
+            {
+                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in rec.items()
+            }
+        )
+    return out
+
+
+def _plots(
+    per_method: pd.DataFrame, per_workload: pd.DataFrame, by_round: pd.DataFrame, folder: Path
+) -> list[Path]:
+    """Draw the three figures (matplotlib Agg) and return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: list[Path] = []
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    x = np.arange(len(per_method))
+    width = 0.38
+    for ax, (label, key) in zip(
+        axes, (("GPU", "gpu_util"), ("CPU", "cpu_util"), ("memory", "mem_util")), strict=True
+    ):
+        ax.bar(x - width / 2, per_method[f"{key}_before"], width, label="default (before)")
+        ax.bar(x + width / 2, per_method[f"{key}_after"], width, label="after tuning")
+        ax.set_xticks(x, per_method["method"], rotation=30, ha="right")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"mean {label} utilization")
+    axes[0].set_ylabel("fraction of what the pod reserved")
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    paths.append(_save(fig, folder / "utilization_before_after.png"))
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, grp in by_round.groupby("method", sort=False):
+        ax.plot(grp["round"], grp["oracle_fraction"], marker="o", label=str(method))
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("round")
+    ax.set_ylabel("fraction of the oracle's improvement")
+    ax.set_title("gain vs round (mean over workloads)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(_save(fig, folder / "gain_vs_round.png"))
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, grp in by_round.groupby("method", sort=False):
+        ax.plot(grp["round"], grp["incumbent_val_loss_rel"], marker="o", label=str(method))
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("round")
+    ax.set_ylabel("final validation loss / default's")
+    ax.set_title("validation loss vs round (mean over workloads)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(_save(fig, folder / "val_loss_vs_round.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        if not math.isfinite(float(value)):
+            return "n/a"
+        return f"{float(value):.{digits}g}"
+    return str(value)
+
+
+def _table(frame: pd.DataFrame, columns: Iterable[str]) -> str:
+    cols = list(columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _markdown(
+    result: EvaluationResult,
+    per_method: pd.DataFrame,
+    per_workload: pd.DataFrame,
+    by_round: pd.DataFrame,
+    bar: QualityBar | None,
+    plots: list[Path],
+    out: Path,
+) -> str:
+    s = result.settings
+    frame = result.frame()
+    parts = [
+        "# JPO evaluation report",
+        "",
+        f"- workloads ({len(result.workloads)}): {', '.join(result.workloads)}",
+        f"- rounds: {s.rounds}, seeds: {s.seeds} (from {s.base_seed}), score: {s.score}",
+        f"- policy: {result.policy or 'none'} (version {result.policy_version})",
+        f"- random search trust region: {'applied' if s.random_trust_region else 'not applied'};"
+        " Optuna TPE searches the whole constrained box",
+        f"- undefined oracle fractions (default already optimal): "
+        f"{int(frame[frame['round'] == 0]['oracle_fraction'].isna().sum())} of "
+        f"{int((frame['round'] == 0).sum())} campaigns",
+        "",
+        "Objective: `jpo.reward.objective` with the default configuration as reference; "
+        "scores are noise-free (`envs.response.predict`), choices use measured runs.",
+        "",
+        "## Overall (mean over workloads; counts are totals over tuning rounds)",
+        "",
+        _table(
+            per_method,
+            [
+                "method",
+                "oracle_fraction_mean",
+                "oracle_fraction_median",
+                "oracle_fraction_last_mean",
+                "val_loss_ok_share",
+                "invalid_configs",
+                "oom_runs",
+                "diverged_runs",
+                "gpu_util_before",
+                "gpu_util_after",
+                "cpu_util_before",
+                "cpu_util_after",
+                "mem_util_before",
+                "mem_util_after",
+                "throughput_before",
+                "throughput_after",
+                "duration_s_after",
+                "gpu_hours_after",
+                "tuning_gpu_hours",
+            ],
+        ),
+        "",
+    ]
+    if bar is not None:
+        parts += ["## Quality bar (JPO)", ""]
+        parts += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in bar.passed.items()]
+        parts += [
+            "",
+            f"JPO: oracle fraction {bar.oracle_fraction:.3f}, val-loss-ok share "
+            f"{bar.val_loss_ok_share:.3f}, invalid configs {bar.invalid_configs}, "
+            f"OOM runs {bar.oom_runs}.",
+            "",
+        ]
+    parts += ["## Gain vs round (mean oracle fraction)", ""]
+    pivot = by_round.pivot(index="round", columns="method", values="oracle_fraction")
+    pivot = pivot.reset_index()
+    parts += [_table(pivot, ["round", *[m for m in s.methods if m in pivot.columns]]), ""]
+    parts += ["## Per workload", ""]
+    parts += [
+        _table(
+            per_workload,
+            [
+                "workload",
+                "method",
+                "oracle_fraction",
+                "val_loss_after",
+                "default_val_loss",
+                "val_loss_ok",
+                "gpu_util_before",
+                "gpu_util_after",
+                "throughput_before",
+                "throughput_after",
+                "duration_s_after",
+                "invalid_configs",
+                "oom_runs",
+                "diverged_runs",
+            ],
+        ),
+        "",
+        "## Plots",
+        "",
+    ]
+    parts += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots]
+    parts += ["", "All rounds: `rounds.parquet`.", ""]
+    return "\n".join(parts)
+
+
+def run_from_cli(
+    *,
+    policy_path: str | None,
+    workloads: Sequence[str] | None,
+    split: str | None,
+    rounds: int | None,
+    seeds: int | None,
+    methods: Sequence[str] | None,
+    out: str,
+    config: str | None = None,
+    progress: bool = True,
+) -> tuple[EvaluationResult, ReportPaths]:
+    """Load settings and the policy, evaluate, and write the report (``jpo evaluate``)."""
+    settings = load_evaluation_settings(config).with_overrides(
+        split=split,
+        rounds=rounds,
+        seeds=seeds,
+        methods=tuple(methods) if methods else None,
+    )
+    policy = None
+    if "jpo" in settings.methods:
+        from jpo.policy import LocalPolicy
+
+        path = policy_path or str(_bundled_policy())
+        policy = LocalPolicy.load(path)
+        policy_path = path
+    try:
+        result = evaluate(
+            settings, workloads=workloads, policy=policy, policy_path=policy_path, progress=progress
+        )
+    except JpoError:
+        raise
+    return result, write_report(result, out)
+
+
+def _bundled_policy() -> Path:
+    """Return the bundled policy folder (``jpo/data/policy``)."""
+    folder = Path(__file__).resolve().parent / "data" / "policy"
+    if not folder.exists():
+        from jpo.errors import PolicyError
+
+        raise PolicyError(
+            f"no bundled policy at {folder}: pass --policy PATH to an exported artifact, "
+            "or leave 'jpo' out of --methods"
+        )
+    return folder
+
+
+__all__ += ["HYPERPARAMETER_NAMES", "ReportPaths", "gain_by_round", "run_from_cli"]

@@ -1,0 +1,291 @@
+"""Tuning methods compared by ``jpo evaluate``, behind one small ask/tell interface.
+
+Every method tunes the same workload from the same default configuration, sees the same
+simulated runs, is scored by the same objective (:func:`jpo.reward.objective`) and has
+every proposal checked by the same constraints before it may run. The evaluation loop
+(:mod:`jpo.evaluate`) owns that checking: a tuner only proposes.
+
+Methods:
+    * :class:`JpoPolicyTuner` -- the JPO policy, driven through the CI stage's own mapping
+      code (features -> action -> constraints, trust region included).
+    * :class:`OptunaTuner` -- Optuna's TPE sampler, ask/tell over the constrained box.
+    * :class:`RandomSearchTuner` -- uniform samples inside the constraints. By default the
+      trust region is NOT applied: random search and TPE search the whole constrained box,
+      which makes them stronger baselines than a random walk limited to x2 per round
+      (``configs/evaluate.toml``, ``[baselines] trust_region`` switches it on).
+    * :class:`NoTuning` -- keeps the default configuration (the "before").
+    * :class:`OracleTuner` -- runs the oracle's best configuration from round one
+      (``envs.oracle.best_config``): the ceiling every method is measured against.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jpo.schema import RunSummary
+from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
+
+if TYPE_CHECKING:
+    from jpo.constraints import Constraints
+
+
+@dataclass(frozen=True)
+class TuningTask:
+    """What a tuner knows when a campaign on one workload starts.
+
+    Attributes:
+        workload: catalog name of the workload profile.
+        profile: the workload profile (``envs.response.WorkloadProfile``).
+        constraints: the constraints for this workload (tunable set, ranges, trust region).
+        default: the workload's default hyperparameters (round 0's configuration).
+        default_summary: the measured run at the default configuration.
+        seed: seed for any randomness the tuner uses.
+        extra: method-specific inputs (e.g. the oracle's configuration).
+    """
+
+    workload: str
+    profile: Any
+    constraints: Constraints
+    default: Hyperparameters
+    default_summary: RunSummary
+    seed: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Tuner(ABC):
+    """One tuning method on one workload: propose a configuration, learn from its run."""
+
+    name: str = "tuner"
+
+    def __init__(self, task: TuningTask) -> None:
+        self.task = task
+        self.current: Hyperparameters = task.default
+        self.last_summary: RunSummary = task.default_summary
+
+    @property
+    def uses_trust_region(self) -> bool:
+        """Whether proposals must stay within the trust region of the current config."""
+        return False
+
+    @abstractmethod
+    def ask(self) -> Hyperparameters:
+        """Return the configuration to run next."""
+
+    def tell(self, hp: Hyperparameters, summary: RunSummary, objective: float) -> None:
+        """Record the run of ``hp`` (its summary and observed objective)."""
+        self.current = hp
+        self.last_summary = summary
+
+    def reject(self, hp: Hyperparameters) -> None:
+        """Record that ``hp`` failed validation and never ran (the default: forget it)."""
+        del hp
+
+
+class NoTuning(Tuner):
+    """Keep the default configuration every round."""
+
+    name = "no_tuning"
+
+    def ask(self) -> Hyperparameters:
+        """Return the default configuration."""
+        return self.task.default
+
+
+class OracleTuner(Tuner):
+    """Run the oracle's best configuration (``task.extra["oracle_hp"]``) every round."""
+
+    name = "oracle"
+
+    def ask(self) -> Hyperparameters:
+        """Return the oracle's configuration."""
+        hp: Hyperparameters = self.task.extra["oracle_hp"]
+        return hp
+
+
+class RandomSearchTuner(Tuner):
+    """Uniform random configurations inside the constraints.
+
+    With ``trust_region=False`` (default) each proposal is drawn from the whole
+    constrained box (``Constraints.sample_uniform``); with ``True`` it is a uniform random
+    action in [-1, 1]^k mapped through the trust region from the current configuration.
+    """
+
+    name = "random"
+
+    def __init__(self, task: TuningTask, *, trust_region: bool = False) -> None:
+        super().__init__(task)
+        self._rng = np.random.default_rng(task.seed)
+        self._trust_region = trust_region
+
+    @property
+    def uses_trust_region(self) -> bool:
+        """Whether proposals are limited to the trust region."""
+        return self._trust_region
+
+    def ask(self) -> Hyperparameters:
+        """Return a uniformly random configuration inside the constraints."""
+        constraints = self.task.constraints
+        if self._trust_region:
+            k = len(constraints.tunable)
+            return constraints.apply_action(self.current, self._rng.uniform(-1.0, 1.0, k))
+        sampled: Hyperparameters = constraints.sample_uniform(self._rng, base=self.task.default)
+        return sampled
+
+
+class OptunaTuner(Tuner):
+    """Optuna's TPE sampler (ask/tell) over the constrained box, maximizing the objective.
+
+    Each tunable parameter gets an Optuna distribution with the constraints' range and
+    scale (log for log-scale parameters, integer steps for integers, powers of two when
+    the constraints require them); frozen parameters keep their default. A failed run
+    (OOM, divergence) is told with its (penalized) objective, so TPE learns to avoid it.
+    """
+
+    name = "optuna_tpe"
+
+    def __init__(self, task: TuningTask, *, n_startup_trials: int = 2) -> None:
+        super().__init__(task)
+        import optuna  # heavy import: only when this baseline runs
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = optuna.samplers.TPESampler(seed=task.seed, n_startup_trials=n_startup_trials)
+        self._optuna = optuna
+        self._study = optuna.create_study(direction="maximize", sampler=sampler)
+        self._distributions = _optuna_distributions(task.constraints, optuna)
+        self._pending: Any = None
+        # The default run is free knowledge every method has: tell TPE about it.
+        self._study.add_trial(
+            optuna.trial.create_trial(
+                params=_params_for(task.default, task.constraints, self._distributions),
+                distributions=self._distributions,
+                values=[float(task.extra.get("default_objective", 0.0))],
+            )
+        )
+
+    def ask(self) -> Hyperparameters:
+        """Return TPE's next configuration."""
+        self._pending = self._study.ask(self._distributions)
+        values = _decode_params(self._pending.params, self.task.default, self.task.constraints)
+        return Hyperparameters.from_mapping(values)
+
+    def tell(self, hp: Hyperparameters, summary: RunSummary, objective: float) -> None:
+        """Report the observed objective of the last asked trial."""
+        super().tell(hp, summary, objective)
+        if self._pending is not None:
+            value = objective if math.isfinite(objective) else -1e9
+            self._study.tell(self._pending, value)
+            self._pending = None
+
+    def reject(self, hp: Hyperparameters) -> None:
+        """Mark the pending trial failed: it never ran."""
+        if self._pending is not None:
+            self._study.tell(self._pending, state=self._optuna.trial.TrialState.FAIL)
+            self._pending = None
+
+
+def _param_spec(constraints: Constraints, name: str) -> Any:
+    """Return the constraints' spec object for one parameter."""
+    return constraints.params[name]
+
+
+def _optuna_distributions(constraints: Constraints, optuna: Any) -> dict[str, Any]:
+    """Build one Optuna distribution per tunable parameter from the constraints."""
+    dists: dict[str, Any] = {}
+    for name in constraints.tunable:
+        spec = _param_spec(constraints, name)
+        low, high = spec.min, spec.max
+        log = spec.scale == "log"
+        if getattr(spec, "power_of_two", False):
+            dists[name] = optuna.distributions.IntDistribution(
+                math.ceil(math.log2(low)), math.floor(math.log2(high))
+            )
+        elif spec.type == "int":
+            dists[name] = optuna.distributions.IntDistribution(int(low), int(high), log=log)
+        else:
+            dists[name] = optuna.distributions.FloatDistribution(float(low), float(high), log=log)
+    return dists
+
+
+def _params_for(
+    hp: Hyperparameters, constraints: Constraints, dists: dict[str, Any]
+) -> dict[str, Any]:
+    """Encode a configuration as Optuna params (inverse of :func:`_decode_params`)."""
+    values = hp.as_dict()
+    params: dict[str, Any] = {}
+    for name, dist in dists.items():
+        value: float = values[name]
+        if getattr(_param_spec(constraints, name), "power_of_two", False):
+            value = round(math.log2(max(value, 1)))
+        params[name] = type(dist.low)(min(max(value, dist.low), dist.high))
+    return params
+
+
+def _decode_params(
+    params: dict[str, Any], default: Hyperparameters, constraints: Constraints
+) -> dict[str, float | int]:
+    """Decode Optuna params into hyperparameter values (frozen ones keep the default)."""
+    values = default.as_dict()
+    for name, value in params.items():
+        spec = _param_spec(constraints, name)
+        if getattr(spec, "power_of_two", False):
+            values[name] = 2 ** int(value)
+        else:
+            values[name] = value
+    return values
+
+
+class JpoPolicyTuner(Tuner):
+    """The JPO policy, driven exactly as ``jpo suggest`` drives it.
+
+    ``propose`` is the CI stage's in-process mapping (features -> action -> constraints,
+    including trust region, rounding and frozen keys); see :func:`jpo.evaluate.jpo_proposer`.
+    """
+
+    name = "jpo"
+
+    def __init__(self, task: TuningTask, *, propose: Callable[..., Hyperparameters]) -> None:
+        super().__init__(task)
+        self._propose = propose
+        self._best_val_loss = task.default_summary.final_val_loss
+        self._last_failure = task.default_summary.failure
+
+    @property
+    def uses_trust_region(self) -> bool:
+        """The policy's proposals are bound by the trust region, as in CI."""
+        return True
+
+    def ask(self) -> Hyperparameters:
+        """Return the policy's suggestion for the next run."""
+        return self._propose(
+            task=self.task,
+            current=self.current,
+            summary=self.last_summary,
+            best_val_loss=self._best_val_loss,
+        )
+
+    def tell(self, hp: Hyperparameters, summary: RunSummary, objective: float) -> None:
+        """Advance to the run of ``hp``; keep the workload's best validation loss."""
+        super().tell(hp, summary, objective)
+        if summary.failure == "none" and math.isfinite(summary.final_val_loss):
+            self._best_val_loss = min(self._best_val_loss, summary.final_val_loss)
+
+
+TunerFactory = Callable[[TuningTask], Tuner]
+
+__all__ = [
+    "HYPERPARAMETER_NAMES",
+    "JpoPolicyTuner",
+    "NoTuning",
+    "OptunaTuner",
+    "OracleTuner",
+    "RandomSearchTuner",
+    "Tuner",
+    "TunerFactory",
+    "TuningTask",
+]
