@@ -1,0 +1,392 @@
+"""Metric sources: where a run's telemetry comes from, as HISTORY_SCHEMA Arrow tables.
+
+:class:`MetricSource` is the abstract base; :class:`PrometheusSource` reads a live
+Prometheus (the CI path and ``jpo history pull``), :class:`ParquetSource` reads the
+Parquet history written by :mod:`jpo.history` (training replay). Both return the same
+long table (:data:`jpo.schema.HISTORY_SCHEMA`) and raise the same
+:class:`jpo.errors.TelemetryError` subclasses from :mod:`jpo.prometheus`, so the code
+above them cannot tell them apart. One shared test suite runs against both
+(``tests/jpo/test_telemetry.py``).
+
+Cost of the CI path, :meth:`PrometheusSource.run_table` for the latest run: one coarse
+range query to find the workload's runs and their time span, then one range query that
+returns every canonical metric of that run (the templates joined with ``or``, each tagged
+with a ``jpo_metric`` label).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jpo.prometheus import (
+    EmptyResult,
+    NonFiniteSample,
+    PrometheusClient,
+    QueryResult,
+    StaleData,
+    TooFewPoints,
+    chunk_range,
+)
+from jpo.promql import (
+    RUNS,
+    WORKLOAD_FIELDS,
+    MetricCatalog,
+    load_catalog,
+    parse_duration_s,
+)
+from jpo.schema import HISTORY_SCHEMA
+from jpo.workload import WorkloadKey
+
+METRIC_LABEL = "jpo_metric"
+"""Label that tags each metric's series in the combined per-run query."""
+
+
+def _epoch_s(t: float | datetime) -> float:
+    return t.timestamp() if isinstance(t, datetime) else float(t)
+
+
+def empty_history() -> pa.Table:
+    """Return an empty table with HISTORY_SCHEMA."""
+    return HISTORY_SCHEMA.empty_table()
+
+
+def result_to_table(
+    result: QueryResult,
+    metric: str | None,
+    label_names: Sequence[str],
+    *,
+    drop_nonfinite: bool = False,
+) -> pa.Table:
+    """Convert a query result to HISTORY_SCHEMA rows, vectorized (no loop per sample).
+
+    Args:
+        result: parsed series.
+        metric: canonical metric name of every series, or None to read it from each
+            series' ``jpo_metric`` label.
+        label_names: Prometheus label names of dataset, model, framework and run_id.
+        drop_nonfinite: drop NaN/Inf samples instead of keeping them.
+    """
+    series = result.series
+    if not series:
+        return empty_history()
+    lengths = np.fromiter((len(s.values) for s in series), dtype=np.int64, count=len(series))
+    index = pa.array(np.repeat(np.arange(len(series), dtype=np.int64), lengths))
+    ts = np.concatenate([s.timestamps for s in series])
+    values = np.concatenate([s.values for s in series])
+    ms = np.rint(ts * 1000.0).astype(np.int64)
+    columns: dict[str, pa.Array] = {
+        "timestamp": pa.array(ms, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+    }
+    for field, label in zip(WORKLOAD_FIELDS, label_names, strict=True):
+        per_series = pa.array([s.labels.get(label, "") for s in series], type=pa.string())
+        columns[field] = per_series.take(index)
+    if metric is None:
+        names = pa.array([s.labels.get(METRIC_LABEL, "") for s in series], type=pa.string())
+        columns["metric"] = names.take(index)
+    else:
+        columns["metric"] = pa.array(np.full(len(ms), metric, dtype=object), type=pa.string())
+    columns["value"] = pa.array(values, type=pa.float64())
+    table = pa.table(columns).select(HISTORY_SCHEMA.names).cast(HISTORY_SCHEMA)
+    if drop_nonfinite:
+        table = table.filter(pc.is_finite(table["value"]))
+    return table
+
+
+def sort_history(table: pa.Table) -> pa.Table:
+    """Sort history rows by workload, run, metric and time."""
+    keys = [*WORKLOAD_FIELDS, "metric", "timestamp"]
+    return table.sort_by([(k, "ascending") for k in keys])
+
+
+def check_run_table(table: pa.Table, what: str, min_points: int) -> pa.Table:
+    """Raise NonFiniteSample / TooFewPoints for untrustworthy run rows; else return them."""
+    finite = pc.is_finite(table["value"])
+    if not pc.all(finite).as_py():
+        bad = table.filter(pc.invert(finite))
+        row = bad.slice(0, 1).to_pylist()[0]
+        raise NonFiniteSample(
+            f"{what}: {bad.num_rows} non-finite sample(s), first {row['metric']}={row['value']}"
+            f" at {row['timestamp']}: fix the exporter or the template"
+        )
+    n_times = pc.count_distinct(table["timestamp"]).as_py()
+    if n_times < min_points:
+        raise TooFewPoints(
+            f"{what}: only {n_times} distinct sample time(s), at least {min_points} are needed"
+            " ([query].min_points in configs/metrics.toml): wait for a longer run or more"
+            " scrapes"
+        )
+    return table
+
+
+class MetricSource(abc.ABC):
+    """Where telemetry comes from; every method returns HISTORY_SCHEMA tables."""
+
+    @abc.abstractmethod
+    def list_runs(self, key: WorkloadKey) -> list[str]:
+        """Return the run ids of ``key``, oldest first (by their last sample)."""
+
+    @abc.abstractmethod
+    def run_table(
+        self, key: WorkloadKey, run_id: str | None = None, *, lookback: str | None = None
+    ) -> pa.Table:
+        """Return all canonical metrics of one run (default: the most recent run).
+
+        Raises:
+            EmptyResult: no run of ``key`` (or no run ``run_id``) exists at all.
+            StaleData: the workload exists, but has no run inside ``lookback``.
+            NonFiniteSample: a sample of the run is NaN or infinite.
+            TooFewPoints: the run has fewer than ``min_points`` sample times.
+        """
+
+    @abc.abstractmethod
+    def history(self, start: float | datetime, end: float | datetime, step: float) -> pa.Table:
+        """Return every workload's metrics between ``start`` and ``end`` (epoch s or datetime)."""
+
+
+class PrometheusSource(MetricSource):
+    """Reads runs and history from a live Prometheus through the metric catalog.
+
+    Args:
+        client: the HTTP client (its URL names the server in every error).
+        catalog: metric templates; default ``configs/metrics.toml``.
+        metrics: canonical metrics to fetch; default every template in the catalog.
+        now: clock, for tests.
+    """
+
+    def __init__(
+        self,
+        client: PrometheusClient,
+        catalog: MetricCatalog | None = None,
+        *,
+        metrics: Iterable[str] | None = None,
+        now: float | None = None,
+    ) -> None:
+        self.client = client
+        self.catalog = catalog or load_catalog()
+        self.metrics = tuple(metrics) if metrics is not None else tuple(self.catalog.metrics)
+        self._now = now
+
+    @classmethod
+    def from_url(
+        cls, url: str, catalog: MetricCatalog | None = None, *, bearer_token: str | None = None
+    ) -> PrometheusSource:
+        """Build a source with the client settings of the catalog's ``[client]`` table."""
+        catalog = catalog or load_catalog()
+        s = catalog.settings
+        client = PrometheusClient(
+            url,
+            timeout_s=s.timeout_s,
+            retries=s.retries,
+            backoff_s=s.backoff_s,
+            bearer_token=bearer_token,
+        )
+        return cls(client, catalog)
+
+    def now(self) -> float:
+        """Return the current time in epoch seconds (fixed when the source was given one)."""
+        return self._now if self._now is not None else time.time()
+
+    def _runs(
+        self, key: WorkloadKey, run_id: str | None, lookback: str | None
+    ) -> dict[str, tuple[float, float]]:
+        """Return {run_id: (first_seen, last_seen)} of ``key`` inside the lookback window."""
+        s = self.catalog.settings
+        end = self.now()
+        start = end - parse_duration_s(lookback or s.lookback)
+        promql = self.catalog.render(RUNS, key, run_id)
+        run_label = self.catalog.labels(self.catalog.runs.label_set)[-1]
+        spans: dict[str, tuple[float, float]] = {}
+        step = s.discovery_step_s
+        for t0, t1 in chunk_range(start, end, step, s.max_points_per_series):
+            result = self.client.query_range(promql, t0, t1, step, allow_empty=True)
+            for series in result.series:
+                if not len(series.values):
+                    continue
+                rid = series.labels.get(run_label, "")
+                first, last = float(series.values.min()), float(series.values.max())
+                old = spans.get(rid)
+                spans[rid] = (min(first, old[0]), max(last, old[1])) if old else (first, last)
+        return spans
+
+    def list_runs(self, key: WorkloadKey) -> list[str]:
+        """Return the run ids of ``key`` seen inside ``[query].lookback``, oldest first."""
+        spans = self._runs(key, None, None)
+        return sorted(spans, key=lambda r: (spans[r][1], r))
+
+    def _missing(self, key: WorkloadKey, run_id: str | None, lookback: str) -> Exception:
+        """Tell EmptyResult (never seen) from StaleData (seen, but not within lookback)."""
+        label_set = self.catalog.runs.label_set
+        match = "kube_pod_labels{" + self.catalog.selector(label_set, key, run_id) + "}"
+        what = f"workload {key.slug()}" + (f" run {run_id!r}" if run_id else "")
+        if self.client.series(match):
+            return StaleData(
+                f"{what} is known to Prometheus at {self.client.url} but has no sample in the"
+                f" last {lookback}: run the workload, or widen [query].lookback in"
+                " configs/metrics.toml"
+            )
+        return EmptyResult(
+            f"{what}: no series on {self.client.url} matches {match}: check the pod labels"
+            " (dataset, model, framework, run_id) and [label_sets] in configs/metrics.toml"
+        )
+
+    def run_table(
+        self, key: WorkloadKey, run_id: str | None = None, *, lookback: str | None = None
+    ) -> pa.Table:
+        """Return all canonical metrics of one run of ``key`` (default: the latest run)."""
+        s = self.catalog.settings
+        lookback = lookback or s.lookback
+        spans = self._runs(key, run_id, lookback)
+        if not spans:
+            raise self._missing(key, run_id, lookback)
+        chosen = run_id if run_id is not None else max(spans, key=lambda r: (spans[r][1], r))
+        first, last = spans[chosen]
+        step = s.run_step_s
+        start = float(np.floor(first / step) * step)
+        end = last
+        parts = []
+        for name in self.metrics:
+            inner = self.catalog.render(name, key, chosen)
+            parts.append(f'label_replace({inner}, "{METRIC_LABEL}", "{name}", "", "")')
+        promql = " or ".join(parts)
+        tables = []
+        for t0, t1 in chunk_range(start, end, step, s.max_points_per_series):
+            result = self.client.query_range(promql, t0, t1, step, allow_empty=True)
+            tables.append(self._result_table(result, None))
+        table = pa.concat_tables(tables) if tables else empty_history()
+        what = f"run {chosen!r} of workload {key.slug()} on {self.client.url}"
+        if table.num_rows == 0:
+            raise EmptyResult(
+                f"{what}: its pods exist but none of the metrics {', '.join(self.metrics)}"
+                " has data: check that cAdvisor, kube-state-metrics, DCGM and the training"
+                " exporter are scraped"
+            )
+        return check_run_table(sort_history(table), what, s.min_points)
+
+    def _result_table(
+        self, result: QueryResult, metric: str | None, drop_nonfinite: bool = False
+    ) -> pa.Table:
+        """Convert a result whose series may carry either label set's names."""
+        if metric is not None:
+            label_set = self.catalog.metrics[metric].label_set
+            return result_to_table(
+                result, metric, self.catalog.labels(label_set), drop_nonfinite=drop_nonfinite
+            )
+        by_set: dict[str, list] = {}
+        for series in result.series:
+            name = series.labels.get(METRIC_LABEL, "")
+            by_set.setdefault(self.catalog.metrics[name].label_set, []).append(series)
+        tables = [
+            result_to_table(
+                QueryResult(result.query, tuple(group)),
+                None,
+                self.catalog.labels(label_set),
+                drop_nonfinite=drop_nonfinite,
+            )
+            for label_set, group in by_set.items()
+        ]
+        return pa.concat_tables(tables) if tables else empty_history()
+
+    def history(
+        self,
+        start: float | datetime,
+        end: float | datetime,
+        step: float,
+        *,
+        drop_nonfinite: bool = False,
+    ) -> pa.Table:
+        """Return every workload's metrics: one batched range query per metric (and chunk).
+
+        ``start`` is aligned down to a multiple of ``step`` so that overlapping pulls
+        produce identical timestamps (and :func:`jpo.history.append_history` dedups them).
+        NaN/Inf samples raise NonFiniteSample unless ``drop_nonfinite``.
+        """
+        t0 = float(np.floor(_epoch_s(start) / step) * step)
+        t1 = _epoch_s(end)
+        max_points = self.catalog.settings.max_points_per_series
+        tables = []
+        for name in self.metrics:
+            promql = self.catalog.render(name)
+            for c0, c1 in chunk_range(t0, t1, step, max_points):
+                result = self.client.query_range(
+                    promql, c0, c1, step, allow_empty=True, allow_nonfinite=drop_nonfinite
+                )
+                tables.append(self._result_table(result, name, drop_nonfinite))
+        if not tables:
+            return empty_history()
+        return pa.concat_tables(tables)
+
+
+class ParquetSource(MetricSource):
+    """Reads runs and history from a Parquet store written by :mod:`jpo.history`.
+
+    ``lookback`` and ``step`` are accepted for interface parity: the store holds what was
+    pulled, at the step it was pulled with, and the latest stored run is used whatever its
+    age.
+    """
+
+    def __init__(self, root: str | Path, *, min_points: int | None = None) -> None:
+        self.root = Path(root)
+        self.min_points = (
+            min_points if min_points is not None else load_catalog().settings.min_points
+        )
+
+    def _workload(self, key: WorkloadKey) -> pa.Table:
+        from jpo.history import read_history
+
+        return read_history(self.root, [key])
+
+    def list_runs(self, key: WorkloadKey) -> list[str]:
+        """Return the run ids of ``key`` in the store, oldest first (by their last sample)."""
+        table = self._workload(key)
+        if table.num_rows == 0:
+            return []
+        last = table.group_by("run_id").aggregate([("timestamp", "max")])
+        last = last.sort_by([("timestamp_max", "ascending"), ("run_id", "ascending")])
+        return [str(r) for r in last["run_id"].to_pylist()]
+
+    def run_table(
+        self, key: WorkloadKey, run_id: str | None = None, *, lookback: str | None = None
+    ) -> pa.Table:
+        """Return all stored metrics of one run of ``key`` (default: the latest run)."""
+        table = self._workload(key)
+        runs = self.list_runs(key) if table.num_rows else []
+        where = f"workload {key.slug()} in the history store {self.root}"
+        if not runs:
+            raise EmptyResult(
+                f"{where}: no rows: run `jpo history pull` for it, or check the workload labels"
+            )
+        chosen = run_id if run_id is not None else runs[-1]
+        if chosen not in runs:
+            raise EmptyResult(f"{where}: no run {chosen!r}; stored runs: {', '.join(runs[-10:])}")
+        rows = table.filter(pc.equal(table["run_id"], chosen))
+        return check_run_table(sort_history(rows), f"run {chosen!r} of {where}", self.min_points)
+
+    def history(self, start: float | datetime, end: float | datetime, step: float) -> pa.Table:
+        """Return all stored rows with ``start <= timestamp <= end``."""
+        from jpo.history import read_history
+
+        table = read_history(self.root)
+        lo = pa.scalar(int(_epoch_s(start) * 1000), pa.timestamp("ms", tz="UTC"))
+        hi = pa.scalar(int(_epoch_s(end) * 1000), pa.timestamp("ms", tz="UTC"))
+        ts = table["timestamp"]
+        return table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less_equal(ts, hi)))
+
+
+__all__ = [
+    "METRIC_LABEL",
+    "MetricSource",
+    "ParquetSource",
+    "PrometheusSource",
+    "check_run_table",
+    "empty_history",
+    "result_to_table",
+    "sort_history",
+]
