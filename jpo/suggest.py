@@ -1,0 +1,638 @@
+"""The CI stage: read config.ini, ask the policy, guard, validate, write, audit.
+
+:func:`suggest` is the whole of ``jpo suggest`` without the command line. Its steps, in
+order (each owned by one module):
+
+1. verify the file (:func:`jpo.config_file.check_workload`) — problems: exit 2;
+2. pull the workload's latest run from Prometheus (:mod:`jpo.telemetry`) — no
+   trustworthy data: exit 11, file untouched;
+3. record the outcome of the previous suggestion if it has none yet (:mod:`jpo.feedback`);
+4. roll back to the last known-good values if that outcome degraded validation loss
+   beyond tolerance or failed (exit 0, reason recorded);
+5. features (:func:`jpo.features.build_observation`) and the action
+   (:mod:`jpo.policy_source`: local artifact or Serve endpoint with fallback);
+6. map the action through the constraints (trust region, rounding, frozen keys);
+7. guards (:mod:`jpo.guards`): failed-config memory, memory guard, hysteresis —
+   nothing left to change: exit 10;
+8. validate; approval above the configured change size (exit 12 without ``--approve``);
+9. write atomically (:func:`jpo.safe_write.write_hyperparameters`) and append the audit
+   record (:mod:`jpo.audit`).
+
+The file is touched only in step 9, and only with values that passed validation. This
+module (and everything it imports at module level) must not import ray or torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tomllib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jpo.errors import ConfigError, ConstraintViolation, ExitCode, PolicyError, TelemetryError
+from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from jpo.constraints import Constraints
+    from jpo.policy_source import PolicySource
+    from jpo.schema import RunSummary
+    from jpo.telemetry import MetricSource
+
+__all__ = [
+    "SuggestOptions",
+    "SuggestResult",
+    "SuggestSettings",
+    "SuggestStatus",
+    "load_suggest_settings",
+    "suggest",
+]
+
+SETTINGS_PATH = Path(__file__).resolve().parent.parent / "configs" / "suggest.toml"
+PROMETHEUS_ENV = "JPO_PROMETHEUS_URL"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, slots=True)
+class SuggestSettings:
+    """The CI stage's tunable numbers (``configs/suggest.toml``; comments there)."""
+
+    prometheus_url: str = "http://127.0.0.1:9090"
+    endpoint_timeout_s: float = 2.0
+    endpoint_retries: int = 1
+    endpoint_backoff_s: float = 0.2
+    fallback_local: bool = True
+    min_relative_change: float = 0.05
+    min_predicted_gain: float = 0.02
+    max_gpu_memory_fraction: float = 0.90
+    activation_fraction: float = 1.0
+    approval_max_relative_change: float = 1.0
+    val_loss_tolerance: float = 0.05
+    audit_log: str = ".jpo/audit.jsonl"
+    history_root: str = ".jpo/history"
+
+
+_SETTING_KEYS: dict[tuple[str, str], str] = {
+    ("telemetry", "prometheus_url"): "prometheus_url",
+    ("endpoint", "timeout_s"): "endpoint_timeout_s",
+    ("endpoint", "retries"): "endpoint_retries",
+    ("endpoint", "backoff_s"): "endpoint_backoff_s",
+    ("fallback", "local"): "fallback_local",
+    ("hysteresis", "min_relative_change"): "min_relative_change",
+    ("hysteresis", "min_predicted_gain"): "min_predicted_gain",
+    ("memory", "max_gpu_memory_fraction"): "max_gpu_memory_fraction",
+    ("memory", "activation_fraction"): "activation_fraction",
+    ("approval", "max_relative_change"): "approval_max_relative_change",
+    ("rollback", "val_loss_tolerance"): "val_loss_tolerance",
+    ("paths", "audit_log"): "audit_log",
+    ("paths", "history_root"): "history_root",
+}
+
+
+def load_suggest_settings(path: str | Path | None = None) -> SuggestSettings:
+    """Load ``configs/suggest.toml`` (or ``path``); unknown keys and bad types are errors."""
+    where = Path(path) if path is not None else SETTINGS_PATH
+    if path is None and not where.is_file():
+        return SuggestSettings()
+    try:
+        raw = tomllib.loads(where.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{where}: cannot read suggest settings ({err})") from err
+    defaults = SuggestSettings()
+    values: dict[str, Any] = {}
+    for section, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{section}] must be a table")
+        for key, value in table.items():
+            attr = _SETTING_KEYS.get((section, key))
+            if attr is None:
+                raise ConfigError(f"{where}: unknown key [{section}] {key}; see the defaults file")
+            want = type(getattr(defaults, attr))
+            ok = isinstance(value, want) or (want is float and isinstance(value, int))
+            if not ok or isinstance(value, bool) != (want is bool):
+                raise ConfigError(
+                    f"{where}: [{section}] {key} = {value!r} must be a {want.__name__}"
+                )
+            if want is float and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{where}: [{section}] {key} must be a finite number >= 0")
+            values[attr] = want(value)
+    return replace(defaults, **values)
+
+
+# --------------------------------------------------------------------------- results
+
+
+class SuggestStatus(StrEnum):
+    """What ``jpo suggest`` decided; each maps to one documented exit code."""
+
+    CHANGED = "changed"
+    ROLLED_BACK = "rolled_back"
+    DRY_RUN = "dry_run"
+    UNCHANGED = "unchanged"
+    NO_DATA = "no_data"
+    NEEDS_APPROVAL = "needs_approval"
+    POLICY_UNAVAILABLE = "policy_unavailable"
+
+
+_EXIT: dict[SuggestStatus, ExitCode] = {
+    SuggestStatus.CHANGED: ExitCode.OK,
+    SuggestStatus.ROLLED_BACK: ExitCode.OK,
+    SuggestStatus.DRY_RUN: ExitCode.OK,
+    SuggestStatus.UNCHANGED: ExitCode.UNCHANGED_BY_CHOICE,
+    SuggestStatus.NO_DATA: ExitCode.UNCHANGED_NO_DATA,
+    SuggestStatus.NEEDS_APPROVAL: ExitCode.NEEDS_APPROVAL,
+    SuggestStatus.POLICY_UNAVAILABLE: ExitCode.POLICY,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SuggestOptions:
+    """Inputs of one ``jpo suggest`` (the command-line flags)."""
+
+    config: Path
+    prometheus_url: str | None = None
+    endpoint: str | None = None
+    policy_path: Path | None = None
+    fallback_local: bool | None = None
+    dry_run: bool = False
+    approve: bool = False
+    log_path: Path | None = None
+    settings_path: Path | None = None
+    constraints_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SuggestResult:
+    """What ``jpo suggest`` did, for the console, ``--json`` and tests."""
+
+    status: SuggestStatus
+    config: Path
+    message: str
+    workload: WorkloadKey | None = None
+    before: Hyperparameters | None = None
+    after: Hyperparameters | None = None
+    proposed: Hyperparameters | None = None
+    action: tuple[float, ...] = ()
+    policy_version: str = ""
+    policy_source: str = ""
+    predicted_gain: float | None = None
+    run_id: str = ""
+    suggestion_id: str = ""
+    notes: tuple[str, ...] = field(default=())
+    written: bool = False
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The documented exit code of this outcome."""
+        return _EXIT[self.status]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (``jpo suggest --json``)."""
+
+        def hp(value: Hyperparameters | None) -> dict[str, Any] | None:
+            return None if value is None else value.as_dict()
+
+        return {
+            "status": self.status.value,
+            "exit_code": int(self.exit_code),
+            "config": str(self.config),
+            "message": self.message,
+            "workload": None if self.workload is None else self.workload.slug(),
+            "before": hp(self.before),
+            "after": hp(self.after),
+            "proposed": hp(self.proposed),
+            "action": list(self.action),
+            "policy_version": self.policy_version,
+            "policy_source": self.policy_source,
+            "predicted_gain": self.predicted_gain,
+            "run_id": self.run_id,
+            "suggestion_id": self.suggestion_id,
+            "notes": list(self.notes),
+            "written": self.written,
+        }
+
+    def diff(self) -> list[tuple[str, Any, Any]]:
+        """Return (name, before, after) for every parameter that changes."""
+        if self.before is None or self.after is None:
+            return []
+        old, new = self.before.as_dict(), self.after.as_dict()
+        return [(n, old[n], new[n]) for n in HYPERPARAMETER_NAMES if old[n] != new[n]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_under(config: Path, value: str | Path) -> Path:
+    """Return ``value`` as a path, relative to ``config``'s folder when not absolute."""
+    path = Path(value)
+    return path if path.is_absolute() else config.resolve().parent / path
+
+
+def build_policy_source(options: SuggestOptions, settings: SuggestSettings) -> PolicySource:
+    """Return the policy source the flags ask for (endpoint with optional local fallback)."""
+    from jpo.policy_source import EndpointPolicySource, FallbackPolicySource, LocalPolicySource
+
+    local = LocalPolicySource(options.policy_path)
+    if not options.endpoint:
+        return local
+    endpoint = EndpointPolicySource(
+        options.endpoint,
+        timeout_s=settings.endpoint_timeout_s,
+        retries=settings.endpoint_retries,
+        backoff_s=settings.endpoint_backoff_s,
+    )
+    allow = settings.fallback_local if options.fallback_local is None else options.fallback_local
+    return FallbackPolicySource([endpoint, local] if allow else [endpoint])
+
+
+def _policy_vector(
+    constraints: Constraints, action: Sequence[float], action_names: Sequence[str] | None
+) -> list[float]:
+    """Order a policy's action entries as the constraints' tunable parameters expect.
+
+    A policy names its action entries (manifest ``action.names``); a tunable parameter the
+    policy does not act on gets 0 (keep), an entry for a non-tunable (frozen) one is dropped.
+    """
+    names = tuple(action_names) if action_names else HYPERPARAMETER_NAMES[: len(action)]
+    if len(names) != len(action):
+        raise PolicyError(
+            f"the policy returned {len(action)} action entries for {len(names)} names "
+            f"({', '.join(names)}); re-export the policy"
+        )
+    by_name = dict(zip(names, action, strict=True))
+    return [float(by_name.get(name, 0.0)) for name in constraints.tunable]
+
+
+def _context(summary: RunSummary, key: WorkloadKey, history: Sequence[Any]) -> Any:
+    """Build the observation's WorkloadContext from the audit history and this run.
+
+    Baseline throughput: median throughput over the workload's recorded runs (the runs
+    earlier suggestions were based on and their outcomes) plus this run, as training does
+    with its replayed runs; best loss: the lowest final loss of any run that did not fail.
+    """
+    from jpo.features import WorkloadContext
+
+    runs = [r for r in history if r is not None]
+    throughputs = [s.throughput for s in [*runs, summary] if s.throughput > 0]
+    baseline = statistics.median(throughputs) if throughputs else 1.0
+    ok = [s.final_val_loss for s in [*runs, summary] if s.failure == "none"]
+    finite = [v for v in ok if math.isfinite(v)]
+    previous_failed = bool(runs) and runs[-1].failure != "none"
+    return WorkloadContext(
+        baseline_throughput=baseline,
+        best_val_loss=min(finite) if finite else math.inf,
+        previous_failed=previous_failed,
+        framework=key.framework,
+    )
+
+
+def _memory_inputs(table: pa.Table, summary: RunSummary) -> tuple[float | None, float | None]:
+    """Return (peak GPU-memory fraction, GPU memory total MiB) of a run, or Nones."""
+    import numpy as np
+
+    metric = np.asarray(table.column("metric").to_pylist(), dtype=object)
+    value = table.column("value").to_numpy()
+    totals = value[(metric == "gpu_mem_total_mib") & np.isfinite(value)]
+    total = float(totals.max()) if totals.size else None
+    fraction = summary.gpu_mem_util_p95
+    if total is None and not (fraction > 0):
+        return None, None
+    return fraction, total
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def suggest(
+    options: SuggestOptions,
+    *,
+    metric_source: MetricSource | None = None,
+    policy_source: PolicySource | None = None,
+    settings: SuggestSettings | None = None,
+) -> SuggestResult:
+    """Run the CI stage once (see the module docstring); raise JpoError on bad input.
+
+    Raises:
+        ConfigError: the config file (or a settings file) is invalid (exit 2).
+        ConstraintViolation: the final values fail validation (exit 3).
+        WriteError: writing the file or the log failed; the original is intact.
+    """
+    from jpo import audit
+    from jpo.config_file import check_workload, read_workload
+    from jpo.constraints import load_constraints
+    from jpo.features import FEATURE_SPEC_VERSION, build_observation, summarize_run
+    from jpo.feedback import pending_feedback, run_outcome_is_bad
+    from jpo.guards import (
+        apply_hysteresis,
+        approval_needed,
+        check_failed_configs,
+        memory_guard,
+        predicted_throughput_gain,
+    )
+    from jpo.policy_source import PolicyQuery, PolicyUnavailable
+
+    settings = settings or load_suggest_settings(options.settings_path)
+    path = options.config
+    base = load_constraints(options.constraints_path)
+    report = check_workload(path, base)
+    problems = list(getattr(report, "problems", ()))
+    if problems:
+        lines = "\n".join(f"  {_problem_line(p)}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} problem(s); nothing was written\n{lines}")
+    workload = read_workload(path)
+    key = workload.key
+    current = workload.hyperparameters
+    constraints = base.for_workload(workload.jpo)
+    log_path = options.log_path or resolve_under(path, settings.audit_log)
+    notes: list[str] = []
+
+    def result(status: SuggestStatus, message: str, **kw: Any) -> SuggestResult:
+        return SuggestResult(
+            status=status,
+            config=path,
+            message=message,
+            workload=key,
+            before=current,
+            notes=tuple(notes),
+            **kw,
+        )
+
+    # 2. telemetry of the latest run
+    if metric_source is None:
+        from jpo.telemetry import PrometheusSource
+
+        url = options.prometheus_url or os.environ.get(PROMETHEUS_ENV) or settings.prometheus_url
+        metric_source = PrometheusSource.from_url(url)
+    try:
+        table = metric_source.run_table(key)
+        summary = summarize_run(table)
+    except TelemetryError as err:
+        return result(
+            SuggestStatus.NO_DATA,
+            f"no trustworthy telemetry for {key.slug()}: {err}; {path} left unchanged",
+        )
+    run_id = _run_id(table)
+
+    # 3. outcome of the previous suggestion, if still pending
+    records = audit.read_records(log_path) if log_path.exists() else []
+    records = [r for r in records if _record_key(r) == key]
+    fed = pending_feedback(records, table, summary, run_id, log_path=log_path, settings=settings)
+    if fed is not None:
+        notes.append(fed.message)
+        records = [r for r in audit.read_records(log_path) if _record_key(r) == key]
+
+    # 4. rollback
+    last = records[-1] if records else None
+    bad = run_outcome_is_bad(last, settings) if last is not None else None
+    if last is not None and bad is not None and _record_after(last) == current:
+        good = _last_known_good(records)
+        if good is not None and good != current:
+            constraints.validate(good)
+            notes.append(f"rollback: {bad}; restoring last known-good values")
+            return _finish(
+                options,
+                SuggestStatus.ROLLED_BACK,
+                f"rolled back {path} to the last known-good values ({bad})",
+                key=key,
+                current=current,
+                after=good,
+                summary=summary,
+                table=table,
+                run_id=run_id,
+                notes=notes,
+                log_path=log_path,
+                answer=None,
+                reason="rollback",
+                observation=None,
+            )
+
+    # 5. features and action
+    history = [_record_summary(r) for r in records]
+    context = _context(summary, key, history)
+    obs = build_observation(summary, current, constraints, context)
+    source = policy_source or build_policy_source(options, settings)
+    query = PolicyQuery(key, current, obs, str(FEATURE_SPEC_VERSION), summary)
+    try:
+        answer = source.answer(query)
+    except PolicyUnavailable as err:
+        return result(SuggestStatus.POLICY_UNAVAILABLE, f"{err}")
+    notes.extend(answer.notes)
+    action_names = _action_names(source, answer)
+
+    # 6. constraints
+    vector = _policy_vector(constraints, answer.action, action_names)
+    proposed = constraints.apply_action(current, vector)
+
+    # 7. guards
+    failures = _failed_configs(records, table, summary, run_id)
+    after = proposed
+    guard = check_failed_configs(current, after, failures)
+    notes.extend(guard.notes)
+    after = guard.hyperparameters
+    fraction, total = _memory_inputs(table, summary)
+    guard = memory_guard(
+        current,
+        after,
+        observed_fraction=fraction,
+        gpu_memory_total_mib=total,
+        max_fraction=settings.max_gpu_memory_fraction,
+        activation_fraction=settings.activation_fraction,
+    )
+    notes.extend(guard.notes)
+    after = guard.hyperparameters
+    guard = apply_hysteresis(
+        summary,
+        current,
+        after,
+        min_relative_change=settings.min_relative_change,
+        min_predicted_gain=settings.min_predicted_gain,
+    )
+    notes.extend(guard.notes)
+    after = guard.hyperparameters
+    gain = predicted_throughput_gain(summary, current, after)
+    common: dict[str, Any] = {
+        "proposed": proposed,
+        "action": answer.action,
+        "policy_version": answer.version,
+        "policy_source": answer.source,
+        "predicted_gain": gain,
+        "run_id": run_id,
+    }
+    if after == current:
+        why = "; ".join(n for n in notes if n.startswith(("hysteresis", "memory", "failed")))
+        return result(
+            SuggestStatus.UNCHANGED,
+            f"{path}: keeping the current values"
+            + (f" ({why})" if why else " (policy: no change)"),
+            after=current,
+            **common,
+        )
+
+    # 8. validate, approval
+    try:
+        constraints.validate(after, previous=current)
+    except ConstraintViolation as err:
+        raise ConstraintViolation(f"{path}: suggestion {_fmt(after)} rejected: {err}") from err
+    over = approval_needed(current, after, settings.approval_max_relative_change)
+    if over and not options.approve and not options.dry_run:
+        return result(
+            SuggestStatus.NEEDS_APPROVAL,
+            f"{path}: change needs approval (rerun with --approve): " + "; ".join(over),
+            after=after,
+            **common,
+        )
+
+    # 9. write + audit
+    return _finish(
+        options,
+        SuggestStatus.CHANGED,
+        f"updated {path}",
+        key=key,
+        current=current,
+        after=after,
+        summary=summary,
+        table=table,
+        run_id=run_id,
+        notes=notes,
+        log_path=log_path,
+        answer=answer,
+        reason="policy",
+        observation=obs,
+        proposed=proposed,
+        predicted_gain=gain,
+    )
+
+
+def _finish(
+    options: SuggestOptions,
+    status: SuggestStatus,
+    message: str,
+    *,
+    key: WorkloadKey,
+    current: Hyperparameters,
+    after: Hyperparameters,
+    summary: RunSummary,
+    table: pa.Table,
+    run_id: str,
+    notes: list[str],
+    log_path: Path,
+    answer: Any,
+    reason: str,
+    observation: Any,
+    proposed: Hyperparameters | None = None,
+    predicted_gain: float | None = None,
+) -> SuggestResult:
+    """Write the file and the audit record (or, with --dry-run, neither)."""
+    from jpo import audit
+    from jpo.safe_write import write_hyperparameters
+
+    path = options.config
+    common: dict[str, Any] = {
+        "config": path,
+        "workload": key,
+        "before": current,
+        "after": after,
+        "proposed": proposed,
+        "action": () if answer is None else answer.action,
+        "policy_version": "" if answer is None else answer.version,
+        "policy_source": "" if answer is None else answer.source,
+        "predicted_gain": predicted_gain,
+        "run_id": run_id,
+    }
+    if options.dry_run:
+        return SuggestResult(
+            status=SuggestStatus.DRY_RUN,
+            message=f"dry run: {path} not written",
+            notes=tuple(notes),
+            **common,
+        )
+    suggestion_id = uuid.uuid4().hex
+    record = audit.make_suggestion_record(  # type: ignore[attr-defined]
+        suggestion_id=suggestion_id,
+        timestamp=datetime.now(UTC),
+        config_path=str(path.resolve()),
+        workload=key,
+        before=current,
+        after=after,
+        features=None if observation is None else [float(x) for x in observation],
+        summary=summary,
+        run_id=run_id,
+        policy_version="" if answer is None else answer.version,
+        policy_source="" if answer is None else answer.source,
+        action=None if answer is None else list(answer.action),
+        reason=reason,
+        notes=list(notes),
+    )
+    write_hyperparameters(path, after, backup=True)
+    audit.append_record(log_path, record)
+    return SuggestResult(
+        status=status,
+        message=message,
+        suggestion_id=suggestion_id,
+        notes=tuple(notes),
+        written=True,
+        **common,
+    )
+
+
+def _fmt(hp: Hyperparameters) -> str:
+    return ", ".join(f"{k}={v}" for k, v in hp.as_dict().items())
+
+
+def _problem_line(problem: Any) -> str:
+    line = getattr(problem, "line", None)
+    key = getattr(problem, "key", None)
+    msg = getattr(problem, "message", str(problem))
+    fix = getattr(problem, "fix", "")
+    where = ":".join(str(x) for x in (line,) if x) or ""
+    return " ".join(s for s in (f"line {where}" if where else "", key or "", msg, fix) if s)
+
+
+def _run_id(table: pa.Table) -> str:
+    ids = table.column("run_id").unique().to_pylist()
+    return str(ids[-1]) if ids else ""
+
+
+def _action_names(source: Any, answer: Any) -> tuple[str, ...] | None:
+    names = getattr(answer, "action_names", None)
+    return tuple(names) if names else None
+
+
+def _record_key(record: Any) -> WorkloadKey:
+    from jpo.feedback import record_key
+
+    return record_key(record)
+
+
+def _record_after(record: Any) -> Hyperparameters:
+    from jpo.feedback import record_after
+
+    return record_after(record)
+
+
+def _record_summary(record: Any) -> RunSummary | None:
+    from jpo.feedback import record_summary
+
+    return record_summary(record)
+
+
+def _last_known_good(records: Sequence[Any]) -> Hyperparameters | None:
+    from jpo.feedback import last_known_good
+
+    return last_known_good(records)
+
+
+def _failed_configs(records: Sequence[Any], table: Any, summary: Any, run_id: str) -> Any:
+    from jpo.feedback import failed_configs
+
+    return failed_configs(records, table, summary, run_id)
