@@ -1,0 +1,260 @@
+"""Tests of jpo.evaluate and jpo.tuners: small real runs of the protocol (no torch, no ray)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from jpo.errors import ConfigError
+from jpo.evaluate import (
+    EvaluationSettings,
+    evaluate,
+    load_evaluation_settings,
+    method_summary,
+    quality_bar,
+    select_workloads,
+    workload_summary,
+    write_report,
+)
+from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+from jpo.policy import LocalPolicy, write_artifact
+from jpo.tuners import OptunaTuner, RandomSearchTuner, Tuner, TuningTask
+from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
+
+WORKLOADS = ["mnist-lenet", "higgs-mlp"]
+
+
+def tiny_policy(folder: Path, seed: int = 0) -> Path:
+    """Write a random two-layer policy artifact with the current feature spec."""
+    n, k, h = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES), 16
+    rng = np.random.default_rng(seed)
+    weights = {
+        "l0.weight": rng.normal(0, 0.3, (h, n)).astype("f4"),
+        "l0.bias": np.zeros(h, "f4"),
+        "l1.weight": rng.normal(0, 0.3, (2 * k, h)).astype("f4"),
+        "l1.bias": np.zeros(2 * k, "f4"),
+    }
+    manifest = {
+        "policy_version": 7,
+        "feature_spec_version": FEATURE_SPEC_VERSION,
+        "observation": {"names": list(OBSERVATION_NAMES), "mean": [0.0] * n, "std": [1.0] * n},
+        "action": {"names": list(HYPERPARAMETER_NAMES)},
+        "network": {
+            "layers": [
+                {"weight": "l0.weight", "bias": "l0.bias", "activation": "relu"},
+                {"weight": "l1.weight", "bias": "l1.bias", "activation": "linear"},
+            ]
+        },
+        "constraints_sha256": "0" * 64,
+        "training_data": {"note": "random weights for tests"},
+    }
+    return write_artifact(folder, weights, manifest)
+
+
+@pytest.fixture(scope="module")
+def policy_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_policy(tmp_path_factory.mktemp("policy") / "policy")
+
+
+@pytest.fixture(scope="module")
+def small(policy_path: Path):
+    settings = EvaluationSettings(rounds=2, seeds=1)
+    return evaluate(
+        settings,
+        workloads=WORKLOADS,
+        policy=LocalPolicy.load(policy_path),
+        policy_path=str(policy_path),
+        progress=False,
+    )
+
+
+def test_every_round_of_every_method_is_recorded(small) -> None:
+    frame = small.frame()
+    assert len(frame) == len(WORKLOADS) * 5 * (2 + 1)
+    counts = frame.groupby(["workload", "method"]).size()
+    assert set(counts) == {3}
+    assert set(frame["method"]) == {"jpo", "optuna_tpe", "random", "no_tuning", "oracle"}
+
+
+def test_oracle_reaches_one_and_no_tuning_zero(small) -> None:
+    frame = small.frame()
+    defined = frame[frame["oracle_gap"] > small.settings.min_oracle_gap]
+    assert not defined.empty
+    oracle = defined[(defined["method"] == "oracle") & (defined["round"] > 0)]
+    np.testing.assert_allclose(oracle["oracle_fraction_last"], 1.0)
+    none = defined[defined["method"] == "no_tuning"]
+    np.testing.assert_allclose(none["oracle_fraction"], 0.0, atol=1e-12)
+    start = defined[defined["round"] == 0]
+    np.testing.assert_allclose(start["oracle_fraction"], 0.0, atol=1e-12)
+
+
+def test_incumbent_never_gets_worse_by_observed_choice(small) -> None:
+    frame = small.frame().sort_values(["workload", "method", "seed", "round"])
+    for _, grp in frame.groupby(["workload", "method", "seed"]):
+        rounds = grp["incumbent_round"].to_numpy()
+        assert np.all(rounds <= grp["round"].to_numpy())
+        observed = grp["objective_observed"].to_numpy()
+        best_seen = np.maximum.accumulate(observed)
+        chosen = observed[rounds]
+        np.testing.assert_allclose(chosen, best_seen)
+
+
+def test_jpo_moves_only_inside_the_trust_region(small) -> None:
+    from jpo.constraints import load_constraints
+
+    cons = load_constraints()
+    frame = small.frame().sort_values(["workload", "seed", "round"])
+    jpo = frame[frame["method"] == "jpo"]
+    assert jpo["valid"].all()
+    for _, grp in jpo.groupby(["workload", "seed"]):
+        hps = [
+            Hyperparameters.from_mapping({k: row[f"hp_{k}"] for k in HYPERPARAMETER_NAMES})
+            for _, row in grp.iterrows()
+        ]
+        for before, after in itertools.pairwise(hps):
+            cons.validate(after, previous=before)
+
+
+def test_report_plots_and_parquet_are_written(small, tmp_path: Path) -> None:
+    paths = write_report(small, tmp_path / "out")
+    assert paths.report.is_file() and paths.parquet.is_file() and paths.summary.is_file()
+    assert {p.name for p in paths.plots} == {
+        "utilization_before_after.png",
+        "gain_vs_round.png",
+        "val_loss_vs_round.png",
+    }
+    for plot in paths.plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = paths.report.read_text()
+    assert "## Quality bar (JPO)" in text and "mnist-lenet" in text
+    back = pd.read_parquet(paths.parquet)
+    assert len(back) == len(small.frame())
+    assert {"oracle_fraction", "valid", "oom", "final_val_loss", "gpu_hours"} <= set(back.columns)
+
+
+def test_summaries_are_consistent_with_the_rounds(small) -> None:
+    per_workload = workload_summary(small)
+    per_method = method_summary(small).set_index("method")
+    assert list(per_method.index) == list(small.settings.methods)
+    frame = small.frame()
+    for method, row in per_method.iterrows():
+        tuning = frame[(frame["method"] == method) & (frame["round"] > 0)]
+        assert row["invalid_configs"] == int((~tuning["valid"]).sum())
+        assert row["oom_runs"] == int(tuning["oom"].sum())
+        mine = per_workload[per_workload["method"] == method]
+        assert row["oracle_fraction_mean"] == pytest.approx(mine["oracle_fraction"].mean())
+    assert per_method.loc["oracle", "oracle_fraction_mean"] == pytest.approx(1.0)
+    bar = quality_bar(small)
+    assert bar is not None
+    assert bar.invalid_configs == 0
+    assert set(bar.beats) == {"optuna_tpe", "random"}
+
+
+def test_same_seed_same_rounds(policy_path: Path) -> None:
+    settings = EvaluationSettings(rounds=2, methods=("random", "optuna_tpe"))
+    a = evaluate(settings, workloads=WORKLOADS[:1], progress=False).frame()
+    b = evaluate(settings, workloads=WORKLOADS[:1], progress=False).frame()
+    pd.testing.assert_frame_equal(a, b)
+
+
+class _Reckless(Tuner):
+    name = "reckless"
+
+    def ask(self) -> Hyperparameters:
+        d = self.task.default
+        return Hyperparameters(10**9, d.learning_rate, d.num_layers, d.epochs)
+
+
+def test_invalid_proposals_are_counted_and_never_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import jpo.evaluate as ev
+
+    monkeypatch.setattr(ev, "_make_tuner", lambda method, task, settings, propose: _Reckless(task))
+    result = evaluate(
+        EvaluationSettings(rounds=3, methods=("random",)), workloads=WORKLOADS[:1], progress=False
+    )
+    frame = result.frame()
+    tuning = frame[frame["round"] > 0]
+    assert (~tuning["valid"]).all()
+    assert tuning["invalid_reason"].str.contains("batch_size").all()
+    # the workload reran its default: measured runs exist, scored as the default
+    assert tuning["throughput"].notna().all()
+    np.testing.assert_allclose(tuning["oracle_fraction_last"].dropna(), 0.0, atol=1e-12)
+    assert method_summary(result).loc[0, "invalid_configs"] == 3
+
+
+def test_baseline_proposals_stay_inside_the_constraints() -> None:
+    from envs.response import load_catalog, load_conditions, predict
+    from jpo.constraints import load_constraints
+
+    cons = load_constraints()
+    profile = load_catalog()["mnist-lenet"]
+    summary = predict(profile, profile.defaults, load_conditions())
+    task = TuningTask("mnist-lenet", profile, cons, profile.defaults, summary, seed=3)
+    for tuner in (
+        OptunaTuner(task, n_startup_trials=1),
+        RandomSearchTuner(task),
+        RandomSearchTuner(task, trust_region=True),
+    ):
+        for _ in range(6):
+            hp = tuner.ask()
+            previous = tuner.current if tuner.uses_trust_region else None
+            cons.validate(hp, previous=previous)
+            tuner.tell(hp, summary, 0.0)
+
+
+def test_settings_file_and_bad_values(tmp_path: Path) -> None:
+    settings = load_evaluation_settings()
+    assert settings.rounds == 5 and settings.split == "holdout"
+    bad = tmp_path / "evaluate.toml"
+    bad.write_text("[run]\nrounds = 0\n")
+    with pytest.raises(ConfigError, match=r"evaluate.toml.*rounds must be >= 1"):
+        load_evaluation_settings(bad)
+    bad.write_text("[run]\nroundz = 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'roundz'"):
+        load_evaluation_settings(bad)
+    with pytest.raises(ConfigError, match="methods"):
+        EvaluationSettings(methods=("jpo", "grid"))
+
+
+def test_workload_selection() -> None:
+    from envs.response import load_catalog
+
+    catalog = load_catalog()
+    holdout = select_workloads(catalog, None, "holdout")
+    train = select_workloads(catalog, None, "train")
+    assert holdout and train and not set(holdout) & set(train)
+    assert sorted(select_workloads(catalog, None, "all")) == sorted(holdout + train)
+    with pytest.raises(ConfigError, match="unknown workload"):
+        select_workloads(catalog, ["no-such-workload"])
+
+
+def test_jpo_without_a_policy_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="needs a policy"):
+        evaluate(EvaluationSettings(rounds=1), workloads=WORKLOADS[:1], progress=False)
+
+
+def test_cli_writes_the_report(policy_path: Path, tmp_path: Path) -> None:
+    from jpo.commands.evaluate import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _root() -> None:
+        """Make typer keep the subcommand name."""
+
+    out = tmp_path / "cli"
+    args = ["evaluate", "--policy", str(policy_path), "--rounds", "1", "--out", str(out)]
+    args += ["--workloads", WORKLOADS[0], "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").is_file()
+    assert "quality bar:" in result.output
