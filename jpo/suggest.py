@@ -328,7 +328,7 @@ def suggest(
         WriteError: writing the file or the log failed; the original is intact.
     """
     from jpo import audit
-    from jpo.config_file import check_workload, read_workload
+    from jpo.config_file import check_workload
     from jpo.constraints import load_constraints
     from jpo.features import FEATURE_SPEC_VERSION, build_observation, summarize_run
     from jpo.feedback import pending_feedback, run_outcome_is_bad
@@ -345,11 +345,12 @@ def suggest(
     path = options.config
     base = load_constraints(options.constraints_path)
     report = check_workload(path, base)
-    problems = list(getattr(report, "problems", ()))
-    if problems:
-        lines = "\n".join(f"  {_problem_line(p)}" for p in problems)
-        raise ConfigError(f"{path}: {len(problems)} problem(s); nothing was written\n{lines}")
-    workload = read_workload(path)
+    if not report.ok or report.workload is None:
+        lines = "\n".join(f"  {p}" for p in report.problems)
+        raise ConfigError(
+            f"{path}: {len(report.problems)} problem(s); nothing was written\n{lines}"
+        )
+    workload = report.workload
     key = workload.key
     current = workload.hyperparameters
     constraints = base.for_workload(workload.jpo)
@@ -587,15 +588,6 @@ def _finish(
 
 def _fmt(hp: Hyperparameters) -> str:
     return ", ".join(f"{k}={v}" for k, v in hp.as_dict().items())
-
-
-def _problem_line(problem: Any) -> str:
-    line = getattr(problem, "line", None)
-    key = getattr(problem, "key", None)
-    msg = getattr(problem, "message", str(problem))
-    fix = getattr(problem, "fix", "")
-    where = ":".join(str(x) for x in (line,) if x) or ""
-    return " ".join(s for s in (f"line {where}" if where else "", key or "", msg, fix) if s)
 
 
 def _run_id(table: pa.Table) -> str:

@@ -1,0 +1,371 @@
+"""Feedback: what a finished run achieved, scored against the suggestion that produced it.
+
+``jpo feedback --config PATH --run-id ID`` (and ``jpo suggest`` automatically, when the
+previous suggestion has no outcome yet) fetches the run from Prometheus, condenses it with
+:func:`jpo.features.summarize_run` (the same code as training), scores it with
+:func:`jpo.reward.compute_reward` against the run the suggestion was based on, appends the
+run to the Parquet history and stores the outcome on the suggestion's audit record.
+
+An outcome is *bad* — and the next ``jpo suggest`` rolls back to the last known-good
+values — when the run failed (OOM, divergence, crash) or its final validation loss is
+worse than the base run's by more than ``[rollback] val_loss_tolerance``
+(``configs/suggest.toml``).
+
+The helpers ``record_*`` read audit records (:class:`jpo.audit.AuditRecord`) in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jpo.errors import ConfigError
+from jpo.guards import FailedConfig
+from jpo.schema import RunSummary
+from jpo.workload import Hyperparameters, WorkloadKey
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from jpo.suggest import SuggestSettings
+    from jpo.telemetry import MetricSource
+
+__all__ = [
+    "FeedbackResult",
+    "failed_configs",
+    "feedback",
+    "last_known_good",
+    "pending_feedback",
+    "run_outcome_is_bad",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    """What one feedback did: the run, its reward, whether it degraded, the record."""
+
+    suggestion_id: str
+    run_id: str
+    summary: RunSummary
+    reward: float
+    val_loss_change: float
+    degraded: bool
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (``jpo feedback --json``)."""
+        from dataclasses import asdict
+
+        return {
+            "suggestion_id": self.suggestion_id,
+            "run_id": self.run_id,
+            "summary": asdict(self.summary),
+            "reward": self.reward,
+            "val_loss_change": self.val_loss_change,
+            "degraded": self.degraded,
+            "message": self.message,
+        }
+
+
+# --------------------------------------------------------------------------- record access
+
+
+def _get(record: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(record, dict):
+            if name in record:
+                return record[name]
+        elif hasattr(record, name):
+            return getattr(record, name)
+    return None
+
+
+def _as_hp(value: Any) -> Hyperparameters | None:
+    if value is None:
+        return None
+    if isinstance(value, Hyperparameters):
+        return value
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
+    return Hyperparameters.from_mapping(dict(value))
+
+
+def _as_summary(value: Any) -> RunSummary | None:
+    if value is None:
+        return None
+    if isinstance(value, RunSummary):
+        return value
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
+    fields = RunSummary.__dataclass_fields__
+    return RunSummary(**{k: v for k, v in dict(value).items() if k in fields})
+
+
+def record_key(record: Any) -> WorkloadKey:
+    """Return the workload a record is about."""
+    key = _get(record, "workload", "key")
+    if isinstance(key, WorkloadKey):
+        return key
+    if hasattr(key, "model_dump"):
+        key = key.model_dump()
+    if isinstance(key, dict):
+        return WorkloadKey(key["dataset"], key["model"], key["framework"])
+    return WorkloadKey(
+        str(_get(record, "dataset")), str(_get(record, "model")), str(_get(record, "framework"))
+    )
+
+
+def record_id(record: Any) -> str:
+    """Return a record's suggestion id."""
+    return str(_get(record, "suggestion_id", "id"))
+
+
+def record_before(record: Any) -> Hyperparameters | None:
+    """Return the values in place before the suggestion."""
+    return _as_hp(_get(record, "before"))
+
+
+def record_after(record: Any) -> Hyperparameters | None:
+    """Return the values the suggestion wrote."""
+    return _as_hp(_get(record, "after"))
+
+
+def record_summary(record: Any) -> RunSummary | None:
+    """Return the summary of the run the suggestion was based on."""
+    return _as_summary(_get(record, "telemetry_summary", "summary"))
+
+
+def record_run_id(record: Any) -> str:
+    """Return the id of the run the suggestion was based on."""
+    return str(_get(record, "run_id", "based_on_run_id") or "")
+
+
+def record_outcome(record: Any) -> Any:
+    """Return the record's outcome (None while the run is pending)."""
+    return _get(record, "outcome")
+
+
+def outcome_summary(outcome: Any) -> RunSummary | None:
+    """Return the outcome's run summary."""
+    return _as_summary(_get(outcome, "summary", "telemetry_summary"))
+
+
+def outcome_degraded(outcome: Any) -> bool:
+    """Return whether the outcome was marked degraded."""
+    return bool(_get(outcome, "degraded"))
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def run_outcome_is_bad(record: Any, settings: SuggestSettings) -> str | None:
+    """Return why a record's outcome calls for rollback (failed or degraded), else None."""
+    outcome = record_outcome(record)
+    if outcome is None:
+        return None
+    summary = outcome_summary(outcome)
+    run = _get(outcome, "run_id") or "?"
+    if summary is not None and summary.failure != "none":
+        return f"run {run} with these values failed ({summary.failure})"
+    if outcome_degraded(outcome):
+        change = _get(outcome, "val_loss_change")
+        how = f" by {float(change):.1%}" if isinstance(change, int | float) else ""
+        return (
+            f"run {run} worsened validation loss{how} (tolerance "
+            f"{settings.val_loss_tolerance:.0%}, configs/suggest.toml [rollback])"
+        )
+    return None
+
+
+def _is_good(record: Any) -> bool:
+    outcome = record_outcome(record)
+    if outcome is None:
+        return False
+    summary = outcome_summary(outcome)
+    return not outcome_degraded(outcome) and (summary is None or summary.failure == "none")
+
+
+def last_known_good(records: Sequence[Any]) -> Hyperparameters | None:
+    """Return the newest values known to be good for a workload's records (oldest first).
+
+    The ``after`` of the newest record whose outcome was good; failing that, the
+    ``before`` of the newest record (the values in place before the bad change).
+    """
+    for record in reversed(records):
+        if _is_good(record):
+            return record_after(record)
+    return record_before(records[-1]) if records else None
+
+
+def failed_configs(
+    records: Sequence[Any], table: pa.Table | None, summary: RunSummary | None, run_id: str
+) -> tuple[FailedConfig, ...]:
+    """Return every configuration that failed for the workload (audit log + latest run)."""
+    out: list[FailedConfig] = []
+    for record in records:
+        outcome = record_outcome(record)
+        after = record_after(record)
+        got = outcome_summary(outcome) if outcome is not None else None
+        if after is not None and got is not None and got.failure != "none":
+            out.append(FailedConfig(after, got.failure, str(_get(outcome, "run_id") or "")))
+    if table is not None and summary is not None and summary.failure != "none":
+        from jpo.features import run_hyperparameters
+        from jpo.prometheus import EmptyResult
+
+        with contextlib.suppress(EmptyResult):
+            out.append(FailedConfig(run_hyperparameters(table), summary.failure, run_id))
+    return tuple(out)
+
+
+def _run_finished(table: pa.Table) -> bool:
+    """Whether the run's latest ``run_status`` sample says it is over (not 0, running)."""
+    import numpy as np
+
+    metric = np.asarray(table.column("metric").to_pylist(), dtype=object)
+    mask = metric == "run_status"
+    if not mask.any():
+        return True
+    ts = table.column("timestamp").to_numpy()[mask]
+    status = table.column("value").to_numpy()[mask]
+    return bool(status[int(np.argmax(ts))] != 0)
+
+
+def _best_val_loss(records: Sequence[Any]) -> float:
+    losses: list[float] = []
+    for record in records:
+        for s in (record_summary(record), outcome_summary(record_outcome(record))):
+            if s is not None and s.failure == "none" and math.isfinite(s.final_val_loss):
+                losses.append(s.final_val_loss)
+    return min(losses) if losses else math.inf
+
+
+def score_run(
+    record: Any,
+    records: Sequence[Any],
+    table: pa.Table,
+    summary: RunSummary,
+    run_id: str,
+    settings: SuggestSettings,
+) -> tuple[Any, FeedbackResult]:
+    """Score a finished run against its suggestion; return (audit outcome, result)."""
+    from jpo import audit
+    from jpo.reward import compute_reward, load_reward_weights
+
+    base = record_summary(record)
+    best = _best_val_loss(records)
+    reward = compute_reward(summary, base, best, load_reward_weights())
+    if base is not None and base.final_val_loss > 0 and math.isfinite(summary.final_val_loss):
+        change = (summary.final_val_loss - base.final_val_loss) / base.final_val_loss
+    else:
+        change = 0.0 if summary.failure == "none" else math.inf
+    degraded = summary.failure != "none" or change > settings.val_loss_tolerance
+    outcome = audit.make_outcome(  # type: ignore[attr-defined]
+        run_id=run_id,
+        summary=summary,
+        reward=reward,
+        val_loss_change=change if math.isfinite(change) else None,
+        degraded=degraded,
+    )
+    sid = record_id(record)
+    verdict = "degraded" if degraded else "ok"
+    message = (
+        f"feedback: run {run_id} of suggestion {sid[:12]}: reward {reward.total:+.3f}, "
+        f"val loss {summary.final_val_loss:.4g} ({change:+.1%} vs. base run), {verdict}"
+    )
+    result = FeedbackResult(sid, run_id, summary, reward.total, change, degraded, message)
+    return outcome, result
+
+
+def pending_feedback(
+    records: Sequence[Any],
+    table: pa.Table,
+    summary: RunSummary,
+    run_id: str,
+    *,
+    log_path: Path,
+    settings: SuggestSettings,
+) -> FeedbackResult | None:
+    """Record the latest run as the outcome of the newest suggestion still without one.
+
+    Does nothing when there is no pending suggestion, when the latest run is the one the
+    suggestion was based on (the workload has not run since), or when it is still running.
+    """
+    from jpo import audit
+
+    if not records:
+        return None
+    record = records[-1]
+    if record_outcome(record) is not None or record_run_id(record) == run_id:
+        return None
+    if not _run_finished(table):
+        return None
+    outcome, result = score_run(record, records, table, summary, run_id, settings)
+    audit.update_outcome(log_path, record_id(record), outcome)
+    return result
+
+
+# --------------------------------------------------------------------------- command
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackOptions:
+    """Inputs of ``jpo feedback``."""
+
+    config: Path
+    run_id: str
+    prometheus_url: str | None = None
+    log_path: Path | None = None
+    history_root: Path | None = None
+    settings_path: Path | None = None
+
+
+def feedback(
+    options: FeedbackOptions,
+    *,
+    metric_source: MetricSource | None = None,
+    settings: SuggestSettings | None = None,
+) -> FeedbackResult:
+    """Record a finished run's outcome on its suggestion and in the history store.
+
+    The suggestion is the newest audit record of the workload without an outcome (the one
+    whose values the run used). Raises TelemetryError when the run cannot be read and
+    ConfigError when there is no suggestion to attach it to.
+    """
+    import os
+
+    from jpo import audit
+    from jpo.config_file import read_workload
+    from jpo.features import summarize_run
+    from jpo.suggest import PROMETHEUS_ENV, load_suggest_settings, resolve_under
+
+    settings = settings or load_suggest_settings(options.settings_path)
+    workload = read_workload(options.config)
+    key = workload.key
+    log_path = options.log_path or resolve_under(options.config, settings.audit_log)
+    if metric_source is None:
+        from jpo.telemetry import PrometheusSource
+
+        url = options.prometheus_url or os.environ.get(PROMETHEUS_ENV) or settings.prometheus_url
+        metric_source = PrometheusSource.from_url(url)
+    table = metric_source.run_table(key, options.run_id)
+    summary = summarize_run(table)
+    records = audit.read_records(log_path) if log_path.exists() else []
+    records = [r for r in records if record_key(r) == key]
+    pending = [r for r in records if record_outcome(r) is None]
+    if not pending:
+        raise ConfigError(
+            f"{log_path}: no suggestion of {key.slug()} is waiting for an outcome; run "
+            f"`jpo suggest --config {options.config}` first (or pass --log)"
+        )
+    record = pending[-1]
+    outcome, result = score_run(record, records, table, summary, options.run_id, settings)
+    history_root = options.history_root or resolve_under(options.config, settings.history_root)
+    from jpo.history import append_history
+
+    append_history(history_root, table)
+    audit.update_outcome(log_path, record_id(record), outcome)
+    return result
