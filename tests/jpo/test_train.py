@@ -1,0 +1,209 @@
+"""Training entry point: config validation, storage, GPU resolution, and tiny real runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from jpo.errors import ConfigError
+from jpo.train import (
+    DEFAULT_CONFIG_PATH,
+    ResourcesSection,
+    StopSection,
+    Storage,
+    _should_stop,
+    load_train_config,
+    resolve_learner_resources,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_config(tmp_path: Path, **extra: object) -> Path:
+    """A training config small enough for a 2-core CI machine (a few seconds/iteration)."""
+    cfg = {
+        "seed": 1,
+        "env": {"id": "Pendulum-v1", "register_module": None},
+        "model": {"fcnet_hiddens": [16, 16]},
+        "sac": {
+            "train_batch_size_per_learner": 32,
+            "num_steps_sampled_before_learning_starts": 50,
+            "replay_buffer": {"capacity": 2000},
+        },
+        "resources": {"ray_num_cpus": 2, "object_store_memory_mb": 200, "torch_threads": 1},
+        "storage": {"path": str(tmp_path / "store"), "checkpoint_every": 1, "keep": 2},
+        "stop": {"iterations": 2},
+        "reporting": {"min_sample_timesteps_per_iteration": 100, "progress_bar": False},
+        **extra,
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_bundled_config_validates() -> None:
+    cfg = load_train_config(DEFAULT_CONFIG_PATH)
+    assert cfg.env.id == "jpo/PrometheusReplay-v0"
+    assert cfg.resources.num_gpus_per_learner == "auto"
+
+
+def test_unknown_key_and_bad_value_name_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("sac:\n  actor_lr: -1\n  learning_speed: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_train_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "sac.actor_lr" in msg and "sac.learning_speed" in msg
+
+
+def test_broken_yaml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("sac: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_train_config(path)
+    with pytest.raises(ConfigError, match="cannot read training config"):
+        load_train_config(tmp_path / "absent.yaml")
+
+
+def test_overrides_apply_dotted_keys(tmp_path: Path) -> None:
+    cfg = load_train_config(tiny_config(tmp_path), {"stop.iterations": 7, "sac.gamma": 0.5})
+    assert cfg.stop.iterations == 7
+    assert cfg.sac.gamma == 0.5
+
+
+@pytest.mark.parametrize(
+    ("learners", "gpus", "cluster_gpus", "cuda", "expected"),
+    [
+        (0, "auto", 0.0, False, (0, 0.0)),  # laptop: CPU learner in the driver
+        (0, "auto", 1.0, True, (0, 1.0)),  # GPU box: driver-local learner on the GPU
+        (0, "auto", 4.0, False, (1, 1.0)),  # CPU head, GPU workers: one remote learner
+        (2, "auto", 4.0, False, (2, 1.0)),
+        (0, 0.0, 4.0, True, (0, 0.0)),  # explicit 0 wins
+    ],
+)
+def test_gpu_auto_resolution(learners, gpus, cluster_gpus, cuda, expected) -> None:
+    res = ResourcesSection(num_learners=learners, num_gpus_per_learner=gpus)
+    assert resolve_learner_resources(res, cluster_gpus=cluster_gpus, local_cuda=cuda) == expected
+
+
+def test_stop_criteria_any_of() -> None:
+    row = {"iteration": 3, "env_steps": 500, "episode_return_mean": float("nan")}
+    assert _should_stop(StopSection(iterations=5), row, 0.0) is None
+    assert "iterations" in _should_stop(StopSection(iterations=3), row, 0.0)
+    assert "env_steps" in _should_stop(StopSection(iterations=None, env_steps=400), row, 0.0)
+    assert "time_s" in _should_stop(StopSection(iterations=None, time_s=1.0), row, 2.0)
+    assert _should_stop(StopSection(iterations=None, episode_return_mean=-1.0), row, 0.0) is None
+
+
+@pytest.mark.parametrize("uri", ["local", "mock:///bucket/run"])
+def test_storage_lists_only_complete_checkpoints_and_prunes(tmp_path: Path, uri: str) -> None:
+    storage = Storage(str(tmp_path / "s") if uri == "local" else uri)
+    for it in (1, 2, 3):
+        path = storage.checkpoint_path(it)
+        storage.fs.create_dir(path, recursive=True)
+        with storage.fs.open_output_stream(f"{path}/state.bin") as out:
+            out.write(b"x")
+        if it != 3:  # iteration 3 crashed before its marker was written
+            storage.mark_complete(path, {"iteration": it})
+    assert storage.latest_checkpoint() == storage.checkpoint_path(2)
+    storage.prune(1)
+    assert storage.list_checkpoints() == [storage.checkpoint_path(2)]
+    assert storage.read_marker(storage.checkpoint_path(2)) == {"iteration": 2}
+    storage.append_progress({"iteration": 1, "episode_return_mean": float("nan")})
+    storage.append_progress({"iteration": 2, "episode_return_mean": -3.0})
+    with storage.fs.open_input_stream(f"{storage.base}/progress.jsonl") as src:
+        rows = [json.loads(line) for line in src.read().decode().splitlines()]
+    assert rows == [
+        {"iteration": 1, "episode_return_mean": None},
+        {"iteration": 2, "episode_return_mean": -3.0},
+    ]
+    local = storage.local_copy(storage.checkpoint_path(2), tmp_path / "copy")
+    assert (local / "state.bin").read_bytes() == b"x"
+
+
+def test_bad_storage_uri_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"storage\.path"):
+        Storage("nosuchscheme://x/y")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jpo.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("train")
+    config = tiny_config(tmp)
+    proc = _run("--config", str(config), "--export", str(tmp / "policy"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp
+
+
+@pytest.mark.slow
+def test_train_checkpoints_logs_and_exports(trained: Path) -> None:
+    ckpts = sorted((trained / "store" / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == ["iter_000001", "iter_000002"]
+    assert (ckpts[-1] / "jpo_checkpoint.json").is_file()
+    rows = [json.loads(x) for x in (trained / "store" / "progress.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert rows[-1]["env_steps"] >= 200
+    assert "learner/qf_loss" in rows[-1]
+    manifest = json.loads((trained / "policy" / "manifest.json").read_text())
+    assert manifest["training_data"]["iterations"] == 2
+    assert manifest["training_data"]["env_id"] == "Pendulum-v1"
+
+
+@pytest.mark.slow
+def test_exported_policy_matches_rllib_checkpoint_to_1e_5(trained: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from ray.rllib.core.columns import Columns
+
+    from jpo.policy import LocalPolicy
+    from jpo.policy_export import load_module_from_checkpoint
+
+    module = load_module_from_checkpoint(trained / "store" / "checkpoints" / "iter_000002")
+    policy = LocalPolicy.load(trained / "policy", expected_feature_spec_version="env:Pendulum-v1")
+    x = np.random.default_rng(0).uniform(-1, 1, (256, 3)).astype(np.float32) * [1, 1, 8]
+    x = x.astype(np.float32)
+    with torch.no_grad():
+        logits = module.forward_inference({Columns.OBS: torch.from_numpy(x)})[
+            Columns.ACTION_DIST_INPUTS
+        ]
+    dist = module.get_inference_action_dist_cls().from_logits(logits)
+    # RLlib squashes into [-1, 1]; its connector then maps onto Pendulum's [-2, 2].
+    rllib_env_action = dist._squash(dist.loc).numpy() * 2.0
+    np.testing.assert_allclose(policy.act(x), rllib_env_action, atol=1e-5, rtol=0)
+    assert policy.manifest.action.low == -2.0
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_latest_checkpoint(trained: Path) -> None:
+    proc = _run("--config", str(trained / "tiny.yaml"), "--resume", "--stop-iters", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stderr and "iter_000002" in proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["iterations"] == 3
+    assert summary["env_steps"] >= 300  # counters came back with the checkpoint
+    names = sorted(p.name for p in (trained / "store" / "checkpoints").iterdir())
+    assert names == ["iter_000002", "iter_000003"]  # keep: 2
+
+
+@pytest.mark.slow
+def test_bad_config_exits_with_invalid_input_code(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stop: {iterations: 0}\n")
+    proc = _run("--config", str(bad))
+    assert proc.returncode == 2
+    assert "stop.iterations" in proc.stderr
