@@ -33,14 +33,15 @@ ENV PATH=/opt/venv/bin:$PATH
 # torch==2.13.0, satisfied by 2.13.0+cpu or +cuXXX) keeps this build.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
-WORKDIR /src
+# JPO finds its configs/ beside its package (jpo/../configs, the repository layout), so the
+# project is installed in editable mode from /app, and the runtime stage puts the same
+# sources at the same path: the venv's import hook points there.
+WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY jpo/ jpo/
 COPY envs/ envs/
 COPY serve/ serve/
-# A regular (non-editable) install: the package, its data (the bundled policy) and the
-# pinned dependencies land in /opt/venv; the sources are not needed at run time.
-RUN pip install . \
+RUN pip install -e . \
     && pip check
 
 # ---------------------------------------------------------------- runtime
@@ -67,9 +68,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# Working directory for relative paths in the manifests (configs/train.yaml, configs/serve.yaml).
+# Sources and configs at the path the editable install points to, owned by root (read-only
+# for the runtime user); runs/ and .jpo/ (checkpoints, audit log, history) are writable.
 WORKDIR /app
-COPY --chown=jpo:jpo configs/ configs/
+COPY --from=builder /app /app
+COPY configs/ configs/
+RUN mkdir -p runs .jpo && chown 1000:1000 runs .jpo
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 1000:1000

@@ -507,6 +507,18 @@ def test_dockerfile_final_stage_is_pinned_non_root_and_free_of_build_tools() -> 
     assert entrypoint and entrypoint[-1] == '["jpo"]'
 
 
+def test_dockerfile_keeps_configs_beside_the_package() -> None:
+    # JPO reads configs/ at jpo/../configs: the builder installs the project in editable
+    # mode from /app and the runtime stage has the same sources and configs/ at /app.
+    _, stages = dockerfile_stages()
+    builder, final = stages[0], stages[-1]
+    assert ("WORKDIR", "/app") in builder and ("WORKDIR", "/app") in final
+    assert any(ins == "RUN" and "pip install -e ." in rest for ins, rest in builder)
+    copies = [rest for ins, rest in final if ins == "COPY"]
+    assert "--from=builder /app /app" in copies
+    assert "configs/ configs/" in copies
+
+
 def test_dockerfile_builds_cpu_torch_by_default_with_a_cuda_switch() -> None:
     _, stages = dockerfile_stages()
     builder_args = dict(
