@@ -23,8 +23,9 @@ field               definition
 ``throughput``      mean of the ``throughput`` samples (samples/s)
 ``final_val_loss``  the ``val_loss`` sample with the latest timestamp
 ``duration_s``      latest minus earliest timestamp over all of the run's rows (s)
-``gpu_hours``       ``duration_s / 3600`` x GPUs per pod (one GPU per training pod:
-                    the history schema carries no GPU count)
+``gpu_hours``       ``duration_s / 3600`` x GPUs per pod (the ``gpus`` argument, default
+                    1: the history schema carries no GPU count; the pod's
+                    ``nvidia_com_gpu`` limit or the workload profile gives it)
 ``failure``         from the latest ``run_status`` sample: 2 → ``oom``, 3 → ``diverged``,
                     4 → ``failed``, 0 (still running) or 1 (ok) → ``none``
 ==================  ===================================================================
@@ -65,6 +66,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +91,7 @@ __all__ = [
     "WorkloadContext",
     "build_observation",
     "feature_spec",
+    "observation_bounds",
     "run_hyperparameters",
     "summarize_run",
     "summarize_runs",
@@ -110,7 +113,6 @@ _FAILURE_BY_STATUS: dict[int, Failure] = {
     3: "diverged",
     4: "failed",
 }
-_GPUS_PER_POD = 1  # the history schema has no GPU count; JPO's training pods hold one GPU
 
 
 class MissingMetricError(EmptyResult):
@@ -174,6 +176,17 @@ OBSERVATION_NAMES: tuple[str, ...] = (
 )
 """Name of each observation entry, in vector order (see the module docstring)."""
 
+
+def observation_bounds() -> tuple[np.ndarray, np.ndarray]:
+    """Return (low, high) float32 bounds of every observation entry (for a Box space)."""
+    n_util = 2 * len(UTILIZATION_METRICS)
+    n_flags = 4  # failed_oom, failed_diverged, failed_other, previous_failed
+    n_rest = len(HYPERPARAMETER_NAMES) + len(_FRAMEWORKS) + 1
+    low = [0.0] * n_util + [0.0, _VLR_MIN] + [0.0] * (n_flags + n_rest) + [-2.0, 0.0]
+    high = [_UTIL_MAX] * n_util + [_THR_MAX, _VLR_MAX] + [1.0] * (n_flags + n_rest) + [2.0, 1.0]
+    return np.array(low, dtype=np.float32), np.array(high, dtype=np.float32)
+
+
 _FAILURE_ONE_HOT: dict[str, tuple[float, float, float]] = {
     "none": (0.0, 0.0, 0.0),
     "oom": (1.0, 0.0, 0.0),
@@ -221,11 +234,12 @@ def _columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return metric, value, ts
 
 
-def summarize_run(table: pa.Table) -> RunSummary:
+def summarize_run(table: pa.Table, *, gpus: int = 1) -> RunSummary:
     """Condense one run's HISTORY_SCHEMA rows into a RunSummary (spec in module docstring).
 
     Args:
         table: rows of exactly one run (one ``run_id`` of one workload), any order.
+        gpus: GPUs of the run's pod (``gpu_hours = duration_s / 3600 * gpus``).
 
     Returns:
         The run's summary.
@@ -254,11 +268,18 @@ def summarize_run(table: pa.Table) -> RunSummary:
             "rows, or use summarize_runs for a whole history table"
         )
     metric, value, ts = _columns(table)
-    return _summarize_arrays(metric, value, ts, label)
+    return _summarize_arrays(metric, value, ts, label, _check_gpus(gpus))
+
+
+def _check_gpus(gpus: int) -> int:
+    """Return ``gpus`` if it is an integer >= 1, else raise ValueError."""
+    if isinstance(gpus, bool) or int(gpus) != gpus or gpus < 1:
+        raise ValueError(f"gpus must be an integer >= 1 (GPUs per pod), got {gpus!r}")
+    return int(gpus)
 
 
 def _summarize_arrays(
-    metric: np.ndarray, value: np.ndarray, ts: np.ndarray, label: str
+    metric: np.ndarray, value: np.ndarray, ts: np.ndarray, label: str, gpus: int
 ) -> RunSummary:
     """Summarize one run given its columns as numpy arrays."""
     names, inverse = np.unique(metric, return_inverse=True)
@@ -342,7 +363,7 @@ def _summarize_arrays(
         throughput=throughput,
         final_val_loss=final_val_loss,
         duration_s=duration_s,
-        gpu_hours=duration_s / 3600.0 * _GPUS_PER_POD,
+        gpu_hours=duration_s / 3600.0 * gpus,
         failure=failure,
     )
 
@@ -384,8 +405,14 @@ def _group_runs(table: pa.Table) -> list[tuple[WorkloadKey, str, np.ndarray]]:
     return groups
 
 
-def summarize_runs(table: pa.Table) -> dict[tuple[WorkloadKey, str], RunSummary]:
+def summarize_runs(
+    table: pa.Table, *, gpus: Mapping[WorkloadKey, int] | int = 1
+) -> dict[tuple[WorkloadKey, str], RunSummary]:
     """Summarize every run of a history table with :func:`summarize_run`'s rules.
+
+    Args:
+        table: a history table (any number of workloads and runs).
+        gpus: GPUs per pod, one number for all workloads or per workload key (default 1).
 
     Returns:
         ``{(workload key, run_id): summary}``; raises like :func:`summarize_run` on the
@@ -396,7 +423,10 @@ def summarize_runs(table: pa.Table) -> dict[tuple[WorkloadKey, str], RunSummary]
     out: dict[tuple[WorkloadKey, str], RunSummary] = {}
     for key, run_id, idx in _group_runs(table):
         label = f"{key.dataset}/{key.model}/{key.framework} run {run_id!r}"
-        out[(key, run_id)] = _summarize_arrays(metric[idx], value[idx], ts[idx], label)
+        n_gpus = gpus if isinstance(gpus, int) else gpus.get(key, 1)
+        out[(key, run_id)] = _summarize_arrays(
+            metric[idx], value[idx], ts[idx], label, _check_gpus(n_gpus)
+        )
     return out
 
 
