@@ -20,6 +20,7 @@ A write (SPEC §2):
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -144,10 +145,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> N
         ) from err
     finally:
         if tmp is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _read_text(path: Path) -> tuple[bytes, str, bool]:

@@ -1,0 +1,82 @@
+"""``jpo log``: show the audit log of suggested changes as a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``log`` command to the root CLI."""
+    app.command("log")(log_command)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+def log_command(
+    path: Annotated[
+        Path | None,
+        typer.Option(
+            "--path",
+            help="Audit log (default: $JPO_AUDIT_LOG, else .jpo/audit.jsonl beside --config).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="A workload's config.ini: use the log beside it."),
+    ] = None,
+    workload: Annotated[
+        str | None,
+        typer.Option(
+            "--workload",
+            help="Only this workload: dataset.model.framework, or a dataset or model name.",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show the newest N records.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead.")] = False,
+) -> None:
+    """Show suggested changes: when, which workload, before -> after, why, outcome."""
+    from rich.table import Table
+
+    from jpo.audit import default_audit_path, read_records
+    from jpo.console import err_console, out_console
+
+    log_path = path if path is not None else default_audit_path(config)
+    records = read_records(log_path)
+    if workload:
+        w = workload.strip()
+        records = [r for r in records if w in (r.key.slug(), r.dataset, r.model, r.framework)]
+    records = records[-limit:]
+    if as_json:
+        for r in records:
+            typer.echo(r.model_dump_json())
+        return
+    if not records:
+        err_console().print(
+            f"{log_path}: no audit records" + (f" for {workload}" if workload else ""), markup=False
+        )
+        return
+    table = Table(title=f"JPO audit log: {log_path}", title_justify="left")
+    for col in ("time (UTC)", "workload", "changes", "reason", "policy", "outcome"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        changes = [
+            f"{k} {_fmt(r.before[k])}->{_fmt(v)}"
+            for k, v in r.after.items()
+            if k in r.before and r.before[k] != v
+        ]
+        outcome = "-" if r.outcome is None else ", ".join(f"{k}={v}" for k, v in r.outcome.items())
+        table.add_row(
+            r.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
+            r.key.slug(),
+            "; ".join(changes) or "(unchanged)",
+            r.reason,
+            r.policy_version or "-",
+            outcome,
+        )
+    out_console().print(table)
+    err_console().print(f"{len(records)} record(s) shown", markup=False)
