@@ -43,6 +43,7 @@ from jpo.tuners import (
     NoTuning,
     OptunaTuner,
     OracleTuner,
+    Proposal,
     RandomSearchTuner,
     Tuner,
     TuningTask,
@@ -95,6 +96,7 @@ class EvaluationSettings:
     score: str = "incumbent"
     scrape_interval_s: float = 15.0
     conditions: dict[str, float] = field(default_factory=dict)
+    jpo_path: str = "suggest"
     random_trust_region: bool = False
     optuna_startup_trials: int = 2
     min_oracle_gap: float = 1e-6
@@ -116,6 +118,8 @@ class EvaluationSettings:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             problems.append(f"methods must be a non-empty subset of {METHODS}, got {unknown}")
+        if self.jpo_path not in ("suggest", "direct"):
+            problems.append(f"jpo path must be 'suggest' or 'direct', got {self.jpo_path!r}")
         if not (self.scrape_interval_s > 0):
             problems.append(f"scrape_interval_s must be > 0, got {self.scrape_interval_s}")
         if problems:
@@ -142,6 +146,7 @@ def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettin
     sections = {
         "run": ("rounds", "seeds", "base_seed", "split", "methods", "score", "scrape_interval_s"),
         "baselines": ("random_trust_region", "optuna_startup_trials"),
+        "jpo": ("path",),
         "scoring": ("min_oracle_gap",),
         "quality_bar": (
             "oracle_fraction_min",
@@ -156,7 +161,7 @@ def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettin
         for key in table:
             if key not in keys:
                 raise ConfigError(f"{file}: unknown key {key!r} in [{section}]; known: {keys}")
-        values.update(table)
+        values.update({("jpo_path" if section == "jpo" else k): v for k, v in table.items()})
     values["conditions"] = dict(raw.get("conditions", {}))
     for key in ("methods", "must_beat"):
         if key in values:
@@ -196,13 +201,14 @@ def select_workloads(
 # --------------------------------------------------------------------------- the JPO path
 
 
-def jpo_proposer(policy: LocalPolicy) -> Callable[..., Hyperparameters]:
-    """Return the function that turns a run into the policy's next configuration.
+def jpo_proposer(policy: LocalPolicy) -> Callable[..., Proposal]:
+    """Return the bare policy mapping: features -> action -> constraints (no guards).
 
     It computes the observation with :func:`jpo.features.build_observation` (the CI
     stage's feature code), asks the policy for an action and maps it through
     :meth:`jpo.constraints.Constraints.apply_action` (trust region, rounding, frozen
-    keys), exactly as ``jpo suggest`` does with a local policy.
+    keys). ``[jpo] path = "direct"`` selects it; the default drives the whole CI stage
+    (:func:`suggest_proposer`).
     """
     from jpo.features import WorkloadContext, build_observation
 
@@ -212,8 +218,9 @@ def jpo_proposer(policy: LocalPolicy) -> Callable[..., Hyperparameters]:
         current: Hyperparameters,
         summary: RunSummary,
         best_val_loss: float,
+        table: Any = None,
         previous_failed: bool = False,
-    ) -> Hyperparameters:
+    ) -> Proposal:
         profile = task.profile
         baseline = task.default_summary.throughput
         if not (baseline > 0 and math.isfinite(baseline)):
@@ -229,9 +236,105 @@ def jpo_proposer(policy: LocalPolicy) -> Callable[..., Hyperparameters]:
         )
         obs = build_observation(summary, current, task.constraints, context)
         action = np.asarray(policy.act(obs), dtype=np.float64)
-        return task.constraints.apply_action(current, action)
+        return task.constraints.apply_action(current, action), "direct"
 
     return propose
+
+
+def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Proposal]:
+    """Return a proposer that runs the CI stage itself, :func:`jpo.suggest.suggest`.
+
+    Each campaign (workload x seed) gets its own ``config.ini`` and audit log under
+    ``workdir``; each round hands ``suggest`` the last simulated run's telemetry through
+    an in-memory :class:`jpo.telemetry.MetricSource`, and the local policy artifact. So
+    the policy's proposals go through exactly what CI applies: features, action,
+    constraints, guards (failed-config memory, memory guard, hysteresis), feedback and
+    rollback. ``--approve`` is implied (evaluation has no human in the loop).
+    """
+    from jpo.policy_source import LocalPolicySource
+    from jpo.suggest import SuggestOptions, SuggestStatus, load_suggest_settings, suggest
+
+    source = LocalPolicySource(Path(policy_path))
+    settings = load_suggest_settings()
+    folders: dict[int, Path] = {}
+
+    def propose(
+        *,
+        task: TuningTask,
+        current: Hyperparameters,
+        summary: RunSummary,
+        best_val_loss: float,
+        table: Any = None,
+    ) -> Proposal:
+        folder = folders.get(id(task))
+        if folder is None:
+            folder = workdir / f"{task.workload}-{task.seed}-{len(folders)}"
+            folder.mkdir(parents=True, exist_ok=False)
+            _write_config_ini(folder / "config.ini", task.profile, current)
+            folders[id(task)] = folder
+        if table is None:
+            raise ConfigError("suggest path: no telemetry table for the last run (a bug)")
+        options = SuggestOptions(
+            config=folder / "config.ini", approve=True, log_path=folder / "audit.jsonl"
+        )
+        result = suggest(
+            options, metric_source=_MemorySource(table), policy_source=source, settings=settings
+        )
+        if result.status == SuggestStatus.POLICY_UNAVAILABLE:
+            from jpo.errors import PolicyError
+
+            raise PolicyError(f"{policy_path}: {result.message}")
+        if result.status in (SuggestStatus.CHANGED, SuggestStatus.ROLLED_BACK):
+            assert result.after is not None
+            return result.after, str(result.status)
+        return current, str(result.status)
+
+    return propose
+
+
+def _write_config_ini(path: Path, profile: Any, hp: Hyperparameters) -> None:
+    """Write a workload's config.ini (the catalog profile's labels, ``hp``)."""
+    lines = [
+        f"# {profile.name}: evaluation campaign (written by jpo evaluate)",
+        "",
+        "[workload]",
+        f"dataset = {profile.dataset}",
+        f"model = {profile.model}",
+        f"framework = {profile.framework}",
+        "",
+        "[hyperparameters]",
+        *(f"{k} = {v}" for k, v in hp.as_dict().items()),
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _memory_source_class() -> type:
+    """Build the in-memory MetricSource class lazily (jpo.telemetry imports pyarrow)."""
+    from jpo.telemetry import MetricSource
+
+    class MemorySource(MetricSource):
+        """One run's telemetry, served as a MetricSource (the latest and only run)."""
+
+        def __init__(self, table: Any) -> None:
+            self._table = table
+
+        def list_runs(self, key: Any) -> list[str]:
+            return sorted(set(self._table.column("run_id").to_pylist()))
+
+        def run_table(
+            self, key: Any, run_id: str | None = None, *, lookback: str | None = None
+        ) -> Any:
+            return self._table
+
+        def history(self, start: Any, end: Any, step: float) -> Any:
+            return self._table
+
+    return MemorySource
+
+
+def _MemorySource(table: Any) -> Any:
+    return _memory_source_class()(table)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -353,6 +456,7 @@ def evaluate(
     policy_path: str | None = None,
     constraints: Constraints | None = None,
     progress: bool = True,
+    workdir: str | Path | None = None,
 ) -> EvaluationResult:
     """Run the evaluation protocol (module docstring) and return every round.
 
@@ -360,10 +464,37 @@ def evaluate(
         settings: rounds, seeds, methods, scoring and baseline settings.
         workloads: catalog names; None selects ``settings.split``.
         policy: the JPO policy (required when ``"jpo"`` is among the methods).
-        policy_path: where the policy came from, for the report.
+        policy_path: the policy's artifact folder (required by the ``suggest`` path).
         constraints: the constraints (default: ``configs/constraints.toml``).
         progress: show a rich progress bar on stderr.
+        workdir: where the suggest path keeps each campaign's config.ini and audit log
+            (default: a temporary folder, removed afterwards).
     """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="jpo-evaluate-") as tmp:
+        return _evaluate(
+            settings,
+            workloads=workloads,
+            policy=policy,
+            policy_path=policy_path,
+            constraints=constraints,
+            progress=progress,
+            workdir=Path(workdir) if workdir is not None else Path(tmp),
+        )
+
+
+def _evaluate(
+    settings: EvaluationSettings,
+    *,
+    workloads: Sequence[str] | None,
+    policy: LocalPolicy | None,
+    policy_path: str | None,
+    constraints: Constraints | None,
+    progress: bool,
+    workdir: Path,
+) -> EvaluationResult:
+    """Body of :func:`evaluate` (``workdir`` exists)."""
     from envs.oracle import best_config
 
     from envs.response import load_catalog, load_conditions, predict, simulate_run
@@ -375,9 +506,15 @@ def evaluate(
     base_constraints = constraints if constraints is not None else load_constraints()
     weights = load_reward_weights()
     conditions = load_conditions(**settings.conditions)
-    propose = jpo_proposer(policy) if policy is not None else None
     if "jpo" in settings.methods and policy is None:
         raise ConfigError("method 'jpo' needs a policy: pass --policy PATH")
+    propose: Callable[..., Proposal] | None = None
+    if policy is not None and settings.jpo_path == "suggest":
+        if policy_path is None:
+            raise ConfigError("the suggest path needs the policy's artifact folder (policy_path)")
+        propose = suggest_proposer(policy_path, workdir)
+    elif policy is not None:
+        propose = jpo_proposer(policy)
 
     rows: list[dict[str, Any]] = []
     total = len(names) * settings.seeds * len(settings.methods) * settings.rounds
@@ -402,7 +539,7 @@ def evaluate(
             gap = oracle_obj - default_true
             for seed in range(settings.base_seed, settings.base_seed + settings.seeds):
                 start = 1.7e9  # a fixed wall-clock origin keeps runs reproducible
-                run0 = simulate_run(
+                sim0 = simulate_run(
                     profile,
                     default,
                     conditions,
@@ -410,7 +547,8 @@ def evaluate(
                     run_id=f"{name}-s{seed}-r0",
                     start=start,
                     scrape_interval_s=settings.scrape_interval_s,
-                ).summary
+                )
+                run0 = sim0.summary
                 observed_ref_thr = _reference_throughput(run0)
                 observed_ref_loss = _finite_or(run0.final_val_loss, math.inf)
 
@@ -432,7 +570,11 @@ def evaluate(
                         default=default,
                         default_summary=run0,
                         seed=seed * 1_000_003 + w_index,
-                        extra={"oracle_hp": oracle_hp, "default_objective": default_observed},
+                        extra={
+                            "oracle_hp": oracle_hp,
+                            "default_objective": default_observed,
+                            "default_table": sim0.table,
+                        },
                     )
                     tuner = _make_tuner(method, task, settings, propose)
                     common = {
@@ -475,7 +617,7 @@ def evaluate(
                             proposal_ran = current
                         else:
                             proposal_ran = proposal
-                        run = simulate_run(
+                        sim = simulate_run(
                             profile,
                             proposal_ran,
                             conditions,
@@ -483,14 +625,16 @@ def evaluate(
                             run_id=f"{name}-s{seed}-r{rnd}",
                             start=start + rnd * 86_400.0,
                             scrape_interval_s=settings.scrape_interval_s,
-                        ).summary
+                        )
+                        run = sim.summary
                         observed = observe(run)
                         true_summary = scorer.summary(proposal_ran)
                         true_obj = scorer.objective(true_summary)
+                        note = tuner.last_note
                         if problem:
-                            tuner.tell(current, run, observed)
+                            tuner.tell(current, run, observed, sim.table)
                         else:
-                            tuner.tell(proposal_ran, run, observed)
+                            tuner.tell(proposal_ran, run, observed, sim.table)
                             current = proposal_ran
                         if observed > incumbent[1]:
                             incumbent = (proposal_ran, observed, rnd, true_summary, run)
@@ -508,6 +652,7 @@ def evaluate(
                             gap,
                             settings,
                         )
+                        row["note"] = note
                         rows.append(row)
                         advance()
     version = policy.version if policy is not None else None
@@ -544,7 +689,7 @@ def _row(
     inc_obj = scorer.objective(inc_true)
     default_obj = common["default_objective"]
     row: dict[str, Any] = dict(common)
-    row |= {"round": rnd}
+    row |= {"round": rnd, "note": ""}
     row |= {f"hp_{k}": v for k, v in proposal.as_dict().items()}
     row |= _summary_fields(run)
     row |= {
@@ -936,6 +1081,13 @@ def _markdown(
         f"- workloads ({len(result.workloads)}): {', '.join(result.workloads)}",
         f"- rounds: {s.rounds}, seeds: {s.seeds} (from {s.base_seed}), score: {s.score}",
         f"- policy: {result.policy or 'none'} (version {result.policy_version})",
+        f"- JPO path: {s.jpo_path} ("
+        + (
+            "jpo.suggest.suggest in-process: features, action, constraints, guards, rollback"
+            if s.jpo_path == "suggest"
+            else "features -> action -> constraints, no guards"
+        )
+        + ")",
         f"- random search trust region: {'applied' if s.random_trust_region else 'not applied'};"
         " Optuna TPE searches the whole constrained box",
         f"- undefined oracle fractions (default already optimal): "

@@ -32,6 +32,8 @@ from jpo.schema import RunSummary
 from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from jpo.constraints import Constraints
 
 
@@ -67,6 +69,8 @@ class Tuner(ABC):
         self.task = task
         self.current: Hyperparameters = task.default
         self.last_summary: RunSummary = task.default_summary
+        self.last_table: pa.Table | None = task.extra.get("default_table")
+        self.last_note: str = ""
 
     @property
     def uses_trust_region(self) -> bool:
@@ -77,10 +81,17 @@ class Tuner(ABC):
     def ask(self) -> Hyperparameters:
         """Return the configuration to run next."""
 
-    def tell(self, hp: Hyperparameters, summary: RunSummary, objective: float) -> None:
-        """Record the run of ``hp`` (its summary and observed objective)."""
+    def tell(
+        self,
+        hp: Hyperparameters,
+        summary: RunSummary,
+        objective: float,
+        table: pa.Table | None = None,
+    ) -> None:
+        """Record the run of ``hp``: its summary, observed objective and telemetry rows."""
         self.current = hp
         self.last_summary = summary
+        self.last_table = table
 
     def reject(self, hp: Hyperparameters) -> None:
         """Record that ``hp`` failed validation and never ran (the default: forget it)."""
@@ -174,9 +185,15 @@ class OptunaTuner(Tuner):
         values = _decode_params(self._pending.params, self.task.default, self.task.constraints)
         return Hyperparameters.from_mapping(values)
 
-    def tell(self, hp: Hyperparameters, summary: RunSummary, objective: float) -> None:
+    def tell(
+        self,
+        hp: Hyperparameters,
+        summary: RunSummary,
+        objective: float,
+        table: pa.Table | None = None,
+    ) -> None:
         """Report the observed objective of the last asked trial."""
-        super().tell(hp, summary, objective)
+        super().tell(hp, summary, objective, table)
         if self._pending is not None:
             value = objective if math.isfinite(objective) else -1e9
             self._study.tell(self._pending, value)
@@ -240,20 +257,25 @@ def _decode_params(
     return values
 
 
-class JpoPolicyTuner(Tuner):
-    """The JPO policy, driven exactly as ``jpo suggest`` drives it.
+Proposal = tuple[Hyperparameters, str]
+"""A configuration and a short note on how it was reached (e.g. ``jpo suggest``'s status)."""
 
-    ``propose`` is the CI stage's in-process mapping (features -> action -> constraints,
-    including trust region, rounding and frozen keys); see :func:`jpo.evaluate.jpo_proposer`.
+
+class JpoPolicyTuner(Tuner):
+    """The JPO policy, driven the way ``jpo suggest`` drives it.
+
+    ``propose`` maps the last run to the next configuration: either the CI stage itself
+    (:func:`jpo.suggest.suggest` in-process: features -> action -> constraints -> guards ->
+    rollback) or its bare mapping (features -> action -> constraints); see
+    :func:`jpo.evaluate.suggest_proposer` and :func:`jpo.evaluate.jpo_proposer`.
     """
 
     name = "jpo"
 
-    def __init__(self, task: TuningTask, *, propose: Callable[..., Hyperparameters]) -> None:
+    def __init__(self, task: TuningTask, *, propose: Callable[..., Proposal]) -> None:
         super().__init__(task)
         self._propose = propose
         self._best_val_loss = task.default_summary.final_val_loss
-        self._last_failure = task.default_summary.failure
 
     @property
     def uses_trust_region(self) -> bool:
@@ -262,16 +284,24 @@ class JpoPolicyTuner(Tuner):
 
     def ask(self) -> Hyperparameters:
         """Return the policy's suggestion for the next run."""
-        return self._propose(
+        hp, self.last_note = self._propose(
             task=self.task,
             current=self.current,
             summary=self.last_summary,
+            table=self.last_table,
             best_val_loss=self._best_val_loss,
         )
+        return hp
 
-    def tell(self, hp: Hyperparameters, summary: RunSummary, objective: float) -> None:
+    def tell(
+        self,
+        hp: Hyperparameters,
+        summary: RunSummary,
+        objective: float,
+        table: pa.Table | None = None,
+    ) -> None:
         """Advance to the run of ``hp``; keep the workload's best validation loss."""
-        super().tell(hp, summary, objective)
+        super().tell(hp, summary, objective, table)
         if summary.failure == "none" and math.isfinite(summary.final_val_loss):
             self._best_val_loss = min(self._best_val_loss, summary.final_val_loss)
 
@@ -284,6 +314,7 @@ __all__ = [
     "NoTuning",
     "OptunaTuner",
     "OracleTuner",
+    "Proposal",
     "RandomSearchTuner",
     "Tuner",
     "TunerFactory",

@@ -64,7 +64,7 @@ def policy_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def small(policy_path: Path):
-    settings = EvaluationSettings(rounds=2, seeds=1)
+    settings = EvaluationSettings(rounds=2, seeds=1, jpo_path="direct")
     return evaluate(
         settings,
         workloads=WORKLOADS,
@@ -154,6 +154,24 @@ def test_summaries_are_consistent_with_the_rounds(small) -> None:
     assert bar is not None
     assert bar.invalid_configs == 0
     assert set(bar.beats) == {"optuna_tpe", "random"}
+
+
+def test_suggest_path_drives_the_ci_stage(policy_path: Path, tmp_path: Path) -> None:
+    settings = EvaluationSettings(rounds=2, methods=("jpo",), jpo_path="suggest")
+    result = evaluate(
+        settings,
+        workloads=WORKLOADS[:1],
+        policy=LocalPolicy.load(policy_path),
+        policy_path=str(policy_path),
+        progress=False,
+        workdir=tmp_path,
+    )
+    frame = result.frame()
+    tuning = frame[frame["round"] > 0]
+    assert tuning["valid"].all()
+    assert set(tuning["note"]) <= {"changed", "rolled_back", "unchanged", "no_data"}
+    campaigns = list(tmp_path.iterdir())
+    assert len(campaigns) == 1 and (campaigns[0] / "config.ini").is_file()
 
 
 def test_same_seed_same_rounds(policy_path: Path) -> None:
