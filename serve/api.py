@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from jpo.errors import JpoError, PolicyError
@@ -120,6 +123,10 @@ class SuggestRequest(_Strict):
     ) = None
     feature_spec_version: Annotated[str, StringConstraints(max_length=32)] | None = None
     summary: RunSummaryModel | None = None
+    baseline_throughput: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    """With ``summary``: the workload's reference throughput (default: the run's own)."""
+    best_val_loss: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    """With ``summary``: the workload's best loss so far (default: the run's own)."""
 
     @model_validator(mode="after")
     def _features_or_summary(self) -> SuggestRequest:
@@ -246,7 +253,15 @@ class PolicyService:
             obs = np.asarray(request.features, dtype=np.float32)
         else:
             assert summary is not None
-            context = feats.WorkloadContext.from_summary(summary)  # type: ignore[attr-defined]
+            context = feats.WorkloadContext(
+                baseline_throughput=request.baseline_throughput or summary.throughput or 1.0,
+                best_val_loss=(
+                    request.best_val_loss
+                    if request.best_val_loss is not None
+                    else summary.final_val_loss
+                ),
+                framework=request.workload.framework,
+            )
             obs = feats.build_observation(summary, current, self._constraints, context)
         action = np.asarray(policy.act(obs), dtype=np.float64).reshape(-1)
         action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
@@ -360,9 +375,6 @@ def create_api(
     ``service`` may be a zero-argument callable returning the current service, so that a
     Serve replica can swap it on ``reconfigure``.
     """
-    from fastapi import Depends, FastAPI, Header, HTTPException
-    from fastapi.responses import JSONResponse
-
     from serve.auth import authorized
 
     get_service: Callable[[], PolicyService] = (
@@ -371,13 +383,27 @@ def create_api(
     app = FastAPI(title="JPO policy endpoint", version="1")
     app.state.token = token
 
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not authorized(authorization, app.state.token):
+    def require_token(request: Request) -> None:
+        if not authorized(request.headers.get("authorization"), app.state.token):
             raise HTTPException(
                 status_code=401,
                 detail="missing or wrong bearer token (Authorization: Bearer <JPO_SERVE_TOKEN>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Any, err: RequestValidationError) -> JSONResponse:
+        # The default handler echoes the offending input, which may be NaN/Inf and then
+        # cannot be JSON-encoded: answer with where and what only.
+        detail = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in err.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.exception_handler(JpoError)
     async def _jpo_error(_request: Any, err: JpoError) -> JSONResponse:
