@@ -113,8 +113,7 @@ def test_suggest_with_a_raw_summary_prices_the_gain(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        '{"workload": %s, "hyperparameters": %s, "summary": %s}'
-        % (
+        '{{"workload": {}, "hyperparameters": {}, "summary": {}}}'.format(
             '{"dataset": "c", "model": "m", "framework": "pytorch"}',
             '{"batch_size": 64, "learning_rate": NaN, "num_layers": 18, "epochs": 30}',
             "null",
