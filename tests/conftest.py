@@ -1,0 +1,249 @@
+"""Shared fixtures: a real Prometheus server (Debian's ``prometheus`` binary) for tests.
+
+Usage::
+
+    def test_something(prometheus_factory):
+        prom = prometheus_factory(start=False)          # not started yet
+        prom.backfill(openmetrics_text)                 # promtool, into the data dir
+        prom.add_target("127.0.0.1:8000", job="cluster")
+        prom.start()                                    # waits until /-/ready
+        prom.wait_for_scrape("cluster")                 # polls /api/v1/targets
+        client = PrometheusClient(prom.url, timeout_s=10, retries=0)
+
+``prometheus_factory(...)`` returns a :class:`PrometheusServer`; every server started in
+the session is stopped at the end. Targets can also be added while it runs (config
+rewrite + ``/-/reload``). If the binary is missing the fixture FAILS (it does not skip)
+and names the install command. Readiness waits poll with generous timeouts: the test
+machine may be a loaded 2-core box.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+PROMETHEUS_BIN = "/usr/bin/prometheus"
+PROMTOOL_BIN = "/usr/bin/promtool"
+INSTALL_HINT = "install it with: sudo apt-get install -y prometheus"
+READY_TIMEOUT_S = 180.0  # generous: a loaded 2-core CI machine replays the WAL slowly
+POLL_S = 0.2
+
+
+def _require_binary(path: str) -> str:
+    found = shutil.which(path) or shutil.which(Path(path).name)
+    if not found:
+        pytest.fail(f"{path} not found: the telemetry tests need a real Prometheus; {INSTALL_HINT}")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrometheusServer:
+    """One Prometheus process on 127.0.0.1 with its own config and storage directory."""
+
+    def __init__(self, workdir: Path, *, scrape_interval: str = "1s") -> None:
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / "prometheus.yml"
+        self.log_path = workdir / "prometheus.log"
+        self.scrape_interval = scrape_interval
+        self.targets: list[tuple[str, str, bool]] = []  # (job, address, honor_labels)
+        self.port = 0
+        self.url = ""
+        self.process: subprocess.Popen[bytes] | None = None
+        self._write_config()
+
+    def _write_config(self) -> None:
+        lines = [
+            "global:",
+            f"  scrape_interval: {self.scrape_interval}",
+            f"  evaluation_interval: {self.scrape_interval}",
+            "scrape_configs:",
+        ]
+        jobs: dict[tuple[str, bool], list[str]] = {}
+        for job, address, honor in self.targets:
+            jobs.setdefault((job, honor), []).append(address)
+        for (job, honor), addresses in jobs.items():
+            lines += [
+                f"  - job_name: {job!r}",
+                f"    honor_labels: {str(honor).lower()}",
+                "    static_configs:",
+                f"      - targets: [{', '.join(repr(a) for a in addresses)}]",
+            ]
+        if not jobs:
+            lines[-1] = "scrape_configs: []"
+        self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def add_target(self, address: str, job: str = "test", *, honor_labels: bool = True) -> None:
+        """Scrape ``address`` (host:port) as ``job``; reloads the config if running.
+
+        ``honor_labels=True`` keeps the exporter's own ``namespace``/``pod`` labels, as a
+        Kubernetes pod monitor would for cAdvisor/kube-state-metrics-shaped series.
+        """
+        self.targets.append((job, address, honor_labels))
+        self._write_config()
+        if self.process is not None:
+            response = httpx.post(f"{self.url}/-/reload", timeout=30)
+            assert response.status_code == 200, f"reload failed: {response.text}"
+
+    def backfill(self, openmetrics: str, name: str = "backfill") -> None:
+        """Write OpenMetrics text into the data dir with promtool (before :meth:`start`)."""
+        if self.process is not None:
+            raise RuntimeError("backfill before start(): Prometheus loads blocks when it opens")
+        promtool = _require_binary(PROMTOOL_BIN)
+        source = self.workdir / f"{name}-{len(list(self.workdir.glob('*.om')))}.om"
+        source.write_text(openmetrics, encoding="utf-8")
+        done = subprocess.run(
+            [
+                promtool,
+                "tsdb",
+                "create-blocks-from",
+                "openmetrics",
+                "-q",
+                str(source),
+                str(self.data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"promtool backfill of {source} failed: {done.stderr[-2000:]}")
+        source.unlink()
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> PrometheusServer:
+        """Start the process on a free loopback port and wait until ``/-/ready``."""
+        binary = _require_binary(PROMETHEUS_BIN)
+        for _attempt in range(3):
+            self.port = _free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            log = self.log_path.open("ab")
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={self.config_path}",
+                    f"--storage.tsdb.path={self.data_dir}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--web.enable-lifecycle",
+                    "--storage.tsdb.retention.time=100y",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.close()
+            if self._wait_ready(timeout_s):
+                return self
+            self.stop()
+        raise AssertionError(f"Prometheus did not become ready; log:\n{self.log_tail()}")
+
+    def _wait_ready(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                return False  # e.g. the port was taken in between: retry on another
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=5).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(POLL_S)
+        return False
+
+    def wait_for_scrape(self, job: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Poll until every target of ``job`` has been scraped successfully at least once."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            body = httpx.get(f"{self.url}/api/v1/targets", timeout=10).json()
+            active = [t for t in body["data"]["activeTargets"] if t["labels"].get("job") == job]
+            last = active
+            if active and all(t["health"] == "up" for t in active):
+                return
+            time.sleep(POLL_S)
+        raise AssertionError(f"job {job!r} was not scraped within {timeout_s} s: {last}")
+
+    def wait_for(
+        self,
+        promql: str,
+        predicate: Callable[[list], bool] | None = None,
+        timeout_s: float = READY_TIMEOUT_S,
+    ) -> list:
+        """Poll an instant query until its result is non-empty (or ``predicate`` holds)."""
+        predicate = predicate or bool
+        deadline = time.monotonic() + timeout_s
+        result: list = []
+        while time.monotonic() < deadline:
+            body = httpx.post(f"{self.url}/api/v1/query", data={"query": promql}, timeout=10).json()
+            result = body.get("data", {}).get("result", [])
+            if predicate(result):
+                return result
+            time.sleep(POLL_S)
+        raise AssertionError(
+            f"{promql!r} did not satisfy the condition within {timeout_s} s: {result}"
+        )
+
+    def log_tail(self, n: int = 4000) -> str:
+        """Return the end of the server's log."""
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        """Terminate the process (kill after 30 s)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def prometheus_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., PrometheusServer]]:
+    """Session-scoped factory of real Prometheus servers (see the module docstring).
+
+    ``prometheus_factory(*, targets=(), openmetrics=(), scrape_interval="1s", start=True)``;
+    ``targets`` are ``(job, "host:port")`` pairs, ``openmetrics`` texts are backfilled.
+    """
+    _require_binary(PROMETHEUS_BIN)
+    servers: list[PrometheusServer] = []
+
+    def make(
+        *,
+        targets: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+        openmetrics: tuple[str, ...] | list[str] = (),
+        scrape_interval: str = "1s",
+        start: bool = True,
+    ) -> PrometheusServer:
+        server = PrometheusServer(
+            tmp_path_factory.mktemp("prometheus"), scrape_interval=scrape_interval
+        )
+        servers.append(server)
+        for text in openmetrics:
+            server.backfill(text)
+        for job, address in targets:
+            server.add_target(address, job)
+        if start:
+            server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -1,0 +1,226 @@
+"""MetricSource: one shared suite run against both backends, plus Prometheus specifics.
+
+The Prometheus backend reads a real server into which a fake cluster's raw series
+(cAdvisor, kube-state-metrics, DCGM incl. exported_pod, training exporter) were
+backfilled with promtool; the Parquet backend reads the canonical values of the same runs
+from a history store. Both must give the same answers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from fakes.cluster import ClusterExporter, FakeRun, canonical_table, openmetrics_history
+
+from jpo.history import append_history
+from jpo.prometheus import (
+    EmptyResult,
+    NonFiniteSample,
+    PrometheusClient,
+    StaleData,
+    TooFewPoints,
+)
+from jpo.promql import load_catalog
+from jpo.schema import HISTORY_SCHEMA
+from jpo.telemetry import MetricSource, ParquetSource, PrometheusSource
+from jpo.workload import WorkloadKey
+
+W1 = WorkloadKey("cifar10", "resnet18", "pytorch")
+W2 = WorkloadKey("mnist", "mlp", "jax")
+UNKNOWN = WorkloadKey("imagenet", "vit", "pytorch")
+
+T0 = float(int(time.time() // 3600) * 3600 - 3 * 3600)  # 3 h ago, on the hour
+RUNS = [
+    FakeRun("cifar10", "resnet18", "pytorch", "r1", T0, T0 + 1200),
+    FakeRun(
+        "cifar10",
+        "resnet18",
+        "pytorch",
+        "r2",
+        T0 + 1800,
+        T0 + 3000,
+        cpu_used=3.0,
+        throughput=1500.0,
+    ),
+    FakeRun(
+        "mnist",
+        "mlp",
+        "jax",
+        "r7",
+        T0 + 600,
+        T0 + 2400,
+        gpu_util_pct=(40.0, 60.0),
+        dcgm_exported=True,
+        mem_used=1.0 * 2**30,
+        fb_used_mib=2000.0,
+        fb_free_mib=38000.0,
+    ),
+]
+EXPECTED = {(r.dataset, r.model, r.framework, r.run_id): r.expected() for r in RUNS}
+
+
+def medians(table: pa.Table) -> dict[str, float]:
+    out = {}
+    for metric in pc.unique(table["metric"]).to_pylist():
+        values = table.filter(pc.equal(table["metric"], metric))["value"].to_numpy()
+        out[metric] = float(np.median(values))
+    return out
+
+
+def assert_matches(table: pa.Table, run: tuple[str, str, str, str]) -> None:
+    assert table.schema.equals(HISTORY_SCHEMA)
+    assert table.num_rows > 0
+    assert set(pc.unique(table["run_id"]).to_pylist()) == {run[3]}
+    got = medians(table)
+    for metric, value in EXPECTED[run].items():
+        assert got[metric] == pytest.approx(value, rel=1e-6), metric
+
+
+@pytest.fixture(scope="module")
+def prometheus_server(prometheus_factory):
+    return prometheus_factory(openmetrics=[openmetrics_history(RUNS)])
+
+
+@pytest.fixture(scope="module")
+def parquet_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("history")
+    append_history(root, canonical_table(RUNS))
+    return root
+
+
+@pytest.fixture(params=["prometheus", "parquet"])
+def source(request) -> MetricSource:
+    if request.param == "prometheus":
+        server = request.getfixturevalue("prometheus_server")
+        return PrometheusSource.from_url(server.url)
+    return ParquetSource(request.getfixturevalue("parquet_root"))
+
+
+pytestmark = pytest.mark.slow
+
+
+# --- the shared suite: every MetricSource backend must pass these -------------------------
+
+
+def test_list_runs_oldest_first(source: MetricSource) -> None:
+    assert source.list_runs(W1) == ["r1", "r2"]
+    assert source.list_runs(W2) == ["r7"]
+    assert source.list_runs(UNKNOWN) == []
+
+
+def test_run_table_defaults_to_latest_run(source: MetricSource) -> None:
+    assert_matches(source.run_table(W1), ("cifar10", "resnet18", "pytorch", "r2"))
+
+
+def test_run_table_for_a_named_run(source: MetricSource) -> None:
+    assert_matches(source.run_table(W1, "r1"), ("cifar10", "resnet18", "pytorch", "r1"))
+
+
+def test_dcgm_exported_pod_form_joins_the_workload(source: MetricSource) -> None:
+    assert_matches(source.run_table(W2), ("mnist", "mlp", "jax", "r7"))
+
+
+def test_unknown_workload_or_run_is_empty_result(source: MetricSource) -> None:
+    with pytest.raises(EmptyResult, match="imagenet"):
+        source.run_table(UNKNOWN)
+    with pytest.raises(EmptyResult, match="nope"):
+        source.run_table(W1, "nope")
+
+
+def test_history_covers_every_workload_and_metric(source: MetricSource) -> None:
+    table = source.history(T0, T0 + 3600, 15.0)
+    assert table.schema.equals(HISTORY_SCHEMA)
+    keys = table.group_by(["dataset", "model", "framework", "run_id"]).aggregate([])
+    assert sorted(tuple(r.values()) for r in keys.to_pylist()) == sorted(EXPECTED)
+    metrics = set(pc.unique(table["metric"]).to_pylist())
+    assert set(EXPECTED[("cifar10", "resnet18", "pytorch", "r1")]) <= metrics
+
+
+# --- Prometheus specifics -----------------------------------------------------------------
+
+
+def test_run_table_is_clipped_to_the_run(prometheus_server) -> None:
+    table = PrometheusSource.from_url(prometheus_server.url).run_table(W1, "r1")
+    ts = table["timestamp"].cast(pa.int64()).to_numpy() / 1000.0
+    assert ts.min() >= T0 and ts.max() <= T0 + 1200
+
+
+def test_run_outside_lookback_is_stale_not_empty(prometheus_server) -> None:
+    source = PrometheusSource.from_url(prometheus_server.url)
+    with pytest.raises(StaleData, match="10m"):
+        source.run_table(W1, lookback="10m")
+
+
+def test_history_chunks_under_the_points_limit(prometheus_server) -> None:
+    catalog = load_catalog()
+    small = replace(catalog, settings=replace(catalog.settings, max_points_per_series=7))
+    client = PrometheusClient(prometheus_server.url, timeout_s=30, retries=0)
+    chunked = PrometheusSource(client, small, metrics=["cpu_util", "gpu_util"]).history(
+        T0, T0 + 3600, 15.0
+    )
+    whole = PrometheusSource(client, catalog, metrics=["cpu_util", "gpu_util"]).history(
+        T0, T0 + 3600, 15.0
+    )
+    order = [("dataset", "ascending"), ("run_id", "ascending"), ("metric", "ascending")]
+    order.append(("timestamp", "ascending"))
+    assert chunked.num_rows == whole.num_rows > 0
+    assert chunked.sort_by(order).equals(whole.sort_by(order))
+    r1 = chunked.filter(pc.equal(chunked["run_id"], "r1"))
+    ts = r1.filter(pc.equal(r1["metric"], "cpu_util"))["timestamp"].cast(pa.int64())
+    assert pc.count_distinct(ts).as_py() == len(ts)  # no step twice at chunk seams
+
+
+def test_history_pulls_align_to_the_step(prometheus_server) -> None:
+    source = PrometheusSource.from_url(prometheus_server.url)
+    a = source.history(T0 + 7, T0 + 600, 15.0)
+    ms = a["timestamp"].cast(pa.int64()).to_numpy()
+    assert (ms % 15000 == 0).all()
+
+
+def test_live_scrape_of_the_fake_cluster(prometheus_factory) -> None:
+    live = FakeRun("coco", "detr", "pytorch", "live1", gpu_util_pct=(70.0,))
+    exporter = ClusterExporter([live])
+    try:
+        server = prometheus_factory(targets=[("cluster", exporter.address)])
+        server.wait_for_scrape("cluster")
+        # rate() needs two scrapes inside its window: poll until the CPU series appears.
+        catalog = load_catalog()
+        # Scrapes every 1 s: rate() over 5 s is accurate once 5 s of samples exist.
+        fast = replace(
+            catalog.settings, run_step_s=1.0, discovery_step_s=1.0, lookback="10m", rate_window="5s"
+        )
+        source = PrometheusSource.from_url(server.url, replace(catalog, settings=fast))
+        server.wait_for(source.catalog.render("cpu_util"))
+        server.wait_for(
+            'count_over_time(kube_pod_labels{label_run_id="live1"}[5m])',
+            lambda r: bool(r) and float(r[0]["value"][1]) >= 20,
+        )
+        table = source.run_table(WorkloadKey("coco", "detr", "pytorch"))
+        got = medians(table)
+        assert got["gpu_util"] == pytest.approx(0.7)
+        assert got["mem_util"] == pytest.approx(0.75)
+        assert got["cpu_util"] == pytest.approx(0.5, rel=0.2)  # live rate: scrape jitter
+    finally:
+        exporter.close()
+
+
+# --- Parquet specifics --------------------------------------------------------------------
+
+
+def test_parquet_rejects_non_finite_and_short_runs(tmp_path) -> None:
+    run = FakeRun("a", "b", "c", "short", T0, T0 + 15)
+    append_history(tmp_path, canonical_table([run]))
+    with pytest.raises(TooFewPoints, match="short"):
+        ParquetSource(tmp_path, min_points=4).run_table(WorkloadKey("a", "b", "c"))
+    bad = canonical_table([FakeRun("a", "b", "c", "nan", T0, T0 + 600)])
+    values = bad["value"].to_numpy().copy()
+    values[3] = np.nan
+    bad = bad.set_column(6, "value", pa.array(values))
+    append_history(tmp_path, bad)
+    with pytest.raises(NonFiniteSample, match="non-finite"):
+        ParquetSource(tmp_path).run_table(WorkloadKey("a", "b", "c"), "nan")
