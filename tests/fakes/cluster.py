@@ -251,7 +251,7 @@ def canonical_table(runs: Iterable[FakeRun], step_s: float = 15.0) -> pa.Table:
         times = np.arange(run.start, run.end + 1e-9, step_s)
         for metric, value in run.expected().items():
             for t in times:
-                cols["timestamp"].append(int(round(t * 1000)))
+                cols["timestamp"].append(int(np.rint(t * 1000)))
                 cols["dataset"].append(run.dataset)
                 cols["model"].append(run.model)
                 cols["framework"].append(run.framework)
