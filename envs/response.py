@@ -692,7 +692,9 @@ def simulate_run(
                 3
             ]
         )
-    t_rel = np.append(t_rel[t_rel < t_end], t_end)
+    # the pod's last scrape is the first scrape at or after the end of training
+    t_last = math.ceil(t_end / dt - 1e-9) * dt
+    t_rel = np.append(t_rel[t_rel < t_last], t_last)
     k = t_rel.size
     c, thr, gpu_u, cpu_u, training = c[:k], thr[:k], gpu_u[:k], cpu_u[:k], training[:k].copy()
     training[-1] = True
