@@ -27,7 +27,6 @@ from envs.response import (
     load_catalog,
     load_conditions,
     predict,
-    simulate_run,
 )
 from jpo.constraints import Constraints, load_constraints
 from jpo.errors import ConfigError, JpoError
@@ -82,9 +81,6 @@ class EnvConfig:
         residual_clip: clip of the recording's residual factors.
         seed: seed of the synthetic catalog history.
         catalog_runs_per_workload: recorded runs simulated per workload.
-        catalog_step: size of the random trust-region step from the defaults.
-        catalog_scrape_interval_s: scrape interval of simulated series (s).
-        catalog_gap_s: idle time between recorded runs (s).
         catalog_start: start of the first recorded run (s since the epoch).
     """
 
@@ -105,9 +101,6 @@ class EnvConfig:
     residual_clip: float = 1.5
     seed: int = 0
     catalog_runs_per_workload: int = 24
-    catalog_step: float = 0.5
-    catalog_scrape_interval_s: float = 15.0
-    catalog_gap_s: float = 600.0
     catalog_start: float = 1767225600.0
 
 
@@ -226,10 +219,6 @@ def _validate(cfg: EnvConfig) -> None:
             f"env config: [catalog] runs_per_workload = {cfg.catalog_runs_per_workload}; "
             "it must be >= 1"
         )
-    if not 0.0 <= cfg.catalog_step <= 1.0:
-        raise ConfigError(f"env config: [catalog] step = {cfg.catalog_step}; use [0, 1]")
-    if cfg.catalog_scrape_interval_s <= 0 or cfg.catalog_gap_s < 0:
-        raise ConfigError("env config: [catalog] scrape_interval_s must be > 0 and gap_s >= 0")
 
 
 # --------------------------------------------------------------------------- replay data
@@ -352,34 +341,24 @@ def _select_profiles(cfg: EnvConfig, catalog: Mapping[str, WorkloadProfile]) -> 
 
 
 def _catalog_history(
-    cfg: EnvConfig,
-    profiles: Sequence[WorkloadProfile],
-    constraints: Constraints,
-    base: ClusterConditions,
+    cfg: EnvConfig, profiles: Sequence[WorkloadProfile], base: ClusterConditions
 ) -> pa.Table:
-    """Simulate ``runs_per_workload`` consecutive recorded runs of each profile."""
-    rng = np.random.default_rng(cfg.seed)
-    tables = []
-    k = len(constraints.tunable)
-    for profile in profiles:
-        t = cfg.catalog_start
-        for i in range(cfg.catalog_runs_per_workload):
-            hp = profile.defaults
-            if i > 0:
-                action = rng.uniform(-cfg.catalog_step, cfg.catalog_step, size=k)
-                hp = constraints.apply_action(hp, action)
-            run = simulate_run(
-                profile,
-                hp,
-                base,
-                rng=rng,
-                run_id=f"sim-{i:04d}",
-                start=t,
-                scrape_interval_s=cfg.catalog_scrape_interval_s,
-            )
-            tables.append(run.table)
-            t += run.summary.duration_s + cfg.catalog_gap_s
-    return pa.concat_tables(tables)
+    """Simulate ``runs_per_workload`` consecutive past runs of each profile.
+
+    Uses the simulator's history generator (:func:`envs.simulator.generate_runs`, the same
+    as ``jpo simulate history``): hyperparameters vary around each workload's defaults as
+    ``configs/cluster.toml`` ``[history]`` says.
+    """
+    from envs.simulator import generate_runs
+
+    runs = generate_runs(
+        list(profiles),
+        cfg.catalog_runs_per_workload,
+        seed=cfg.seed,
+        conditions=base,
+        start=cfg.catalog_start,
+    )
+    return pa.concat_tables([r.table for r in runs])
 
 
 def _runs_of(
@@ -409,7 +388,7 @@ def _runs_of(
 def _history_keys(table: pa.Table) -> list[WorkloadKey]:
     """Return the distinct workload keys of a history table."""
     rows = table.select(list(PARTITION_COLUMNS)).group_by(list(PARTITION_COLUMNS)).aggregate([])
-    return sorted(WorkloadKey(**r) for r in rows.to_pylist())
+    return sorted((WorkloadKey(**r) for r in rows.to_pylist()), key=WorkloadKey.slug)
 
 
 def _profile_for(
@@ -453,7 +432,6 @@ def _build_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
     """Load everything one env instance replays, precomputed (see PrometheusReplayEnv)."""
     catalog = load_catalog(cfg.catalog_path or None)
     base = load_conditions(cfg.cluster_path or None)
-    constraints = _constraints(cfg)
     if cfg.source == "catalog":
         names = _select_profiles(cfg, catalog)
         if not names:
@@ -462,7 +440,7 @@ def _build_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
                 "split = 'all' or add profiles"
             )
         profiles = [catalog[n] for n in names]
-        table = _catalog_history(cfg, profiles, constraints, base)
+        table = _catalog_history(cfg, profiles, base)
         selected = [(n, catalog[n].key, catalog[n]) for n in names]
     else:
         table = _read_parquet(cfg) if cfg.source == "parquet" else cfg.table
@@ -627,12 +605,12 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = None
         cfg = load_env_config(config)
         self.config = cfg
-        self._replays = _cached_replays(cfg) if cfg.source == "catalog" else _build_replays(cfg)
         self._constraints = _constraints(cfg)
         # Observations normalize with the global constraints (same meaning for every
         # workload and for CI, whatever is tunable here).
         self._norm = load_constraints(cfg.constraints_path or None)
         self._weights: RewardWeights = load_reward_weights(cfg.reward_weights_path or None)
+        self._replays = _cached_replays(cfg) if cfg.source == "catalog" else _build_replays(cfg)
         self._episode_length = cfg.episode_length
         self._rollback = cfg.rollback_on_failure
         self._noise = cfg.noise
