@@ -1,0 +1,267 @@
+"""End to end on a REAL workload: train, let Prometheus scrape, `jpo suggest`, train again.
+
+Steps:
+
+1. copy ``config.ini`` into a work folder (``--out``; the example's own file stays as it is);
+2. start Debian's ``prometheus`` on a loopback port, scraping every second the app's
+   training exporter (jpo.exporter) and its local-pod exporter (cAdvisor / kube-state-metrics
+   names for the app's own process, ``local_pod_exporter.py``);
+3. run ``train.py`` with the copied config (run 1), measure it;
+4. run ``jpo suggest --config <copy> --prometheus <url> [--policy P] --approve --json``;
+5. run ``train.py`` again with whatever config.ini now holds (run 2), measure it;
+6. print before/after: hyperparameters, wall time, validation loss and accuracy,
+   throughput, and the CPU and memory utilization Prometheus measured for each run.
+
+The app is CPU-only: no DCGM series exist for it, so ``jpo suggest`` sees no GPU metrics.
+Whatever ``jpo suggest`` decides (including "no trustworthy telemetry") is printed with its
+exit code; the script fails only if something is broken (a run crashes, Prometheus does
+not come up, suggest exits with an error code).
+
+Usage::
+
+    python examples/digits-mlp/run_e2e.py [--short] [--policy PATH] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OK_SUGGEST_CODES = {0, 10, 11, 12}  # changed, unchanged by choice, no data, needs approval
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="digits-mlp end to end with jpo suggest")
+    parser.add_argument("--short", action="store_true", help="small data, few epochs (tests)")
+    parser.add_argument("--policy", default=None, help="policy artifact (default: bundled)")
+    parser.add_argument("--out", type=Path, default=None, help="work folder (default: temp)")
+    parser.add_argument("--prometheus", default=shutil.which("prometheus") or "prometheus")
+    parser.add_argument(
+        "--augment",
+        type=int,
+        default=None,
+        help="noisy copies of the train set (default 100, --short 4); longer runs give "
+        "jpo suggest more scrapes",
+    )
+    return parser.parse_args(argv)
+
+
+class Prometheus:
+    """A throwaway Prometheus on loopback scraping two static targets every second."""
+
+    def __init__(self, binary: str, folder: Path, targets: dict[str, int]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = folder / "prometheus.yml"
+        jobs = "\n".join(
+            f"  - job_name: {name}\n    honor_labels: true\n"
+            f"    static_configs:\n      - targets: ['127.0.0.1:{port}']"
+            for name, port in targets.items()
+        )
+        config.write_text(
+            f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{jobs}\n"
+        )
+        self.log = (folder / "prometheus.log").open("w")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={folder / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus at {self.url} not ready after {timeout_s} s")
+
+    def query_range(self, promql: str, start: float, end: float) -> list[float]:
+        """Return the values of the first series of a range query (1 s step)."""
+        import httpx
+
+        resp = httpx.get(
+            f"{self.url}/api/v1/query_range",
+            params={"query": promql, "start": start, "end": end, "step": "1s"},
+            timeout=10.0,
+        )
+        resp.raise_for_status()
+        result = resp.json()["data"]["result"]
+        if not result:
+            return []
+        return [float(v) for _, v in result[0]["values"]]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def train(
+    config: Path, run_id: str, app_port: int, pod_port: int, augment: int, out: Path
+) -> dict[str, Any]:
+    """Run train.py once; return its result JSON plus the run's wall-clock window."""
+    result_path = out / f"{run_id}.json"
+    started = time.time()
+    cmd = [
+        sys.executable,
+        str(HERE / "train.py"),
+        "--config",
+        str(config),
+        "--port",
+        str(app_port),
+        "--pod-port",
+        str(pod_port),
+        "--run-id",
+        run_id,
+        "--augment",
+        str(augment),
+        "--result",
+        str(result_path),
+        "--linger-s",
+        "3",
+    ]
+    with (out / f"{run_id}.log").open("w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
+    ended = time.time()
+    if not result_path.exists():
+        tail = (out / f"{run_id}.log").read_text()[-2000:]
+        raise RuntimeError(f"{run_id}: train.py exited {proc.returncode}\n{tail}")
+    result = json.loads(result_path.read_text())
+    result |= {"start": started, "end": ended, "exit_code": proc.returncode}
+    return result
+
+
+def measure(prom: Prometheus, run: dict[str, Any]) -> dict[str, float | None]:
+    """Return mean CPU and memory utilization Prometheus recorded for the run's pod."""
+    pod = f'namespace="training",pod="mlp-{run["run_id"]}",container="trainer"'
+    on = "/ on (namespace, pod, container) kube_pod_container_resource_limits"
+    window = (run["start"], run["end"])
+    cpu = prom.query_range(
+        f'rate(container_cpu_usage_seconds_total{{{pod}}}[3s]) {on}{{{pod},resource="cpu"}}',
+        *window,
+    )
+    mem = prom.query_range(
+        f'container_memory_working_set_bytes{{{pod}}} {on}{{{pod},resource="memory"}}', *window
+    )
+    gpu = prom.query_range(f'DCGM_FI_DEV_GPU_UTIL{{pod="mlp-{run["run_id"]}"}}', *window)
+    return {
+        "cpu_util_mean": sum(cpu) / len(cpu) if cpu else None,
+        "mem_util_mean": sum(mem) / len(mem) if mem else None,
+        "gpu_util_mean": sum(gpu) / len(gpu) / 100.0 if gpu else None,
+        "scrapes": float(len(cpu)),
+    }
+
+
+def suggest(config: Path, prom: Prometheus, policy: str | None, out: Path) -> dict[str, Any]:
+    """Run `jpo suggest` as CI would; return its exit code and output."""
+    jpo = Path(sys.executable).with_name("jpo")
+    cmd = [str(jpo) if jpo.exists() else "jpo", "suggest", "--config", str(config)]
+    cmd += ["--prometheus", prom.url, "--approve", "--json", "--log", str(out / "audit.jsonl")]
+    if policy:
+        cmd += ["--policy", policy]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return {"cmd": cmd, "exit_code": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def report(before: dict[str, Any], after: dict[str, Any], suggested: dict[str, Any]) -> str:
+    rows = [
+        ("batch_size", lambda r: r["hyperparameters"]["batch_size"]),
+        ("learning_rate", lambda r: r["hyperparameters"]["learning_rate"]),
+        ("num_layers", lambda r: r["hyperparameters"]["num_layers"]),
+        ("epochs", lambda r: r["hyperparameters"]["epochs"]),
+        ("wall time (s)", lambda r: r["wall_s"]),
+        ("final val loss", lambda r: r["final_val_loss"]),
+        ("val accuracy", lambda r: r["val_accuracy"]),
+        ("throughput (samples/s)", lambda r: r["throughput_mean"]),
+        ("CPU util (of limit)", lambda r: r["measured"]["cpu_util_mean"]),
+        ("memory util (of limit)", lambda r: r["measured"]["mem_util_mean"]),
+        ("GPU util", lambda r: r["measured"]["gpu_util_mean"]),
+        ("Prometheus samples", lambda r: r["measured"]["scrapes"]),
+    ]
+    lines = [f"{'':<24}{'before':>14}{'after':>14}"]
+    for label, get in rows:
+        lines.append(f"{label:<24}{_fmt(get(before)):>14}{_fmt(get(after)):>14}")
+    lines.append(f"jpo suggest exit code: {suggested['exit_code']}")
+    text = (suggested["stdout"] or "").strip() or (suggested["stderr"] or "").strip()
+    lines.append("jpo suggest said: " + text[-1500:])
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    augment = args.augment or (4 if args.short else 100)
+    out = args.out or Path(tempfile.mkdtemp(prefix="jpo-digits-e2e-"))
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / "config.ini"
+    shutil.copyfile(HERE / "config.ini", config)
+    if args.short:
+        text = re.sub(r"^epochs = \d+", "epochs = 2", config.read_text(), flags=re.M)
+        config.write_text(text)
+    app_port, pod_port = free_port(), free_port()
+    prom = Prometheus(args.prometheus, out, {"digits-app": app_port, "digits-pod": pod_port})
+    try:
+        prom.wait_ready()
+        before = train(config, "run-1", app_port, pod_port, augment, out)
+        time.sleep(2.0)  # one more scrape after the run's final samples
+        before["measured"] = measure(prom, before)
+        suggested = suggest(config, prom, args.policy, out)
+        after = train(config, "run-2", app_port, pod_port, augment, out)
+        time.sleep(2.0)
+        after["measured"] = measure(prom, after)
+    finally:
+        prom.stop()
+    summary = {"before": before, "after": after, "suggest": suggested, "out": str(out)}
+    (out / "e2e.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(report(before, after, suggested))
+    print(f"work folder: {out}")
+    broken = (
+        before["exit_code"] != 0
+        or after["exit_code"] != 0
+        or suggested["exit_code"] not in OK_SUGGEST_CODES
+    )
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
