@@ -31,6 +31,7 @@ from jpo.workload import Hyperparameters, WorkloadKey
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from jpo.audit import AuditRecord
     from jpo.suggest import SuggestSettings
     from jpo.telemetry import MetricSource
 
@@ -72,91 +73,89 @@ class FeedbackResult:
 
 
 # --------------------------------------------------------------------------- record access
-
-
-def _get(record: Any, *names: str) -> Any:
-    for name in names:
-        if isinstance(record, dict):
-            if name in record:
-                return record[name]
-        elif hasattr(record, name):
-            return getattr(record, name)
-    return None
-
-
-def _as_hp(value: Any) -> Hyperparameters | None:
-    if value is None:
-        return None
-    if isinstance(value, Hyperparameters):
-        return value
-    if hasattr(value, "model_dump"):
-        value = value.model_dump()
-    return Hyperparameters.from_mapping(dict(value))
+#
+# What jpo suggest stores in AuditRecord.telemetry: {"run_id": the base run, "summary": its
+# RunSummary fields, "action", "action_names", "predicted_gain", "notes"}. What feedback
+# stores as the outcome: {"run_id", "summary", "reward", "reward_components",
+# "val_loss_change", "degraded"}.
 
 
 def _as_summary(value: Any) -> RunSummary | None:
-    if value is None:
+    if not isinstance(value, dict):
         return None
-    if isinstance(value, RunSummary):
-        return value
-    if hasattr(value, "model_dump"):
-        value = value.model_dump()
     fields = RunSummary.__dataclass_fields__
-    return RunSummary(**{k: v for k, v in dict(value).items() if k in fields})
+    try:
+        values = {k: v for k, v in value.items() if k in fields}
+        for name, v in values.items():
+            if v is None and name != "failure":
+                values[name] = math.inf if name == "final_val_loss" else 0.0
+        return RunSummary(**values)
+    except TypeError:
+        return None
 
 
-def record_key(record: Any) -> WorkloadKey:
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """Return a run summary as a JSON-ready dict (non-finite losses become None)."""
+    from dataclasses import asdict
+
+    return asdict(summary)
+
+
+def record_key(record: AuditRecord) -> WorkloadKey:
     """Return the workload a record is about."""
-    key = _get(record, "workload", "key")
-    if isinstance(key, WorkloadKey):
-        return key
-    if hasattr(key, "model_dump"):
-        key = key.model_dump()
-    if isinstance(key, dict):
-        return WorkloadKey(key["dataset"], key["model"], key["framework"])
-    return WorkloadKey(
-        str(_get(record, "dataset")), str(_get(record, "model")), str(_get(record, "framework"))
-    )
+    return record.key
 
 
-def record_id(record: Any) -> str:
+def record_id(record: AuditRecord) -> str:
     """Return a record's suggestion id."""
-    return str(_get(record, "suggestion_id", "id"))
+    return str(record.suggestion_id)
 
 
-def record_before(record: Any) -> Hyperparameters | None:
+def _hp(values: dict[str, float]) -> Hyperparameters | None:
+    try:
+        return Hyperparameters.from_mapping(values)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def record_before(record: AuditRecord) -> Hyperparameters | None:
     """Return the values in place before the suggestion."""
-    return _as_hp(_get(record, "before"))
+    return _hp(record.before)
 
 
-def record_after(record: Any) -> Hyperparameters | None:
-    """Return the values the suggestion wrote."""
-    return _as_hp(_get(record, "after"))
+def record_after(record: AuditRecord) -> Hyperparameters | None:
+    """Return the values the suggestion proposed."""
+    return _hp(record.after)
 
 
-def record_summary(record: Any) -> RunSummary | None:
+def record_applied(record: AuditRecord) -> Hyperparameters | None:
+    """Return the values in the file after the decision (``after`` if written, else ``before``)."""
+    return record_after(record) if record.changed else record_before(record)
+
+
+def record_summary(record: AuditRecord) -> RunSummary | None:
     """Return the summary of the run the suggestion was based on."""
-    return _as_summary(_get(record, "telemetry_summary", "summary"))
+    return _as_summary(record.telemetry.get("summary"))
 
 
-def record_run_id(record: Any) -> str:
+def record_run_id(record: AuditRecord) -> str:
     """Return the id of the run the suggestion was based on."""
-    return str(_get(record, "run_id", "based_on_run_id") or "")
+    return str(record.telemetry.get("run_id") or "")
 
 
-def record_outcome(record: Any) -> Any:
+def record_outcome(record: AuditRecord) -> dict[str, Any] | None:
     """Return the record's outcome (None while the run is pending)."""
-    return _get(record, "outcome")
+    return record.outcome
 
 
-def outcome_summary(outcome: Any) -> RunSummary | None:
+def outcome_summary(outcome: dict[str, Any] | None) -> RunSummary | None:
     """Return the outcome's run summary."""
-    return _as_summary(_get(outcome, "summary", "telemetry_summary"))
+    return None if outcome is None else _as_summary(outcome.get("summary"))
 
 
-def outcome_degraded(outcome: Any) -> bool:
+def outcome_degraded(outcome: dict[str, Any] | None) -> bool:
     """Return whether the outcome was marked degraded."""
-    return bool(_get(outcome, "degraded"))
+    return bool(outcome and outcome.get("degraded"))
 
 
 # --------------------------------------------------------------------------- decisions
@@ -168,11 +167,11 @@ def run_outcome_is_bad(record: Any, settings: SuggestSettings) -> str | None:
     if outcome is None:
         return None
     summary = outcome_summary(outcome)
-    run = _get(outcome, "run_id") or "?"
+    run = outcome.get("run_id") or "?"
     if summary is not None and summary.failure != "none":
         return f"run {run} with these values failed ({summary.failure})"
     if outcome_degraded(outcome):
-        change = _get(outcome, "val_loss_change")
+        change = outcome.get("val_loss_change")
         how = f" by {float(change):.1%}" if isinstance(change, int | float) else ""
         return (
             f"run {run} worsened validation loss{how} (tolerance "
@@ -197,7 +196,7 @@ def last_known_good(records: Sequence[Any]) -> Hyperparameters | None:
     """
     for record in reversed(records):
         if _is_good(record):
-            return record_after(record)
+            return record_applied(record)
     return record_before(records[-1]) if records else None
 
 
@@ -208,10 +207,10 @@ def failed_configs(
     out: list[FailedConfig] = []
     for record in records:
         outcome = record_outcome(record)
-        after = record_after(record)
-        got = outcome_summary(outcome) if outcome is not None else None
-        if after is not None and got is not None and got.failure != "none":
-            out.append(FailedConfig(after, got.failure, str(_get(outcome, "run_id") or "")))
+        applied = record_applied(record)
+        got = outcome_summary(outcome)
+        if applied is not None and outcome and got is not None and got.failure != "none":
+            out.append(FailedConfig(applied, got.failure, str(outcome.get("run_id") or "")))
     if table is not None and summary is not None and summary.failure != "none":
         from jpo.features import run_hyperparameters
         from jpo.prometheus import EmptyResult
@@ -252,7 +251,6 @@ def score_run(
     settings: SuggestSettings,
 ) -> tuple[Any, FeedbackResult]:
     """Score a finished run against its suggestion; return (audit outcome, result)."""
-    from jpo import audit
     from jpo.reward import compute_reward, load_reward_weights
 
     base = record_summary(record)
@@ -263,13 +261,16 @@ def score_run(
     else:
         change = 0.0 if summary.failure == "none" else math.inf
     degraded = summary.failure != "none" or change > settings.val_loss_tolerance
-    outcome = audit.make_outcome(  # type: ignore[attr-defined]
-        run_id=run_id,
-        summary=summary,
-        reward=reward,
-        val_loss_change=change if math.isfinite(change) else None,
-        degraded=degraded,
-    )
+    from dataclasses import asdict
+
+    outcome = {
+        "run_id": run_id,
+        "summary": summary_dict(summary),
+        "reward": reward.total,
+        "reward_components": asdict(reward),
+        "val_loss_change": change if math.isfinite(change) else None,
+        "degraded": degraded,
+    }
     sid = record_id(record)
     verdict = "degraded" if degraded else "ok"
     message = (
@@ -287,6 +288,7 @@ def pending_feedback(
     run_id: str,
     *,
     log_path: Path,
+    history_root: Path | None,
     settings: SuggestSettings,
 ) -> FeedbackResult | None:
     """Record the latest run as the outcome of the newest suggestion still without one.
@@ -304,6 +306,10 @@ def pending_feedback(
     if not _run_finished(table):
         return None
     outcome, result = score_run(record, records, table, summary, run_id, settings)
+    if history_root is not None:
+        from jpo.history import append_history
+
+        append_history(history_root, table)
     audit.update_outcome(log_path, record_id(record), outcome)
     return result
 
@@ -345,7 +351,7 @@ def feedback(
     settings = settings or load_suggest_settings(options.settings_path)
     workload = read_workload(options.config)
     key = workload.key
-    log_path = options.log_path or resolve_under(options.config, settings.audit_log)
+    log_path = options.log_path or audit.default_audit_path(options.config)
     if metric_source is None:
         from jpo.telemetry import PrometheusSource
 

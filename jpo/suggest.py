@@ -28,10 +28,8 @@ import math
 import os
 import statistics
 import tomllib
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,7 +76,6 @@ class SuggestSettings:
     activation_fraction: float = 1.0
     approval_max_relative_change: float = 1.0
     val_loss_tolerance: float = 0.05
-    audit_log: str = ".jpo/audit.jsonl"
     history_root: str = ".jpo/history"
 
 
@@ -94,7 +91,6 @@ _SETTING_KEYS: dict[tuple[str, str], str] = {
     ("memory", "activation_fraction"): "activation_fraction",
     ("approval", "max_relative_change"): "approval_max_relative_change",
     ("rollback", "val_loss_tolerance"): "val_loss_tolerance",
-    ("paths", "audit_log"): "audit_log",
     ("paths", "history_root"): "history_root",
 }
 
@@ -354,7 +350,8 @@ def suggest(
     key = workload.key
     current = workload.hyperparameters
     constraints = base.for_workload(workload.jpo)
-    log_path = options.log_path or resolve_under(path, settings.audit_log)
+    log_path = options.log_path or audit.default_audit_path(path)
+    history_root = resolve_under(path, settings.history_root)
     notes: list[str] = []
 
     def result(status: SuggestStatus, message: str, **kw: Any) -> SuggestResult:
@@ -387,57 +384,67 @@ def suggest(
     # 3. outcome of the previous suggestion, if still pending
     records = audit.read_records(log_path) if log_path.exists() else []
     records = [r for r in records if _record_key(r) == key]
-    fed = pending_feedback(records, table, summary, run_id, log_path=log_path, settings=settings)
+    fed = None
+    if not options.dry_run:  # a dry run writes nothing, the log included
+        fed = pending_feedback(
+            records,
+            table,
+            summary,
+            run_id,
+            log_path=log_path,
+            history_root=history_root,
+            settings=settings,
+        )
     if fed is not None:
         notes.append(fed.message)
         records = [r for r in audit.read_records(log_path) if _record_key(r) == key]
 
-    # 4. rollback
+    # 4. rollback; or wait for a run with the values last written
     last = records[-1] if records else None
+    decide = _Decider(options, key, current, summary, run_id, notes, log_path)
     bad = run_outcome_is_bad(last, settings) if last is not None else None
-    if last is not None and bad is not None and _record_after(last) == current:
+    if last is not None and bad is not None and _record_applied(last) == current:
         good = _last_known_good(records)
         if good is not None and good != current:
             constraints.validate(good)
-            notes.append(f"rollback: {bad}; restoring last known-good values")
-            return _finish(
-                options,
+            notes.append(f"rollback: {bad}")
+            return decide(
                 SuggestStatus.ROLLED_BACK,
                 f"rolled back {path} to the last known-good values ({bad})",
-                key=key,
-                current=current,
                 after=good,
-                summary=summary,
-                table=table,
-                run_id=run_id,
-                notes=notes,
-                log_path=log_path,
-                answer=None,
-                reason="rollback",
-                observation=None,
+                reason=f"rollback: {bad}",
             )
+    if last is not None and last.changed and _record_run_id(last) == run_id:
+        return result(
+            SuggestStatus.UNCHANGED,
+            f"{path}: the latest run {run_id} predates the values written by suggestion "
+            f"{last.suggestion_id}; run the workload with them before suggesting again",
+            after=current,
+            run_id=run_id,
+        )
 
     # 5. features and action
     history = [_record_summary(r) for r in records]
     context = _context(summary, key, history)
     obs = build_observation(summary, current, constraints, context)
+    decide.observation = obs
     source = policy_source or build_policy_source(options, settings)
     query = PolicyQuery(key, current, obs, str(FEATURE_SPEC_VERSION), summary)
     try:
         answer = source.answer(query)
     except PolicyUnavailable as err:
-        return result(SuggestStatus.POLICY_UNAVAILABLE, f"{err}")
+        return result(SuggestStatus.POLICY_UNAVAILABLE, f"{err}", run_id=run_id)
     notes.extend(answer.notes)
-    action_names = _action_names(source, answer)
+    decide.answer = answer
 
     # 6. constraints
-    vector = _policy_vector(constraints, answer.action, action_names)
+    vector = _policy_vector(constraints, answer.action, answer.action_names)
     proposed = constraints.apply_action(current, vector)
+    decide.proposed = proposed
 
     # 7. guards
-    failures = _failed_configs(records, table, summary, run_id)
     after = proposed
-    guard = check_failed_configs(current, after, failures)
+    guard = check_failed_configs(current, after, _failed_configs(records, table, summary, run_id))
     notes.extend(guard.notes)
     after = guard.hyperparameters
     fraction, total = _memory_inputs(table, summary)
@@ -460,23 +467,14 @@ def suggest(
     )
     notes.extend(guard.notes)
     after = guard.hyperparameters
-    gain = predicted_throughput_gain(summary, current, after)
-    common: dict[str, Any] = {
-        "proposed": proposed,
-        "action": answer.action,
-        "policy_version": answer.version,
-        "policy_source": answer.source,
-        "predicted_gain": gain,
-        "run_id": run_id,
-    }
+    decide.predicted_gain = predicted_throughput_gain(summary, current, after)
     if after == current:
         why = "; ".join(n for n in notes if n.startswith(("hysteresis", "memory", "failed")))
-        return result(
+        return decide(
             SuggestStatus.UNCHANGED,
-            f"{path}: keeping the current values"
-            + (f" ({why})" if why else " (policy: no change)"),
+            f"{path}: keeping the current values ({why or 'the policy asks for no change'})",
             after=current,
-            **common,
+            reason="unchanged: " + (why or "policy asks for no change"),
         )
 
     # 8. validate, approval
@@ -485,105 +483,102 @@ def suggest(
     except ConstraintViolation as err:
         raise ConstraintViolation(f"{path}: suggestion {_fmt(after)} rejected: {err}") from err
     over = approval_needed(current, after, settings.approval_max_relative_change)
-    if over and not options.approve and not options.dry_run:
-        return result(
+    if over and not options.approve:
+        return decide(
             SuggestStatus.NEEDS_APPROVAL,
             f"{path}: change needs approval (rerun with --approve): " + "; ".join(over),
             after=after,
-            **common,
+            reason="needs approval: " + "; ".join(over),
         )
 
     # 9. write + audit
-    return _finish(
-        options,
-        SuggestStatus.CHANGED,
-        f"updated {path}",
-        key=key,
-        current=current,
-        after=after,
-        summary=summary,
-        table=table,
-        run_id=run_id,
-        notes=notes,
-        log_path=log_path,
-        answer=answer,
-        reason="policy",
-        observation=obs,
-        proposed=proposed,
-        predicted_gain=gain,
-    )
+    return decide(SuggestStatus.CHANGED, f"updated {path}", after=after, reason="policy")
 
 
-def _finish(
-    options: SuggestOptions,
-    status: SuggestStatus,
-    message: str,
-    *,
-    key: WorkloadKey,
-    current: Hyperparameters,
-    after: Hyperparameters,
-    summary: RunSummary,
-    table: pa.Table,
-    run_id: str,
-    notes: list[str],
-    log_path: Path,
-    answer: Any,
-    reason: str,
-    observation: Any,
-    proposed: Hyperparameters | None = None,
-    predicted_gain: float | None = None,
-) -> SuggestResult:
-    """Write the file and the audit record (or, with --dry-run, neither)."""
-    from jpo import audit
-    from jpo.safe_write import write_hyperparameters
+class _Decider:
+    """Ends a suggestion: writes the file (CHANGED/ROLLED_BACK) and the audit record.
 
-    path = options.config
-    common: dict[str, Any] = {
-        "config": path,
-        "workload": key,
-        "before": current,
-        "after": after,
-        "proposed": proposed,
-        "action": () if answer is None else answer.action,
-        "policy_version": "" if answer is None else answer.version,
-        "policy_source": "" if answer is None else answer.source,
-        "predicted_gain": predicted_gain,
-        "run_id": run_id,
-    }
-    if options.dry_run:
-        return SuggestResult(
-            status=SuggestStatus.DRY_RUN,
-            message=f"dry run: {path} not written",
-            notes=tuple(notes),
-            **common,
+    --dry-run writes neither (and reports DRY_RUN for what would have been written).
+    """
+
+    def __init__(
+        self,
+        options: SuggestOptions,
+        key: WorkloadKey,
+        current: Hyperparameters,
+        summary: RunSummary,
+        run_id: str,
+        notes: list[str],
+        log_path: Path,
+    ):
+        self.options = options
+        self.key = key
+        self.current = current
+        self.summary = summary
+        self.run_id = run_id
+        self.notes = notes
+        self.log_path = log_path
+        self.answer: Any = None
+        self.observation: Any = None
+        self.proposed: Hyperparameters | None = None
+        self.predicted_gain: float | None = None
+
+    def __call__(
+        self, status: SuggestStatus, message: str, *, after: Hyperparameters, reason: str
+    ) -> SuggestResult:
+        from jpo import audit
+        from jpo.feedback import summary_dict
+        from jpo.safe_write import write_hyperparameters
+
+        path = self.options.config
+        answer = self.answer
+        write = status in (SuggestStatus.CHANGED, SuggestStatus.ROLLED_BACK)
+        if self.options.dry_run:
+            if write:
+                status, message = SuggestStatus.DRY_RUN, f"dry run: {path} not written"
+            write = False
+        record = audit.AuditRecord.for_change(
+            self.key,
+            self.current,
+            after,
+            reason,
+            telemetry={
+                "run_id": self.run_id,
+                "summary": summary_dict(self.summary),
+                "action": None if answer is None else list(answer.action),
+                "action_names": None
+                if answer is None or answer.action_names is None
+                else list(answer.action_names),
+                "predicted_gain": self.predicted_gain,
+                "notes": list(self.notes),
+            },
+            features=[] if self.observation is None else [float(x) for x in self.observation],
+            policy_version="" if answer is None else str(answer.version),
+            source="" if answer is None else answer.source,
+            config_path=str(path.resolve()),
+            changed=write,
         )
-    suggestion_id = uuid.uuid4().hex
-    record = audit.make_suggestion_record(  # type: ignore[attr-defined]
-        suggestion_id=suggestion_id,
-        timestamp=datetime.now(UTC),
-        config_path=str(path.resolve()),
-        workload=key,
-        before=current,
-        after=after,
-        features=None if observation is None else [float(x) for x in observation],
-        summary=summary,
-        run_id=run_id,
-        policy_version="" if answer is None else answer.version,
-        policy_source="" if answer is None else answer.source,
-        action=None if answer is None else list(answer.action),
-        reason=reason,
-        notes=list(notes),
-    )
-    write_hyperparameters(path, after, backup=True)
-    audit.append_record(log_path, record)
-    return SuggestResult(
-        status=status,
-        message=message,
-        suggestion_id=suggestion_id,
-        notes=tuple(notes),
-        written=True,
-        **common,
-    )
+        if write:
+            write_hyperparameters(path, after, backup=True, expected=self.current)
+        if not self.options.dry_run:
+            audit.append_record(self.log_path, record)
+        return SuggestResult(
+            status=status,
+            config=path,
+            message=message,
+            workload=self.key,
+            before=self.current,
+            after=after,
+            proposed=self.proposed,
+            action=() if answer is None else answer.action,
+            policy_version="" if answer is None else str(answer.version),
+            policy_source="" if answer is None else answer.source,
+            predicted_gain=self.predicted_gain,
+            run_id=self.run_id,
+            suggestion_id="" if self.options.dry_run else str(record.suggestion_id),
+            notes=tuple(self.notes),
+            written=write,
+        )
 
 
 def _fmt(hp: Hyperparameters) -> str:
@@ -595,21 +590,22 @@ def _run_id(table: pa.Table) -> str:
     return str(ids[-1]) if ids else ""
 
 
-def _action_names(source: Any, answer: Any) -> tuple[str, ...] | None:
-    names = getattr(answer, "action_names", None)
-    return tuple(names) if names else None
-
-
 def _record_key(record: Any) -> WorkloadKey:
     from jpo.feedback import record_key
 
     return record_key(record)
 
 
-def _record_after(record: Any) -> Hyperparameters:
-    from jpo.feedback import record_after
+def _record_applied(record: Any) -> Hyperparameters | None:
+    from jpo.feedback import record_applied
 
-    return record_after(record)
+    return record_applied(record)
+
+
+def _record_run_id(record: Any) -> str:
+    from jpo.feedback import record_run_id
+
+    return record_run_id(record)
 
 
 def _record_summary(record: Any) -> RunSummary | None:
