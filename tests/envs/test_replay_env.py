@@ -283,3 +283,55 @@ def test_config_file_defaults_load() -> None:
     cfg = load_env_config()
     assert cfg.source == "catalog" and cfg.episode_length >= 1
     assert load_env_config({"episode_length": 1}).episode_length == 1
+
+
+# ----------------------------------------------------------------------- real Prometheus
+
+
+@pytest.mark.slow
+def test_env_replays_history_pulled_from_real_prometheus(tmp_path, prometheus_factory) -> None:
+    """Simulator OpenMetrics -> promtool backfill -> real Prometheus -> history pull
+    (PrometheusSource.history, batched range queries) -> Parquet store -> env episodes."""
+    import time
+
+    from envs.simulator import generate_history
+    from jpo.telemetry import PrometheusSource
+
+    end = math.floor(time.time() / 15) * 15 - 600
+    om = tmp_path / "history.om"
+    workloads = ["cifar10-resnet18", "mnist-lenet"]
+    result = generate_history(workloads, 4, tmp_path / "sim", openmetrics=om, seed=4, end=end)
+    prom = prometheus_factory(openmetrics=[om.read_text()])
+    source = PrometheusSource.from_url(prom.url)
+    first = min(float(r.times_s[0]) for r in result.runs)
+    pulled = source.history(first - 60, end + 60, 15)
+    store = tmp_path / "pulled"
+    append_history(store, pulled)
+
+    e = gym.make(
+        ENV_ID,
+        config={
+            "source": "parquet",
+            "history_path": str(store),
+            "calibrate": False,
+            "split": "all",
+            "episode_length": 3,
+        },
+    )
+    replay = e.unwrapped
+    assert set(replay.workloads) == set(workloads)
+    for name in workloads:
+        recorded = {r.run_id for r in replay._replays[replay._names[name]].recordings}
+        assert recorded == {r.run_id for r in result.runs if r.profile.name == name}
+    e.action_space.seed(0)
+    episodes = 0
+    obs, _ = e.reset(seed=0)
+    for _ in range(12):
+        obs, r, term, trunc, _ = e.step(e.action_space.sample())
+        assert e.observation_space.contains(obs)
+        assert math.isfinite(r)
+        if term or trunc:
+            episodes += 1
+            obs, _ = e.reset()
+    assert episodes == 4
+    e.close()
