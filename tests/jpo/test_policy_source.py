@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ def test_endpoint_answer_carries_the_servers_suggestion(endpoint_url: str) -> No
 class _Faulty(BaseHTTPRequestHandler):
     """/slow/... sleeps, /error/... answers 503, /garbage/... 200 with bad bodies."""
 
-    calls: dict[str, int] = {}
+    calls: ClassVar[dict[str, int]] = {}
 
     def log_message(self, *args: object) -> None:
         pass
