@@ -1,0 +1,82 @@
+"""Execute notebooks/evaluate_checkpoint.ipynb top to bottom on a tiny policy artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "evaluate_checkpoint.ipynb"
+
+
+def _tiny_policy(folder: Path) -> Path:
+    from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+    from jpo.policy import write_artifact
+    from jpo.workload import HYPERPARAMETER_NAMES
+
+    n, k, h = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES), 8
+    rng = np.random.default_rng(1)
+    weights = {
+        "l0.weight": rng.normal(0, 0.3, (h, n)).astype("f4"),
+        "l0.bias": np.zeros(h, "f4"),
+        "l1.weight": rng.normal(0, 0.3, (2 * k, h)).astype("f4"),
+        "l1.bias": np.zeros(2 * k, "f4"),
+    }
+    manifest = {
+        "policy_version": 3,
+        "feature_spec_version": FEATURE_SPEC_VERSION,
+        "observation": {"names": list(OBSERVATION_NAMES), "mean": [0.0] * n, "std": [1.0] * n},
+        "action": {"names": list(HYPERPARAMETER_NAMES)},
+        "network": {
+            "layers": [
+                {"weight": "l0.weight", "bias": "l0.bias", "activation": "tanh"},
+                {"weight": "l1.weight", "bias": "l1.bias", "activation": "linear"},
+            ]
+        },
+        "constraints_sha256": "0" * 64,
+        "training_data": {"note": "tiny random artifact for the notebook test"},
+    }
+    return write_artifact(folder, weights, manifest)
+
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    policy = _tiny_policy(tmp_path / "policy")
+    out = tmp_path / "out"
+    monkeypatch.setenv("JPO_NOTEBOOK_POLICY", str(policy))
+    monkeypatch.setenv("JPO_NOTEBOOK_WORKLOADS", "mnist-lenet,higgs-mlp")
+    monkeypatch.setenv("JPO_NOTEBOOK_ROUNDS", "2")
+    monkeypatch.setenv("JPO_NOTEBOOK_OUT", str(out))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert not errors
+    assert (out / "report.md").is_file()
+    assert len(list((out / "plots").glob("*.png"))) == 3
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    assert len(images) == 3
+    text = "".join(
+        str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c["outputs"]
+    )
+    assert "version 3" in text and "2 workloads" in text
