@@ -272,6 +272,13 @@ def _parser() -> configparser.ConfigParser:
     )
 
 
+def _short(text: str, limit: int = 40) -> str:
+    """Return repr(text), shortened for messages when long (huge values stay readable)."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def _is_label(value: str, max_len: int) -> bool:
     return len(value) <= max_len and _LABEL_RE.fullmatch(value) is not None
 
@@ -283,9 +290,13 @@ def _parse_number(name: str, raw: str) -> tuple[float | int | None, str | None, 
     kind = "an integer" if is_int else "a number"
     low = text.lower()
     if low in {"nan", "+nan", "-nan"} or "nan" in low:
-        return None, f"{name} = {text!r} is not a number (NaN)", f"write {kind}"
+        return None, f"{name} = {_short(text)} is not a number (NaN)", f"write {kind}"
     if "inf" in low:
-        return None, f"{name} = {text!r} is infinite", f"write a finite {kind[2:]}"
+        return (
+            None,
+            f"{name} = {_short(text)} is infinite",
+            f"write a finite {kind.split(maxsplit=1)[1]}",
+        )
     if not text:
         return None, f"{name} is empty", f"write {kind}"
     if is_int:
@@ -297,19 +308,27 @@ def _parse_number(name: str, raw: str) -> tuple[float | int | None, str | None, 
             except (ValueError, OverflowError):
                 f = math.nan
             if math.isfinite(f) and f == math.floor(f) and abs(f) < 1e30:
-                return None, f"{name} = {text!r} must be written as an integer", f"write {int(f)}"
+                return (
+                    None,
+                    f"{name} = {_short(text)} must be written as an integer",
+                    f"write {int(f)}",
+                )
             if not math.isfinite(f):
-                return None, f"{name} = {text!r} is too large to be finite", "write a sane integer"
-            return None, f"{name} = {text!r} is not an integer", f"write e.g. {round(f)}"
+                return (
+                    None,
+                    f"{name} = {_short(text)} is too large to be finite",
+                    "write a sane integer",
+                )
+            return None, f"{name} = {_short(text)} is not an integer", f"write e.g. {round(f)}"
         if re.fullmatch(r"[+-]?[0-9_]+", text):
-            return None, f"{name} = {text!r} is not a plain integer", "write digits only"
-        return None, f"{name} = {text!r} is not an integer", f"write {kind}"
+            return None, f"{name} = {_short(text)} is not a plain integer", "write digits only"
+        return None, f"{name} = {_short(text)} is not an integer", f"write {kind}"
     if _FLOAT_RE.fullmatch(text):
         f = float(text)
         if not math.isfinite(f):
-            return None, f"{name} = {text!r} overflows to infinity", "write a finite number"
+            return None, f"{name} = {_short(text)} overflows to infinity", "write a finite number"
         return f, None, None
-    return None, f"{name} = {text!r} is not a number", "write a decimal number such as 0.01"
+    return None, f"{name} = {_short(text)} is not a number", "write a decimal number such as 0.01"
 
 
 def _parse_bool(text: str) -> bool | None:
@@ -438,20 +457,22 @@ def _analyse_text(
                 err.lineno,
                 None,
                 None,
-                f"line {err.lineno} comes before any [section] header: {err.line.strip()!r}",
+                f"line {err.lineno} comes before any [section] header: {_short(err.line.strip())}",
                 "start the file with [workload]",
             )
         )
         return _Analysis(problems, warnings, None)
     except configparser.ParsingError as err:
-        for lineno, line in err.errors:
+        text_lines = text.splitlines()
+        for lineno, _line in err.errors:
+            bad = text_lines[lineno - 1] if 0 < lineno <= len(text_lines) else ""
             problems.append(
                 Problem(
                     file,
                     lineno,
                     None,
                     None,
-                    f"cannot parse line {lineno}: {line.strip()!r}",
+                    f"cannot parse line {lineno}: {_short(bad.strip())} is not `key = value`",
                     "write `key = value` lines under a [section] header",
                 )
             )
@@ -501,7 +522,7 @@ def _analyse_text(
                 add(
                     WORKLOAD_SECTION,
                     k,
-                    f"{k} = {v!r} is not a valid Kubernetes label value",
+                    f"{k} = {_short(v)} is not a valid Kubernetes label value",
                     f"use at most {schema.label_value_max_length} characters of letters, "
                     "digits, '-', '_', '.', starting and ending with a letter or digit",
                 )
@@ -510,12 +531,12 @@ def _analyse_text(
                 add(
                     WORKLOAD_SECTION,
                     k,
-                    f"unknown framework {v!r}",
+                    f"unknown framework {_short(v)}",
                     f"use one of {', '.join(schema.known_frameworks)} "
                     "(configs/workload_schema.toml)",
                 )
                 continue
-            key_values[k] = v.lower() if k == "framework" else v
+            key_values[k] = v
         for k in sec:
             if k not in WORKLOAD_KEYS:
                 warn(WORKLOAD_SECTION, k, f"unknown key {k!r} in [workload] (ignored)", "ignore")
@@ -593,7 +614,12 @@ def _analyse_text(
                 b = _parse_bool(v)
                 if b is None:
                     jpo_ok = False
-                    add(JPO_SECTION, k, f"{k} = {v!r} is not true/false", "write true or false")
+                    add(
+                        JPO_SECTION,
+                        k,
+                        f"{k} = {_short(v)} is not true/false",
+                        "write true or false",
+                    )
                     continue
                 raw_limits.setdefault(pname, {})["power_of_two"] = b
                 continue
@@ -603,7 +629,9 @@ def _analyse_text(
                 num = float(text)
             if num is None or not math.isfinite(num):
                 jpo_ok = False
-                add(JPO_SECTION, k, f"{k} = {text!r} is not a finite number", "write a number")
+                add(
+                    JPO_SECTION, k, f"{k} = {_short(text)} is not a finite number", "write a number"
+                )
                 continue
             raw_limits.setdefault(pname, {})[suffix[1:]] = num
         overlap = [n for n in freeze_names if tune_names is not None and n in tune_names]
@@ -646,7 +674,8 @@ def _analyse_text(
         for name, value in hp_values.items():
             msg = effective.value_problem(name, value)
             if msg is not None:
-                add(HP_SECTION, name, msg, f"see {constraints.source if constraints else ''}")
+                src = constraints.source if constraints is not None else "constraints"
+                add(HP_SECTION, name, msg, f"change {name}; the limits come from {src}")
 
     wl: WorkloadFile | None = None
     if not problems:

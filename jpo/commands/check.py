@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,14 +17,14 @@ def register(app: typer.Typer) -> None:
 
 def check_command(
     path: Annotated[
-        Path,
+        str,
         typer.Argument(help="The workload's config.ini.", show_default=False, metavar="PATH"),
     ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable JSON report on stdout.")
     ] = False,
     constraints: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--constraints",
             help="Constraints TOML (default: configs/constraints.toml, or $JPO_CONFIG_DIR).",

@@ -19,14 +19,14 @@ def _fmt(v: float) -> str:
 
 def log_command(
     path: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--path",
             help="Audit log (default: $JPO_AUDIT_LOG, else .jpo/audit.jsonl beside --config).",
         ),
     ] = None,
     config: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--config", help="A workload's config.ini: use the log beside it."),
     ] = None,
     workload: Annotated[
@@ -45,7 +45,7 @@ def log_command(
     from jpo.audit import default_audit_path, read_records
     from jpo.console import err_console, out_console
 
-    log_path = path if path is not None else default_audit_path(config)
+    log_path = Path(path) if path is not None else default_audit_path(config)
     records = read_records(log_path)
     if workload:
         w = workload.strip()
