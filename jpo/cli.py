@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jpo.commands.check",
     "jpo.commands.log",
     "jpo.commands.evaluate",
+    "jpo.commands.history",
 )
 """Modules whose ``register(app)`` adds a subcommand; append new commands here."""
 

@@ -1,0 +1,170 @@
+"""Training-metrics helper: expose throughput, validation loss and epoch for JPO to learn from.
+
+A training script adds a few lines; Prometheus scrapes the pod's ``/metrics`` endpoint
+(e.g. through a PodMonitor) and JPO reads the series named in docs/RAW_METRICS.md, all
+labelled with the workload's ``dataset``, ``model``, ``framework`` and ``run_id``::
+
+    from jpo.exporter import TrainingExporter
+    from jpo.workload import Hyperparameters
+
+    exporter = TrainingExporter("cifar10", "resnet18", "pytorch", run_id=os.environ["RUN_ID"],
+                                port=9400)
+    exporter.start()                                   # serves http://0.0.0.0:9400/metrics
+    exporter.set_hyperparameters(Hyperparameters(128, 0.01, 18, 30))
+    for epoch in range(30):
+        samples_per_s = train_one_epoch()
+        exporter.report(throughput=samples_per_s, val_loss=evaluate(), epoch=epoch + 1)
+    exporter.finish("ok")                              # or "oom", "diverged", "failed"
+
+Series: ``jpo_training_throughput_samples_per_second``, ``jpo_training_validation_loss``,
+``jpo_training_epoch``, ``jpo_training_hyperparameter{name=...}`` and
+``jpo_training_run_status`` (codes in :data:`jpo.schema.RUN_STATUS_CODES`). A value that is
+not a finite number is refused (JPO never learns from NaN). Keep the process alive for
+one more scrape interval after :meth:`TrainingExporter.finish` so the final status is
+scraped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from jpo.errors import ConfigError
+from jpo.schema import RUN_STATUS_CODES
+from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
+
+LABELS: tuple[str, ...] = ("dataset", "model", "framework", "run_id")
+"""Labels on every training series (the ``training`` label set of configs/metrics.toml)."""
+
+STATUS_BY_NAME: dict[str, int] = {name: code for code, name in RUN_STATUS_CODES.items()}
+
+
+def _finite(name: str, value: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"TrainingExporter.report: {name}={value!r} is not a number") from err
+    if not math.isfinite(number):
+        raise ConfigError(
+            f"TrainingExporter.report: {name}={value!r} is not finite; report only real"
+            " measurements (call finish('diverged') when the loss blew up)"
+        )
+    return number
+
+
+class TrainingExporter:
+    """Publishes one training run's metrics on a ``/metrics`` endpoint.
+
+    Args:
+        dataset: workload label (same as the pod label and config.ini).
+        model: workload label.
+        framework: workload label.
+        run_id: this execution's id (same as the pod's ``run_id`` label).
+        port: TCP port for :meth:`start`; 0 picks a free one (see :attr:`port`).
+        addr: bind address; the default serves every interface, as a pod needs.
+        registry: a prometheus_client registry to register in (default: a private one,
+            so that two exporters in one process never collide).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        model: str,
+        framework: str,
+        run_id: str,
+        *,
+        port: int = 0,
+        addr: str = "0.0.0.0",  # a pod's exporter must be reachable by Prometheus
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        values = {"dataset": dataset, "model": model, "framework": framework, "run_id": run_id}
+        for name, value in values.items():
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"TrainingExporter: {name} must be a non-empty string")
+        self.labels = values
+        self.port = port
+        self.addr = addr
+        self.registry = registry if registry is not None else CollectorRegistry()
+        names = list(LABELS)
+        self._throughput = Gauge(
+            "jpo_training_throughput_samples_per_second",
+            "Training samples processed per second.",
+            names,
+            registry=self.registry,
+        )
+        self._val_loss = Gauge(
+            "jpo_training_validation_loss",
+            "Validation loss after the latest epoch.",
+            names,
+            registry=self.registry,
+        )
+        self._epoch = Gauge(
+            "jpo_training_epoch", "Epochs completed.", names, registry=self.registry
+        )
+        self._hp = Gauge(
+            "jpo_training_hyperparameter",
+            "Hyperparameter values this run uses.",
+            [*names, "name"],
+            registry=self.registry,
+        )
+        self._status = Gauge(
+            "jpo_training_run_status",
+            "Run status: 0 running, 1 ok, 2 oom, 3 diverged, 4 failed.",
+            names,
+            registry=self.registry,
+        )
+        self._status.labels(**self.labels).set(STATUS_BY_NAME["running"])
+        self._server: Any = None
+
+    def start(self) -> TrainingExporter:
+        """Serve ``/metrics`` on ``addr:port`` in a daemon thread; return self."""
+        if self._server is None:
+            server, _thread = start_http_server(self.port, addr=self.addr, registry=self.registry)
+            self._server = server
+            self.port = int(server.server_port)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (the metrics stay readable from the registry)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def set_hyperparameters(self, hp: Hyperparameters) -> None:
+        """Publish the hyperparameters this run uses (``jpo_training_hyperparameter``)."""
+        values = hp.as_dict()
+        for name in HYPERPARAMETER_NAMES:
+            self._hp.labels(**self.labels, name=name).set(_finite(name, values[name]))
+
+    def report(
+        self,
+        throughput: float | None = None,
+        val_loss: float | None = None,
+        epoch: float | None = None,
+    ) -> None:
+        """Publish the latest measurements; arguments left None keep their last value."""
+        if throughput is not None:
+            value = _finite("throughput", throughput)
+            if value < 0:
+                raise ConfigError(f"TrainingExporter.report: throughput={value} is negative")
+            self._throughput.labels(**self.labels).set(value)
+        if val_loss is not None:
+            self._val_loss.labels(**self.labels).set(_finite("val_loss", val_loss))
+        if epoch is not None:
+            self._epoch.labels(**self.labels).set(_finite("epoch", epoch))
+
+    def finish(self, status: str) -> None:
+        """Publish the final status: one of ``ok``, ``oom``, ``diverged``, ``failed``."""
+        if status not in STATUS_BY_NAME or status == "running":
+            allowed = ", ".join(s for s in STATUS_BY_NAME if s != "running")
+            raise ConfigError(f"TrainingExporter.finish: status {status!r} is not one of {allowed}")
+        self._status.labels(**self.labels).set(STATUS_BY_NAME[status])
+
+    def __enter__(self) -> TrainingExporter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
