@@ -28,6 +28,7 @@ no code change between a laptop and a KubeRay cluster with GPU workers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -397,14 +398,10 @@ def _make_env(env_section: Mapping[str, Any], overrides: Mapping[str, Any] | Non
 
 
 def _env_creator(env_section: dict[str, Any]) -> Callable[[Any], Any]:
+    # Episode randomness comes from RLlib seeding reset() (config.debugging(seed=...));
+    # env.config["seed"] is the replay env's synthetic-history seed and stays as given.
     def create(env_context: Any) -> Any:
-        overrides: dict[str, Any] = {}
-        seed = env_section.get("seed")
-        if seed is not None and env_section.get("config"):
-            worker = int(getattr(env_context, "worker_index", 0))
-            vector = int(getattr(env_context, "vector_index", 0))
-            overrides["seed"] = int(seed) + 1000 * worker + vector
-        return _make_env(env_section, overrides)
+        return _make_env(env_section)
 
     return create
 
@@ -420,9 +417,9 @@ class EnvDescription:
     training_data: dict[str, Any] = field(default_factory=dict)
 
 
-def describe_env(cfg: TrainConfig) -> EnvDescription:
+def describe_env(cfg: TrainConfig, overrides: Mapping[str, Any] | None = None) -> EnvDescription:
     """Probe one env instance for observation/action names and data provenance."""
-    env = _make_env(cfg.env.model_dump())
+    env = _make_env(cfg.env.model_dump(), overrides)
     try:
         base = env.unwrapped
         n_obs = int(env.observation_space.shape[0])
@@ -430,21 +427,33 @@ def describe_env(cfg: TrainConfig) -> EnvDescription:
         obs_names = tuple(getattr(base, "observation_names", ()) or ())
         act_names = tuple(getattr(base, "action_names", ()) or ())
         fsv = getattr(base, "feature_spec_version", None)
-        if fsv is None and cfg.env.register_module == "envs":
+        sha = None
+        training_data: dict[str, Any] = {"env_id": cfg.env.id}
+        env_config = {**cfg.env.config, **dict(overrides or {})}
+        if cfg.env.register_module == "envs":  # the JPO replay env: features + constraints
+            from jpo.constraints import load_constraints
             from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+            from jpo.workload import HYPERPARAMETER_NAMES
 
-            fsv = FEATURE_SPEC_VERSION
+            fsv = fsv or FEATURE_SPEC_VERSION
             obs_names = obs_names or OBSERVATION_NAMES
+            constraints = load_constraints(env_config.get("constraints_path") or None)
+            sha = constraints.sha256()
+            tunable = set(env_config.get("tunable") or constraints.tunable)
+            act_names = act_names or tuple(n for n in HYPERPARAMETER_NAMES if n in tunable)
+            training_data.update(
+                source=env_config.get("source", "catalog"),
+                split=env_config.get("split", "train"),
+                workloads=list(getattr(base, "workloads", ())),
+                episode_length=env_config.get("episode_length"),
+                history_seed=env_config.get("seed", 0),
+            )
+        else:
+            training_data["env_config"] = env_config
         if len(obs_names) != n_obs:
             obs_names = tuple(f"obs_{i}" for i in range(n_obs))
         if len(act_names) != n_act:
             act_names = tuple(f"action_{i}" for i in range(n_act))
-        constraints = getattr(base, "constraints", None)
-        sha = constraints.sha256() if constraints is not None else None
-        summary = getattr(base, "data_summary", None)
-        training_data = dict(summary() if callable(summary) else summary or {})
-        training_data.setdefault("env_id", cfg.env.id)
-        training_data.setdefault("env_config", cfg.env.config)
         return EnvDescription(
             observation_names=obs_names,
             action_names=act_names,
@@ -480,7 +489,7 @@ def _callbacks_class() -> type:
     from ray.rllib.callbacks.callbacks import RLlibCallback
 
     class RewardComponentsCallback(RLlibCallback):
-        """Log the env's reward components (info["reward_components"]) per step."""
+        """Log the env's reward components per step (info["reward"], a RewardBreakdown)."""
 
         def on_episode_step(self, *, episode: Any, metrics_logger: Any = None, **_: Any) -> None:
             if metrics_logger is None:
@@ -489,7 +498,11 @@ def _callbacks_class() -> type:
                 info = episode.get_infos(-1)
             except (IndexError, KeyError):
                 return
-            components = info.get("reward_components") if isinstance(info, dict) else None
+            if not isinstance(info, Mapping):
+                return
+            components = info.get("reward_components", info.get("reward"))
+            if dataclasses.is_dataclass(components) and not isinstance(components, type):
+                components = dataclasses.asdict(components)
             if not isinstance(components, Mapping):
                 return
             for name, value in components.items():

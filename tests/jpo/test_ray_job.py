@@ -140,7 +140,11 @@ def test_ray_job_submit_trains_and_checkpoints(ray_head: Head, tmp_path: Path) -
     storage = tmp_path / "store"
     config = {
         "seed": 3,
-        "env": {"id": "Pendulum-v1", "register_module": None},
+        "env": {
+            "id": "jpo/PrometheusReplay-v0",
+            "register_module": "envs",
+            "config": {"split": "train", "episode_length": 4},
+        },
         "model": {"fcnet_hiddens": [16, 16]},
         "sac": {
             "train_batch_size_per_learner": 32,

@@ -29,7 +29,11 @@ def tiny_config(tmp_path: Path, **extra: object) -> Path:
     """A training config small enough for a 2-core CI machine (a few seconds/iteration)."""
     cfg = {
         "seed": 1,
-        "env": {"id": "Pendulum-v1", "register_module": None},
+        "env": {
+            "id": "jpo/PrometheusReplay-v0",
+            "register_module": "envs",
+            "config": {"source": "catalog", "split": "train", "episode_length": 4},
+        },
         "model": {"fcnet_hiddens": [16, 16]},
         "sac": {
             "train_batch_size_per_learner": 32,
@@ -127,6 +131,34 @@ def test_storage_lists_only_complete_checkpoints_and_prunes(tmp_path: Path, uri:
     assert (local / "state.bin").read_bytes() == b"x"
 
 
+@pytest.mark.slow
+def test_pendulum_style_action_bounds_are_recorded(tmp_path: Path) -> None:
+    gym = pytest.importorskip("gymnasium")
+    from ray.rllib.algorithms.sac import SACConfig
+
+    from jpo.policy import LocalPolicy
+    from jpo.policy_export import export_policy
+
+    env = gym.make("Pendulum-v1")
+    module = (
+        SACConfig()
+        .environment(observation_space=env.observation_space, action_space=env.action_space)
+        .get_rl_module_spec()
+        .build()
+    )
+    out = export_policy(
+        module,
+        tmp_path / "p",
+        policy_version=1,
+        feature_spec_version="x",
+        observation_names=["c", "s", "w"],
+        action_names=["torque"],
+    )
+    policy = LocalPolicy.load(out, expected_feature_spec_version="x")
+    assert (policy.manifest.action.low, policy.manifest.action.high) == (-2.0, 2.0)
+    assert np.all(np.abs(policy.act(np.ones((5, 3)))) <= 2.0)
+
+
 def test_bad_storage_uri_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"storage\.path"):
         Storage("nosuchscheme://x/y")
@@ -162,7 +194,10 @@ def test_train_checkpoints_logs_and_exports(trained: Path) -> None:
     assert "learner/qf_loss" in rows[-1]
     manifest = json.loads((trained / "policy" / "manifest.json").read_text())
     assert manifest["training_data"]["iterations"] == 2
-    assert manifest["training_data"]["env_id"] == "Pendulum-v1"
+    assert manifest["training_data"]["split"] == "train"
+    assert "cifar10-resnet18" in manifest["training_data"]["workloads"]
+    assert manifest["action"]["names"] == ["batch_size", "learning_rate", "num_layers", "epochs"]
+    assert "reward/degradation_penalty" in rows[-1]  # reward components are logged
 
 
 @pytest.mark.slow
@@ -174,18 +209,19 @@ def test_exported_policy_matches_rllib_checkpoint_to_1e_5(trained: Path) -> None
     from jpo.policy_export import load_module_from_checkpoint
 
     module = load_module_from_checkpoint(trained / "store" / "checkpoints" / "iter_000002")
-    policy = LocalPolicy.load(trained / "policy", expected_feature_spec_version="env:Pendulum-v1")
-    x = np.random.default_rng(0).uniform(-1, 1, (256, 3)).astype(np.float32) * [1, 1, 8]
-    x = x.astype(np.float32)
+    from jpo.features import OBSERVATION_NAMES, observation_bounds
+
+    policy = LocalPolicy.load(trained / "policy")  # feature spec of this JPO
+    assert policy.observation_names == OBSERVATION_NAMES
+    low, high = observation_bounds()
+    x = np.random.default_rng(0).uniform(low, high, (256, len(low))).astype(np.float32)
     with torch.no_grad():
         logits = module.forward_inference({Columns.OBS: torch.from_numpy(x)})[
             Columns.ACTION_DIST_INPUTS
         ]
     dist = module.get_inference_action_dist_cls().from_logits(logits)
-    # RLlib squashes into [-1, 1]; its connector then maps onto Pendulum's [-2, 2].
-    rllib_env_action = dist._squash(dist.loc).numpy() * 2.0
-    np.testing.assert_allclose(policy.act(x), rllib_env_action, atol=1e-5, rtol=0)
-    assert policy.manifest.action.low == -2.0
+    rllib_action = dist._squash(dist.loc).numpy()  # RLlib's own tanh squash of the loc
+    np.testing.assert_allclose(policy.act(x), rllib_action, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow
