@@ -1,0 +1,254 @@
+"""The oracle: the best configuration of a workload inside the constraints.
+
+For a profile, the constraints (``configs/constraints.toml``) and cluster conditions, it
+searches the response model (:func:`envs.response.predict`, noise-free) for the
+hyperparameters with the highest objective subject to:
+
+- the run does not fail (no OOM, no divergence);
+- ``final_val_loss <= reference_loss * (1 + tolerance)``, where the reference is the
+  workload's default configuration (if the default fails, the default with its batch
+  halved until it fits and its learning rate lowered to the best one until it trains:
+  the configuration a person would fall back to), and ``tolerance`` the reward's
+  ``tolerance_best`` unless ``configs/oracle.toml`` sets one.
+
+The objective is the reward's (:func:`jpo.reward.objective`): the reward a run would get
+with no previous run, with the reference's loss as ``L*`` and the reference's per-GPU
+throughput as ``ρ_ref`` — the same scoring ``jpo evaluate`` uses, so "fraction of the
+oracle's improvement" compares like with like.
+
+Search: an exhaustive grid (powers of two for batch size, a log grid for learning rate,
+geometric integer grids for layers and epochs, each clipped to the constraints; frozen
+parameters stay at their defaults), then rounds of adaptive refinement: each round tries
+every combination of a few neighbours per parameter around the incumbent, at half the
+previous step. Settings live in ``configs/oracle.toml``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from envs.response import REPO_ROOT, ClusterConditions, WorkloadProfile, predict
+from jpo.errors import ConfigError
+from jpo.schema import RunSummary
+from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
+
+if TYPE_CHECKING:
+    from jpo.constraints import Constraints
+    from jpo.reward import RewardWeights
+
+ORACLE_CONFIG = REPO_ROOT / "configs" / "oracle.toml"
+
+
+class OracleResult(NamedTuple):
+    """The best configuration, its predicted run and its objective value."""
+
+    hp: Hyperparameters
+    summary: RunSummary
+    objective: float
+
+
+@dataclass(frozen=True, slots=True)
+class OracleSettings:
+    """``configs/oracle.toml`` (see the comments there)."""
+
+    lr_points_per_decade: int
+    batch_points_per_octave: int
+    int_points_per_octave: int
+    rounds: int
+    neighbours: int
+    tolerance: float
+
+
+def load_oracle_settings(path: str | Path | None = None) -> OracleSettings:
+    """Load the oracle's search settings (default ``configs/oracle.toml``)."""
+    file = Path(path) if path is not None else ORACLE_CONFIG
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{file}: cannot read oracle settings: {err}") from err
+    flat = {**data.get("grid", {}), **data.get("refine", {}), **data.get("objective", {})}
+    values: dict[str, Any] = {}
+    for name, f in OracleSettings.__dataclass_fields__.items():
+        v = flat.get(name)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConfigError(f"{file}: missing or non-numeric key {name!r}")
+        if f.type == "int" and (int(v) != v or v < (0 if name in ("rounds",) else 1)):
+            raise ConfigError(f"{file}: {name} must be a positive integer, got {v!r}")
+        values[name] = int(v) if f.type == "int" else float(v)
+    return OracleSettings(**values)
+
+
+def objective(
+    summary: RunSummary,
+    reference: RunSummary,
+    weights: RewardWeights,
+) -> float:
+    """Return the oracle's objective of a run: the reward with no previous run.
+
+    ``L*`` is the reference run's final loss and ``ρ_ref`` its per-GPU throughput
+    (:func:`jpo.reward.objective`); failed runs get the reward's failure penalty.
+    """
+    from jpo.reward import objective as reward_objective
+    from jpo.reward import per_gpu_throughput
+
+    ref_thr = per_gpu_throughput(reference) if reference.failure == "none" else None
+    return reward_objective(summary, reference.final_val_loss, weights, ref_thr)
+
+
+def reference_config(
+    profile: WorkloadProfile, conditions: ClusterConditions
+) -> tuple[Hyperparameters, RunSummary]:
+    """Return the configuration the quality bar is measured against (module docstring)."""
+    hp = profile.defaults
+    summary = predict(profile, hp, conditions)
+    while summary.failure == "oom" and hp.batch_size > 1:
+        hp = replace(hp, batch_size=max(1, hp.batch_size // 2))
+        summary = predict(profile, hp, conditions)
+    if summary.failure == "diverged":
+        hp = replace(hp, learning_rate=profile.best_learning_rate(hp.batch_size))
+        summary = predict(profile, hp, conditions)
+    if summary.failure != "none":
+        raise ConfigError(
+            f"{profile.source}: no reference configuration trains (the default fails with "
+            f"{summary.failure!r} even at batch size {hp.batch_size}): fix the profile"
+        )
+    return hp, summary
+
+
+def _geom_ints(lo: float, hi: float, per_octave: int) -> list[int]:
+    lo_i, hi_i = max(1, math.ceil(lo)), math.floor(hi)
+    if hi_i < lo_i:
+        return []
+    n = max(1, round(math.log2(hi_i / lo_i) * per_octave))
+    vals = {round(lo_i * (hi_i / lo_i) ** (k / n)) for k in range(n + 1)}
+    return sorted(v for v in vals if lo_i <= v <= hi_i)
+
+
+def _log_floats(lo: float, hi: float, per_decade: int) -> list[float]:
+    n = max(1, round(math.log10(hi / lo) * per_decade))
+    return [lo * (hi / lo) ** (k / n) for k in range(n + 1)]
+
+
+def _grid(constraints: Constraints, profile: WorkloadProfile, s: OracleSettings) -> list[list]:
+    specs = constraints.params
+    tunable = set(constraints.tunable)
+    axes: list[list] = []
+    for name in HYPERPARAMETER_NAMES:
+        spec = specs[name]
+        default = getattr(profile.defaults, name)
+        if name not in tunable:
+            axes.append([default])
+        elif name == "batch_size":
+            if spec.power_of_two:
+                vals = [2**k for k in range(0, 13) if spec.min <= 2**k <= spec.max]
+            else:
+                vals = _geom_ints(spec.min, spec.max, s.batch_points_per_octave)
+            axes.append(vals)
+        elif spec.type == "float":
+            axes.append(_log_floats(spec.min, spec.max, s.lr_points_per_decade))
+        else:
+            axes.append(_geom_ints(spec.min, spec.max, s.int_points_per_octave))
+    return axes
+
+
+def _neighbours(
+    name: str, value: float, step: float, constraints: Constraints, s: OracleSettings
+) -> list:
+    spec = constraints.params[name]
+    if name not in constraints.tunable:
+        return [value]
+    out: set[float] = set()
+    for k in range(-s.neighbours, s.neighbours + 1):
+        v = value * step**k
+        v = min(max(v, spec.min), spec.max)
+        if spec.type == "int":
+            if spec.power_of_two:
+                v = 2 ** round(math.log2(max(v, 1)))
+                if not spec.min <= v <= spec.max:
+                    continue
+            else:
+                v = round(v)
+            out.add(int(v))
+            # integers: also the direct neighbours, so refinement reaches every integer
+            for d in (-1, 1):
+                w = int(value) + d
+                if spec.min <= w <= spec.max and not spec.power_of_two:
+                    out.add(w)
+        else:
+            out.add(float(v))
+    return sorted(out)
+
+
+def best_config(
+    profile: WorkloadProfile,
+    constraints: Constraints | None = None,
+    conditions: ClusterConditions | None = None,
+    reward_weights: RewardWeights | None = None,
+    *,
+    settings: OracleSettings | None = None,
+) -> OracleResult:
+    """Return the best configuration of ``profile`` inside ``constraints`` (module docstring).
+
+    Raises:
+        ConfigError: no configuration inside the constraints both trains and holds the
+            validation loss (the constraints are too narrow for this workload).
+    """
+    from jpo.constraints import load_constraints
+    from jpo.reward import load_reward_weights
+
+    cons = constraints if constraints is not None else load_constraints()
+    cond = conditions if conditions is not None else ClusterConditions()
+    weights = reward_weights if reward_weights is not None else load_reward_weights()
+    s = settings if settings is not None else load_oracle_settings()
+    tol = s.tolerance if s.tolerance >= 0 else weights.tolerance_best
+    ref_hp, reference = reference_config(profile, cond)
+    max_loss = reference.final_val_loss * (1.0 + tol)
+
+    best: OracleResult | None = None
+    seen: set[Hyperparameters] = set()
+
+    def consider(candidates: Iterable[tuple]) -> None:
+        nonlocal best
+        for b, lr, layers, epochs in candidates:
+            hp = Hyperparameters(int(b), float(lr), int(layers), int(epochs))
+            if hp in seen:
+                continue
+            seen.add(hp)
+            summary = predict(profile, hp, cond)
+            if summary.failure != "none" or summary.final_val_loss > max_loss:
+                continue
+            value = objective(summary, reference, weights)
+            if best is None or value > best.objective:
+                best = OracleResult(hp, summary, value)
+
+    consider(itertools.product(*_grid(cons, profile, s)))
+    # the reference configuration is a candidate too, when the constraints allow it
+    if not cons.violations(ref_hp):
+        consider([tuple(getattr(ref_hp, n) for n in HYPERPARAMETER_NAMES)])
+    steps = {
+        "batch_size": 2.0 ** (1.0 / s.batch_points_per_octave),
+        "learning_rate": 10.0 ** (1.0 / s.lr_points_per_decade),
+        "num_layers": 2.0 ** (1.0 / s.int_points_per_octave),
+        "epochs": 2.0 ** (1.0 / s.int_points_per_octave),
+    }
+    for _ in range(s.rounds):
+        if best is None:
+            break
+        steps = {k: math.sqrt(v) for k, v in steps.items()}
+        incumbent = best.hp
+        axes = [
+            _neighbours(n, getattr(incumbent, n), steps[n], cons, s) for n in HYPERPARAMETER_NAMES
+        ]
+        consider(itertools.product(*axes))
+    if best is None:
+        raise ConfigError(
+            f"{profile.source}: no configuration inside the constraints trains without "
+            f"failure and keeps final_val_loss <= {max_loss:.4g}: widen configs/constraints.toml"
+        )
+    return best

@@ -1,0 +1,77 @@
+"""The oracle (envs.oracle): best configuration inside the constraints."""
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from envs.oracle import best_config, load_oracle_settings, objective, reference_config
+from envs.response import ClusterConditions, load_conditions, load_profile, predict
+from jpo.constraints import load_constraints
+from jpo.errors import ConfigError
+from jpo.reward import load_reward_weights
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return load_constraints(), load_conditions(), load_reward_weights()
+
+
+@pytest.mark.parametrize("name", ["cifar10-resnet18", "imagenet-efficientnet", "squad-bert-large"])
+def test_oracle_beats_default_and_random_search(setup, name):
+    constraints, conditions, weights = setup
+    profile = load_profile(name)
+    result = best_config(profile, constraints, conditions, weights)
+    _ref_hp, reference = reference_config(profile, conditions)
+    tol = weights.tolerance_best
+    assert result.summary.failure == "none"
+    assert result.summary.final_val_loss <= reference.final_val_loss * (1 + tol) + 1e-12
+    constraints.validate(result.hp)
+    assert result.summary == predict(profile, result.hp, conditions)
+    assert result.objective >= objective(reference, reference, weights)
+    # no random feasible configuration does better
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        hp = constraints.sample_uniform(rng)
+        s = predict(profile, hp, conditions)
+        if s.failure == "none" and s.final_val_loss <= reference.final_val_loss * (1 + tol):
+            assert objective(s, reference, weights) <= result.objective + 1e-9
+
+
+def test_oracle_result_unpacks_and_is_deterministic(setup):
+    constraints, conditions, weights = setup
+    profile = load_profile("adult-mlp")
+    hp, summary, value = best_config(profile, constraints, conditions, weights)
+    assert best_config(profile, constraints, conditions, weights) == (hp, summary, value)
+
+
+def test_refinement_never_hurts(setup):
+    constraints, conditions, weights = setup
+    profile = load_profile("cifar10-resnet18")
+    coarse = replace(load_oracle_settings(), rounds=0)
+    fine = best_config(profile, constraints, conditions, weights)
+    rough = best_config(profile, constraints, conditions, weights, settings=coarse)
+    assert fine.objective >= rough.objective
+
+
+def test_oom_default_uses_a_fitting_reference():
+    profile = load_profile("squad-bert-large")
+    hp, summary = reference_config(profile, ClusterConditions())
+    assert summary.failure == "none"
+    assert hp.batch_size < profile.defaults.batch_size
+
+
+def test_impossible_constraints_raise(setup, tmp_path):
+    _, conditions, weights = setup
+    text = Path(load_constraints().source).read_text()
+    # only huge batches allowed: every run of the memory-bound transformer OOMs
+    head, _, tail = text.partition("[params.batch_size]")
+    tail = re.sub(r"(?m)^min\s*=\s*\d+", "min = 4000", tail, count=1)
+    path = tmp_path / "constraints.toml"
+    path.write_text(head + "[params.batch_size]" + tail)
+    narrow = load_constraints(path)
+    assert narrow.params["batch_size"].min == 4000
+    with pytest.raises(ConfigError, match="no configuration inside the constraints"):
+        best_config(load_profile("wikitext103-gpt2"), narrow, conditions, weights)
