@@ -27,6 +27,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jpo.commands.log",
     "jpo.commands.evaluate",
     "jpo.commands.history",
+    "jpo.commands.suggest",
+    "jpo.commands.feedback",
+    "jpo.commands.serve",
 )
 """Modules whose ``register(app)`` adds a subcommand; append new commands here."""
 

@@ -1,0 +1,114 @@
+"""``jpo suggest``: the CI stage (read config.ini, ask the policy, guard, write, audit).
+
+Exit codes (README, "Exit codes"): 0 changed (or --dry-run), 10 unchanged by choice,
+11 unchanged: no trustworthy telemetry, 12 needs approval, 2 invalid input, 3 validation
+failed, 5 policy unusable (endpoint down and no local fallback), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``suggest`` command to the root CLI."""
+    app.command("suggest")(suggest_command)
+
+
+def suggest_command(
+    config: Annotated[Path, typer.Option("--config", help="The workload's config.ini.")],
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            "--prometheus",
+            help="Prometheus URL (default: $JPO_PROMETHEUS_URL, else configs/suggest.toml).",
+        ),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", help="Serve endpoint base URL, e.g. http://jpo:8000."),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Local policy artifact (default: the bundled policy)."),
+    ] = None,
+    fallback_local: Annotated[
+        bool | None,
+        typer.Option(
+            "--fallback-local/--no-fallback-local",
+            help="If the endpoint fails, use the local policy (default: configs/suggest.toml).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the change; write nothing.")
+    ] = False,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Allow a change above the approval threshold.")
+    ] = False,
+    log: Annotated[
+        Path | None,
+        typer.Option("--log", help="Audit log (default: $JPO_AUDIT_LOG or .jpo/audit.jsonl)."),
+    ] = None,
+    settings: Annotated[
+        Path | None, typer.Option("--settings", help="Settings TOML (configs/suggest.toml).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> int:
+    """Suggest new hyperparameters for a workload and write them into its config.ini."""
+    from jpo.suggest import SuggestOptions, suggest
+
+    result = suggest(
+        SuggestOptions(
+            config=config,
+            prometheus_url=prometheus,
+            endpoint=endpoint,
+            policy_path=policy,
+            fallback_local=fallback_local,
+            dry_run=dry_run,
+            approve=approve,
+            log_path=log,
+            settings_path=settings,
+        )
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), sort_keys=True))
+    else:
+        print_result(result)
+    return int(result.exit_code)
+
+
+def print_result(result: object) -> None:
+    """Print a suggestion for people: the decision, the diff, the notes."""
+    from rich.table import Table
+
+    from jpo.console import out_console
+    from jpo.suggest import SuggestResult
+
+    assert isinstance(result, SuggestResult)
+    console = out_console()
+    console.print(f"{result.status.value}: {result.message}", markup=False, highlight=False)
+    diff = result.diff()
+    if diff:
+        table = Table(title=None, show_edge=False)
+        for col in ("parameter", "before", "after"):
+            table.add_column(col)
+        for name, old, new in diff:
+            table.add_row(name, f"{old:g}", f"{new:g}")
+        console.print(table)
+    if result.policy_version:
+        gain = (
+            ""
+            if result.predicted_gain is None
+            else f", predicted gain {result.predicted_gain:+.1%}"
+        )
+        console.print(
+            f"policy {result.policy_version} from {result.policy_source}{gain}",
+            markup=False,
+            highlight=False,
+        )
+    for note in result.notes:
+        console.print(f"  - {note}", markup=False, highlight=False)

@@ -1,0 +1,336 @@
+"""jpo.suggest end to end over simulated runs (fast), plus the no-ray/no-torch import check.
+
+Telemetry comes from an in-memory MetricSource fed with envs.response.simulate_run
+tables; the policy is a tiny artifact with a fixed action. The real-Prometheus path is in
+test_demo.py / the slow tests below.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from envs.response import ClusterConditions, load_profile, simulate_run
+from jpo import audit
+from jpo.errors import ConfigError, ExitCode
+from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+from jpo.policy import write_artifact
+from jpo.prometheus import EmptyResult
+from jpo.suggest import SuggestOptions, SuggestSettings, SuggestStatus, suggest
+from jpo.telemetry import MetricSource
+from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
+
+KEY = WorkloadKey("cifar10", "resnet18", "pytorch")
+HP = Hyperparameters(64, 0.05, 18, 30)
+CONFIG = """\
+# ResNet-18 on CIFAR-10
+[workload]
+dataset = cifar10
+model = resnet18
+framework = pytorch
+
+[hyperparameters]
+batch_size = 64       ; samples per step
+learning_rate = 0.05
+num_layers = 18
+epochs = 30
+"""
+SETTINGS = SuggestSettings()
+
+
+def make_policy(folder: Path, action: tuple[float, ...], version: int = 1) -> Path:
+    n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
+    bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
+    return write_artifact(
+        folder,
+        {"w": np.zeros((2 * n_act, n_obs), "f4"), "b": bias},
+        {
+            "policy_version": version,
+            "feature_spec_version": FEATURE_SPEC_VERSION,
+            "observation": {
+                "names": list(OBSERVATION_NAMES),
+                "mean": [0.0] * n_obs,
+                "std": [1.0] * n_obs,
+            },
+            "action": {"names": list(HYPERPARAMETER_NAMES)},
+            "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
+        },
+    )
+
+
+def run_table(
+    hp: Hyperparameters,
+    run_id: str,
+    *,
+    start: float,
+    overrides: dict[str, float] | None = None,
+) -> pa.Table:
+    """A simulated run of cifar10-resnet18; ``overrides`` pins a metric's every sample."""
+    run = simulate_run(
+        load_profile("cifar10-resnet18"),
+        hp,
+        ClusterConditions(),
+        rng=np.random.default_rng(0),
+        run_id=run_id,
+        start=start,
+    )
+    table = run.table
+    for metric, value in (overrides or {}).items():
+        mask = pc.equal(table["metric"], metric)
+        values = pc.if_else(mask, pa.scalar(float(value)), table["value"])
+        table = table.set_column(table.schema.get_field_index("value"), "value", values)
+    return table
+
+
+class FakeSource(MetricSource):
+    """Serves the runs it was given; the latest is the last appended."""
+
+    def __init__(self) -> None:
+        self.runs: list[pa.Table] = []
+        self.error: Exception | None = None
+
+    def add(self, hp: Hyperparameters, run_id: str, **overrides: float) -> None:
+        start = time.time() - 3600 + 700 * len(self.runs)
+        self.runs.append(run_table(hp, run_id, start=start, overrides=overrides))
+
+    def list_runs(self, key: WorkloadKey) -> list[str]:
+        return [t["run_id"][0].as_py() for t in self.runs]
+
+    def run_table(self, key, run_id=None, *, lookback=None):  # type: ignore[no-untyped-def]
+        if self.error is not None:
+            raise self.error
+        if not self.runs:
+            raise EmptyResult(f"workload {key.slug()}: no series (fake)")
+        if run_id is None:
+            return self.runs[-1]
+        return next(t for t in self.runs if t["run_id"][0].as_py() == run_id)
+
+    def history(self, start, end, step):  # type: ignore[no-untyped-def]
+        return pa.concat_tables(self.runs)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "app" / "config.ini"
+    path.parent.mkdir()
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    fake = FakeSource()
+    fake.add(HP, "run-1")
+    return fake
+
+
+@pytest.fixture
+def policy_up(tmp_path: Path) -> Path:
+    """Batch size up by half the trust region, everything else kept."""
+    return make_policy(tmp_path / "policy-up", (0.5, 0.0, 0.0, 0.0))
+
+
+def run(
+    config: Path,
+    source: MetricSource,
+    policy: Path,
+    settings: SuggestSettings = SETTINGS,
+    **kw: object,
+):  # type: ignore[no-untyped-def]
+    options = SuggestOptions(config=config, policy_path=policy, **kw)  # type: ignore[arg-type]
+    return suggest(options, metric_source=source, settings=settings)
+
+
+def log_of(config: Path) -> Path:
+    return config.parent / ".jpo" / "audit.jsonl"
+
+
+def test_changed_writes_the_file_keeps_comments_and_audits(
+    config: Path, source: FakeSource, policy_up: Path
+) -> None:
+    result = run(config, source, policy_up)
+    assert result.status is SuggestStatus.CHANGED and result.exit_code == ExitCode.OK
+    assert result.after is not None and result.after.batch_size > 64
+    text = config.read_text()
+    assert f"batch_size = {result.after.batch_size}" in text
+    assert "; samples per step" in text and "# ResNet-18 on CIFAR-10" in text
+    (record,) = audit.read_records(log_of(config))
+    assert record.changed and record.reason == "policy"
+    assert record.before["batch_size"] == 64
+    assert record.after["batch_size"] == result.after.batch_size
+    assert record.telemetry["run_id"] == "run-1"
+    assert record.telemetry["summary"]["throughput"] > 0
+    assert len(record.features) == len(OBSERVATION_NAMES)
+    assert record.policy_version == "1" and record.source == f"file:{policy_up}"
+    assert json.dumps(result.to_json())  # --json is serializable
+
+
+def test_dry_run_writes_nothing(config: Path, source: FakeSource, policy_up: Path) -> None:
+    result = run(config, source, policy_up, dry_run=True)
+    assert result.status is SuggestStatus.DRY_RUN and result.exit_code == ExitCode.OK
+    assert result.diff() and not result.written
+    assert config.read_text() == CONFIG
+    assert not log_of(config).exists()
+
+
+def test_no_trustworthy_data_leaves_the_file_untouched(config: Path, policy_up: Path) -> None:
+    empty = FakeSource()
+    result = run(config, empty, policy_up)
+    assert result.status is SuggestStatus.NO_DATA
+    assert result.exit_code == ExitCode.UNCHANGED_NO_DATA
+    assert "no trustworthy telemetry" in result.message
+    assert config.read_text() == CONFIG
+
+
+def test_invalid_config_is_an_input_error_and_untouched(
+    config: Path, source: FakeSource, policy_up: Path
+) -> None:
+    bad = CONFIG.replace("epochs = 30", "epochs = 1e400")
+    config.write_text(bad)
+    with pytest.raises(ConfigError, match="epochs") as err:
+        run(config, source, policy_up)
+    assert err.value.exit_code == ExitCode.INVALID_INPUT
+    assert config.read_text() == bad
+
+
+def test_tiny_action_is_unchanged_by_choice(
+    config: Path, source: FakeSource, tmp_path: Path
+) -> None:
+    policy = make_policy(tmp_path / "tiny", (0.0, 0.02, 0.0, 0.0))
+    result = run(config, source, policy)
+    assert result.status is SuggestStatus.UNCHANGED
+    assert result.exit_code == ExitCode.UNCHANGED_BY_CHOICE
+    assert config.read_text() == CONFIG
+    assert any(n.startswith("hysteresis") for n in result.notes)
+
+
+def test_large_change_needs_approval(config: Path, source: FakeSource, policy_up: Path) -> None:
+    strict = replace(SETTINGS, approval_max_relative_change=0.1)
+    result = run(config, source, policy_up, settings=strict)
+    assert result.status is SuggestStatus.NEEDS_APPROVAL
+    assert result.exit_code == ExitCode.NEEDS_APPROVAL
+    assert "--approve" in result.message
+    assert config.read_text() == CONFIG
+    approved = run(config, source, policy_up, settings=strict, approve=True)
+    assert approved.status is SuggestStatus.CHANGED
+
+
+def test_memory_guard_refuses_a_batch_that_would_not_fit(config: Path, policy_up: Path) -> None:
+    fake = FakeSource()
+    fake.add(HP, "run-1", gpu_mem_util=0.8)
+    result = run(config, fake, policy_up)
+    assert result.status is SuggestStatus.UNCHANGED
+    assert any("memory guard" in n and "MiB" in n for n in result.notes)
+    assert config.read_text() == CONFIG
+
+
+def test_a_config_that_ran_out_of_memory_is_never_resuggested(
+    config: Path, policy_up: Path
+) -> None:
+    fake = FakeSource()
+    fake.add(HP, "run-1")
+    first = run(config, fake, policy_up)
+    assert first.after is not None
+    oom_hp = first.after
+    fake.add(oom_hp, "run-2", run_status=2)  # OOM with the suggested values
+    second = run(config, fake, policy_up)
+    # run-2 failed: rollback to the known-good values first
+    assert second.status is SuggestStatus.ROLLED_BACK
+    assert second.after == HP
+    fake.add(HP, "run-3")
+    third = run(config, fake, policy_up)
+    assert third.status is SuggestStatus.UNCHANGED
+    assert any("failed-config memory" in n and "oom" in n for n in third.notes)
+    assert f"batch_size = {HP.batch_size}" in config.read_text()
+
+
+def test_degraded_run_is_fed_back_and_rolled_back(config: Path, policy_up: Path) -> None:
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up)
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    fake.add(first.after, "run-2", val_loss=0.8)  # 60 % worse than run-1
+    second = run(config, fake, policy_up)
+    assert second.status is SuggestStatus.ROLLED_BACK
+    assert second.after == HP
+    assert any(n.startswith("feedback: run run-2") for n in second.notes)
+    assert any("worsened validation loss" in n for n in second.notes)
+    records = audit.read_records(log_of(config))
+    assert records[0].outcome is not None and records[0].outcome["degraded"] is True
+    assert records[0].outcome["run_id"] == "run-2"
+    assert records[1].reason.startswith("rollback")
+    assert f"batch_size = {HP.batch_size}" in config.read_text()
+    # the finished run went into the history store too
+    assert any((config.parent / ".jpo" / "history").rglob("*.parquet"))
+
+
+def test_no_second_change_before_the_workload_ran_with_the_first(
+    config: Path, source: FakeSource, policy_up: Path
+) -> None:
+    first = run(config, source, policy_up)
+    assert first.status is SuggestStatus.CHANGED
+    again = run(config, source, policy_up)
+    assert again.status is SuggestStatus.UNCHANGED
+    assert "predates the values written" in again.message
+
+
+def test_unreachable_endpoint_without_fallback_changes_nothing(
+    config: Path, source: FakeSource, policy_up: Path
+) -> None:
+    fast = replace(SETTINGS, endpoint_timeout_s=0.3, endpoint_retries=0)
+    kw = {"endpoint": "http://127.0.0.1:9", "settings": fast}
+    result = run(config, source, policy_up, fallback_local=False, **kw)  # type: ignore[arg-type]
+    assert result.status is SuggestStatus.POLICY_UNAVAILABLE
+    assert result.exit_code == ExitCode.POLICY
+    assert "unreachable" in result.message and "left unchanged" in result.message
+    assert config.read_text() == CONFIG
+    fallback = run(config, source, policy_up, fallback_local=True, **kw)  # type: ignore[arg-type]
+    assert fallback.status is SuggestStatus.CHANGED
+    assert fallback.policy_source == f"file:{policy_up}"
+    assert any("fell back" in n for n in fallback.notes)
+
+
+def test_suggest_path_imports_neither_ray_nor_torch(
+    config: Path, policy_up: Path, tmp_path: Path
+) -> None:
+    """The CI path in a fresh interpreter: suggest() end to end, then inspect sys.modules."""
+    table = run_table(HP, "run-1", start=time.time() - 3600)
+    data = tmp_path / "run.arrow"
+    with pa.OSFile(str(data), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import pyarrow as pa
+        from pathlib import Path
+        from jpo.suggest import SuggestOptions, suggest
+        from jpo.telemetry import MetricSource
+
+        class One(MetricSource):
+            def list_runs(self, key): return ["run-1"]
+            def run_table(self, key, run_id=None, *, lookback=None):
+                return pa.ipc.open_file({str(data)!r}).read_all()
+            def history(self, start, end, step): raise NotImplementedError
+
+        opts = SuggestOptions(config=Path({str(config)!r}), policy_path=Path({str(policy_up)!r}))
+        result = suggest(opts, metric_source=One())
+        import jpo.cli, jpo.commands.suggest  # the command modules too
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "torch"))
+        print(result.status.value, heavy)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "changed []"
