@@ -10,9 +10,11 @@ Protocol (issue 8, item 1). For each workload of the chosen set and each seed:
    model (:func:`envs.response.simulate_run`: time-varying co-tenant contention and
    measurement noise); the method is told the measured run (``tell``).
    Every method sees the same noise draw in the same round (common random numbers).
-3. Scoring. Every run is scored with the reward's objective (:func:`jpo.reward.objective`,
-   reference loss and per-GPU throughput = the default configuration's), so every method
-   and the oracle optimize the same thing. Methods choose with the objective they
+3. Scoring. Every run is scored with the oracle's objective (:func:`envs.oracle.objective`:
+   the reward of :mod:`jpo.reward` with no previous run, reference loss and per-GPU
+   throughput from the workload's reference configuration, i.e. its default, or the
+   default made to train when it fails), so every method and the oracle optimize the same
+   thing. Methods choose with the objective they
    OBSERVE (noisy); results are scored with the noise-free objective of the same
    configuration (:func:`envs.response.predict` at the mean contention). The fraction of
    the oracle's improvement after round r is
@@ -359,38 +361,30 @@ class EvaluationResult:
 
 @dataclass(frozen=True)
 class _Scorer:
-    """Noise-free scoring of configurations of one workload (same for every method)."""
+    """One workload's yardstick, the same for every method, seed and round.
+
+    The objective is the oracle's (:func:`envs.oracle.objective`: the reward with no
+    previous run, ``L*`` and ``ρ_ref`` from the workload's reference configuration, i.e.
+    its default, or the default made to train when it fails), so "fraction of the
+    oracle's improvement" compares like with like.
+    """
 
     profile: Any
     conditions: Any
     weights: Any
-    reference_val_loss: float
-    reference_throughput: float | None
+    reference: RunSummary
 
     def summary(self, hp: Hyperparameters) -> RunSummary:
+        """Return the noise-free run of ``hp`` (:func:`envs.response.predict`)."""
         from envs.response import predict
 
         return predict(self.profile, hp, self.conditions)
 
     def objective(self, summary: RunSummary) -> float:
-        from jpo.reward import objective
+        """Return the objective of a run (noise-free or measured)."""
+        from envs.oracle import objective
 
-        return float(
-            objective(
-                summary,
-                self.reference_val_loss,
-                self.weights,
-                reference_throughput=self.reference_throughput,
-            )
-        )
-
-
-def _reference_throughput(summary: RunSummary) -> float | None:
-    """Return the per-GPU throughput of a run, or None when it processed nothing."""
-    from jpo.reward import per_gpu_throughput
-
-    value = float(per_gpu_throughput(summary))
-    return value if value > 0 and math.isfinite(value) else None
+        return float(objective(summary, self.reference, self.weights))
 
 
 def _make_tuner(
@@ -495,9 +489,8 @@ def _evaluate(
     workdir: Path,
 ) -> EvaluationResult:
     """Body of :func:`evaluate` (``workdir`` exists)."""
-    from envs.oracle import best_config
-
-    from envs.response import load_catalog, load_conditions, predict, simulate_run
+    from envs.oracle import best_config, reference_config
+    from envs.response import load_catalog, load_conditions, simulate_run
     from jpo.constraints import load_constraints
     from jpo.reward import load_reward_weights
 
@@ -523,19 +516,25 @@ def _evaluate(
             profile = catalog[name]
             default = profile.defaults
             cons = base_constraints
-            oracle_hp, _oracle_summary, _ = best_config(profile, cons, conditions, weights)
+            _ref_hp, reference = reference_config(profile, conditions)
+            scorer = _Scorer(profile, conditions, weights, reference)
             # Noise-free scoring, identical for every method and seed of this workload.
-            default_true_summary = predict(profile, default, conditions)
-            scorer = _Scorer(
-                profile=profile,
-                conditions=conditions,
-                weights=weights,
-                reference_val_loss=_finite_or(default_true_summary.final_val_loss, math.inf),
-                reference_throughput=_reference_throughput(default_true_summary),
-            )
+            default_true_summary = scorer.summary(default)
             default_true = scorer.objective(default_true_summary)
+            # The quality bar's "default's validation loss": the reference's when the
+            # default itself fails (an OOM'd run has no meaningful final loss).
+            default_val_loss = (
+                default_true_summary.final_val_loss
+                if default_true_summary.failure == "none"
+                else reference.final_val_loss
+            )
+            try:
+                oracle = best_config(profile, cons, conditions, weights)
+            except ConfigError:
+                oracle = None  # nothing inside the constraints trains: no oracle
+            oracle_hp = oracle.hp if oracle is not None else default
             oracle_true_summary = scorer.summary(oracle_hp)
-            oracle_obj = scorer.objective(oracle_true_summary)
+            oracle_obj = scorer.objective(oracle_true_summary) if oracle else math.nan
             gap = oracle_obj - default_true
             for seed in range(settings.base_seed, settings.base_seed + settings.seeds):
                 start = 1.7e9  # a fixed wall-clock origin keeps runs reproducible
@@ -549,18 +548,7 @@ def _evaluate(
                     scrape_interval_s=settings.scrape_interval_s,
                 )
                 run0 = sim0.summary
-                observed_ref_thr = _reference_throughput(run0)
-                observed_ref_loss = _finite_or(run0.final_val_loss, math.inf)
-
-                def observe(
-                    s: RunSummary,
-                    ref_loss: float = observed_ref_loss,
-                    ref_thr: float | None = observed_ref_thr,
-                ) -> float:
-                    from jpo.reward import objective
-
-                    return float(objective(s, ref_loss, weights, reference_throughput=ref_thr))
-
+                observe = scorer.objective  # measured run, same yardstick
                 default_observed = observe(run0)
                 for method in settings.methods:
                     task = TuningTask(
@@ -587,7 +575,7 @@ def _evaluate(
                         "default_objective": default_true,
                         "oracle_objective": oracle_obj,
                         "oracle_gap": gap,
-                        "default_val_loss": default_true_summary.final_val_loss,
+                        "default_val_loss": default_val_loss,
                         "oracle_val_loss": oracle_true_summary.final_val_loss,
                     }
                     incumbent = (default, default_observed, 0, default_true_summary, run0)
@@ -1094,7 +1082,8 @@ def _markdown(
         f"{int(frame[frame['round'] == 0]['oracle_fraction'].isna().sum())} of "
         f"{int((frame['round'] == 0).sum())} campaigns",
         "",
-        "Objective: `jpo.reward.objective` with the default configuration as reference; "
+        "Objective: `envs.oracle.objective` (the reward with no previous run; reference = the "
+        "default configuration, or the default made to train when it fails); "
         "scores are noise-free (`envs.response.predict`), choices use measured runs.",
         "",
         "## Overall (mean over workloads; counts are totals over tuning rounds)",
