@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jpo.commands.suggest",
     "jpo.commands.feedback",
     "jpo.commands.serve",
+    "jpo.commands.train",
 )
 """Modules whose ``register(app)`` adds a subcommand; append new commands here."""
 

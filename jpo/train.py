@@ -64,6 +64,7 @@ __all__ = [
     "load_train_config",
     "main",
     "resolve_learner_resources",
+    "run_cli",
     "train",
 ]
 
@@ -891,9 +892,51 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stop-iters", type=int, default=None, help="override stop.iterations")
     parser.add_argument("--storage", default=None, help="override storage.path (folder or URI)")
     parser.add_argument("--export", default=None, help="export the actor to this folder at the end")
+    parser.add_argument(
+        "--export-only", action="store_true", help="export the latest checkpoint, do not train"
+    )
     parser.add_argument("--cycles", type=int, default=None, help="continuous: stop after N cycles")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
+
+
+def run_cli(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    continuous: bool = False,
+    stop_iters: int | None = None,
+    storage: str | None = None,
+    export: str | None = None,
+    export_only: bool = False,
+    cycles: int | None = None,
+) -> dict[str, Any]:
+    """Do what ``python -m jpo.train`` / ``jpo train`` were asked; return a JSON summary."""
+    cfg = load_train_config(config)
+    if continuous:
+        from jpo.continuous import run_continuous
+
+        reports = run_continuous(cfg, storage_path=storage, max_cycles=cycles)
+        return {"cycles": [r.as_dict() for r in reports]}
+    if export_only:
+        if export is None and cfg.export.dir is None:
+            raise ConfigError("--export-only needs --export DIR (or export.dir in the config)")
+        out = export_latest(
+            cfg, Storage(storage or cfg.storage.path), export or str(cfg.export.dir)
+        )
+        return {"exported": str(out)}
+    result = train(
+        cfg, resume=resume, stop_iterations=stop_iters, storage_path=storage, export_dir=export
+    )
+    return _jsonable(
+        {
+            "iterations": result.iterations,
+            "env_steps": result.env_steps,
+            "checkpoint": result.checkpoint,
+            "exported": str(result.exported) if result.exported else None,
+            "episode_return_mean": result.last.get("episode_return_mean"),
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -904,35 +947,20 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        cfg = load_train_config(args.config)
-        if args.continuous:
-            from jpo.continuous import run_continuous
-
-            run_continuous(cfg, storage_path=args.storage, max_cycles=args.cycles)
-        else:
-            result = train(
-                cfg,
-                resume=args.resume,
-                stop_iterations=args.stop_iters,
-                storage_path=args.storage,
-                export_dir=args.export,
-            )
-            print(
-                json.dumps(
-                    _jsonable(
-                        {
-                            "iterations": result.iterations,
-                            "env_steps": result.env_steps,
-                            "checkpoint": result.checkpoint,
-                            "exported": str(result.exported) if result.exported else None,
-                            "episode_return_mean": result.last.get("episode_return_mean"),
-                        }
-                    )
-                )
-            )
+        summary = run_cli(
+            args.config,
+            resume=args.resume,
+            continuous=args.continuous,
+            stop_iters=args.stop_iters,
+            storage=args.storage,
+            export=args.export,
+            export_only=args.export_only,
+            cycles=args.cycles,
+        )
     except JpoError as err:
         print(f"error: {err}", file=sys.stderr)
         return int(exit_code_for(err))
+    print(json.dumps(summary))
     return 0
 
 
