@@ -85,6 +85,20 @@ class ParamLimits:
     power_of_two: bool | None = None
 
 
+def _float(v: float) -> float:
+    """Return float(v), with ints too large for a float read as +/-inf."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
+def _show(v: object) -> str:
+    """Return repr(v), shortened when huge (10**400 must not flood a message)."""
+    r = repr(v)
+    return r if len(r) <= 40 else f"{r[:20]}...({len(r)} digits)"
+
+
 def _is_pow2(v: float) -> bool:
     iv = int(v)
     return iv == v and iv >= 1 and (iv & (iv - 1)) == 0
@@ -353,10 +367,10 @@ class Constraints:
     @staticmethod
     def _values(hp: Hyperparameters) -> list[float]:
         return [
-            float(hp.batch_size),
-            float(hp.learning_rate),
-            float(hp.num_layers),
-            float(hp.epochs),
+            _float(hp.batch_size),
+            _float(hp.learning_rate),
+            _float(hp.num_layers),
+            _float(hp.epochs),
         ]
 
     def apply_action(self, current: Hyperparameters, action: np.ndarray) -> Hyperparameters:
@@ -462,18 +476,20 @@ class Constraints:
         """Return why one value breaks its own limits (type, finite, bounds, power of two)."""
         spec = self._specs[name]
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            return f"{name} = {value!r} is not a number; write a {spec.type}"
-        v = float(value)
+            return f"{name} = {_show(value)} is not a number; write a {spec.type}"
+        v = _float(value)
         if not math.isfinite(v):
-            return f"{name} = {value!r} is not finite; use a value in [{spec.min:g}, {spec.max:g}]"
+            return f"{name} = {_show(value)} is not finite; use a value in [{spec.min:g}, {spec.max:g}]"
         if spec.type == "int" and v != math.floor(v):
-            return f"{name} = {value!r} must be an integer; e.g. {math.floor(v + 0.5)}"
+            return f"{name} = {_show(value)} must be an integer; e.g. {math.floor(v + 0.5)}"
         if v < spec.min or v > spec.max:
             bound = f"below min {spec.min:g}" if v < spec.min else f"above max {spec.max:g}"
-            return f"{name} = {value!r} is {bound}; use a value in [{spec.min:g}, {spec.max:g}]"
+            return (
+                f"{name} = {_show(value)} is {bound}; use a value in [{spec.min:g}, {spec.max:g}]"
+            )
         if spec.power_of_two and not _is_pow2(v):
             p = min(_pow2_in(spec.min, spec.max), key=lambda p: abs(math.log2(p / v)))
-            return f"{name} = {value!r} must be a power of two; e.g. {p}"
+            return f"{name} = {_show(value)} must be a power of two; e.g. {p}"
         return None
 
     def violations(self, hp: Hyperparameters, previous: Hyperparameters | None = None) -> list[str]:
@@ -488,12 +504,12 @@ class Constraints:
                 continue
             if prev_vals is None:
                 continue
-            v = float(raw)
+            v = _float(raw)
             cur = prev_vals[i]
             if name not in self._tunable:
                 if v != cur:
                     problems.append(
-                        f"{name} is frozen at {cur:g} but changed to {raw!r}; keep it unchanged"
+                        f"{name} is frozen at {cur:g} but changed to {_show(raw)}; keep it unchanged"
                     )
                 continue
             if not math.isfinite(cur):
@@ -502,7 +518,7 @@ class Constraints:
             tol = _REL_TOL * max(abs(lo), abs(hi), 1e-300)
             if v < lo - tol or v > hi + tol:
                 problems.append(
-                    f"{name} changed from {cur:g} to {raw!r}, beyond the trust region "
+                    f"{name} changed from {cur:g} to {_show(raw)}, beyond the trust region "
                     f"[{lo:g}, {hi:g}] (factor {self._tr[i]:g}); move it in smaller steps"
                 )
         return problems
@@ -529,7 +545,7 @@ class Constraints:
         vals = (hp.batch_size, hp.learning_rate, hp.num_layers, hp.epochs)
         out = [0.0, 0.0, 0.0, 0.0]
         for i in range(4):
-            v = float(vals[i])
+            v = _float(vals[i])
             if self._is_log[i]:
                 span = self._log_span[i]
                 x = (math.log(v) - self._log_lo[i]) / span if span > 0 and v > 0 else 0.0
@@ -579,8 +595,8 @@ class Constraints:
         """Return ``new / old - 1`` per parameter (0 when equal; inf when old is 0)."""
         out: dict[str, float] = {}
         for name in HYPERPARAMETER_NAMES:
-            o = float(getattr(old, name))
-            n = float(getattr(new, name))
+            o = _float(getattr(old, name))
+            n = _float(getattr(new, name))
             if n == o:
                 out[name] = 0.0
             elif o == 0.0:

@@ -1,0 +1,323 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jpo.config_file import JpoSection
+from jpo.constraints import Constraints, ParamLimits, load_constraints
+from jpo.errors import ConfigError, ConstraintViolation
+from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
+
+BASE = Hyperparameters(batch_size=128, learning_rate=0.01, num_layers=18, epochs=30)
+
+
+@pytest.fixture(scope="module")
+def limits() -> Constraints:
+    return load_constraints()
+
+
+def _toml(tmp_path: Path, **overrides: dict[str, object]) -> Path:
+    tables = {
+        "batch_size": {"type": "int", "min": 1, "max": 4096, "scale": "log", "trust_region": 2.0},
+        "learning_rate": {
+            "type": "float",
+            "min": 1e-4,
+            "max": 0.1,
+            "scale": "log",
+            "trust_region": 3.0,
+        },
+        "num_layers": {"type": "int", "min": 1, "max": 256, "scale": "linear", "trust_region": 1.5},
+        "epochs": {"type": "int", "min": 1, "max": 1000, "scale": "linear", "trust_region": 1.5},
+    }
+    for name, upd in overrides.items():
+        tables[name] = {**tables[name], **upd}
+    lines = []
+    for name, t in tables.items():
+        lines.append(f"[params.{name}]")
+        for k, v in t.items():
+            lines.append(f"{k} = {v!r}".replace("'", '"').replace("True", "true"))
+    p = tmp_path / "constraints.toml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+# ------------------------------------------------------------------ loading
+def test_defaults_follow_the_spec(limits: Constraints) -> None:
+    bs, lr, nl, ep = (limits.spec(n) for n in HYPERPARAMETER_NAMES)
+    assert (bs.type, bs.min, bs.max, bs.scale, bs.trust_region) == ("int", 1, 4096, "log", 2.0)
+    assert (lr.type, lr.min, lr.max, lr.scale) == ("float", 0.0001, 0.1, "log")
+    assert (nl.type, nl.min) == ("int", 1) and nl.max < 10_000
+    assert (ep.type, ep.min) == ("int", 1) and ep.max < 10_000
+    assert limits.tunable == HYPERPARAMETER_NAMES
+
+
+def test_config_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _toml(tmp_path, epochs={"max": 77})
+    monkeypatch.setenv("JPO_CONFIG_DIR", str(tmp_path))
+    assert load_constraints().spec("epochs").max == 77
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"epochs": {"scale": "cubic"}}, "scale"),
+        ({"epochs": {"min": 10, "max": 5}}, "exceeds max"),
+        ({"epochs": {"trust_region": 1.0}}, "must be > 1"),
+        ({"learning_rate": {"min": 0.0}}, "must be > 0 on a log scale"),
+        ({"learning_rate": {"power_of_two": True}}, "power_of_two needs type"),
+        ({"batch_size": {"power_of_two": True, "min": 100, "max": 120}}, "no power of two"),
+        ({"batch_size": {"power_of_two": True, "trust_region": 1.5}}, "trust_region >= 2"),
+        ({"batch_size": {"maximum": 3}}, "unknown key"),
+        ({"epochs": {"max": float("inf")}}, "finite"),
+    ],
+)
+def test_bad_constraints_files_are_rejected(
+    tmp_path: Path, override: dict[str, dict[str, object]], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_constraints(_toml(tmp_path, **override))
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_constraints(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[params.epochs\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_constraints(bad)
+    partial = tmp_path / "partial.toml"
+    partial.write_text(
+        '[params.epochs]\ntype="int"\nmin=1\nmax=3\nscale="linear"\ntrust_region=2\n'
+    )
+    with pytest.raises(ConfigError, match=r"no \[params.batch_size\]"):
+        load_constraints(partial)
+
+
+# ------------------------------------------------------------------ narrowing
+def test_for_workload_narrows_and_freezes(limits: Constraints) -> None:
+    jpo = JpoSection(
+        tunable=("batch_size", "learning_rate"),
+        frozen=("num_layers", "epochs"),
+        limits={"batch_size": ParamLimits(min=32, max=512, power_of_two=True)},
+    )
+    narrow = limits.for_workload(jpo)
+    assert narrow.tunable == ("batch_size", "learning_rate")
+    assert narrow.frozen == ("num_layers", "epochs")
+    assert (narrow.spec("batch_size").min, narrow.spec("batch_size").max) == (32, 512)
+    assert narrow.spec("batch_size").power_of_two
+    assert narrow.sha256() != limits.sha256()
+    nxt = narrow.apply_action(BASE, np.array([1.0, 1.0]))
+    assert nxt.batch_size == 256 and nxt.num_layers == BASE.num_layers and nxt.epochs == BASE.epochs
+    with pytest.raises(ConstraintViolation, match="frozen"):
+        narrow.validate(Hyperparameters(128, 0.01, 19, 30), previous=BASE)
+
+
+@pytest.mark.parametrize(
+    ("lim", "message"),
+    [
+        (ParamLimits(max=8192), "only narrow"),
+        (ParamLimits(min=0), "only narrow"),
+        (ParamLimits(trust_region=4.0), "widens"),
+    ],
+)
+def test_for_workload_never_widens(limits: Constraints, lim: ParamLimits, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        limits.for_workload(JpoSection(limits={"batch_size": lim}))
+
+
+def test_power_of_two_cannot_be_switched_off(tmp_path: Path) -> None:
+    c = load_constraints(_toml(tmp_path, batch_size={"power_of_two": True}))
+    with pytest.raises(ConfigError, match="widen"):
+        c.for_workload(JpoSection(limits={"batch_size": ParamLimits(power_of_two=False)}))
+
+
+# ------------------------------------------------------------------ action mapping
+def test_full_actions_reach_the_trust_region_edges(limits: Constraints) -> None:
+    up = limits.apply_action(BASE, np.ones(4))
+    down = limits.apply_action(BASE, -np.ones(4))
+    assert up == Hyperparameters(256, pytest.approx(0.03), 27, 45)
+    assert down == Hyperparameters(64, pytest.approx(0.01 / 3), 12, 20)
+    assert limits.apply_action(BASE, np.zeros(4)) == BASE
+
+
+def test_log_scale_float_moves_by_factor_power(limits: Constraints) -> None:
+    hp = limits.apply_action(BASE, np.array([0.0, 0.5, 0.0, 0.0]))
+    assert hp.learning_rate == pytest.approx(0.01 * 3**0.5)
+
+
+def test_nan_inf_and_huge_entries(limits: Constraints) -> None:
+    hp = limits.apply_action(BASE, np.array([np.nan, np.inf, -np.inf, 1e300]))
+    assert hp.batch_size == 128 and hp.learning_rate == 0.01 and hp.num_layers == 18
+    assert hp.epochs == 45  # 1e300 clips to +1
+
+
+def test_integer_at_one_can_still_move(limits: Constraints) -> None:
+    one = Hyperparameters(1, 0.01, 1, 1)
+    up = limits.apply_action(one, np.ones(4))
+    assert (up.batch_size, up.num_layers, up.epochs) == (2, 2, 2)
+    down = limits.apply_action(one, -np.ones(4))
+    assert (down.batch_size, down.num_layers, down.epochs) == (1, 1, 1)
+
+
+def test_bounds_win_over_the_trust_region(limits: Constraints) -> None:
+    top = Hyperparameters(4096, 0.1, 256, 1000)
+    assert limits.apply_action(top, np.ones(4)) == top
+
+
+def test_power_of_two_rounding(tmp_path: Path) -> None:
+    c = load_constraints(_toml(tmp_path, batch_size={"power_of_two": True}))
+    hp = c.apply_action(Hyperparameters(100, 0.01, 18, 30), np.array([0.1, 0, 0, 0]))
+    assert hp.batch_size == 128
+    assert c.apply_action(BASE, np.array([0.4, 0, 0, 0])).batch_size == 128
+    assert c.apply_action(BASE, np.array([0.6, 0, 0, 0])).batch_size == 256
+
+
+def test_wrong_action_length(limits: Constraints) -> None:
+    with pytest.raises(ConstraintViolation, match="action has 3 entries"):
+        limits.apply_action(BASE, np.zeros(3))
+
+
+def test_current_far_outside_bounds_is_rejected(limits: Constraints) -> None:
+    with pytest.raises(ConstraintViolation, match="learning_rate"):
+        limits.apply_action(Hyperparameters(128, 5.0, 18, 30), np.zeros(4))
+
+
+# ------------------------------------------------------------------ clamp / validate
+def test_clamp_limits_and_rounds(limits: Constraints) -> None:
+    hp = limits.clamp(BASE, {"batch_size": 10_000, "learning_rate": -1.0, "epochs": 33.4})
+    assert hp == Hyperparameters(256, pytest.approx(0.01 / 3), 18, 33)
+    assert limits.clamp(BASE, {"learning_rate": math.nan}) == BASE
+    with pytest.raises(ConfigError, match="unknown hyperparameter"):
+        limits.clamp(BASE, {"momentum": 0.9})
+
+
+def test_validate_names_param_value_bound_and_fix(limits: Constraints) -> None:
+    with pytest.raises(ConstraintViolation) as info:
+        limits.validate(Hyperparameters(0, 0.5, 18, 30))
+    msg = str(info.value)
+    assert "batch_size = 0 is below min 1" in msg
+    assert "learning_rate = 0.5 is above max 0.1" in msg
+    assert "use a value in [0.0001, 0.1]" in msg
+    with pytest.raises(ConstraintViolation, match="beyond the trust region"):
+        limits.validate(Hyperparameters(1024, 0.01, 18, 30), previous=BASE)
+    with pytest.raises(ConstraintViolation, match="not finite"):
+        limits.validate(Hyperparameters(128, math.inf, 18, 30))
+    limits.validate(BASE, previous=BASE)
+
+
+def test_absurd_values_are_rejected(limits: Constraints) -> None:
+    with pytest.raises(ConstraintViolation, match="epochs"):
+        limits.validate(Hyperparameters(128, 0.01, 18, 10**400))
+
+
+# ------------------------------------------------------------------ vectors
+def test_normalize_and_denormalize(limits: Constraints) -> None:
+    lo = Hyperparameters(1, 1e-4, 1, 1)
+    hi = Hyperparameters(4096, 0.1, 256, 1000)
+    assert limits.normalize(lo).tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert limits.normalize(hi).tolist() == [1.0, 1.0, 1.0, 1.0]
+    x = limits.normalize(BASE)
+    assert x.dtype == np.float32
+    assert x[0] == pytest.approx(math.log(128) / math.log(4096))  # log scale
+    assert limits.denormalize(x) == Hyperparameters(128, pytest.approx(0.01, rel=1e-5), 18, 30)
+    assert limits.normalize(Hyperparameters(10**6, 5.0, -3, 10**9)).tolist() == [1, 1, 0, 1]
+
+
+def test_sample_uniform_is_valid_and_keeps_frozen(limits: Constraints) -> None:
+    rng = np.random.default_rng(0)
+    narrow = limits.for_workload(JpoSection(tunable=("batch_size",), frozen=("learning_rate",)))
+    for _ in range(200):
+        limits.validate(limits.sample_uniform(rng))
+        hp = narrow.sample_uniform(rng, base=BASE)
+        assert (hp.learning_rate, hp.num_layers, hp.epochs) == (0.01, 18, 30)
+
+
+def test_sha256_is_stable(tmp_path: Path, limits: Constraints) -> None:
+    again = load_constraints(_toml(tmp_path))
+    assert again.sha256() == limits.sha256() and again == limits
+    other = load_constraints(_toml(tmp_path, epochs={"max": 999}))
+    assert other.sha256() != limits.sha256()
+
+
+def test_relative_change(limits: Constraints) -> None:
+    change = limits.relative_change(BASE, Hyperparameters(256, 0.005, 18, 30))
+    assert change == {"batch_size": 1.0, "learning_rate": -0.5, "num_layers": 0.0, "epochs": 0.0}
+
+
+# ------------------------------------------------------------------ properties
+FLOATS = st.floats(allow_nan=True, allow_infinity=True)
+ACTIONS = st.lists(
+    st.one_of(FLOATS, st.floats(-1, 1), st.sampled_from([1e308, -1e308, 0.0])),
+    min_size=4,
+    max_size=4,
+)
+CURRENT = st.builds(
+    Hyperparameters,
+    batch_size=st.one_of(st.integers(-10, 10_000), st.integers(1, 4096)),
+    learning_rate=st.one_of(FLOATS, st.floats(1e-4, 0.1)),
+    num_layers=st.one_of(st.integers(-5, 1000), st.integers(1, 256)),
+    epochs=st.one_of(st.integers(-5, 10**6), st.integers(1, 1000)),
+)
+VALID_CURRENT = st.builds(
+    Hyperparameters,
+    batch_size=st.integers(1, 4096),
+    learning_rate=st.floats(1e-4, 0.1),
+    num_layers=st.integers(1, 256),
+    epochs=st.integers(1, 1000),
+)
+
+
+def _narrowed(limits: Constraints, pow2: bool) -> Constraints:
+    return limits.for_workload(
+        JpoSection(
+            tunable=("batch_size", "learning_rate", "epochs"),
+            frozen=("num_layers",),
+            limits={"batch_size": ParamLimits(min=8, max=1024, power_of_two=pow2)},
+        )
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(current=CURRENT, action=ACTIONS, which=st.sampled_from(["global", "narrow", "pow2"]))
+def test_any_action_ends_inside_bounds_and_trust_region_or_is_rejected(
+    current: Hyperparameters, action: list[float], which: str
+) -> None:
+    limits = load_constraints()
+    if which != "global":
+        limits = _narrowed(limits, which == "pow2")
+    vec = np.array(action[: len(limits.tunable)], dtype=np.float64)
+    try:
+        nxt = limits.apply_action(current, vec)
+    except ConstraintViolation:
+        return
+    limits.validate(nxt, previous=current)  # inside bounds, trust region, frozen unchanged
+
+
+@settings(max_examples=300, deadline=None)
+@given(current=VALID_CURRENT, action=ACTIONS)
+def test_valid_current_is_never_rejected(current: Hyperparameters, action: list[float]) -> None:
+    limits = load_constraints()
+    nxt = limits.apply_action(current, np.array(action))
+    limits.validate(nxt, previous=current)
+    assert np.all((limits.normalize(nxt) >= 0) & (limits.normalize(nxt) <= 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    current=CURRENT,
+    proposed=st.dictionaries(st.sampled_from(HYPERPARAMETER_NAMES), FLOATS, max_size=4),
+)
+def test_any_clamp_ends_valid_or_is_rejected(
+    current: Hyperparameters, proposed: dict[str, float]
+) -> None:
+    limits = load_constraints()
+    try:
+        nxt = limits.clamp(current, proposed)
+    except ConstraintViolation:
+        return
+    limits.validate(nxt, previous=current)
