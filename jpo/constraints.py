@@ -479,7 +479,10 @@ class Constraints:
             return f"{name} = {_show(value)} is not a number; write a {spec.type}"
         v = _float(value)
         if not math.isfinite(v):
-            return f"{name} = {_show(value)} is not finite; use a value in [{spec.min:g}, {spec.max:g}]"
+            return (
+                f"{name} = {_show(value)} is not finite; "
+                f"use a value in [{spec.min:g}, {spec.max:g}]"
+            )
         if spec.type == "int" and v != math.floor(v):
             return f"{name} = {_show(value)} must be an integer; e.g. {math.floor(v + 0.5)}"
         if v < spec.min or v > spec.max:
@@ -509,7 +512,8 @@ class Constraints:
             if name not in self._tunable:
                 if v != cur:
                     problems.append(
-                        f"{name} is frozen at {cur:g} but changed to {_show(raw)}; keep it unchanged"
+                        f"{name} is frozen at {cur:g} but changed to {_show(raw)}; "
+                        "keep it unchanged"
                     )
                 continue
             if not math.isfinite(cur):
