@@ -1,0 +1,158 @@
+"""The Ray Serve deployment over real HTTP on loopback (slow: starts local Ray + Serve)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+from jpo.policy import set_latest, write_artifact
+from jpo.workload import HYPERPARAMETER_NAMES
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HP = {"batch_size": 64, "learning_rate": 0.01, "num_layers": 18, "epochs": 30}
+BODY = {
+    "workload": {"dataset": "cifar10", "model": "resnet18", "framework": "pytorch"},
+    "hyperparameters": HP,
+    "features": [0.1] * len(OBSERVATION_NAMES),
+    "feature_spec_version": FEATURE_SPEC_VERSION,
+}
+
+
+def make_policy(folder: Path, action: tuple[float, ...], version: int) -> Path:
+    n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
+    bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
+    return write_artifact(
+        folder,
+        {"w": np.zeros((2 * n_act, n_obs), "f4"), "b": bias},
+        {
+            "policy_version": version,
+            "feature_spec_version": FEATURE_SPEC_VERSION,
+            "observation": {
+                "names": list(OBSERVATION_NAMES),
+                "mean": [0.0] * n_obs,
+                "std": [1.0] * n_obs,
+            },
+            "action": {"names": list(HYPERPARAMETER_NAMES)},
+            "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
+        },
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("policies")
+    make_policy(root / "v000001", (0.5, 0.0, 0.0, 0.0), 1)
+    set_latest(root, "v000001")
+    return root
+
+
+@pytest.fixture(scope="module")
+def serve_url(store: Path) -> Iterator[str]:
+    import os
+
+    import ray
+    from ray import serve
+
+    from serve.app import build_app
+
+    os.environ["JPO_SERVE_TOKEN"] = TOKEN  # replicas inherit the driver's environment
+    port = free_port()
+    ray.init(
+        num_cpus=2,
+        object_store_memory=80 * 1024 * 1024,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"JPO_SERVE_TOKEN": TOKEN}},
+        log_to_driver=False,
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = build_app({"policy_path": str(store), "poll_interval_s": 0.5})
+        serve.run(app, name="jpo", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "Serve did not become healthy"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.environ.pop("JPO_SERVE_TOKEN", None)
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_health_policy_and_suggest_over_http(serve_url: str) -> None:
+    health = httpx.get(f"{serve_url}/healthz", timeout=10).json()
+    assert health == {"status": "ok", "policy_version": "1"}
+    info = httpx.get(f"{serve_url}/v1/policy", headers=AUTH, timeout=10).json()
+    assert info["version"] == "1"
+    got = httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=10)
+    assert got.status_code == 200, got.text
+    assert got.json()["hyperparameters"]["batch_size"] > HP["batch_size"]
+
+
+def test_auth_and_validation_through_the_proxy(serve_url: str) -> None:
+    assert httpx.post(f"{serve_url}/v1/suggest", json=BODY, timeout=10).status_code == 401
+    bad = {**BODY, "hyperparameters": {**HP, "batch_size": "lots"}}
+    assert (
+        httpx.post(f"{serve_url}/v1/suggest", json=bad, headers=AUTH, timeout=10).status_code == 422
+    )
+    huge = b'{"x": "' + b"y" * 100_000 + b'"}'
+    got = httpx.post(
+        f"{serve_url}/v1/suggest",
+        content=huge,
+        headers={**AUTH, "content-type": "application/json"},
+        timeout=10,
+    )
+    assert got.status_code == 422
+
+
+def test_a_promoted_policy_is_picked_up_without_dropping_requests(
+    serve_url: str, store: Path
+) -> None:
+    import concurrent.futures
+
+    make_policy(store / "v000002", (-0.5, 0.0, 0.0, 0.0), 2)
+    set_latest(store, "v000002")
+    versions: set[str] = set()
+    failures = 0
+    deadline = time.monotonic() + 60
+
+    def one() -> str | None:
+        r = httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=10)
+        return r.json()["policy_version"] if r.status_code == 200 else None
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        while time.monotonic() < deadline:
+            for v in pool.map(lambda _: one(), range(8)):
+                if v is None:
+                    failures += 1
+                else:
+                    versions.add(v)
+            if "2" in versions:
+                break
+    assert failures == 0
+    assert "2" in versions
+    final = httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=10).json()
+    assert final["policy_version"] == "2"
+    assert final["hyperparameters"]["batch_size"] < HP["batch_size"]
