@@ -165,7 +165,7 @@ def raw_families(run: SimulatedRun) -> list[Family]:
                 Sample(
                     "container_memory_working_set_bytes",
                     _labels(**pod_l),
-                    s["mem_util"] * lim.memory_bytes,
+                    np.round(s["mem_util"] * lim.memory_bytes),
                 ),
             ),
         ),

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jpo.commands.feedback",
     "jpo.commands.serve",
     "jpo.commands.train",
+    "jpo.commands.simulate",
 )
 """Modules whose ``register(app)`` adds a subcommand; append new commands here."""
 
