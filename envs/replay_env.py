@@ -661,6 +661,11 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         self._hp = rec.hp
         self._last_good = rec.hp if rec.summary.failure == "none" else self._first_good(w, rec)
         self._prev = rec.summary
+        # The episode's noise factors (1 + noise·N(0, 1) per scaled field and step), drawn
+        # at once from the seeded np_random: reproducible, and cheap in step().
+        if self._noise > 0:
+            draws = self.np_random.standard_normal((self._episode_length, len(_SCALED_FIELDS)))
+            self._eps = (1.0 + self._noise * draws).tolist()
         obs = build_observation(rec.summary, rec.hp, self._norm, ctx)
         self._ctx = ctx.after(rec.summary)
         info = {
@@ -688,10 +693,10 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             return s
         res = rec.residual
         if self._noise > 0:
-            eps = self.np_random.standard_normal(len(res)) * self._noise
-            f = [res[i] * (1.0 + float(eps[i])) for i in range(len(res))]
+            eps = self._eps[(self._t - 1) % len(self._eps)]
+            f = [res[i] * eps[i] for i in range(len(res))]
         else:
-            f = list(res)
+            f = res
 
         def u(x: float) -> float:
             return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
