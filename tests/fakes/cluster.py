@@ -228,7 +228,7 @@ def openmetrics_history(runs: Iterable[FakeRun], step_s: float = 15.0) -> str:
     """Return OpenMetrics text of every raw series of ``runs`` between their start and end."""
     by_name: dict[str, list[str]] = {}
     for run in runs:
-        times = np.arange(run.start, run.end + 1e-9, step_s)
+        times = np.arange(run.start, run.end + step_s / 2, step_s)
         lines: dict[tuple[str, str], list[str]] = {}
         for t in times:
             for name, labels, value in raw_samples(run, t - run.start):
@@ -248,7 +248,7 @@ def canonical_table(runs: Iterable[FakeRun], step_s: float = 15.0) -> pa.Table:
     """Return the canonical HISTORY_SCHEMA rows JPO should derive from ``runs``."""
     cols: dict[str, list] = {n: [] for n in HISTORY_SCHEMA.names}
     for run in runs:
-        times = np.arange(run.start, run.end + 1e-9, step_s)
+        times = np.arange(run.start, run.end + step_s / 2, step_s)
         for metric, value in run.expected().items():
             for t in times:
                 cols["timestamp"].append(int(np.rint(t * 1000)))

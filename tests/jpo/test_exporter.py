@@ -1,0 +1,102 @@
+"""TrainingExporter: the series it serves, its validation, and a real Prometheus scrape."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from jpo.errors import ConfigError
+from jpo.exporter import TrainingExporter
+from jpo.prometheus import PrometheusClient
+from jpo.promql import load_catalog
+from jpo.telemetry import PrometheusSource
+from jpo.workload import Hyperparameters, WorkloadKey
+
+HP = Hyperparameters(batch_size=256, learning_rate=0.003, num_layers=12, epochs=20)
+
+
+def scrape(exporter: TrainingExporter) -> dict[tuple[str, tuple], float]:
+    text = httpx.get(f"http://127.0.0.1:{exporter.port}/metrics", timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.startswith("jpo_training"):
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_serves_the_documented_series_with_workload_labels() -> None:
+    with TrainingExporter("cifar10", "resnet18", "pytorch", "r1", addr="127.0.0.1") as exporter:
+        assert exporter.port > 0
+        exporter.set_hyperparameters(HP)
+        exporter.report(throughput=1234.5, val_loss=0.42, epoch=3)
+        exporter.report(epoch=4)  # others keep their last value
+        samples = scrape(exporter)
+        labels = (
+            ("dataset", "cifar10"),
+            ("framework", "pytorch"),
+            ("model", "resnet18"),
+            ("run_id", "r1"),
+        )
+        assert samples[("jpo_training_throughput_samples_per_second", labels)] == 1234.5
+        assert samples[("jpo_training_validation_loss", labels)] == 0.42
+        assert samples[("jpo_training_epoch", labels)] == 4
+        assert samples[("jpo_training_run_status", labels)] == 0  # running
+        hp = tuple(sorted((*labels, ("name", "learning_rate"))))
+        assert samples[("jpo_training_hyperparameter", hp)] == 0.003
+        exporter.finish("oom")
+        assert scrape(exporter)[("jpo_training_run_status", labels)] == 2
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "fast", -1.0])
+def test_refuses_non_finite_or_negative_throughput(bad) -> None:
+    exporter = TrainingExporter("a", "b", "c", "r")
+    with pytest.raises(ConfigError, match="throughput"):
+        exporter.report(throughput=bad)
+
+
+def test_refuses_unknown_status_and_empty_labels() -> None:
+    exporter = TrainingExporter("a", "b", "c", "r")
+    with pytest.raises(ConfigError, match="status 'great'"):
+        exporter.finish("great")
+    with pytest.raises(ConfigError, match="run_id"):
+        TrainingExporter("a", "b", "c", "")
+
+
+def test_two_exporters_in_one_process_do_not_collide() -> None:
+    a = TrainingExporter("a", "b", "c", "r1")
+    b = TrainingExporter("a", "b", "c", "r2")
+    a.report(val_loss=1.0)
+    b.report(val_loss=2.0)
+    assert a.registry is not b.registry
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_the_exporter_and_jpo_reads_it(prometheus_factory) -> None:
+    with TrainingExporter("cifar10", "resnet18", "pytorch", "e2e", addr="127.0.0.1") as exporter:
+        exporter.set_hyperparameters(HP)
+        exporter.report(throughput=900.0, val_loss=0.5, epoch=1)
+        server = prometheus_factory(targets=[("trainer", f"127.0.0.1:{exporter.port}")])
+        server.wait_for_scrape("trainer")
+        catalog = load_catalog()
+        server.wait_for(
+            'count_over_time(jpo_training_epoch{run_id="e2e"}[1m])',
+            lambda r: bool(r) and float(r[0]["value"][1]) >= 3,
+        )
+        client = PrometheusClient(server.url, timeout_s=30, retries=0)
+        source = PrometheusSource(
+            client, catalog, metrics=["throughput", "val_loss", "hp_batch_size"]
+        )
+        key = WorkloadKey("cifar10", "resnet18", "pytorch")
+        for metric, value in [("throughput", 900.0), ("val_loss", 0.5), ("hp_batch_size", 256.0)]:
+            result = client.query(catalog.render(metric, key, "e2e"))
+            assert result.series[0].values.tolist() == [value]
+            assert result.series[0].labels["run_id"] == "e2e"
+        now = server_time(client)
+        table = source.history(now - 60, now, 1.0)
+        assert set(table["metric"].to_pylist()) == {"throughput", "val_loss", "hp_batch_size"}
+
+
+def server_time(client: PrometheusClient) -> float:
+    return float(client.query("time()").series[0].values[0])
