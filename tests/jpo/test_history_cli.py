@@ -33,7 +33,7 @@ def test_pull_then_repull_then_show(prometheus_factory, tmp_path, capsys) -> Non
     assert main([*args, "--out", str(store)]) == 0
     again = read_history(store)
     assert again.num_rows == first.num_rows
-    assert ", 0 new rows appended" in capsys.readouterr().out
+    assert "; 0 new rows appended" in capsys.readouterr().out
     assert main(["history", "show", "--out", str(store), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["rows"] == first.num_rows
