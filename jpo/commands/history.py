@@ -85,7 +85,7 @@ def show_command(
     """Summarize the history store: per workload its runs, rows, metrics and time span."""
     import json
 
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from jpo.console import out_console
     from jpo.history import summarize_store
@@ -120,7 +120,8 @@ def show_command(
     )
     if not summary.workloads:
         return
-    table = Table("workload", "runs", "rows", "metrics", "first", "last")
+    table = Table("runs", "rows", "metrics", "first", "last")
+    table.columns.insert(0, Column("workload", overflow="fold"))
     for w in summary.workloads:
         table.add_row(
             w.key.slug(),
