@@ -441,7 +441,9 @@ def _build_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
             )
         profiles = [catalog[n] for n in names]
         table = _catalog_history(cfg, profiles, base)
-        selected = [(n, catalog[n].key, catalog[n]) for n in names]
+        selected: list[tuple[str, WorkloadKey, WorkloadProfile | None]] = [
+            (n, catalog[n].key, catalog[n]) for n in names
+        ]
     else:
         table = _read_parquet(cfg) if cfg.source == "parquet" else cfg.table
         assert table is not None
@@ -598,12 +600,21 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
 
-    def __init__(self, config: Mapping[str, Any] | None = None, render_mode: str | None = None):
-        """Build the env from a config dict (see the class docstring, ``## Arguments``)."""
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ):
+        """Build the env from a config dict (see the class docstring, ``## Arguments``).
+
+        Config keys may also come as keyword arguments (``gym.make(id, episode_length=4)``,
+        as RLlib's ``gym.make_vec(id, **env_config)`` passes them); they win over ``config``.
+        """
         if render_mode is not None:
             raise ConfigError(f"PrometheusReplayEnv has no render modes, got {render_mode!r}")
         self.render_mode = None
-        cfg = load_env_config(config)
+        cfg = load_env_config({**dict(config or {}), **overrides})
         self.config = cfg
         self._constraints = _constraints(cfg)
         # Observations normalize with the global constraints (same meaning for every
@@ -694,7 +705,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         res = rec.residual
         if self._noise > 0:
             eps = self._eps[(self._t - 1) % len(self._eps)]
-            f = [res[i] * eps[i] for i in range(len(res))]
+            f: Sequence[float] = [res[i] * eps[i] for i in range(len(res))]
         else:
             f = res
 

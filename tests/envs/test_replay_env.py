@@ -63,6 +63,15 @@ def test_registered_id_makes_the_env() -> None:
     e.close()
 
 
+def test_config_keys_as_keyword_arguments() -> None:
+    e = gym.make(
+        ENV_ID, workloads=["mnist-lenet"], episode_length=2, catalog={"runs_per_workload": 3}
+    )
+    assert e.unwrapped.workloads == ("mnist-lenet",)
+    assert e.unwrapped.config.episode_length == 2
+    e.close()
+
+
 def test_spaces(env: PrometheusReplayEnv) -> None:
     assert env.action_space.shape == (4,)
     assert float(env.action_space.low.min()) == -1.0 and float(env.action_space.high.max()) == 1.0
