@@ -1,0 +1,87 @@
+"""The README demo driver (jpo.demo) on both telemetry paths, with a tiny fixed policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from jpo import audit
+from jpo.demo import FAST_WORKLOADS, render_table, run_demo
+from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+from jpo.policy import write_artifact
+from jpo.workload import HYPERPARAMETER_NAMES
+
+
+def make_policy(folder: Path, action: tuple[float, ...]) -> Path:
+    n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
+    bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
+    return write_artifact(
+        folder,
+        {"w": np.zeros((2 * n_act, n_obs), "f4"), "b": bias},
+        {
+            "policy_version": 1,
+            "feature_spec_version": FEATURE_SPEC_VERSION,
+            "observation": {
+                "names": list(OBSERVATION_NAMES),
+                "mean": [0.0] * n_obs,
+                "std": [1.0] * n_obs,
+            },
+            "action": {"names": list(HYPERPARAMETER_NAMES)},
+            "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
+        },
+    )
+
+
+def _check(rows, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    assert [r.workload for r in rows] == list(FAST_WORKLOADS)
+    for row in rows:
+        assert row.status.startswith("changed"), row.message
+        assert row.after != row.before
+        assert row.summary_after is not None and row.reward is not None
+        (first, *rest) = audit.read_records(row.config.parent / ".jpo" / "audit.jsonl")
+        assert first.changed and first.outcome is not None
+        assert first.outcome["run_id"] == f"{row.workload}-run-2"
+        if row.degraded:
+            assert row.status.endswith("rolled_back") and rest[0].reason.startswith("rollback")
+            assert row.rolled_back_to == row.before
+    console = Console(record=True, width=200)
+    console.print(render_table(rows))
+    text = console.export_text()
+    assert "cifar10-resnet18" in text and "->" in text
+    # nothing outside the work dir: the examples are untouched copies
+    assert all(str(r.config).startswith(str(workdir)) for r in rows)
+
+
+def test_demo_on_the_parquet_history(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path / "policy", (0.5, 0.2, 0.0, -0.2))
+    rows = run_demo(
+        workdir=tmp_path / "work",
+        fast=True,
+        policy=policy,
+        use_prometheus=False,
+        say=lambda _: None,
+    )
+    _check(rows, tmp_path / "work")
+    assert any((tmp_path / "work" / "history").rglob("*.parquet"))
+
+
+@pytest.mark.slow
+def test_demo_on_a_local_prometheus(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path / "policy", (0.5, 0.2, 0.0, -0.2))
+    said: list[str] = []
+    rows = run_demo(
+        workdir=tmp_path / "work", fast=True, policy=policy, use_prometheus=True, say=said.append
+    )
+    _check(rows, tmp_path / "work")
+    assert any("Prometheus at http://127.0.0.1:" in s for s in said)
+    assert any(r.degraded for r in rows)  # the fixed policy overshoots cifar10: rollback shown
+
+
+def test_demo_without_a_policy_says_how_to_get_one(tmp_path: Path) -> None:
+    from jpo.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="--policy"):
+        run_demo(workdir=tmp_path, policy=tmp_path / "missing", say=lambda _: None)
