@@ -33,6 +33,7 @@ import math
 import os
 import re
 import stat
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,8 +70,8 @@ _NO_DEFAULT = "\x00jpo-no-default-section"
 _INT_RE = re.compile(r"[+-]?[0-9]{1,30}")
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,5})?")
 _LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?")
-_SECTION_RE = re.compile(r"\s*\[(?P<name>[^\]]*)\]")
-_OPTION_RE = re.compile(r"(?P<key>[^=:\s][^=:]*?)\s*[=:]")
+_SECTCRE = configparser.ConfigParser.SECTCRE
+_OPTCRE = configparser.ConfigParser.OPTCRE
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,20 +215,46 @@ class _Scan:
     problems: list[Problem]
 
 
+def _strip_comments(line: str) -> str:
+    """Return a line without comments, exactly as configparser (3.11) strips them."""
+    if line.strip().startswith(("#", ";")):
+        return ""
+    comment_start = len(line)
+    for prefix in (";", "#"):
+        idx = line.find(prefix)
+        while idx != -1:
+            if idx == 0 or line[idx - 1].isspace():
+                comment_start = min(comment_start, idx)
+                break
+            idx = line.find(prefix, idx + 1)
+    return line[:comment_start].strip()
+
+
 def _scan_lines(text: str, file: str) -> _Scan:
-    """Map (section, key) to line numbers and find duplicate sections/keys (all of them)."""
+    """Map (section, key) to line numbers and find duplicate sections/keys (all of them).
+
+    Mirrors configparser's line logic (comment stripping, continuation lines by indent,
+    empty or comment lines ending a value, SECTCRE/OPTCRE) so that the line found for a key
+    is the line configparser read its value from; safe_write edits that line.
+    """
     lines: dict[tuple[str, str], int] = {}
     problems: list[Problem] = []
     section: str | None = None
+    optname: str | None = None
+    indent_level = sys.maxsize
     for no, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped[0] in "#;":
+        value = _strip_comments(raw)
+        if not value:
+            indent_level = sys.maxsize  # empty_lines_in_values=False: ends a value
             continue
-        if raw[0].isspace() and section is not None:
+        cur_indent = len(raw) - len(raw.lstrip())
+        if section is not None and optname and cur_indent > indent_level:
             continue  # continuation line of a multi-line value
-        m = _SECTION_RE.match(raw)
+        indent_level = cur_indent
+        m = _SECTCRE.match(value)
         if m:
-            section = m.group("name")
+            section = m.group("header")
+            optname = None
             if (section, "") in lines:
                 problems.append(
                     Problem(
@@ -242,22 +269,26 @@ def _scan_lines(text: str, file: str) -> _Scan:
             else:
                 lines[(section, "")] = no
             continue
-        m = _OPTION_RE.match(raw)
-        if m and section is not None:
-            key = m.group("key").strip().lower()
-            if (section, key) in lines:
-                problems.append(
-                    Problem(
-                        file,
-                        no,
-                        section,
-                        key,
-                        f"duplicate key {key!r} (first at line {lines[(section, key)]})",
-                        "keep one of the two lines",
-                    )
+        if section is None:
+            continue  # configparser reports MissingSectionHeaderError
+        m = _OPTCRE.match(value)
+        if not m:
+            continue  # configparser reports a ParsingError
+        key = m.group("option").rstrip().lower()
+        optname = key
+        if (section, key) in lines:
+            problems.append(
+                Problem(
+                    file,
+                    no,
+                    section,
+                    key,
+                    f"duplicate key {key!r} (first at line {lines[(section, key)]})",
+                    "keep one of the two lines",
                 )
-            else:
-                lines[(section, key)] = no
+            )
+        else:
+            lines[(section, key)] = no
     return _Scan(lines, problems)
 
 
@@ -465,14 +496,14 @@ def _analyse_text(
     except configparser.ParsingError as err:
         text_lines = text.splitlines()
         for lineno, _line in err.errors:
-            bad = text_lines[lineno - 1] if 0 < lineno <= len(text_lines) else ""
+            bad_line = text_lines[lineno - 1] if 0 < lineno <= len(text_lines) else ""
             problems.append(
                 Problem(
                     file,
                     lineno,
                     None,
                     None,
-                    f"cannot parse line {lineno}: {_short(bad.strip())} is not `key = value`",
+                    f"cannot parse line {lineno}: {_short(bad_line.strip())} is not `key = value`",
                     "write `key = value` lines under a [section] header",
                 )
             )
@@ -482,20 +513,30 @@ def _analyse_text(
         return _Analysis(problems, warnings, None)
 
     sections = cp.sections()
-    for sec in sections:
-        if sec not in (WORKLOAD_SECTION, HP_SECTION, JPO_SECTION):
+    for sec_name in sections:
+        if sec_name not in (WORKLOAD_SECTION, HP_SECTION, JPO_SECTION):
             hint = next(
                 (
                     s
                     for s in (WORKLOAD_SECTION, HP_SECTION, JPO_SECTION)
-                    if s == sec.lower().strip()
+                    if s == sec_name.lower().strip()
                 ),
                 None,
             )
             if hint is not None:
-                add(sec, None, f"section [{sec}] is not [{hint}]", f"rename it to [{hint}]")
+                add(
+                    sec_name,
+                    None,
+                    f"section [{sec_name}] is not [{hint}]",
+                    f"rename it to [{hint}]",
+                )
             else:
-                warn(sec, None, f"unknown section [{sec}] (ignored by JPO)", "ignore if intended")
+                warn(
+                    sec_name,
+                    None,
+                    f"unknown section [{sec_name}] (ignored by JPO)",
+                    "ignore if intended",
+                )
 
     # [workload]
     key_values: dict[str, str] = {}
@@ -583,8 +624,8 @@ def _analyse_text(
         raw_limits: dict[str, dict[str, Any]] = {}
         for k, v in sec.items():
             if k in ("tune", "freeze"):
-                names = _split_names(v)
-                bad = [n for n in names if n not in HYPERPARAMETER_NAMES]
+                names_list = _split_names(v)
+                bad = [n for n in names_list if n not in HYPERPARAMETER_NAMES]
                 if bad:
                     jpo_ok = False
                     add(
@@ -595,9 +636,9 @@ def _analyse_text(
                     )
                     continue
                 if k == "tune":
-                    tune_names = names
+                    tune_names = names_list
                 else:
-                    freeze_names = names
+                    freeze_names = names_list
                 continue
             suffix = next((s for s in _LIMIT_SUFFIXES if k.endswith(s)), None)
             pname = k[: -len(suffix)] if suffix else ""

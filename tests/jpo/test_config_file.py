@@ -151,7 +151,7 @@ def test_text_api_and_structure_only_parse() -> None:
     assert wf.hyperparameters.batch_size == 9999
     report = check_workload_text(GOOD.replace("128", "9999"), "x.ini", load_constraints())
     assert not report.ok and report.to_dict()["valid"] is False
-    with pytest.raises(ConfigError, match="x.ini:7"):
+    with pytest.raises(ConfigError, match=r"x\.ini:7"):
         parse_workload_text(GOOD.replace("128", "12.5"), "x.ini")
 
 
