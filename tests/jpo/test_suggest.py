@@ -334,3 +334,95 @@ def test_suggest_path_imports_neither_ray_nor_torch(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "changed []"
+
+
+# ------------------------------------------------------- CLI against a real Prometheus
+
+
+def _openmetrics(runs: list) -> str:  # type: ignore[type-arg]
+    import io
+
+    from envs.simulator import write_openmetrics
+
+    buf = io.StringIO()
+    write_openmetrics(runs, buf)
+    return buf.getvalue()
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    script = (
+        "import sys\n"
+        "from jpo.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+        "sys.exit(rc)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.slow
+def test_cli_suggest_and_feedback_against_a_real_prometheus(
+    prometheus_factory,  # type: ignore[no-untyped-def]
+    config: Path,
+    policy_up: Path,
+) -> None:
+    profile = load_profile("cifar10-resnet18")
+    now = time.time()
+    run1 = simulate_run(
+        profile,
+        HP,
+        ClusterConditions(),
+        rng=np.random.default_rng(1),
+        run_id="r1",
+        start=now - 6 * 3600,
+    )
+    prom = prometheus_factory(openmetrics=[_openmetrics([run1])])
+    base = ["--config", str(config), "--prometheus", prom.url, "--policy", str(policy_up)]
+
+    dry = _cli("suggest", *base, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["status"] == "dry_run"
+    assert config.read_text() == CONFIG
+    assert "HEAVY []" in dry.stderr  # neither ray nor torch on the CI path
+
+    done = _cli("suggest", *base, "--json")
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["status"] == "changed" and payload["run_id"] == "r1"
+    assert f"batch_size = {payload['after']['batch_size']}" in config.read_text()
+    assert "HEAVY []" in done.stderr
+
+    again = _cli("suggest", *base)
+    assert again.returncode == int(ExitCode.UNCHANGED_BY_CHOICE), again.stderr
+    assert "predates the values written" in again.stdout
+
+    missing = _cli("feedback", "--config", str(config), "--run-id", "r2", "--prometheus", prom.url)
+    assert missing.returncode == int(ExitCode.TELEMETRY)
+    assert missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
+
+    nodata = _cli(
+        "suggest",
+        "--config",
+        str(config),
+        "--prometheus",
+        "http://127.0.0.1:9",
+        "--policy",
+        str(policy_up),
+    )
+    assert nodata.returncode == int(ExitCode.UNCHANGED_NO_DATA)
+    assert "Traceback" not in nodata.stderr + nodata.stdout
+
+    down = _cli(
+        *base[:0], "suggest", *base, "--endpoint", "http://127.0.0.1:9", "--no-fallback-local"
+    )
+    assert down.returncode in (int(ExitCode.POLICY), int(ExitCode.UNCHANGED_BY_CHOICE))
+    assert "Traceback" not in down.stderr + down.stdout

@@ -1,0 +1,96 @@
+"""jpo.feedback: scoring a finished run against its suggestion, and the bad-outcome rules."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_suggest import CONFIG, HP, FakeSource, make_policy
+
+from jpo import audit
+from jpo.errors import ConfigError
+from jpo.feedback import (
+    FeedbackOptions,
+    failed_configs,
+    feedback,
+    last_known_good,
+    run_outcome_is_bad,
+)
+from jpo.suggest import SuggestOptions, SuggestSettings, suggest
+from jpo.workload import Hyperparameters
+
+SETTINGS = SuggestSettings()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "app" / "config.ini"
+    path.parent.mkdir()
+    path.write_text(CONFIG)
+    return path
+
+
+def _suggested(config: Path, tmp_path: Path, source: FakeSource) -> Hyperparameters:
+    policy = make_policy(tmp_path / "policy", (0.5, 0.0, 0.0, 0.0))
+    result = suggest(
+        SuggestOptions(config=config, policy_path=policy), metric_source=source, settings=SETTINGS
+    )
+    assert result.after is not None and result.written
+    return result.after
+
+
+def test_feedback_scores_the_run_and_stores_it(config: Path, tmp_path: Path) -> None:
+    source = FakeSource()
+    source.add(HP, "run-1", val_loss=0.5)
+    new = _suggested(config, tmp_path, source)
+    source.add(new, "run-2", val_loss=0.45)
+    result = feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source)
+    assert result.run_id == "run-2" and not result.degraded
+    assert result.val_loss_change == pytest.approx(-0.1)
+    (record,) = audit.read_records(config.parent / ".jpo" / "audit.jsonl")
+    assert record.outcome is not None
+    assert record.outcome["reward"] == pytest.approx(result.reward)
+    assert record.outcome["summary"]["final_val_loss"] == pytest.approx(0.45)
+    assert run_outcome_is_bad(record, SETTINGS) is None
+    assert last_known_good([record]) == new
+    assert any((config.parent / ".jpo" / "history").rglob("*.parquet"))
+
+
+def test_degraded_and_failed_outcomes_call_for_rollback(config: Path, tmp_path: Path) -> None:
+    source = FakeSource()
+    source.add(HP, "run-1", val_loss=0.5)
+    new = _suggested(config, tmp_path, source)
+    source.add(new, "run-2", run_status=3)  # diverged
+    result = feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source)
+    assert result.degraded
+    (record,) = audit.read_records(config.parent / ".jpo" / "audit.jsonl")
+    assert "diverged" in (run_outcome_is_bad(record, SETTINGS) or "")
+    assert last_known_good([record]) == HP  # the values before the bad change
+    (failed,) = failed_configs([record], None, None, "")
+    assert failed.hyperparameters == new and failed.failure == "diverged"
+
+
+def test_tolerance_comes_from_the_settings(config: Path, tmp_path: Path) -> None:
+    source = FakeSource()
+    source.add(HP, "run-1", val_loss=0.5)
+    new = _suggested(config, tmp_path, source)
+    source.add(new, "run-2", val_loss=0.52)  # +4 %
+    lenient = feedback(
+        FeedbackOptions(config=config, run_id="run-2"), metric_source=source, settings=SETTINGS
+    )
+    assert not lenient.degraded
+    strict = replace(SETTINGS, val_loss_tolerance=0.01)
+    record = audit.read_records(config.parent / ".jpo" / "audit.jsonl")[0]
+    assert record.outcome is not None
+    assert run_outcome_is_bad(record, strict) is None  # verdict stored at feedback time
+
+
+def test_feedback_without_a_pending_suggestion_is_a_clear_error(config: Path) -> None:
+    source = FakeSource()
+    source.add(HP, "run-1")
+    with pytest.raises(ConfigError, match="jpo suggest"):
+        feedback(FeedbackOptions(config=config, run_id="run-1"), metric_source=source)
