@@ -66,17 +66,23 @@ def resident_bytes(pid: int) -> float:
 
 
 class LocalPodCollector:
-    """A prometheus_client collector exposing one :class:`LocalPod`."""
+    """A prometheus_client collector exposing local pods (processes), like a node would.
 
-    def __init__(self, pod: LocalPod) -> None:
-        self.pod = pod
+    As on Kubernetes, a pod whose process has ended stays "Completed": kube-state-metrics
+    keeps exporting its labels and limits, while cAdvisor's CPU and memory series stop.
+    """
+
+    def __init__(self, pods: list[LocalPod] | None = None) -> None:
+        self.pods: list[LocalPod] = list(pods or [])
+
+    def add(self, pod: LocalPod) -> None:
+        """Start exposing ``pod`` (e.g. right after its process was started)."""
+        self.pods.append(pod)
 
     def collect(self) -> Iterator[object]:
-        """Yield the four metric families for the pod."""
+        """Yield the four metric families for every pod."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        p = self.pod
-        base = [NAMESPACE, p.pod, CONTAINER]
         cpu = CounterMetricFamily(
             "container_cpu_usage_seconds_total",
             "Cumulative cpu time consumed in seconds.",
@@ -87,18 +93,11 @@ class LocalPodCollector:
             "Current working set in bytes.",
             labels=["namespace", "pod", "container"],
         )
-        try:
-            cpu.add_metric(base, cpu_seconds(p.pid))
-            mem.add_metric(base, resident_bytes(p.pid))
-        except (OSError, ValueError):
-            pass  # the process is gone: expose no sample rather than a false 0
         limits = GaugeMetricFamily(
             "kube_pod_container_resource_limits",
             "The number of requested limit resource by a container.",
             labels=["namespace", "pod", "container", "resource", "unit"],
         )
-        limits.add_metric([*base, "cpu", "core"], p.cpu_limit_cores)
-        limits.add_metric([*base, "memory", "byte"], p.memory_limit_bytes)
         labels = GaugeMetricFamily(
             "kube_pod_labels",
             "Kubernetes labels converted to Prometheus labels.",
@@ -111,18 +110,29 @@ class LocalPodCollector:
                 "label_run_id",
             ],
         )
-        labels.add_metric([NAMESPACE, p.pod, p.dataset, p.model, p.framework, p.run_id], 1.0)
+        for p in list(self.pods):
+            base = [NAMESPACE, p.pod, CONTAINER]
+            try:
+                cpu_s, rss = cpu_seconds(p.pid), resident_bytes(p.pid)
+            except (OSError, ValueError):
+                pass  # the process is gone: no sample rather than a false 0
+            else:
+                cpu.add_metric(base, cpu_s)
+                mem.add_metric(base, rss)
+            limits.add_metric([*base, "cpu", "core"], p.cpu_limit_cores)
+            limits.add_metric([*base, "memory", "byte"], p.memory_limit_bytes)
+            labels.add_metric([NAMESPACE, p.pod, p.dataset, p.model, p.framework, p.run_id], 1.0)
         yield cpu
         yield mem
         yield limits
         yield labels
 
 
-def serve(pod: LocalPod, port: int, addr: str = "127.0.0.1") -> object:
-    """Expose ``pod`` on ``http://addr:port/metrics`` from a daemon thread; return the server."""
+def serve(collector: LocalPodCollector, port: int, addr: str = "127.0.0.1") -> object:
+    """Expose ``collector`` on ``http://addr:port/metrics`` from a daemon thread."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LocalPodCollector(pod))  # type: ignore[arg-type]
+    registry.register(collector)  # type: ignore[arg-type]
     server, _thread = start_http_server(port, addr=addr, registry=registry)
     return server

@@ -4,8 +4,9 @@ Steps:
 
 1. copy ``config.ini`` into a work folder (``--out``; the example's own file stays as it is);
 2. start Debian's ``prometheus`` on a loopback port, scraping every second the app's
-   training exporter (jpo.exporter) and its local-pod exporter (cAdvisor / kube-state-metrics
-   names for the app's own process, ``local_pod_exporter.py``);
+   training exporter (jpo.exporter) and a local-pod exporter served by this script
+   (``local_pod_exporter.py``: cAdvisor / kube-state-metrics names for the app's process;
+   like kube-state-metrics it keeps a completed pod's labels and limits);
 3. run ``train.py`` with the copied config (run 1), measure it;
 4. run ``jpo suggest --config <copy> --prometheus <url> [--policy P] --approve --json``;
 5. run ``train.py`` again with whatever config.ini now holds (run 2), measure it;
@@ -38,6 +39,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OK_SUGGEST_CODES = {0, 10, 11, 12}  # changed, unchanged by choice, no data, needs approval
+CPU_LIMIT_CORES = 1.0  # the "pod's" CPU limit: train.py runs torch with one thread
+MEMORY_LIMIT_BYTES = 2.0 * 1024**3  # its memory limit
+sys.path.insert(0, str(HERE))
 
 
 def free_port() -> int:
@@ -56,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--augment",
         type=int,
         default=None,
-        help="noisy copies of the train set (default 100, --short 4); longer runs give "
+        help="noisy copies of the train set (default 150, --short 16); longer runs give "
         "jpo suggest more scrapes",
     )
     return parser.parse_args(argv)
@@ -130,9 +134,14 @@ class Prometheus:
 
 
 def train(
-    config: Path, run_id: str, app_port: int, pod_port: int, augment: int, out: Path
+    config: Path, run_id: str, app_port: int, pods: Any, augment: int, out: Path
 ) -> dict[str, Any]:
-    """Run train.py once; return its result JSON plus the run's wall-clock window."""
+    """Run train.py once as a "pod"; return its result JSON plus its wall-clock window."""
+    from local_pod_exporter import LocalPod
+
+    from jpo.config_file import read_workload
+
+    key = read_workload(config).key
     result_path = out / f"{run_id}.json"
     started = time.time()
     cmd = [
@@ -142,8 +151,6 @@ def train(
         str(config),
         "--port",
         str(app_port),
-        "--pod-port",
-        str(pod_port),
         "--run-id",
         run_id,
         "--augment",
@@ -154,7 +161,19 @@ def train(
         "3",
     ]
     with (out / f"{run_id}.log").open("w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        pods.add(
+            LocalPod(
+                pid=proc.pid,
+                dataset=key.dataset,
+                model=key.model,
+                framework=key.framework,
+                run_id=run_id,
+                cpu_limit_cores=CPU_LIMIT_CORES,
+                memory_limit_bytes=MEMORY_LIMIT_BYTES,
+            )
+        )
+        proc.wait()
     ended = time.time()
     if not result_path.exists():
         tail = (out / f"{run_id}.log").read_text()[-2000:]
@@ -230,7 +249,7 @@ def report(before: dict[str, Any], after: dict[str, Any], suggested: dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    augment = args.augment or (4 if args.short else 100)
+    augment = args.augment or (16 if args.short else 150)
     out = args.out or Path(tempfile.mkdtemp(prefix="jpo-digits-e2e-"))
     out.mkdir(parents=True, exist_ok=True)
     config = out / "config.ini"
@@ -238,19 +257,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.short:
         text = re.sub(r"^epochs = \d+", "epochs = 2", config.read_text(), flags=re.M)
         config.write_text(text)
+    from local_pod_exporter import LocalPodCollector, serve
+
     app_port, pod_port = free_port(), free_port()
+    # This process plays kubelet + kube-state-metrics for the app's "pods": their CPU and
+    # memory while they run, their labels and limits also after they completed.
+    pods = LocalPodCollector()
+    server = serve(pods, pod_port)
     prom = Prometheus(args.prometheus, out, {"digits-app": app_port, "digits-pod": pod_port})
     try:
         prom.wait_ready()
-        before = train(config, "run-1", app_port, pod_port, augment, out)
+        before = train(config, "run-1", app_port, pods, augment, out)
         time.sleep(2.0)  # one more scrape after the run's final samples
         before["measured"] = measure(prom, before)
         suggested = suggest(config, prom, args.policy, out)
-        after = train(config, "run-2", app_port, pod_port, augment, out)
+        after = train(config, "run-2", app_port, pods, augment, out)
         time.sleep(2.0)
         after["measured"] = measure(prom, after)
     finally:
         prom.stop()
+        server.shutdown()  # type: ignore[attr-defined]
     summary = {"before": before, "after": after, "suggest": suggested, "out": str(out)}
     (out / "e2e.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(report(before, after, suggested))

@@ -116,26 +116,26 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.pod_port:
         sys.path.insert(0, str(HERE))
-        from local_pod_exporter import LocalPod, serve
+        from local_pod_exporter import LocalPod, LocalPodCollector, serve
 
-        serve(
-            LocalPod(
-                pid=os.getpid(),
-                dataset=key.dataset,
-                model=key.model,
-                framework=key.framework,
-                run_id=run_id,
-                cpu_limit_cores=args.cpu_limit,
-                memory_limit_bytes=args.memory_limit,
-            ),
-            args.pod_port,
+        pod = LocalPod(
+            pid=os.getpid(),
+            dataset=key.dataset,
+            model=key.model,
+            framework=key.framework,
+            run_id=run_id,
+            cpu_limit_cores=args.cpu_limit,
+            memory_limit_bytes=args.memory_limit,
         )
+        serve(LocalPodCollector([pod]), args.pod_port)
 
     exporter = None
     if args.port:
         from jpo.exporter import TrainingExporter
 
-        exporter = TrainingExporter(key.dataset, key.model, key.framework, run_id, args.port)
+        exporter = TrainingExporter(
+            key.dataset, key.model, key.framework, run_id, port=args.port, addr="127.0.0.1"
+        ).start()
         exporter.set_hyperparameters(hp)
 
     x_tr, y_tr, x_val, y_val = load_data(args.augment, args.noise, args.seed)
