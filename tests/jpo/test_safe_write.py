@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jpo.safe_write as safe_write
-from jpo.config_file import read_workload
+from jpo.config_file import parse_workload_text, read_workload
 from jpo.errors import ConfigError, WriteError
-from jpo.safe_write import format_value, modify_hyperparameters, write_hyperparameters
+from jpo.safe_write import (
+    format_value,
+    modify_hyperparameters,
+    render_hyperparameters,
+    write_hyperparameters,
+)
 from jpo.workload import Hyperparameters
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workload" / "config.ini"
@@ -235,3 +242,23 @@ def test_sigkill_mid_loop_always_leaves_a_parseable_file(tmp_path: Path) -> None
         read_workload(tmp_path / "config.ini.bak")
         for stale in _tmp_files(tmp_path):  # a kill between mkstemp and replace may leave one
             stale.unlink()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hp=st.builds(
+        Hyperparameters,
+        batch_size=st.integers(1, 4096),
+        learning_rate=st.floats(1e-4, 0.1),
+        num_layers=st.integers(1, 256),
+        epochs=st.integers(1, 1000),
+    )
+)
+def test_any_valid_values_round_trip_through_the_text(hp: Hyperparameters) -> None:
+    old = parse_workload_text(TEXT, "config.ini")
+    new_text = render_hyperparameters(TEXT, old, hp, "config.ini")
+    assert parse_workload_text(new_text, "config.ini").hyperparameters == hp
+    changed = [a != b for a, b in zip(TEXT.splitlines(), new_text.splitlines(), strict=True)]
+    assert sum(changed) == sum(
+        getattr(hp, n) != getattr(old.hyperparameters, n) for n in hp.as_dict()
+    )
