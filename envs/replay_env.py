@@ -79,6 +79,8 @@ class EnvConfig:
         rollback_on_failure: after a failed run, continue from the last good config.
         noise: relative std of seeded per-step noise.
         residual_clip: clip of the recording's residual factors.
+        step_info: return the full info dict from reset/step (False: empty dicts, faster
+            in vector envs, e.g. for training).
         seed: seed of the synthetic catalog history.
         catalog_runs_per_workload: recorded runs simulated per workload.
         catalog_start: start of the first recorded run (s since the epoch).
@@ -99,6 +101,7 @@ class EnvConfig:
     rollback_on_failure: bool = True
     noise: float = 0.01
     residual_clip: float = 1.5
+    step_info: bool = True
     seed: int = 0
     catalog_runs_per_workload: int = 24
     catalog_start: float = 1767225600.0
@@ -591,7 +594,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ``info`` of each step: ``workload``, ``run_id`` (the replayed recording),
     ``hyperparameters`` (of the executed run), ``summary`` (its RunSummary),
-    ``reward`` (the RewardBreakdown) and ``rolled_back``.
+    ``reward`` (the RewardBreakdown) and ``rolled_back`` (empty with ``step_info=False``).
 
     ## Version History
 
@@ -625,6 +628,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         self._episode_length = cfg.episode_length
         self._rollback = cfg.rollback_on_failure
         self._noise = cfg.noise
+        self._info = cfg.step_info
         low, high = observation_bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         k = len(self._constraints.tunable)
@@ -679,6 +683,8 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             self._eps = (1.0 + self._noise * draws).tolist()
         obs = build_observation(rec.summary, rec.hp, self._norm, ctx)
         self._ctx = ctx.after(rec.summary)
+        if not self._info:
+            return obs, {}
         info = {
             "workload": w.name,
             "run_id": rec.run_id,
@@ -758,6 +764,9 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         obs = build_observation(run, self._hp, self._norm, ctx)
         self._ctx = ctx.after(run)
         self._prev = run
+        truncated = self._t >= self._episode_length
+        if not self._info:
+            return obs, reward.total, False, truncated, {}
         info = {
             "workload": w.name,
             "run_id": rec.run_id,
@@ -766,4 +775,4 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             "reward": reward,
             "rolled_back": rolled_back,
         }
-        return obs, reward.total, False, self._t >= self._episode_length, info
+        return obs, reward.total, False, truncated, info

@@ -5,8 +5,11 @@ Usage::
     python benchmarks/env/bench_env.py [--steps 20000] [--repeats 5] [--out RESULTS.json]
 
 Each case runs ``--repeats`` timed runs of ``--steps`` env steps (a vector step of n envs
-counts n env steps) with uniformly random actions, after a warm-up; the median and all
-runs are printed. Construction (the catalog history is simulated once per process) is
+counts n env steps) with uniformly random actions, after a warm-up; cases are timed
+round-robin so that load from other processes hits them alike. Printed: the median and
+every run of wall-clock steps/s, and the median of steps per CPU-second of the calling
+process (robust to a shared machine; for AsyncVectorEnv it excludes the workers' CPU).
+Construction (the catalog history is simulated once per process) is
 timed separately and excluded from steps/s.
 """
 
@@ -18,6 +21,7 @@ import platform
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -32,12 +36,12 @@ def time_single(env: gym.Env, steps: int, seed: int) -> float:
     rng = np.random.default_rng(seed)
     actions = rng.uniform(-1, 1, size=(steps, *env.action_space.shape)).astype(np.float32)
     env.reset(seed=seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for a in actions:
         _, _, term, trunc, _ = env.step(a)
         if term or trunc:
             env.reset()
-    return steps / (time.perf_counter() - t0)
+    return steps / (time.perf_counter() - t0), steps / (time.process_time() - c0)
 
 
 def time_vector(env: gym.vector.VectorEnv, steps: int, seed: int) -> float:
@@ -46,10 +50,11 @@ def time_vector(env: gym.vector.VectorEnv, steps: int, seed: int) -> float:
     shape = env.action_space.shape
     actions = rng.uniform(-1, 1, size=(steps // n, *shape)).astype(np.float32)
     env.reset(seed=seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for a in actions:
         env.step(a)
-    return len(actions) * n / (time.perf_counter() - t0)
+    done = len(actions) * n
+    return done / (time.perf_counter() - t0), done / (time.process_time() - c0)
 
 
 def run_cases(cases: list, steps: int, repeats: int) -> list[dict]:
@@ -62,9 +67,12 @@ def run_cases(cases: list, steps: int, repeats: int) -> list[dict]:
         timer(env, min(steps, 2000), 123)  # warm-up
         built.append((name, env, timer, build_s))
     rates: dict[str, list[float]] = {name: [] for name, *_ in built}
+    cpu_rates: dict[str, list[float]] = {name: [] for name, *_ in built}
     for seed in range(repeats):
         for name, env, timer, _ in built:
-            rates[name].append(timer(env, steps, seed))
+            wall, cpu = timer(env, steps, seed)
+            rates[name].append(wall)
+            cpu_rates[name].append(cpu)
     results = []
     for name, env, _, build_s in built:
         env.close()
@@ -72,12 +80,14 @@ def run_cases(cases: list, steps: int, repeats: int) -> list[dict]:
             "case": name,
             "median_steps_per_s": statistics.median(rates[name]),
             "runs": rates[name],
+            "median_steps_per_cpu_s": statistics.median(cpu_rates[name]),
             "build_s": build_s,
         }
         results.append(res)
         print(
             f"{name:42s} median {res['median_steps_per_s']:>9,.0f} steps/s   runs "
             + ", ".join(f"{r:,.0f}" for r in rates[name])
+            + f"   | per CPU-s of this process {res['median_steps_per_cpu_s']:,.0f}"
             + f"   (build {build_s:.1f} s)",
             flush=True,
         )
@@ -119,6 +129,7 @@ def main() -> None:
         "cpu": model,
         "python": platform.python_version(),
         "gymnasium": gym.__version__,
+        "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
         "steps": args.steps,
         "repeats": args.repeats,
     }

@@ -72,6 +72,19 @@ def test_config_keys_as_keyword_arguments() -> None:
     e.close()
 
 
+def test_step_info_can_be_turned_off() -> None:
+    full = PrometheusReplayEnv(SMALL)
+    bare = PrometheusReplayEnv({**SMALL, "step_info": False})
+    o1, i1 = full.reset(seed=2)
+    o2, i2 = bare.reset(seed=2)
+    assert i2 == {} and "workload" in i1
+    np.testing.assert_array_equal(o1, o2)
+    a = np.full(4, 0.5, dtype=np.float32)
+    s1, s2 = full.step(a), bare.step(a)
+    assert s2[4] == {} and s1[1] == s2[1]
+    np.testing.assert_array_equal(s1[0], s2[0])
+
+
 def test_spaces(env: PrometheusReplayEnv) -> None:
     assert env.action_space.shape == (4,)
     assert float(env.action_space.low.min()) == -1.0 and float(env.action_space.high.max()) == 1.0
