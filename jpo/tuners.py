@@ -8,11 +8,14 @@ every proposal checked by the same constraints before it may run. The evaluation
 Methods:
     * :class:`JpoPolicyTuner` -- the JPO policy, driven through the CI stage's own mapping
       code (features -> action -> constraints, trust region included).
-    * :class:`OptunaTuner` -- Optuna's TPE sampler, ask/tell over the constrained box.
-    * :class:`RandomSearchTuner` -- uniform samples inside the constraints. By default the
-      trust region is NOT applied: random search and TPE search the whole constrained box,
-      which makes them stronger baselines than a random walk limited to x2 per round
-      (``configs/evaluate.toml``, ``[baselines] trust_region`` switches it on).
+    * :class:`OptunaTuner` -- Optuna's TPE sampler, ask/tell over a search box.
+    * :class:`RandomSearchTuner` -- uniform samples in the same box, inside the constraints.
+      By default the per-round trust region is NOT applied: each round may jump anywhere in
+      the box, which makes it a stronger baseline than a random walk limited to x2 per
+      round (``configs/evaluate.toml`` ``[baselines] random_trust_region`` switches it on).
+      The box (``TuningTask.box``) is by default what a trust-region method can reach
+      from the default in R rounds (:func:`reach_box`: the same reachable set as JPO);
+      ``[baselines] search_space = "constraints"`` searches the whole constrained range.
     * :class:`NoTuning` -- keeps the default configuration (the "before").
     * :class:`OracleTuner` -- runs the oracle's best configuration from round one
       (``envs.oracle.best_config``): the ceiling every method is measured against.
@@ -49,6 +52,8 @@ class TuningTask:
         default_summary: the measured run at the default configuration.
         seed: seed for any randomness the tuner uses.
         extra: method-specific inputs (e.g. the oracle's configuration).
+        box: per tunable parameter, the (low, high) search-space bounds of the search
+            baselines (None: the whole constrained range); see :func:`reach_box`.
     """
 
     workload: str
@@ -58,6 +63,37 @@ class TuningTask:
     default_summary: RunSummary
     seed: int
     extra: dict[str, Any] = field(default_factory=dict)
+    box: dict[str, tuple[float, float]] | None = None
+
+    def bounds(self, name: str) -> tuple[float, float]:
+        """Return the search bounds of one parameter (the box, else the constraints)."""
+        spec = self.constraints.params[name]
+        if self.box is not None and name in self.box:
+            return self.box[name]
+        return float(spec.min), float(spec.max)
+
+
+def reach_box(
+    constraints: Constraints, start: Hyperparameters, rounds: int
+) -> dict[str, tuple[float, float]]:
+    """Return the box a trust-region method can reach from ``start`` in ``rounds`` steps.
+
+    Per tunable parameter with trust-region factor f: [start / f^R, start * f^R] (for
+    integers also at least start -/+ R, as one step may always move by one), intersected
+    with the constraints' bounds. Searching this box gives the baselines the same
+    reachable set as JPO in the same number of rounds, without its per-step limit.
+    """
+    values = start.as_dict()
+    box: dict[str, tuple[float, float]] = {}
+    for name in constraints.tunable:
+        spec = constraints.params[name]
+        v = float(values[name])
+        reach = spec.trust_region**rounds
+        lo, hi = v / reach, v * reach
+        if spec.type == "int":
+            lo, hi = min(lo, v - rounds), max(hi, v + rounds)
+        box[name] = (max(float(spec.min), lo), min(float(spec.max), hi))
+    return box
 
 
 class Tuner(ABC):
@@ -122,8 +158,9 @@ class OracleTuner(Tuner):
 class RandomSearchTuner(Tuner):
     """Uniform random configurations inside the constraints.
 
-    With ``trust_region=False`` (default) each proposal is drawn from the whole
-    constrained box (``Constraints.sample_uniform``); with ``True`` it is a uniform random
+    With ``trust_region=False`` (default) each proposal is drawn uniformly (log-uniformly
+    on log-scale parameters) from the task's search box (``task.box``, else the whole
+    constrained range) and rounded by the constraints; with ``True`` it is a uniform random
     action in [-1, 1]^k mapped through the trust region from the current configuration.
     """
 
@@ -145,8 +182,17 @@ class RandomSearchTuner(Tuner):
         if self._trust_region:
             k = len(constraints.tunable)
             return constraints.apply_action(self.current, self._rng.uniform(-1.0, 1.0, k))
-        sampled: Hyperparameters = constraints.sample_uniform(self._rng, base=self.task.default)
-        return sampled
+        if self.task.box is None:
+            sampled: Hyperparameters = constraints.sample_uniform(self._rng, base=self.task.default)
+            return sampled
+        values = self.task.default.as_dict()
+        for name in constraints.tunable:
+            lo, hi = self.task.bounds(name)
+            if constraints.params[name].scale == "log":
+                values[name] = math.exp(self._rng.uniform(math.log(lo), math.log(hi)))
+            else:
+                values[name] = self._rng.uniform(lo, hi)
+        return _rounded(constraints, values)
 
 
 class OptunaTuner(Tuner):
@@ -168,7 +214,7 @@ class OptunaTuner(Tuner):
         sampler = optuna.samplers.TPESampler(seed=task.seed, n_startup_trials=n_startup_trials)
         self._optuna = optuna
         self._study = optuna.create_study(direction="maximize", sampler=sampler)
-        self._distributions = _optuna_distributions(task.constraints, optuna)
+        self._distributions = _optuna_distributions(task, optuna)
         self._pending: Any = None
         # The default run is free knowledge every method has: tell TPE about it.
         self._study.add_trial(
@@ -211,19 +257,41 @@ def _param_spec(constraints: Constraints, name: str) -> Any:
     return constraints.params[name]
 
 
-def _optuna_distributions(constraints: Constraints, optuna: Any) -> dict[str, Any]:
-    """Build one Optuna distribution per tunable parameter from the constraints."""
+def _rounded(constraints: Constraints, values: dict[str, float | int]) -> Hyperparameters:
+    """Round sampled values as the constraints do (integers, powers of two), in bounds."""
+    out = dict(values)
+    for name in constraints.tunable:
+        spec = constraints.params[name]
+        v = min(max(float(values[name]), float(spec.min)), float(spec.max))
+        if spec.type == "int":
+            if spec.power_of_two:
+                exp = round(math.log2(max(v, 1.0)))
+                v = 2.0**exp
+                while v > spec.max:
+                    v /= 2.0
+                while v < spec.min:
+                    v *= 2.0
+            v = float(min(max(math.floor(v + 0.5), math.ceil(spec.min)), math.floor(spec.max)))
+        out[name] = v
+    return Hyperparameters.from_mapping(out)
+
+
+def _optuna_distributions(task: TuningTask, optuna: Any) -> dict[str, Any]:
+    """Build one Optuna distribution per tunable parameter (task box or constraints)."""
+    constraints = task.constraints
     dists: dict[str, Any] = {}
     for name in constraints.tunable:
         spec = _param_spec(constraints, name)
-        low, high = spec.min, spec.max
+        low, high = task.bounds(name)
         log = spec.scale == "log"
         if getattr(spec, "power_of_two", False):
+            e_lo = math.ceil(math.log2(low))
             dists[name] = optuna.distributions.IntDistribution(
-                math.ceil(math.log2(low)), math.floor(math.log2(high))
+                e_lo, max(e_lo, math.floor(math.log2(high)))
             )
         elif spec.type == "int":
-            dists[name] = optuna.distributions.IntDistribution(int(low), int(high), log=log)
+            lo_i, hi_i = math.ceil(low), max(math.ceil(low), math.floor(high))
+            dists[name] = optuna.distributions.IntDistribution(lo_i, hi_i, log=log)
         else:
             dists[name] = optuna.distributions.FloatDistribution(float(low), float(high), log=log)
     return dists
@@ -319,4 +387,5 @@ __all__ = [
     "Tuner",
     "TunerFactory",
     "TuningTask",
+    "reach_box",
 ]

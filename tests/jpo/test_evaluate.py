@@ -24,7 +24,7 @@ from jpo.evaluate import (
 )
 from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
 from jpo.policy import LocalPolicy, write_artifact
-from jpo.tuners import OptunaTuner, RandomSearchTuner, Tuner, TuningTask
+from jpo.tuners import OptunaTuner, RandomSearchTuner, Tuner, TuningTask, reach_box
 from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
 
 WORKLOADS = ["mnist-lenet", "higgs-mlp"]
@@ -208,6 +208,20 @@ def test_invalid_proposals_are_counted_and_never_run(
     assert method_summary(result).loc[0, "invalid_configs"] == 3
 
 
+def test_reach_box_is_what_two_trust_region_steps_reach() -> None:
+    from jpo.constraints import load_constraints
+
+    cons = load_constraints()
+    hp = Hyperparameters(64, 0.01, 4, 10)
+    box = reach_box(cons, hp, 2)
+    f = {n: cons.params[n].trust_region for n in cons.tunable}
+    assert box["batch_size"] == pytest.approx(
+        (64 / f["batch_size"] ** 2, 64 * f["batch_size"] ** 2)
+    )
+    assert box["learning_rate"][1] == pytest.approx(min(0.1, 0.01 * f["learning_rate"] ** 2))
+    assert box["num_layers"][0] <= 2 and box["num_layers"][1] >= 6
+
+
 def test_baseline_proposals_stay_inside_the_constraints() -> None:
     from envs.response import load_catalog, load_conditions, predict
     from jpo.constraints import load_constraints
@@ -215,8 +229,12 @@ def test_baseline_proposals_stay_inside_the_constraints() -> None:
     cons = load_constraints()
     profile = load_catalog()["mnist-lenet"]
     summary = predict(profile, profile.defaults, load_conditions())
+    box = reach_box(cons, profile.defaults, 2)
     task = TuningTask("mnist-lenet", profile, cons, profile.defaults, summary, seed=3)
+    boxed = TuningTask("mnist-lenet", profile, cons, profile.defaults, summary, seed=3, box=box)
     for tuner in (
+        OptunaTuner(boxed, n_startup_trials=1),
+        RandomSearchTuner(boxed),
         OptunaTuner(task, n_startup_trials=1),
         RandomSearchTuner(task),
         RandomSearchTuner(task, trust_region=True),
@@ -225,6 +243,9 @@ def test_baseline_proposals_stay_inside_the_constraints() -> None:
             hp = tuner.ask()
             previous = tuner.current if tuner.uses_trust_region else None
             cons.validate(hp, previous=previous)
+            if tuner.task.box is not None:
+                for name, (lo, hi) in box.items():
+                    assert lo * 0.999 <= getattr(hp, name) <= hi * 1.001
             tuner.tell(hp, summary, 0.0)
 
 
