@@ -81,16 +81,8 @@ def append_history(root: str | Path, table: pa.Table) -> int:
     root.mkdir(parents=True, exist_ok=True)
     added = 0
     with FileLock(str(root / ".lock")):
-        groups = table.group_by(list(PARTITION_COLUMNS)).aggregate([])
-        for row in groups.to_pylist():
-            key = WorkloadKey(row["dataset"], row["model"], row["framework"])
-            mask = pc.and_(
-                pc.and_(
-                    pc.equal(table["dataset"], key.dataset), pc.equal(table["model"], key.model)
-                ),
-                pc.equal(table["framework"], key.framework),
-            )
-            new = _dedup(table.filter(mask).select(FILE_SCHEMA.names))
+        for key, rows in _split_by_workload(table):
+            new = _dedup(rows.select(FILE_SCHEMA.names))
             folder = _partition_dir(root, key)
             existing = _read_partition_keys(folder)
             if existing is not None and existing.num_rows:
@@ -100,13 +92,35 @@ def append_history(root: str | Path, table: pa.Table) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{uuid.uuid4().hex}.parquet"
             tmp = folder / f".{name}.tmp"
-            new = new.sort_by(
-                [("run_id", "ascending"), ("metric", "ascending"), ("timestamp", "ascending")]
-            )
-            pq.write_table(new.cast(FILE_SCHEMA), tmp, compression="zstd")
+            order = [("run_id", "ascending"), ("metric", "ascending"), ("timestamp", "ascending")]
+            pq.write_table(new.sort_by(order).cast(FILE_SCHEMA), tmp, compression="zstd")
             os.replace(tmp, folder / name)
             added += new.num_rows
     return added
+
+
+def _split_by_workload(table: pa.Table) -> list[tuple[WorkloadKey, pa.Table]]:
+    """Split rows by (dataset, model, framework) with one sort, no per-workload scan."""
+    code = np.zeros(table.num_rows, dtype=np.int64)
+    dictionaries = []
+    for column in PARTITION_COLUMNS:
+        encoded = pc.dictionary_encode(table[column]).combine_chunks()
+        dictionaries.append(encoded.dictionary.to_pylist())
+        code = code * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(code, kind="stable")
+    sorted_codes = code[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    ends = np.r_[starts[1:], len(sorted_codes)]
+    ordered = table.take(pa.array(order))
+    parts = []
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+        c, names = int(sorted_codes[lo]), []
+        for values in reversed(dictionaries):
+            c, i = divmod(c, len(values))
+            names.append(values[i])
+        key = WorkloadKey(*reversed(names))
+        parts.append((key, ordered.slice(lo, hi - lo)))
+    return parts
 
 
 def _read_partition_keys(folder: Path) -> pa.Table | None:

@@ -117,6 +117,7 @@ class QuerySettings:
     timeout_s: float
     retries: int
     backoff_s: float
+    max_parallel_queries: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ class MetricCatalog:
     metrics: Mapping[str, MetricTemplate]
     settings: QuerySettings
     runs: MetricTemplate
+    runs_series: str = "kube_pod_labels"
 
     def labels(self, label_set: str) -> tuple[str, ...]:
         """Return the Prometheus label names of ``label_set`` in WORKLOAD_FIELDS order."""
@@ -247,7 +249,10 @@ def load_catalog(path: str | Path | None = None) -> MetricCatalog:
         timeout_s=float(_require(client, "timeout_s", float, c)),  # type: ignore[arg-type]
         retries=int(_require(client, "retries", int, c)),  # type: ignore[call-overload]
         backoff_s=float(_require(client, "backoff_s", float, c)),  # type: ignore[arg-type]
+        max_parallel_queries=int(_require(client, "max_parallel_queries", int, c)),  # type: ignore[call-overload]
     )
+    if settings.max_parallel_queries < 1 or settings.retries < 0 or settings.timeout_s <= 0:
+        raise ConfigError(f"{c}: need max_parallel_queries >= 1, retries >= 0 and timeout_s > 0")
     for name in ("rate_window", "lookback"):
         if not _DURATION.match(getattr(settings, name)):
             raise ConfigError(f"{q}: {name} must be a Prometheus duration such as 1m or 7d")
@@ -284,7 +289,10 @@ def load_catalog(path: str | Path | None = None) -> MetricCatalog:
     runs_template = MetricTemplate(
         RUNS, runs_label_set, _squash(str(_require(runs, "query", str, where))), "run discovery"
     )
-    return MetricCatalog(path, label_sets, snippets, metrics, settings, runs_template)
+    runs_series = str(_require(runs, "series", str, where))
+    if not _LABEL_NAME.match(runs_series.replace(":", "_")):
+        raise ConfigError(f"{where}: series {runs_series!r} is not a metric name")
+    return MetricCatalog(path, label_sets, snippets, metrics, settings, runs_template, runs_series)
 
 
 def parse_duration_s(text: str) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -224,7 +225,8 @@ class PrometheusSource(MetricSource):
     def _missing(self, key: WorkloadKey, run_id: str | None, lookback: str) -> Exception:
         """Tell EmptyResult (never seen) from StaleData (seen, but not within lookback)."""
         label_set = self.catalog.runs.label_set
-        match = "kube_pod_labels{" + self.catalog.selector(label_set, key, run_id) + "}"
+        selector = self.catalog.selector(label_set, key, run_id)
+        match = f"{self.catalog.runs_series}{{{selector}}}"
         what = f"workload {key.slug()}" + (f" run {run_id!r}" if run_id else "")
         if self.client.series(match):
             return StaleData(
@@ -311,14 +313,25 @@ class PrometheusSource(MetricSource):
         t0 = float(np.floor(_epoch_s(start) / step) * step)
         t1 = _epoch_s(end)
         max_points = self.catalog.settings.max_points_per_series
-        tables = []
-        for name in self.metrics:
-            promql = self.catalog.render(name)
-            for c0, c1 in chunk_range(t0, t1, step, max_points):
-                result = self.client.query_range(
-                    promql, c0, c1, step, allow_empty=True, allow_nonfinite=drop_nonfinite
-                )
-                tables.append(self._result_table(result, name, drop_nonfinite))
+        jobs = [
+            (name, self.catalog.render(name), c0, c1)
+            for name in self.metrics
+            for c0, c1 in chunk_range(t0, t1, step, max_points)
+        ]
+
+        def fetch(job: tuple[str, str, float, float]) -> pa.Table:
+            name, promql, c0, c1 = job
+            result = self.client.query_range(
+                promql, c0, c1, step, allow_empty=True, allow_nonfinite=drop_nonfinite
+            )
+            return self._result_table(result, name, drop_nonfinite)
+
+        workers = min(self.catalog.settings.max_parallel_queries, len(jobs))
+        if workers <= 1:
+            tables = [fetch(job) for job in jobs]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                tables = list(pool.map(fetch, jobs))
         if not tables:
             return empty_history()
         return pa.concat_tables(tables)

@@ -148,3 +148,13 @@ def test_real_prometheus_instant_range_and_bad_query(prometheus_factory) -> None
         client.query("jpo_training_validation_loss / 0", t0 + 60)
     with pytest.raises(BadQuery, match=r"11,000|11000|resolution"):
         client.query_range("up", t0 - 86400 * 3, t0, 15)  # > 11,000 points per series
+
+
+def test_importing_the_client_stays_light() -> None:
+    import subprocess
+    import sys
+
+    heavy = "{'pandas', 'pyarrow', 'ray', 'torch'}"
+    code = f"import sys, jpo.prometheus; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

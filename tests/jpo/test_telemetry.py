@@ -224,3 +224,17 @@ def test_parquet_rejects_non_finite_and_short_runs(tmp_path) -> None:
     append_history(tmp_path, bad)
     with pytest.raises(NonFiniteSample, match="non-finite"):
         ParquetSource(tmp_path).run_table(WorkloadKey("a", "b", "c"), "nan")
+
+
+def test_zero_limit_is_non_finite_never_zero(prometheus_factory) -> None:
+    """A CPU limit of 0 makes cpu_util +Inf: JPO raises instead of reading 0 or dropping it."""
+    run = FakeRun("zero", "limit", "pytorch", "z1", T0, T0 + 600, cpu_limit=0.0)
+    server = prometheus_factory(openmetrics=[openmetrics_history([run])])
+    source = PrometheusSource.from_url(server.url)
+    with pytest.raises(NonFiniteSample, match="cpu_util"):
+        source.run_table(WorkloadKey("zero", "limit", "pytorch"))
+    with pytest.raises(NonFiniteSample, match="non-finite"):
+        source.history(T0, T0 + 600, 15.0)
+    kept = source.history(T0, T0 + 600, 15.0, drop_nonfinite=True)
+    assert "cpu_util" not in set(kept["metric"].to_pylist())
+    assert "mem_util" in set(kept["metric"].to_pylist())
