@@ -21,7 +21,10 @@ def evaluate_command(
     ] = None,
     workloads: Annotated[
         list[str] | None,
-        typer.Option("--workloads", help="Catalog workload names (repeat); overrides --split."),
+        typer.Option(
+            "--workloads",
+            help="Catalog workload names (repeat or comma-separate); overrides --split.",
+        ),
     ] = None,
     split: Annotated[
         str | None,
@@ -36,7 +39,8 @@ def evaluate_command(
     methods: Annotated[
         list[str] | None,
         typer.Option(
-            "--methods", help="Methods to run (repeat): jpo, optuna_tpe, random, no_tuning, oracle."
+            "--methods",
+            help="Methods (repeat or comma-separate): jpo, optuna_tpe, random, no_tuning, oracle.",
         ),
     ] = None,
     config: Annotated[
@@ -49,13 +53,19 @@ def evaluate_command(
 
     from jpo.evaluate import method_summary, quality_bar, run_from_cli
 
+    def _flat(values: list[str] | None) -> list[str] | None:
+        """Accept repeated flags and comma-separated lists alike."""
+        if not values:
+            return None
+        return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
     result, paths = run_from_cli(
         policy_path=policy,
-        workloads=workloads,
+        workloads=_flat(workloads),
         split=split,
         rounds=rounds,
         seeds=seeds,
-        methods=methods,
+        methods=_flat(methods),
         out=str(out),
         config=config,
         progress=progress,
