@@ -113,11 +113,22 @@ def main() -> None:
     def make_async() -> gym.vector.VectorEnv:
         return gym.vector.AsyncVectorEnv([make_env] * 2)
 
+    def make_bare() -> gym.Env:
+        return gym.make(ENV_ID, config={**CONFIG, "step_info": False})
+
+    def make_sync_bare() -> gym.vector.VectorEnv:
+        return gym.vector.SyncVectorEnv([make_bare] * 2)
+
+    def make_async_bare() -> gym.vector.VectorEnv:
+        return gym.vector.AsyncVectorEnv([make_bare] * 2)
+
     cases = [
         ("PrometheusReplayEnv (class, no wrappers)", make_class, time_single),
         ("gym.make (env checker + order wrappers)", make_env, time_single),
         ("SyncVectorEnv x2", make_sync, time_vector),
         ("AsyncVectorEnv x2 (2 worker processes)", make_async, time_vector),
+        ("SyncVectorEnv x2, step_info=false", make_sync_bare, time_vector),
+        ("AsyncVectorEnv x2, step_info=false", make_async_bare, time_vector),
     ]
     results = run_cases(cases, args.steps, args.repeats)
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
