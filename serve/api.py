@@ -383,7 +383,7 @@ def create_api(
     app = FastAPI(title="JPO policy endpoint", version="1")
     app.state.token = token
 
-    def require_token(request: Request) -> None:
+    async def require_token(request: Request) -> None:
         if not authorized(request.headers.get("authorization"), app.state.token):
             raise HTTPException(
                 status_code=401,
@@ -411,15 +411,15 @@ def create_api(
         return JSONResponse(status_code=status, content={"detail": str(err)})
 
     @app.get("/healthz", response_model=Health)
-    def healthz() -> Health:
+    async def healthz() -> Health:
         return Health(status="ok", policy_version=str(get_service().policy.version))
 
     @app.get("/v1/policy", response_model=PolicyInfo, dependencies=[Depends(require_token)])
-    def policy_info() -> PolicyInfo:
+    async def policy_info() -> PolicyInfo:
         return get_service().info()
 
     @app.post("/v1/suggest", response_model=SuggestResponse, dependencies=[Depends(require_token)])
-    def suggest(request: SuggestRequest) -> SuggestResponse:
+    async def suggest(request: SuggestRequest) -> SuggestResponse:
         return get_service().suggest(request)
 
     return BodyLimitMiddleware(app, max_body_bytes)

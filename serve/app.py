@@ -69,7 +69,7 @@ def default_settings(path: Path = SERVE_YAML) -> dict[str, Any]:
     return dict(user_config)
 
 
-@serve.deployment(name="JpoPolicy")
+@serve.deployment(name="JpoPolicy", max_ongoing_requests=32)
 @serve.ingress()
 class PolicyDeployment:
     """One replica: a :class:`serve.api.PolicyService` behind the FastAPI app."""

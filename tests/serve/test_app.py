@@ -15,8 +15,6 @@ from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
 from jpo.policy import set_latest, write_artifact
 from jpo.workload import HYPERPARAMETER_NAMES
 
-pytestmark = pytest.mark.slow
-
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HP = {"batch_size": 64, "learning_rate": 0.01, "num_layers": 18, "epochs": 30}
@@ -62,6 +60,32 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_serve_yaml_deploys_this_app_with_valid_settings() -> None:
+    import yaml
+
+    from serve.app import SERVE_YAML, ServeSettings, default_settings
+
+    doc = yaml.safe_load(SERVE_YAML.read_text())
+    (application,) = doc["applications"]
+    assert application["import_path"] == "serve.app:app"
+    (deployment,) = application["deployments"]
+    assert deployment["name"] == "JpoPolicy"
+    assert deployment["autoscaling_config"]["max_replicas"] >= 1
+    settings = ServeSettings.model_validate(default_settings())
+    assert settings.max_body_bytes == deployment["user_config"]["max_body_bytes"]
+
+
+def test_bad_settings_fail_at_build_time_naming_the_key() -> None:
+    from pydantic import ValidationError
+
+    from serve.app import build_app
+
+    with pytest.raises(ValidationError, match="poll_interval"):
+        build_app({"poll_interval_s": -1})
+    with pytest.raises(ValidationError, match="unknown"):
+        build_app({"unknown": 1})
+
+
 @pytest.fixture(scope="module")
 def serve_url(store: Path) -> Iterator[str]:
     import os
@@ -101,6 +125,7 @@ def serve_url(store: Path) -> Iterator[str]:
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_health_policy_and_suggest_over_http(serve_url: str) -> None:
     health = httpx.get(f"{serve_url}/healthz", timeout=10).json()
     assert health == {"status": "ok", "policy_version": "1"}
@@ -111,6 +136,7 @@ def test_health_policy_and_suggest_over_http(serve_url: str) -> None:
     assert got.json()["hyperparameters"]["batch_size"] > HP["batch_size"]
 
 
+@pytest.mark.slow
 def test_auth_and_validation_through_the_proxy(serve_url: str) -> None:
     assert httpx.post(f"{serve_url}/v1/suggest", json=BODY, timeout=10).status_code == 401
     bad = {**BODY, "hyperparameters": {**HP, "batch_size": "lots"}}
@@ -127,6 +153,7 @@ def test_auth_and_validation_through_the_proxy(serve_url: str) -> None:
     assert got.status_code == 422
 
 
+@pytest.mark.slow
 def test_a_promoted_policy_is_picked_up_without_dropping_requests(
     serve_url: str, store: Path
 ) -> None:
