@@ -357,3 +357,33 @@ def test_env_replays_history_pulled_from_real_prometheus(tmp_path, prometheus_fa
             obs, _ = e.reset()
     assert episodes == 4
     e.close()
+
+
+def test_workload_whose_recorded_runs_all_failed() -> None:
+    """No successful recording: baseline from the model at a batch that fits, best = inf."""
+    from envs.response import load_conditions, load_profile, simulate_run
+
+    profile = load_profile("squad-bert-large")  # its defaults run out of GPU memory
+    rng = np.random.default_rng(0)
+    runs = [
+        simulate_run(
+            profile,
+            profile.defaults,
+            load_conditions(),
+            rng=rng,
+            run_id=f"r{i}",
+            start=1.7e9 + 3600 * i,
+        )
+        for i in range(3)
+    ]
+    assert {r.summary.failure for r in runs} == {"oom"}
+    e = PrometheusReplayEnv(
+        {"source": "table", "table": pa.concat_tables([r.table for r in runs]), "calibrate": False}
+    )
+    w = e._replays[0]
+    assert w.context.best_val_loss == math.inf
+    assert w.reference_throughput > 0
+    obs, _ = e.reset(seed=0)
+    assert e.observation_space.contains(obs)
+    obs, r, *_ = e.step(np.array([-1.0, 0.0, 0.0, 0.0], dtype=np.float32))
+    assert e.observation_space.contains(obs) and math.isfinite(r)
