@@ -263,6 +263,8 @@ class WorkloadReplay:
     context: WorkloadContext
     reference_throughput: float
     """ρ_ref of the reward: the workload's baseline per-GPU throughput (samples/s/GPU)."""
+    reference_gpu_hours: float
+    """G_ref of the reward: the workload's baseline GPU-hours per run."""
 
 
 def _residual(recorded: RunSummary, predicted: RunSummary, clip: float) -> tuple[float, ...]:
@@ -278,8 +280,10 @@ def _residual(recorded: RunSummary, predicted: RunSummary, clip: float) -> tuple
     return tuple(out)
 
 
-def _baseline_hp(profile: WorkloadProfile, hp: Hyperparameters, cond: ClusterConditions) -> float:
-    """Per-GPU throughput the model predicts at ``hp`` with the batch halved until it fits."""
+def _baseline_run(
+    profile: WorkloadProfile, hp: Hyperparameters, cond: ClusterConditions
+) -> RunSummary:
+    """Return the run the model predicts at ``hp`` with the batch halved until it fits."""
     for _ in range(16):
         s = predict(profile, hp, cond)
         if s.failure != "oom" or hp.batch_size <= 1:
@@ -290,7 +294,7 @@ def _baseline_hp(profile: WorkloadProfile, hp: Hyperparameters, cond: ClusterCon
             f"workload {profile.name!r}: every recorded run failed and even batch size 1 "
             "runs out of memory in the response model; fix its profile or drop it"
         )
-    return per_gpu_throughput(s) if s.throughput > 0 else 1.0
+    return s
 
 
 def _build_workload(
@@ -310,10 +314,13 @@ def _build_workload(
     if good:
         baseline = statistics.median(r.summary.throughput for r in good)
         ref = statistics.median(per_gpu_throughput(r.summary) for r in good)
+        ref_hours = statistics.median(r.summary.gpu_hours for r in good)
         best = min(r.summary.final_val_loss for r in good)
     else:
-        ref = _baseline_hp(profile, recs[0].hp, recs[0].conditions)
-        baseline = ref * profile.limits.gpus
+        fitted = _baseline_run(profile, recs[0].hp, recs[0].conditions)
+        ref = per_gpu_throughput(fitted) if fitted.throughput > 0 else 1.0
+        baseline = fitted.throughput if fitted.throughput > 0 else 1.0
+        ref_hours = fitted.gpu_hours
         best = math.inf
     context = WorkloadContext(
         baseline_throughput=baseline,
@@ -322,7 +329,7 @@ def _build_workload(
         framework=profile.framework,
         model_params=None,  # CI cannot know it for arbitrary workloads: keep features equal
     )
-    return WorkloadReplay(name, profile.key, profile, tuple(recs), context, ref)
+    return WorkloadReplay(name, profile.key, profile, tuple(recs), context, ref, ref_hours)
 
 
 def _select_profiles(cfg: EnvConfig, catalog: Mapping[str, WorkloadProfile]) -> list[str]:
@@ -566,10 +573,11 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
 
     :func:`jpo.reward.compute_reward` of the counterfactual run against the previous run
     of the episode and the workload's best loss so far, with the weights of
-    ``configs/reward.toml`` and the workload's baseline per-GPU throughput as ρ_ref:
-    utilization efficiency + log per-GPU-throughput ratio + a small improvement bonus,
-    minus a penalty for validation-loss degradation beyond a tolerance; a failed run
-    (OOM, divergence) scores ``-P_fail``. About [-5, 2.5] per step with the defaults.
+    ``configs/reward.toml``, and the workload's baseline (median over its successful
+    recorded runs) per-GPU throughput as ρ_ref and GPU-hours as G_ref: utilization
+    efficiency + log per-GPU-throughput ratio + a small improvement bonus - a penalty for
+    validation-loss degradation beyond a tolerance - log GPU-hours ratio; a failed run
+    (OOM, divergence) scores ``-P_fail``. Within [-5, 3.5] per step with the defaults.
 
     ## Starting State
 
@@ -750,6 +758,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             ctx.best_val_loss,
             self._weights,
             reference_throughput=w.reference_throughput,
+            reference_gpu_hours=w.reference_gpu_hours,
         )
         failed = run.failure != "none"
         rolled_back = False

@@ -7,13 +7,13 @@ Formula
 =======
 
 For a new run ``s`` (a :class:`~jpo.schema.RunSummary`), the previous run ``p`` of the
-same workload (optional), the workload's best final validation loss ``L*`` and a
-reference per-GPU throughput ``ρ_ref``::
+same workload (optional), the workload's best final validation loss ``L*``, a
+reference per-GPU throughput ``ρ_ref`` and a reference cost ``G_ref`` (GPU-hours)::
 
     if s failed (OOM, diverged, other):
         r = -P_fail[kind]                                             (no other terms)
     else:
-        r = E + T + Q - D
+        r = E + T + Q - D - C
 
     E = w_E · Σ_k m_k · clip(u_k, 0, 1)                               utilization efficiency
         u_k: mean utilization of what the pod reserved, k in {gpu, gpu_mem, cpu, mem}
@@ -30,12 +30,18 @@ reference per-GPU throughput ``ρ_ref``::
                                      (0 when there is no successful previous run)
         δ_best = (L - L*) / |L*|     relative val-loss change vs the workload's best
                                      (0 when no best is known, L* = inf)
+    C = w_C · clip(ln(G(s) / G_ref), -c_C, +c_C)                      GPU-hours cost
+        G(s) = s.gpu_hours (GPU-hours the run reserved: wall time × GPUs of the pod)
+        G_ref = reference_gpu_hours if given, else G(p); C = 0 when neither exists
 
 ``L`` is ``s.final_val_loss`` (loss units cancel: every δ is relative, dimensionless).
-With the shipped weights ``r`` lies in [-5, +2.5]: E ∈ [0, 1], T ∈ [-1, 1],
-Q ∈ [0, 0.5], D ∈ [0, 3], P_fail = 5. A run that raised utilization but made the model
-more than the tolerance worse loses reward even so: 10 % beyond tolerance costs 1.0, as
-much as the whole utilization term can give.
+With the shipped weights ``r`` lies in [-5, +3.5]: E ∈ [0, 1], T ∈ [-1, 1],
+Q ∈ [0, 0.5], D ∈ [0, 3], C ∈ [-1, 1], P_fail = 5 (a failed run scores no better
+than the worst successful one). A run that raised utilization but made the model more
+than the tolerance worse loses reward even so: 10 % beyond tolerance costs 1.0, as much
+as the whole utilization term can give. C prices the run's total compute, so that a
+configuration cannot buy back a loss lost to a huge batch with ever more epochs: without
+it, high utilization and throughput alone favour runs that take many times the GPU-hours.
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ class RewardWeights:
         tolerance_previous: τ_prev, relative degradation vs the previous run tolerated.
         tolerance_best: τ_best, relative degradation vs the workload's best tolerated.
         degradation_cap: cap of the degradation penalty D.
+        cost_weight: w_C, weight of the log GPU-hours ratio.
+        cost_log_clip: c_C, the log GPU-hours ratio is clipped to [-c_C, c_C].
         failure_oom: P_fail for a run killed by OOM.
         failure_diverged: P_fail for a diverged run (NaN/inf loss).
         failure_other: P_fail for any other failure.
@@ -98,6 +106,8 @@ class RewardWeights:
     tolerance_previous: float = 0.01
     tolerance_best: float = 0.03
     degradation_cap: float = 3.0
+    cost_weight: float = 0.5
+    cost_log_clip: float = 2.0
     failure_oom: float = 5.0
     failure_diverged: float = 5.0
     failure_other: float = 5.0
@@ -142,6 +152,7 @@ _TOML_KEYS: dict[str, dict[str, str]] = {
         "tolerance_best": "tolerance_best",
         "cap": "degradation_cap",
     },
+    "cost": {"weight": "cost_weight", "log_clip": "cost_log_clip"},
     "failure": {"oom": "failure_oom", "diverged": "failure_diverged", "other": "failure_other"},
 }
 
@@ -202,6 +213,7 @@ class RewardBreakdown:
         failure_penalty: P_fail of a failed run (>= 0), else 0.
         val_loss_change_previous: δ_prev, relative val-loss change vs the previous run.
         val_loss_change_best: δ_best, relative val-loss change vs the workload's best.
+        cost_term: C, GPU-hours cost (negative when the run was cheaper than the reference).
     """
 
     total: float
@@ -212,6 +224,7 @@ class RewardBreakdown:
     failure_penalty: float
     val_loss_change_previous: float
     val_loss_change_best: float
+    cost_term: float = 0.0
 
 
 def per_gpu_throughput(summary: RunSummary) -> float:
@@ -240,6 +253,7 @@ def compute_reward(
     weights: RewardWeights,
     *,
     reference_throughput: float | None = None,
+    reference_gpu_hours: float | None = None,
 ) -> RewardBreakdown:
     """Score a run against the previous run and the workload's best (module docstring).
 
@@ -251,6 +265,8 @@ def compute_reward(
         weights: reward weights, e.g. from :func:`load_reward_weights`.
         reference_throughput: ρ_ref in samples/s per GPU (e.g. the workload's baseline);
             defaults to the previous run's per-GPU throughput.
+        reference_gpu_hours: G_ref in GPU-hours (e.g. the workload's baseline run);
+            defaults to the previous run's GPU-hours.
     """
     if new.failure != "none":
         penalty = weights.failure_penalty(new.failure)
@@ -266,8 +282,13 @@ def compute_reward(
     ) / shares
     efficiency = w.efficiency_weight * util
 
-    if reference_throughput is None and previous is not None and previous.failure == "none":
+    prev_ok = previous is not None and previous.failure == "none"
+    if reference_throughput is None and prev_ok:
+        assert previous is not None
         reference_throughput = per_gpu_throughput(previous)
+    if reference_gpu_hours is None and prev_ok:
+        assert previous is not None
+        reference_gpu_hours = previous.gpu_hours
     rho = per_gpu_throughput(new)
     if reference_throughput is not None and reference_throughput > 0:
         c = w.throughput_log_clip
@@ -285,9 +306,15 @@ def compute_reward(
     degradation = min(w.degradation_cap, w.degradation_weight * excess)
     quality = w.quality_weight * _clip(-d_best, 0.0, w.quality_clip)
 
-    total = efficiency + throughput_term + quality - degradation
+    if reference_gpu_hours is not None and reference_gpu_hours > 0 and new.gpu_hours > 0:
+        c = w.cost_log_clip
+        cost = w.cost_weight * _clip(math.log(new.gpu_hours / reference_gpu_hours), -c, c)
+    else:
+        cost = 0.0
+
+    total = efficiency + throughput_term + quality - degradation - cost
     return RewardBreakdown(
-        total, efficiency, throughput_term, quality, degradation, 0.0, d_prev, d_best
+        total, efficiency, throughput_term, quality, degradation, 0.0, d_prev, d_best, cost
     )
 
 
@@ -296,15 +323,21 @@ def objective(
     reference_val_loss: float,
     weights: RewardWeights,
     reference_throughput: float | None = None,
+    reference_gpu_hours: float | None = None,
 ) -> float:
     """Return the reward a run would get with no previous run: the oracle's objective.
 
     Same formula as :func:`compute_reward` with ``previous=None``, ``L* =
-    reference_val_loss`` and ``ρ_ref = reference_throughput`` (samples/s per GPU). Pass
-    the same reference throughput to every candidate of one workload (e.g. its baseline
-    run's :func:`per_gpu_throughput`): without it the throughput term T is 0 and only
-    utilization and quality are scored.
+    reference_val_loss``, ``ρ_ref = reference_throughput`` (samples/s per GPU) and
+    ``G_ref = reference_gpu_hours``. Pass the same references to every candidate of one
+    workload (e.g. its baseline run's :func:`per_gpu_throughput` and ``gpu_hours``):
+    without them the throughput term T and the cost term C are 0.
     """
     return compute_reward(
-        summary, None, reference_val_loss, weights, reference_throughput=reference_throughput
+        summary,
+        None,
+        reference_val_loss,
+        weights,
+        reference_throughput=reference_throughput,
+        reference_gpu_hours=reference_gpu_hours,
     ).total

@@ -181,6 +181,7 @@ def test_reward_is_compute_reward_of_the_run(env) -> None:
         w.context.best_val_loss,
         env._weights,
         reference_throughput=w.reference_throughput,
+        reference_gpu_hours=w.reference_gpu_hours,
     )
     assert r == expected.total == info["reward"].total
 
@@ -382,7 +383,7 @@ def test_workload_whose_recorded_runs_all_failed() -> None:
     )
     w = e._replays[0]
     assert w.context.best_val_loss == math.inf
-    assert w.reference_throughput > 0
+    assert w.reference_throughput > 0 and w.reference_gpu_hours > 0
     obs, _ = e.reset(seed=0)
     assert e.observation_space.contains(obs)
     obs, r, *_ = e.step(np.array([-1.0, 0.0, 0.0, 0.0], dtype=np.float32))

@@ -150,6 +150,21 @@ def test_failed_previous_is_not_a_reference() -> None:
     assert r.throughput_term == 0.0
 
 
+def test_cost_of_gpu_hours() -> None:
+    # twice the GPU-hours of the previous run at the same per-GPU throughput:
+    # C = 0.5 * ln 2 = 0.346574; duration doubles too, so rho is unchanged
+    r = compute_reward(run(duration_s=7200.0, gpu_hours=2.0), run(), 1.0, W)
+    assert r.throughput_term == pytest.approx(0.0)
+    assert r.cost_term == pytest.approx(0.5 * math.log(2.0))
+    assert r.total == pytest.approx(0.65 - 0.346574, abs=1e-6)
+    # half the GPU-hours: a bonus of the same size
+    r = compute_reward(run(duration_s=1800.0, gpu_hours=0.5), run(), 1.0, W)
+    assert r.cost_term == pytest.approx(-0.5 * math.log(2.0))
+    # explicit reference, clipped at 2: 100x the GPU-hours costs 0.5 * 2
+    r = compute_reward(run(), None, 1.0, W, reference_gpu_hours=0.01)
+    assert r.cost_term == pytest.approx(1.0)
+
+
 def test_utilization_above_one_is_clipped() -> None:
     r = compute_reward(run(gpu=1.0, gpu_mem=1.0, cpu=1.4, mem=1.0), None, 1.0, W)
     assert r.efficiency == pytest.approx(1.0)
@@ -157,10 +172,14 @@ def test_utilization_above_one_is_clipped() -> None:
 
 def test_objective_matches_reward_without_previous() -> None:
     s = run(throughput=150.0, loss=1.02)
-    expected = compute_reward(s, None, 1.0, W, reference_throughput=100.0).total
-    assert objective(s, 1.0, W, 100.0) == expected
-    # 0.65 + 0.5 ln 1.5 - 0 (2 % is inside the 3 % tolerance vs best)
-    assert expected == pytest.approx(0.65 + 0.5 * math.log(1.5))
+    expected = compute_reward(
+        s, None, 1.0, W, reference_throughput=100.0, reference_gpu_hours=2.0
+    ).total
+    assert objective(s, 1.0, W, 100.0, 2.0) == expected
+    # 0.65 + 0.5 ln 1.5 - 0 (2 % is inside the 3 % tolerance vs best) - 0.5 ln(1 / 2)
+    assert expected == pytest.approx(0.65 + 0.5 * math.log(1.5) + 0.5 * math.log(2.0))
+    # without references, T and C are 0
+    assert objective(s, 1.0, W) == pytest.approx(0.65)
 
 
 def test_custom_weights_file(tmp_path) -> None:
@@ -207,3 +226,8 @@ def test_reward_is_bounded_for_sac() -> None:
     )
     assert best.total == pytest.approx(1.0 + 1.0 + 0.5)
     assert worst.total == pytest.approx(0.0 - 1.0 - 3.0)
+    cheap = run(gpu=1, gpu_mem=1, cpu=1, mem=1, throughput=1e9, loss=0.01, gpu_hours=1e-6)
+    dear = run(gpu=0, gpu_mem=0, cpu=0, mem=0, throughput=0, loss=1e9, gpu_hours=1e6)
+    assert compute_reward(cheap, run(), 1.0, W).total == pytest.approx(3.5)
+    assert compute_reward(dear, run(), 1.0, W).total == pytest.approx(-5.0)
+    assert compute_reward(run(failure="oom"), run(), 1.0, W).total == -5.0
