@@ -399,7 +399,7 @@ def _make_tuner(
     method: str,
     task: TuningTask,
     settings: EvaluationSettings,
-    propose: Callable[..., Hyperparameters] | None,
+    propose: Callable[..., Proposal] | None,
 ) -> Tuner:
     """Build the tuner of ``method`` for one campaign."""
     if method == "jpo":
@@ -506,7 +506,7 @@ def _evaluate(
     names = select_workloads(catalog, workloads, settings.split)
     base_constraints = constraints if constraints is not None else load_constraints()
     weights = load_reward_weights()
-    conditions = load_conditions(**settings.conditions)
+    conditions = load_conditions(None, **settings.conditions)
     # The oracle holds validation loss to the quality bar's tolerance (unless configured
     # otherwise), so that its improvement is one a method may reach without failing the bar.
     oracle_tol = settings.oracle_val_loss_tolerance
