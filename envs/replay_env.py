@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -381,11 +382,15 @@ def _runs_of(
         pc.and_(pc.equal(table["dataset"], key.dataset), pc.equal(table["model"], key.model)),
         pc.equal(table["framework"], key.framework),
     )
-    wl = table.filter(mask)
-    starts = wl.group_by("run_id").aggregate([("timestamp", "min")]).sort_by("timestamp_min")
+    wl = table.filter(mask).sort_by([("run_id", "ascending"), ("timestamp", "ascending")])
+    ids = np.asarray(wl.column("run_id").to_numpy(zero_copy_only=False), dtype=object)
+    ts = wl.column("timestamp").cast(pa.int64()).to_numpy()
+    cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
+    # (start time, run_id, first row, rows) of each run, in start-time order
+    spans = sorted((int(ts[a]), str(ids[a]), a, b - a) for a, b in pairwise(cuts) if b > a)
     out = []
-    for run_id in starts.column("run_id").to_pylist():
-        rows = wl.filter(pc.equal(wl["run_id"], run_id))
+    for _, run_id, offset, length in spans:
+        rows = wl.slice(offset, length)
         try:
             out.append((run_id, run_hyperparameters(rows), summarize_run(rows, gpus=gpus)))
         except JpoError as err:

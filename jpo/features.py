@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jpo.errors import ConfigError, TelemetryError
 from jpo.prometheus import EmptyResult, NonFiniteSample
@@ -225,13 +226,18 @@ def _run_label(table: pa.Table) -> str:
     return f"{row['dataset']}/{row['model']}/{row['framework']} run {row['run_id']!r}"
 
 
-def _columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (metric names, values, timestamps in ms) of a history table as numpy."""
-    metric = np.asarray(table.column("metric").to_numpy(zero_copy_only=False), dtype=object)
+def _columns(table: pa.Table) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Return (metric codes, metric names, values, timestamps in ms) as numpy arrays.
+
+    ``names[codes[i]]`` is row i's metric (dictionary encoding: no per-row string work).
+    """
+    encoded = table.column("metric").combine_chunks().dictionary_encode()
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    names = [str(n) for n in encoded.dictionary.to_pylist()]
     value = np.asarray(table.column("value").to_numpy(zero_copy_only=False), dtype=np.float64)
     ts_col = table.column("timestamp").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
     ts = np.asarray(ts_col.to_numpy(zero_copy_only=False), dtype=np.int64)
-    return metric, value, ts
+    return codes, names, value, ts
 
 
 def summarize_run(table: pa.Table, *, gpus: int = 1) -> RunSummary:
@@ -255,20 +261,15 @@ def summarize_run(table: pa.Table, *, gpus: int = 1) -> RunSummary:
         raise MissingMetricError(
             "run table is empty: no samples for the run; check the query window and labels"
         )
-    ids = {
-        tuple(r.values())
-        for r in table.select([*PARTITION_COLUMNS, "run_id"])
-        .group_by([*PARTITION_COLUMNS, "run_id"])
-        .aggregate([])
-        .to_pylist()
-    }
-    if len(ids) != 1:
-        raise TelemetryError(
-            f"summarize_run got {len(ids)} runs ({sorted(ids)[:3]}...); pass one run's "
-            "rows, or use summarize_runs for a whole history table"
-        )
-    metric, value, ts = _columns(table)
-    return _summarize_arrays(metric, value, ts, label, _check_gpus(gpus))
+    for column in (*PARTITION_COLUMNS, "run_id"):
+        distinct = pc.unique(table.column(column)).to_pylist()
+        if len(distinct) != 1:
+            raise TelemetryError(
+                f"summarize_run got rows of several runs ({column} = {distinct[:3]}...); pass "
+                "one run's rows, or use summarize_runs for a whole history table"
+            )
+    codes, names, value, ts = _columns(table)
+    return _summarize_arrays(codes, names, value, ts, label, _check_gpus(gpus))
 
 
 def _check_gpus(gpus: int) -> int:
@@ -279,17 +280,22 @@ def _check_gpus(gpus: int) -> int:
 
 
 def _summarize_arrays(
-    metric: np.ndarray, value: np.ndarray, ts: np.ndarray, label: str, gpus: int
+    codes: np.ndarray,
+    names: list[str],
+    value: np.ndarray,
+    ts: np.ndarray,
+    label: str,
+    gpus: int,
 ) -> RunSummary:
-    """Summarize one run given its columns as numpy arrays."""
-    names, inverse = np.unique(metric, return_inverse=True)
-    index = {str(n): i for i, n in enumerate(names)}
+    """Summarize one run given its columns as numpy arrays (see :func:`_columns`)."""
+    present = set(np.unique(codes).tolist())
+    index = {n: i for i, n in enumerate(names) if i in present}
 
     def samples(name: str) -> tuple[np.ndarray, np.ndarray] | None:
         i = index.get(name)
         if i is None:
             return None
-        mask = inverse == i
+        mask = codes == i
         return value[mask], ts[mask]
 
     status = samples("run_status")
@@ -419,13 +425,13 @@ def summarize_runs(
         first run that cannot be summarized.
     """
     _check_columns(table)
-    metric, value, ts = _columns(table)
+    codes, names, value, ts = _columns(table)
     out: dict[tuple[WorkloadKey, str], RunSummary] = {}
     for key, run_id, idx in _group_runs(table):
         label = f"{key.dataset}/{key.model}/{key.framework} run {run_id!r}"
         n_gpus = gpus if isinstance(gpus, int) else gpus.get(key, 1)
         out[(key, run_id)] = _summarize_arrays(
-            metric[idx], value[idx], ts[idx], label, _check_gpus(n_gpus)
+            codes[idx], names, value[idx], ts[idx], label, _check_gpus(n_gpus)
         )
     return out
 
@@ -438,10 +444,12 @@ def run_hyperparameters(table: pa.Table) -> Hyperparameters:
     """
     _check_columns(table)
     label = _run_label(table)
-    metric, value, ts = _columns(table)
+    codes, names, value, ts = _columns(table)
+    index = {n: i for i, n in enumerate(names)}
     values: dict[str, float | int] = {}
     for name in HYPERPARAMETER_NAMES:
-        mask = (metric == f"hp_{name}") & np.isfinite(value)
+        code = index.get(f"hp_{name}", -1)
+        mask = (codes == code) & np.isfinite(value)
         if not mask.any():
             raise MissingMetricError(
                 f"{label}: no finite 'hp_{name}' sample; the workload must export "
