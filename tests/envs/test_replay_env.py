@@ -100,6 +100,18 @@ def test_seeding_reproduces_episodes() -> None:
     assert a != c
 
 
+def test_observations_stay_in_space_and_rewards_bounded() -> None:
+    e = PrometheusReplayEnv({"split": "all", "catalog": {"runs_per_workload": 4}})
+    e.reset(seed=11)
+    e.action_space.seed(11)
+    for _ in range(2000):
+        obs, r, term, trunc, _ = e.step(e.action_space.sample())
+        assert e.observation_space.contains(obs), dict(zip(OBSERVATION_NAMES, obs, strict=True))
+        assert -5.0 <= r <= 3.5
+        if term or trunc:
+            e.reset()
+
+
 def test_noise_is_seeded_not_absent() -> None:
     """Same action from the same state, different seeds: different (noisy) outcomes."""
     results = set()
