@@ -323,6 +323,8 @@ def suggest(
         ConstraintViolation: the final values fail validation (exit 3).
         WriteError: writing the file or the log failed; the original is intact.
     """
+    import numpy as np
+
     from jpo import audit
     from jpo.config_file import check_workload
     from jpo.constraints import load_constraints
@@ -439,7 +441,7 @@ def suggest(
 
     # 6. constraints
     vector = _policy_vector(constraints, answer.action, answer.action_names)
-    proposed = constraints.apply_action(current, vector)
+    proposed = constraints.apply_action(current, np.asarray(vector, dtype=np.float64))
     decide.proposed = proposed
 
     # 7. guards

@@ -378,7 +378,7 @@ def create_api(
     from serve.auth import authorized
 
     get_service: Callable[[], PolicyService] = (
-        service if callable(service) and not isinstance(service, PolicyService) else lambda: service  # type: ignore[assignment,return-value]
+        service if callable(service) and not isinstance(service, PolicyService) else lambda: service
     )
     app = FastAPI(title="JPO policy endpoint", version="1")
     app.state.token = token

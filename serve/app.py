@@ -131,7 +131,7 @@ def build_app(settings: dict[str, Any] | None = None) -> Any:
     """Return the bound Serve application (default settings: ``configs/serve.yaml``)."""
     values = default_settings() if settings is None else settings
     ServeSettings.model_validate(values)  # fail at build time, naming the bad key
-    return PolicyDeployment.bind(values)
+    return PolicyDeployment.bind(values)  # type: ignore[attr-defined]
 
 
 app = build_app()
