@@ -188,13 +188,21 @@ def run_naive(
     }
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM; unlike ru_maxrss it is not inherited over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args: argparse.Namespace) -> None:
     store = Path(args.store)
     if args.child == "jpo":
         out = run_jpo(args.url, store, args.start, args.end)
     else:
         out = run_naive(args.url, store, args.start, args.end, args.naive_workloads)
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = _peak_rss_mib()
     print(json.dumps(out))
 
 
@@ -235,7 +243,8 @@ def main() -> None:
         gen_s = time.perf_counter() - t
         server = PrometheusServer(tmp_path / "prom")
         t = time.perf_counter()
-        server.backfill(om.read_text(encoding="utf-8"))
+        cmd = ["promtool", "tsdb", "create-blocks-from", "openmetrics", "-q", str(om)]
+        subprocess.run([*cmd, str(server.data_dir)], check=True)
         backfill_s = time.perf_counter() - t
         om.unlink()
         server.start()
@@ -295,6 +304,7 @@ def main() -> None:
         "promtool_backfill_s": round(backfill_s, 2),
         "repeats": args.repeats,
         "naive_workloads": naive_n,
+        "load_average_after": os.getloadavg(),
         "stores_identical_on_naive_workloads": identical,
     }
     for method in ("jpo", "naive"):
