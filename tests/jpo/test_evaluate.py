@@ -297,3 +297,26 @@ def test_cli_writes_the_report(policy_path: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (out / "report.md").is_file()
     assert "quality bar:" in result.output
+
+
+def test_registered_in_the_jpo_cli(tmp_path: Path) -> None:
+    from jpo.cli import build_app
+
+    out = tmp_path / "cli-root"
+    args = ["evaluate", "--methods", "no_tuning,oracle", "--workloads", WORKLOADS[0]]
+    args += ["--rounds", "1", "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "oracle: oracle fraction 1.000" in result.output
+    assert (out / "rounds.parquet").is_file()
+
+
+def test_unknown_workload_exits_with_invalid_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jpo.cli import main
+
+    args = ["evaluate", "--methods", "oracle", "--workloads", "nope", "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "unknown workload" in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()
