@@ -320,3 +320,20 @@ def test_unknown_workload_exits_with_invalid_input(
     assert main(args) == 2
     assert "unknown workload" in capsys.readouterr().err
     assert not (tmp_path / "report.md").exists()
+
+
+def test_evaluation_imports_neither_torch_nor_ray() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from jpo.evaluate import EvaluationSettings, evaluate\n"
+        "s = EvaluationSettings(rounds=1, methods=('optuna_tpe', 'random', 'oracle'))\n"
+        "evaluate(s, workloads=['mnist-lenet'], progress=False)\n"
+        "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
