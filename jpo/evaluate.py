@@ -242,7 +242,7 @@ def jpo_proposer(policy: LocalPolicy) -> Callable[..., Proposal]:
             best_val_loss=best_val_loss,
             previous_failed=previous_failed,
             framework=profile.framework,
-            model_params=float(profile.params(current.num_layers)),
+            model_params=None,  # as training and CI: a user's workload has no known count
         )
         obs = build_observation(summary, current, task.constraints, context)
         action = np.asarray(policy.act(obs), dtype=np.float64)
