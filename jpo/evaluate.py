@@ -1016,7 +1016,7 @@ def _plots(
         ax.set_ylim(0, 1.05)
         ax.set_title(f"mean {label} utilization")
     axes[0].set_ylabel("fraction of what the pod reserved")
-    axes[0].legend(loc="lower left", fontsize=8)
+    axes[0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     paths.append(_save(fig, folder / "utilization_before_after.png"))
 
