@@ -1,0 +1,181 @@
+"""RLlib SAC vs a minimal single-file PyTorch SAC: env steps/s and gradient updates/s.
+
+Both run in THIS process, one after the other, on the same env (jpo/PrometheusReplay-v0,
+training split), the same network sizes, batch size and update-to-data ratio. RLlib is run
+in one or more configurations ("variants", overrides of configs/train.yaml) to show which
+settings close the gap. Rates are measured after the warm-up (no updates before
+``num_steps_sampled_before_learning_starts``), over whole training iterations.
+
+Run:  python benchmarks/train/bench.py --steps 1000 --out benchmarks/train/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks" / "train"))
+
+VARIANTS: dict[str, dict] = {
+    # configs/train.yaml as shipped (prioritized replay, natural training intensity).
+    "default": {},
+    # Uniform replay (RLlib's prioritized buffer costs a segment-tree walk per sample).
+    "uniform": {"sac.replay_buffer": {"type": "EpisodeReplayBuffer", "capacity": 100000}},
+    # Uniform replay + one torch thread (2 shared cores: no oversubscription).
+    "uniform_1thread": {
+        "sac.replay_buffer": {"type": "EpisodeReplayBuffer", "capacity": 100000},
+        "resources.torch_threads": 1,
+    },
+}
+
+
+def run_rllib(
+    name: str, overrides: dict, steps: int, warmup: int, batch: int, eps_len: int
+) -> dict:
+    import ray
+
+    from jpo.train import build_sac_config, load_train_config
+
+    cfg = load_train_config(
+        REPO / "configs" / "train.yaml",
+        {
+            "env.config": {"split": "train", "episode_length": eps_len},
+            "sac.train_batch_size_per_learner": batch,
+            "sac.num_steps_sampled_before_learning_starts": warmup,
+            "reporting.min_sample_timesteps_per_iteration": 250,
+            "reporting.progress_bar": False,
+            **overrides,
+        },
+    )
+    if cfg.resources.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.resources.torch_threads)
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=200 * 1024**2,
+        )
+    algo = build_sac_config(cfg, num_learners=0, num_gpus_per_learner=0.0).build_algo()
+    try:
+
+        def counters(res: dict) -> tuple[float, float]:
+            env = res["env_runners"]["num_env_steps_sampled_lifetime"]
+            trained = res["learners"]["__all_modules__"]["num_env_steps_trained_lifetime"]
+            return float(env), float(trained) / batch
+
+        res = algo.train()
+        while counters(res)[0] < warmup + 250:  # past warm-up and one learning iteration
+            res = algo.train()
+        env0, upd0 = counters(res)
+        t0 = time.perf_counter()
+        while counters(res)[0] - env0 < steps:
+            res = algo.train()
+        wall = time.perf_counter() - t0
+        env1, upd1 = counters(res)
+        timers = {k: v for k, v in res.get("timers", {}).items() if isinstance(v, float)}
+    finally:
+        algo.stop()
+    return {
+        "variant": name,
+        "overrides": overrides,
+        "env_steps": env1 - env0,
+        "updates": upd1 - upd0,
+        "wall_s": wall,
+        "env_steps_per_s": (env1 - env0) / wall,
+        "updates_per_s": (upd1 - upd0) / wall,
+        "updates_per_env_step": (upd1 - upd0) / max(env1 - env0, 1),
+        "timers_s": timers,
+    }
+
+
+def run_minimal(
+    steps: int, warmup: int, batch: int, ratio: float, eps_len: int, threads: int
+) -> dict:
+    import torch
+    from minimal_sac import Settings, train
+
+    torch.set_num_threads(threads)
+    s = Settings(
+        env_config={"split": "train", "episode_length": eps_len},
+        batch_size=batch,
+        warmup=warmup,
+        updates_per_step=ratio,
+    )
+    # Same protocol: rates after warm-up only.
+    out = train(s, warmup + steps)
+    agent = out.pop("agent")
+    del agent
+    learn_wall = out["wall_s"] - out["env_time_s"] * warmup / (warmup + steps)
+    return {
+        "variant": f"minimal_{threads}thread",
+        "env_steps": steps,
+        "updates": out["updates"],
+        "wall_s": learn_wall,
+        "env_steps_per_s": steps / learn_wall,
+        "updates_per_s": out["updates"] / learn_wall,
+        "updates_per_env_step": out["updates"] / steps,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=1000, help="timed env steps per run")
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--episode-length", type=int, default=8)
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "train" / "bench.json"))
+    args = p.parse_args()
+    rows = []
+    for name in args.variants:
+        row = run_rllib(
+            name, VARIANTS[name], args.steps, args.warmup, args.batch, args.episode_length
+        )
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    ratio = rows[0]["updates_per_env_step"] if rows else 1.0
+    for threads in (1,):
+        row = run_minimal(args.steps, args.warmup, args.batch, ratio, args.episode_length, threads)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    minimal = rows[-1]
+    for row in rows:
+        row["updates_per_s_vs_minimal"] = row["updates_per_s"] / minimal["updates_per_s"]
+        row["env_steps_per_s_vs_minimal"] = row["env_steps_per_s"] / minimal["env_steps_per_s"]
+    machine = {
+        "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+        "cpu": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in subprocess.run(
+                    ["lscpu"], capture_output=True, text=True
+                ).stdout.splitlines()
+                if line.startswith("Model name")
+            ),
+            platform.processor(),
+        ),
+        "load_avg_at_end": list(__import__("os").getloadavg()),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    Path(args.out).write_text(
+        json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=2, default=str)
+    )
+    for r in rows:
+        print(
+            f"{r['variant']:>18}: {r['env_steps_per_s']:8.1f} env steps/s  "
+            f"{r['updates_per_s']:7.1f} updates/s  "
+            f"x{r['updates_per_s_vs_minimal']:.2f} of minimal"
+        )
+
+
+if __name__ == "__main__":
+    main()
