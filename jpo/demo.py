@@ -4,11 +4,13 @@ On embedded defaults, with nothing but this repository and Debian's ``prometheus
 
 1. copy a few catalog workloads' ``config.ini`` (``examples/workloads/<name>/``) into a
    work folder;
-2. simulate each workload's current run with the response model
-   (:func:`envs.response.simulate_run`: the same raw series the live simulated pods export)
-   and load them into a local Prometheus started on a loopback port (OpenMetrics
-   backfilled with ``promtool``) — or, when the binaries are missing, into a Parquet
-   history store read through :class:`jpo.telemetry.ParquetSource`;
+2. run each workload once with its current values and let a local Prometheus (started on
+   a loopback port) collect the run: by default as live simulated pods (``jpo simulate
+   run`` processes, :mod:`envs.live`, about ``LIVE_RUN_WALL_S`` seconds each, in
+   parallel) scraped every second; with ``--fast`` the same raw series are simulated in
+   process (:func:`envs.response.simulate_run`) and backfilled with ``promtool``; without
+   the ``prometheus``/``promtool`` binaries they go to a Parquet history store read
+   through :class:`jpo.telemetry.ParquetSource`;
 3. ``jpo suggest`` on every copy (the real CI stage: telemetry, features, policy, guards,
    validation, atomic write, audit log);
 4. "apply": run each workload again with the values now in its ``config.ini`` and load
@@ -18,8 +20,8 @@ On embedded defaults, with nothing but this repository and Debian's ``prometheus
    last known-good values;
 7. print a before/after table.
 
-``--fast`` uses two workloads instead of three. Nothing outside the work folder is
-written; Prometheus is always stopped.
+``--fast`` (backfill, two workloads) takes seconds; the live mode a few minutes. Nothing
+outside the work folder is written; Prometheus and the simulated pods are always stopped.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -47,6 +50,14 @@ SEED = 7
 RUN_GAP_S = 2 * 3600.0  # the "after" run starts this long after the "before" run
 FIRST_RUN_AGE_S = 6 * 3600.0  # the "before" run started this long ago
 SCRAPE_INTERVAL_S = 15.0  # as configs/metrics.toml [query] run_step_s expects
+LIVE_RUN_WALL_S = 40.0  # wall seconds one live simulated run lasts
+LIVE_QUERY = {  # configs/metrics.toml [query] for second-scale live runs (demo catalog copy)
+    "rate_window": '"10s"',
+    "lookback": '"1d"',
+    "discovery_step_s": "2",
+    "run_step_s": "2",
+}
+LIVE_LINGER_S = 5.0  # the finished pod's final state stays scraped this long
 PROMETHEUS_BIN = "prometheus"
 PROMTOOL_BIN = "promtool"
 
@@ -72,12 +83,20 @@ class DemoRow:
 class LocalPrometheus:
     """A throw-away Prometheus on 127.0.0.1 over a data dir filled by promtool backfills."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, targets: Sequence[str] = ()):
         self.workdir = workdir
         self.data = workdir / "prometheus-data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "prometheus.yml"
-        self.config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+        if targets:
+            listed = ", ".join(repr(t) for t in targets)
+            scrape = (
+                "scrape_configs:\n  - job_name: 'pods'\n    honor_labels: true\n"
+                f"    static_configs:\n      - targets: [{listed}]\n"
+            )
+        else:
+            scrape = "scrape_configs: []\n"
+        self.config.write_text(f"global:\n  scrape_interval: 1s\n{scrape}")
         self.log = workdir / "prometheus.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -157,6 +176,52 @@ class LocalPrometheus:
         self.process = None
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _live_phase(rows: Sequence[DemoRow], ports: Sequence[int], phase: int, say: Any) -> None:
+    """Run every workload once as a live simulated pod (``jpo simulate run``); wait."""
+    from envs.response import load_conditions, load_profile, predict
+    from jpo.config_file import read_workload
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for row, port in zip(rows, ports, strict=True):
+            hp = read_workload(row.config).hyperparameters
+            sim_s = predict(load_profile(row.workload), hp, load_conditions()).duration_s
+            speedup = max(sim_s / LIVE_RUN_WALL_S, 0.001)
+            cmd = [
+                sys.executable, "-c", "import sys; from jpo.cli import main; sys.exit(main())",
+                "simulate", "run", "--workload", row.workload, "--config", str(row.config),
+                "--speedup", f"{speedup:.6g}", "--port", str(port), "--seed", str(SEED + phase),
+                "--run-id", f"{row.workload}-run-{phase}", "--linger-s", str(LIVE_LINGER_S),
+            ]  # fmt: skip
+            log = (row.config.parent / f"pod-run-{phase}.log").open("wb")
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+        say(
+            f"running {len(procs)} simulated pod(s) (run {phase}), about "
+            f"{LIVE_RUN_WALL_S + LIVE_LINGER_S:.0f} s, scraped every second"
+        )
+        for proc, row in zip(procs, rows, strict=True):
+            code = proc.wait(timeout=LIVE_RUN_WALL_S * 4 + 120)
+            if code != 0:
+                log_text = (row.config.parent / f"pod-run-{phase}.log").read_text()[-500:]
+                raise TelemetryError(f"simulated pod of {row.workload} exited {code}: {log_text}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
 def _openmetrics(runs: Sequence[Any]) -> str:
     import io
 
@@ -224,13 +289,11 @@ def run_demo(
     workloads: Sequence[str] | None = None,
     policy: Path | None = None,
     use_prometheus: bool | None = None,
+    live: bool | None = None,
     say: Any = print,
 ) -> list[DemoRow]:
     """Run the demo (module docstring) and return one row per workload."""
-    from jpo.config_file import read_workload
-    from jpo.feedback import FeedbackOptions, feedback
     from jpo.policy_source import LocalPolicySource
-    from jpo.suggest import SuggestOptions, suggest
 
     names = tuple(workloads or (FAST_WORKLOADS if fast else DEMO_WORKLOADS))
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="jpo-demo-"))
@@ -247,78 +310,150 @@ def run_demo(
         use_prometheus = LocalPrometheus.available()
         if not use_prometheus:
             say("prometheus/promtool not found: using the generated Parquet history instead")
+    live = (not fast) if live is None else live
+    if live and use_prometheus:
+        return _run_live(root, names, policy, source, say)
     telemetry = _Telemetry(root, use_prometheus=use_prometheus, say=say)
-    rows: list[DemoRow] = []
+    rows = _copy_configs(root, names)
     try:
         now = time.time()
-        first_runs = []
-        for i, name in enumerate(names):
-            example = EXAMPLES / name / "config.ini"
-            if not example.is_file():
-                raise JpoError(f"{example}: no example config.ini for workload {name!r}")
-            folder = root / name
-            folder.mkdir(exist_ok=True)
-            config = folder / "config.ini"
-            shutil.copyfile(example, config)
-            hp = read_workload(config).hyperparameters
-            row = DemoRow(workload=name, config=config, before=hp)
-            rows.append(row)
-            run = _simulate(name, hp, f"{name}-run-1", now - FIRST_RUN_AGE_S, SEED + i)
+        first = [
+            _simulate(r.workload, r.before, f"{r.workload}-run-1", now - FIRST_RUN_AGE_S, SEED + i)
+            for i, r in enumerate(rows)
+        ]
+        for row, run in zip(rows, first, strict=True):
             row.summary_before = run.summary
-            first_runs.append(run)
-        say(f"simulated the current run of {len(names)} workload(s) in {root}")
-        metrics = telemetry.load(first_runs)
-
-        for row in rows:
-            result = suggest(
-                SuggestOptions(config=row.config, policy_path=policy, approve=True),
-                metric_source=metrics,
-                policy_source=source,
-            )
-            row.status, row.message, row.notes = (
-                result.status.value,
-                result.message,
-                list(result.notes),
-            )
-            row.after = read_workload(row.config).hyperparameters
-            say(f"{row.workload}: {result.status.value}: {result.message}")
-
-        second_runs = []
-        for i, row in enumerate(rows):
-            start = now - FIRST_RUN_AGE_S + RUN_GAP_S
-            run = _simulate(row.workload, row.after, f"{row.workload}-run-2", start, SEED + 100 + i)
-            row.summary_after = run.summary
-            second_runs.append(run)
+        say(f"simulated the current run of {len(rows)} workload(s) in {root}")
+        metrics = telemetry.load(first)
+        _suggest_all(rows, metrics, policy, source, say)
+        start = now - FIRST_RUN_AGE_S + RUN_GAP_S
+        second = [
+            _simulate(r.workload, r.after, f"{r.workload}-run-2", start, SEED + 100 + i)
+            for i, r in enumerate(rows)
+        ]
         say("ran every workload again with the values now in its config.ini")
-        metrics = telemetry.load(second_runs)
-
-        for row in rows:
-            try:
-                fed = feedback(
-                    FeedbackOptions(config=row.config, run_id=f"{row.workload}-run-2"),
-                    metric_source=metrics,
-                )
-            except JpoError as err:  # e.g. no suggestion recorded (no data): say so
-                row.notes.append(f"feedback: {err}")
-                continue
-            row.reward, row.degraded = fed.reward, fed.degraded
-            say(fed.message)
-
-        for row in rows:
-            if not row.degraded:
-                continue
-            result = suggest(
-                SuggestOptions(config=row.config, policy_path=policy, approve=True),
-                metric_source=metrics,
-                policy_source=source,
-            )
-            say(f"{row.workload}: {result.status.value}: {result.message}")
-            if result.written:
-                row.status += f", then {result.status.value}"
-                row.rolled_back_to = read_workload(row.config).hyperparameters
+        metrics = telemetry.load(second)
+        _feedback_all(rows, metrics, say)
+        _suggest_all(rows, metrics, policy, source, say, only_degraded=True)
     finally:
         telemetry.close()
     return rows
+
+
+def _copy_configs(root: Path, names: Sequence[str]) -> list[DemoRow]:
+    from jpo.config_file import read_workload
+
+    rows = []
+    for name in names:
+        example = EXAMPLES / name / "config.ini"
+        if not example.is_file():
+            raise JpoError(f"{example}: no example config.ini for workload {name!r}")
+        folder = root / name
+        folder.mkdir(exist_ok=True)
+        config = folder / "config.ini"
+        shutil.copyfile(example, config)
+        rows.append(
+            DemoRow(workload=name, config=config, before=read_workload(config).hyperparameters)
+        )
+    return rows
+
+
+def _suggest_all(
+    rows: Sequence[DemoRow],
+    metrics: Any,
+    policy: Path | None,
+    source: Any,
+    say: Any,
+    *,
+    only_degraded: bool = False,
+) -> None:
+    from jpo.config_file import read_workload
+    from jpo.suggest import SuggestOptions, suggest
+
+    for row in rows:
+        if only_degraded and not row.degraded:
+            continue
+        result = suggest(
+            SuggestOptions(config=row.config, policy_path=policy, approve=True),
+            metric_source=metrics,
+            policy_source=source,
+        )
+        say(f"{row.workload}: {result.status.value}: {result.message}")
+        if only_degraded:
+            if result.written:
+                row.status += f", then {result.status.value}"
+                row.rolled_back_to = read_workload(row.config).hyperparameters
+            continue
+        row.status, row.message, row.notes = result.status.value, result.message, list(result.notes)
+        row.after = read_workload(row.config).hyperparameters
+
+
+def _feedback_all(rows: Sequence[DemoRow], metrics: Any, say: Any) -> None:
+    from jpo.feedback import FeedbackOptions, feedback
+
+    for row in rows:
+        try:
+            fed = feedback(
+                FeedbackOptions(config=row.config, run_id=f"{row.workload}-run-2"),
+                metric_source=metrics,
+            )
+        except JpoError as err:
+            row.notes.append(f"feedback: {err}")
+            continue
+        row.reward, row.degraded = fed.reward, fed.degraded
+        row.summary_after = fed.summary
+        say(fed.message)
+
+
+def _live_catalog(root: Path) -> Any:
+    """Return the metric catalog with [query] steps scaled to second-long live runs."""
+    import re
+
+    from jpo.promql import DEFAULT_CATALOG_PATH, load_catalog
+
+    text = DEFAULT_CATALOG_PATH.read_text(encoding="utf-8")
+    for key, value in LIVE_QUERY.items():
+        text, n = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {value}", text, count=1)
+        if n != 1:
+            raise JpoError(f"{DEFAULT_CATALOG_PATH}: no [query] {key} to scale for the live demo")
+    path = root / "metrics-live.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_catalog(path)
+
+
+def _run_live(
+    root: Path, names: Sequence[str], policy: Path | None, source: Any, say: Any
+) -> list[DemoRow]:
+    """The live variant: simulated pods scraped by a local Prometheus (module docstring)."""
+    from jpo.features import summarize_run
+    from jpo.telemetry import PrometheusSource
+
+    rows = _copy_configs(root, names)
+    ports = [_free_port() for _ in rows]
+    prom = LocalPrometheus(root, targets=[f"127.0.0.1:{p}" for p in ports])
+    try:
+        url = prom.start()
+        say(f"Prometheus at {url} scrapes {len(rows)} simulated pod(s)")
+        metrics = PrometheusSource.from_url(url, _live_catalog(root))
+        _live_phase(rows, ports, 1, say)
+        time.sleep(2.0)  # the last scrapes land
+        for row in rows:
+            key = _key(row)
+            row.summary_before = summarize_run(metrics.run_table(key, f"{row.workload}-run-1"))
+        _suggest_all(rows, metrics, policy, source, say)
+        _live_phase(rows, ports, 2, say)
+        time.sleep(2.0)
+        _feedback_all(rows, metrics, say)
+        _suggest_all(rows, metrics, policy, source, say, only_degraded=True)
+    finally:
+        prom.stop()
+    return rows
+
+
+def _key(row: DemoRow) -> Any:
+    from jpo.config_file import read_workload
+
+    return read_workload(row.config).key
 
 
 def render_table(rows: Sequence[DemoRow]) -> Any:

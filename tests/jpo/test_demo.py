@@ -85,3 +85,25 @@ def test_demo_without_a_policy_says_how_to_get_one(tmp_path: Path) -> None:
 
     with pytest.raises(PolicyError, match="--policy"):
         run_demo(workdir=tmp_path, policy=tmp_path / "missing", say=lambda _: None)
+
+
+@pytest.mark.slow
+def test_live_demo_with_simulated_pods_scraped_by_prometheus(tmp_path: Path) -> None:
+    """The default (non --fast) mode: `jpo simulate run` pods, a scraping Prometheus."""
+    policy = make_policy(tmp_path / "policy", (0.5, 0.2, 0.0, -0.2))
+    said: list[str] = []
+    (row,) = run_demo(
+        workdir=tmp_path / "work",
+        workloads=("mnist-lenet",),
+        policy=policy,
+        use_prometheus=True,
+        live=True,
+        say=said.append,
+    )
+    assert any("scrapes 1 simulated pod" in s for s in said)
+    assert row.status.startswith("changed"), row.message
+    assert row.summary_before is not None and row.summary_after is not None
+    assert row.reward is not None
+    (first, *_) = audit.read_records(row.config.parent / ".jpo" / "audit.jsonl")
+    assert first.telemetry["run_id"] == "mnist-lenet-run-1"
+    assert first.outcome is not None and first.outcome["run_id"] == "mnist-lenet-run-2"
