@@ -208,7 +208,8 @@ class LiveWorkload:
     def stop(self) -> None:
         """Stop serving and release the port."""
         self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
+        if self._thread is not None:  # shutdown() would block if serve_forever never ran
+            self._server.shutdown()
             self._thread.join(timeout=10)
+            self._thread = None
+        self._server.server_close()
