@@ -127,11 +127,22 @@ class PolicyDeployment:
         self._stop.set()
 
 
-def build_app(settings: dict[str, Any] | None = None) -> Any:
-    """Return the bound Serve application (default settings: ``configs/serve.yaml``)."""
+def build_app(
+    settings: dict[str, Any] | None = None, *, user_config: dict[str, Any] | None = None
+) -> Any:
+    """Return the bound Serve application (default settings: ``configs/serve.yaml``).
+
+    ``settings`` go to the constructor through ``.bind``; ``user_config`` (validated the
+    same way) is applied by ``reconfigure``, and redeploying with only a new user_config
+    switches replicas in place, without a restart.
+    """
     values = default_settings() if settings is None else settings
     ServeSettings.model_validate(values)  # fail at build time, naming the bad key
-    return PolicyDeployment.bind(values)  # type: ignore[attr-defined]
+    deployment: Any = PolicyDeployment
+    if user_config is not None:
+        ServeSettings.model_validate(user_config)
+        deployment = deployment.options(user_config=user_config)
+    return deployment.bind(values)
 
 
 app = build_app()

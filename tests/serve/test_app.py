@@ -183,3 +183,37 @@ def test_a_promoted_policy_is_picked_up_without_dropping_requests(
     final = httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=10).json()
     assert final["policy_version"] == "2"
     assert final["hyperparameters"]["batch_size"] < HP["batch_size"]
+
+
+@pytest.mark.slow
+def test_reconfigure_switches_the_policy_in_place(
+    serve_url: str, store: Path, tmp_path: Path
+) -> None:
+    import concurrent.futures
+
+    from ray import serve
+
+    from serve.app import build_app
+
+    other = make_policy(tmp_path / "other" / "v000005", (0.0, 0.5, 0.0, 0.0), 5)
+    failures = 0
+
+    def one() -> str | None:
+        r = httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=30)
+        return r.json()["policy_version"] if r.status_code == 200 else None
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        background = [pool.submit(one) for _ in range(40)]
+        serve.run(
+            build_app(
+                {"policy_path": str(store), "poll_interval_s": 0.5},  # same args: no restart
+                user_config={"policy_path": str(other), "poll_interval_s": 0},
+            ),
+            name="jpo",
+            route_prefix="/",
+        )
+        failures = sum(1 for f in background if f.result() is None)
+    assert failures == 0
+    final = httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=10).json()
+    assert final["policy_version"] == "5"
+    assert final["hyperparameters"]["learning_rate"] > HP["learning_rate"]
