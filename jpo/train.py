@@ -614,8 +614,11 @@ def _get(result: Mapping[str, Any], *path: str, default: float = math.nan) -> fl
         return default
 
 
-def summarize_result(result: Mapping[str, Any]) -> dict[str, Any]:
-    """Pick the figures worth logging from one ``Algorithm.train()`` result."""
+def summarize_result(result: Mapping[str, Any], batch_size: int | None = None) -> dict[str, Any]:
+    """Pick the figures worth logging from one ``Algorithm.train()`` result.
+
+    ``batch_size`` (per learner) turns RLlib's trained-transition count into updates.
+    """
     learner = (result.get("learners") or {}).get("default_policy", {})
     row: dict[str, Any] = {
         "iteration": int(_get(result, "training_iteration", default=0)),
@@ -629,9 +632,8 @@ def summarize_result(result: Mapping[str, Any]) -> dict[str, Any]:
         "time_this_iter_s": _get(result, "time_this_iter_s"),
         "time_total_s": _get(result, "time_total_s"),
     }
-    batch = _get(result, "config", "train_batch_size_per_learner", default=math.nan)
-    if math.isfinite(batch) and batch > 0 and math.isfinite(row["updates_lifetime"]):
-        row["updates_lifetime"] = row["updates_lifetime"] / batch
+    if batch_size and math.isfinite(row["updates_lifetime"]):
+        row["updates_lifetime"] = row["updates_lifetime"] / batch_size  # gradient updates
     for key in ("qf_loss", "policy_loss", "alpha_loss", "alpha_value", "qf_mean", "td_error_mean"):
         if key in learner:
             row[f"learner/{key}"] = _get(learner, key)
@@ -813,7 +815,7 @@ def _loop(
                 raise TrainingError(
                     f"RLlib training iteration {algo.iteration + 1} failed: {err}"
                 ) from err
-            row = summarize_result(result)
+            row = summarize_result(result, cfg.sac.train_batch_size_per_learner)
             history.append(row)
             storage.append_progress(row)
             logger.info(_format_row(row))

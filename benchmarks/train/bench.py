@@ -20,19 +20,38 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+DEFAULT_THREADS = __import__("torch").get_num_threads()  # torch's default, before any change
 sys.path.insert(0, str(REPO / "benchmarks" / "train"))
 
+PRIORITIZED = {"type": "PrioritizedEpisodeReplayBuffer", "capacity": 100000}
+UNIFORM = {"type": "EpisodeReplayBuffer", "capacity": 100000}
 VARIANTS: dict[str, dict] = {
-    # configs/train.yaml as shipped (prioritized replay, natural training intensity).
-    "default": {},
-    # Uniform replay (RLlib's prioritized buffer costs a segment-tree walk per sample).
-    "uniform": {"sac.replay_buffer": {"type": "EpisodeReplayBuffer", "capacity": 100000}},
-    # Uniform replay + one torch thread (2 shared cores: no oversubscription).
-    "uniform_1thread": {
-        "sac.replay_buffer": {"type": "EpisodeReplayBuffer", "capacity": 100000},
+    # RLlib's SAC defaults: prioritized replay, batch 256, torch's default threads.
+    "prioritized_b256": {
+        "sac.replay_buffer": PRIORITIZED,
+        "sac.train_batch_size_per_learner": 256,
+        "resources.torch_threads": None,
+    },
+    # Uniform replay (the prioritized buffer walks a segment tree per sample).
+    "uniform_b256": {
+        "sac.replay_buffer": UNIFORM,
+        "sac.train_batch_size_per_learner": 256,
+        "resources.torch_threads": None,
+    },
+    # + one torch thread (2 shared cores: no oversubscription).
+    "uniform_b256_1thread": {
+        "sac.replay_buffer": UNIFORM,
+        "sac.train_batch_size_per_learner": 256,
+        "resources.torch_threads": 1,
+    },
+    # configs/train.yaml as shipped: uniform, batch 64, one thread.
+    "uniform_b64_1thread": {
+        "sac.replay_buffer": UNIFORM,
+        "sac.train_batch_size_per_learner": 64,
         "resources.torch_threads": 1,
     },
 }
+"""Every variant sets replay buffer, batch and threads explicitly (not from the YAML)."""
 
 
 def run_rllib(
@@ -46,17 +65,16 @@ def run_rllib(
         REPO / "configs" / "train.yaml",
         {
             "env.config": {"split": "train", "episode_length": eps_len},
-            "sac.train_batch_size_per_learner": batch,
             "sac.num_steps_sampled_before_learning_starts": warmup,
             "reporting.min_sample_timesteps_per_iteration": 250,
             "reporting.progress_bar": False,
             **overrides,
         },
     )
-    if cfg.resources.torch_threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(cfg.resources.torch_threads)
+    torch.set_num_threads(cfg.resources.torch_threads or DEFAULT_THREADS)
+    batch = cfg.sac.train_batch_size_per_learner
     if not ray.is_initialized():
         ray.init(
             num_cpus=2,
@@ -130,27 +148,29 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=1000, help="timed env steps per run")
     p.add_argument("--warmup", type=int, default=500)
-    p.add_argument("--batch", type=int, default=256)
     p.add_argument("--episode-length", type=int, default=8)
     p.add_argument("--variants", nargs="*", default=list(VARIANTS))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "train" / "bench.json"))
     args = p.parse_args()
     rows = []
     for name in args.variants:
-        row = run_rllib(
-            name, VARIANTS[name], args.steps, args.warmup, args.batch, args.episode_length
-        )
+        row = run_rllib(name, VARIANTS[name], args.steps, args.warmup, args.episode_length)
+        row["batch"] = VARIANTS[name]["sac.train_batch_size_per_learner"]
         print(json.dumps(row), flush=True)
         rows.append(row)
-    ratio = rows[0]["updates_per_env_step"] if rows else 1.0
-    for threads in (1,):
-        row = run_minimal(args.steps, args.warmup, args.batch, ratio, args.episode_length, threads)
+    minimal: dict[int, dict] = {}
+    for batch in sorted({r["batch"] for r in rows}, reverse=True):
+        ratio = next(r["updates_per_env_step"] for r in rows if r["batch"] == batch)
+        row = run_minimal(args.steps, args.warmup, batch, ratio, args.episode_length, 1)
+        row["variant"] = f"minimal_b{batch}_1thread"
+        row["batch"] = batch
         print(json.dumps(row), flush=True)
-        rows.append(row)
-    minimal = rows[-1]
+        minimal[batch] = row
+    rows += list(minimal.values())
     for row in rows:
-        row["updates_per_s_vs_minimal"] = row["updates_per_s"] / minimal["updates_per_s"]
-        row["env_steps_per_s_vs_minimal"] = row["env_steps_per_s"] / minimal["env_steps_per_s"]
+        ref = minimal[row["batch"]]
+        row["updates_per_s_vs_minimal"] = row["updates_per_s"] / ref["updates_per_s"]
+        row["env_steps_per_s_vs_minimal"] = row["env_steps_per_s"] / ref["env_steps_per_s"]
     machine = {
         "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
         "cpu": next(
