@@ -34,7 +34,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jpo.errors import ConfigError, ConstraintViolation, ExitCode, PolicyError, TelemetryError
+from jpo.errors import (
+    ConfigError,
+    ConstraintViolation,
+    ExitCode,
+    JpoError,
+    PolicyError,
+    TelemetryError,
+)
 from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
 
 if TYPE_CHECKING:
@@ -563,7 +570,12 @@ class _Decider:
         if write:
             write_hyperparameters(path, after, backup=True, expected=self.current)
         if not self.options.dry_run:
-            audit.append_record(self.log_path, record)
+            try:
+                audit.append_record(self.log_path, record)
+            except JpoError:
+                if write:  # no change without its audit record: put the old values back
+                    write_hyperparameters(path, self.current, backup=False, expected=after)
+                raise
         return SuggestResult(
             status=status,
             config=path,

@@ -426,3 +426,15 @@ def test_cli_suggest_and_feedback_against_a_real_prometheus(
     )
     assert down.returncode in (int(ExitCode.POLICY), int(ExitCode.UNCHANGED_BY_CHOICE))
     assert "Traceback" not in down.stderr + down.stdout
+
+
+def test_a_failed_audit_append_puts_the_old_values_back(
+    config: Path, source: FakeSource, policy_up: Path, tmp_path: Path
+) -> None:
+    from jpo.errors import WriteError
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")  # the log's parent is a file: appending fails
+    with pytest.raises(WriteError):
+        run(config, source, policy_up, log_path=blocker / "audit.jsonl")
+    assert config.read_text() == CONFIG  # byte for byte
