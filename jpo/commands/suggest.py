@@ -58,7 +58,14 @@ def suggest_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> int:
-    """Suggest new hyperparameters for a workload and write them into its config.ini."""
+    """Suggest new hyperparameters for a workload and write them into its config.ini.
+
+    Exit codes: 0 changed (or --dry-run), 10 unchanged by choice (hysteresis, guards,
+    waiting for a run with the last values), 11 unchanged: no trustworthy telemetry,
+    12 needs approval (--approve), 2 invalid input, 3 suggestion failed validation,
+    5 policy unusable (endpoint down, no local fallback), 1 internal error. On any
+    non-zero code config.ini is untouched.
+    """
     from jpo.suggest import SuggestOptions, suggest
 
     result = suggest(
