@@ -174,3 +174,21 @@ def test_promtool_round_trip_through_real_prometheus(tmp_path, prometheus_factor
             _by_time(got, "run_status")[max(_by_time(got, "run_status"))]
             == {"none": 1, "oom": 2, "diverged": 3}[run.summary.failure]
         )
+
+    # `jpo history pull` reads the same gauges back into a Parquet store of its own
+    from jpo.cli import main
+
+    pulled_root = tmp_path / "pulled"
+    args = ["history", "pull", "--prometheus", prom.url, "--since", "12h", "--step", "15s"]
+    assert main([*args, "--out", str(pulled_root)]) == 0
+    pulled = read_history(pulled_root)
+    for metric in ("gpu_util", "throughput", "val_loss", "hp_batch_size", "run_status"):
+        want = parquet.filter(pc.equal(parquet["metric"], metric))
+        got = pulled.filter(pc.equal(pulled["metric"], metric))
+        got_values = {
+            (r["model"], r["run_id"], r["timestamp"]): r["value"] for r in got.to_pylist()
+        }
+        for r in want.to_pylist():
+            k = (r["model"], r["run_id"], r["timestamp"])
+            assert k in got_values, (metric, k)
+            assert got_values[k] == pytest.approx(r["value"], rel=1e-9, abs=1e-12), (metric, k)
