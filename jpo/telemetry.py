@@ -198,7 +198,11 @@ class PrometheusSource(MetricSource):
     def _runs(
         self, key: WorkloadKey, run_id: str | None, lookback: str | None
     ) -> dict[str, tuple[float, float]]:
-        """Return {run_id: (first_seen, last_seen)} of ``key`` inside the lookback window."""
+        """Return {run_id: (first_seen, last_seen)} of ``key`` inside the lookback window.
+
+        ``last_seen`` is exact (the newest sample's timestamp); ``first_seen`` is the
+        sample in use at the first discovery step, at most one step after the run began.
+        """
         s = self.catalog.settings
         end = self.now()
         start = end - parse_duration_s(lookback or s.lookback)
@@ -251,7 +255,11 @@ class PrometheusSource(MetricSource):
         chosen = run_id if run_id is not None else max(spans, key=lambda r: (spans[r][1], r))
         first, last = spans[chosen]
         step = s.run_step_s
-        start = float(np.floor(first / step) * step)
+        # ``first`` is the sample in use at the first discovery step inside the run, so
+        # the run began up to one discovery step earlier; nothing of this run_id exists
+        # before it began, so widening the window by that much adds no foreign rows.
+        # The grid stays aligned to multiples of ``step`` (same timestamps as history).
+        start = float(np.floor((first - s.discovery_step_s) / step) * step)
         end = last
         parts = []
         for name in self.metrics:
