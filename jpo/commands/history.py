@@ -15,7 +15,8 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_STORE = Path("data/history")
+DEFAULT_STORE = Path(".jpo/history")
+"""Where the history store lives by default (same as jpo suggest / jpo.continuous)."""
 
 
 def register(app: typer.Typer) -> None:
