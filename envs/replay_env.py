@@ -411,21 +411,24 @@ def _profile_for(
     runs: Sequence[tuple[str, Hyperparameters, RunSummary]],
     prior: WorkloadProfile | None,
     calibrate: bool,
+    conditions: ClusterConditions,
 ) -> WorkloadProfile:
-    """Return the response-model profile of a recorded workload (calibrated if asked)."""
-    if calibrate:
-        try:
-            from envs.calibration import fit_profile
-        except ModuleNotFoundError as err:
-            if err.name != "envs.calibration":
-                raise
-        else:
-            return fit_profile(key, [(hp, s) for _, hp, s in runs], prior)
+    """Return the response-model profile of a recorded workload (calibrated if asked).
+
+    Calibration (:func:`envs.calibration.fit_profile`) needs a successful run; a workload
+    whose recorded runs all failed keeps its catalog profile.
+    """
+    if calibrate and any(s.failure == "none" for _, _, s in runs):
+        from envs.calibration import fit_profile
+
+        pairs = [(hp, s) for _, hp, s in runs]
+        return fit_profile(key, pairs, prior, conditions=conditions)
     if prior is None:
+        why = "calibration is off" if not calibrate else "none of its recorded runs succeeded"
         raise ConfigError(
             f"history workload {key.slug()} has no catalog profile with the same dataset/"
-            "model/framework and calibration is off or unavailable; add a profile to "
-            "configs/workloads or set calibrate = true"
+            f"model/framework and {why}; add a profile to configs/workloads, or record a "
+            "successful run and set calibrate = true"
         )
     return prior
 
@@ -505,10 +508,10 @@ def _build_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
         runs = _runs_of(table, key, gpus)
         if not runs:
             raise ConfigError(f"env config: workload {name!r} has no recorded run")
-        profile = (
-            prior if cfg.source == "catalog" else _profile_for(key, runs, prior, cfg.calibrate)
-        )
-        assert profile is not None
+        if cfg.source == "catalog" and prior is not None:
+            profile = prior  # the simulated history's own ground-truth profile
+        else:
+            profile = _profile_for(key, runs, prior, cfg.calibrate, base)
         replays.append(_build_workload(name, profile, runs, base, cfg.residual_clip))
     return tuple(replays)
 

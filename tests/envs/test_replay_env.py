@@ -254,11 +254,29 @@ def test_parquet_source(tmp_path) -> None:
 
 
 def test_table_source_with_calibration() -> None:
-    pytest.importorskip("envs.calibration")
+    from envs.response import load_profile
+
     e = PrometheusReplayEnv({"source": "table", "table": small_history(runs=6)})
+    fitted = e._replays[0].profile
+    assert fitted.key == load_profile("cifar10-resnet18").key
     e.reset(seed=0)
     _, r, *_ = e.step(np.zeros(4, dtype=np.float32))
     assert math.isfinite(r)
+
+
+def test_unknown_history_workload_needs_calibration() -> None:
+    table = small_history(runs=3)
+    renamed = table.set_column(
+        table.schema.get_field_index("model"),
+        "model",
+        pa.array(["my-own-net"] * table.num_rows, pa.string()),
+    )
+    with pytest.raises(ConfigError, match="no catalog profile"):
+        PrometheusReplayEnv({"source": "table", "table": renamed, "calibrate": False})
+    e = PrometheusReplayEnv({"source": "table", "table": renamed, "split": "all"})
+    assert e.workloads == ("cifar10.my-own-net.pytorch",)
+    e.reset(seed=0)
+    e.step(np.zeros(4, dtype=np.float32))
 
 
 # ----------------------------------------------------------------------- bad configs
@@ -348,7 +366,7 @@ def test_env_replays_history_pulled_from_real_prometheus(tmp_path, prometheus_fa
         config={
             "source": "parquet",
             "history_path": str(store),
-            "calibrate": False,
+            "calibrate": True,  # fit each workload's profile to the pulled runs
             "split": "all",
             "episode_length": 3,
         },
