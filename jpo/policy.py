@@ -415,6 +415,7 @@ def write_artifact(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        staging.chmod(0o755)  # mkdtemp makes 0700; Serve and CI may run as other users
         weights_path = staging / WEIGHTS_FILE
         arrays = {name: np.ascontiguousarray(arr) for name, arr in weights.items()}
         with weights_path.open("wb") as fh:

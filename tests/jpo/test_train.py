@@ -243,3 +243,33 @@ def test_bad_config_exits_with_invalid_input_code(tmp_path: Path) -> None:
     proc = _run("--config", str(bad))
     assert proc.returncode == 2
     assert "stop.iterations" in proc.stderr
+
+
+@pytest.mark.slow
+def test_export_only_exports_the_latest_checkpoint(trained: Path) -> None:
+    proc = _run(
+        "--config", str(trained / "tiny.yaml"), "--export-only", "--export", str(trained / "again")
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((trained / "again" / "manifest.json").read_text())
+    assert manifest["source"]["checkpoint"].endswith("iter_000003") or manifest["source"][
+        "checkpoint"
+    ].endswith("iter_000002")
+
+
+def test_jpo_train_command_is_registered_and_maps_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from jpo.cli import build_app
+
+    runner = CliRunner()
+    app = build_app()
+    assert "--continuous" in runner.invoke(app, ["train", "--help"]).output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("resources: {num_learners: -1}\n")
+    from jpo.cli import main
+
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "resources.num_learners" in capsys.readouterr().err
