@@ -24,12 +24,14 @@ reference per-GPU throughput ``ρ_ref`` and a reference cost ``G_ref`` (GPU-hour
                (samples/s per GPU; × 3600 = samples per GPU-hour; the ratio is unitless)
         ρ_ref = reference_throughput if given, else ρ(p); T = 0 when neither exists
     Q = w_Q · clip(-δ_best, 0, c_Q)                                   quality bonus
-    D = min(cap, w_D · (max(0, δ_prev - τ_prev) + max(0, δ_best - τ_best)))
+    D = cap · tanh(w_D · x / cap),  x = max(0, δ_prev - τ_prev) + max(0, δ_best - τ_best)
                                                                       degradation penalty
         δ_prev = (L - L_p) / |L_p|   relative val-loss change vs the previous run
                                      (0 when there is no successful previous run)
         δ_best = (L - L*) / |L*|     relative val-loss change vs the workload's best
                                      (0 when no best is known, L* = inf)
+        D ≈ w_D · x (proportional) for small x and saturates smoothly at ``cap``, so it
+        stays bounded for SAC yet still grows (has a gradient) for a badly degraded run
     C = w_C · clip(ln(G(s) / G_ref), -c_C, +c_C)                      GPU-hours cost
         G(s) = s.gpu_hours (GPU-hours the run reserved: wall time × GPUs of the pod)
         G_ref = reference_gpu_hours if given, else G(p); C = 0 when neither exists
@@ -38,8 +40,8 @@ reference per-GPU throughput ``ρ_ref`` and a reference cost ``G_ref`` (GPU-hour
 With the shipped weights ``r`` lies in [-5, +3.5]: E ∈ [0, 1], T ∈ [-1, 1],
 Q ∈ [0, 0.5], D ∈ [0, 3], C ∈ [-1, 1], P_fail = 5 (a failed run scores no better
 than the worst successful one). A run that raised utilization but made the model more
-than the tolerance worse loses reward even so: 10 % beyond tolerance costs 1.0, as much
-as the whole utilization term can give. C prices the run's total compute, so that a
+than the tolerance worse loses reward even so: 10 % beyond tolerance costs 0.96, about as
+much as the whole utilization term can give. C prices the run's total compute, so that a
 configuration cannot buy back a loss lost to a huge batch with ever more epochs: without
 it, high utilization and throughput alone favour runs that take many times the GPU-hours.
 """
@@ -85,7 +87,7 @@ class RewardWeights:
         degradation_weight: w_D, penalty per unit of relative degradation beyond tolerance.
         tolerance_previous: τ_prev, relative degradation vs the previous run tolerated.
         tolerance_best: τ_best, relative degradation vs the workload's best tolerated.
-        degradation_cap: cap of the degradation penalty D.
+        degradation_cap: the degradation penalty D saturates (tanh) at this value.
         cost_weight: w_C, weight of the log GPU-hours ratio.
         cost_log_clip: c_C, the log GPU-hours ratio is clipped to [-c_C, c_C].
         failure_oom: P_fail for a run killed by OOM.
@@ -303,7 +305,8 @@ def compute_reward(
         d_prev = _relative_change(loss, previous.final_val_loss)
     d_best = _relative_change(loss, best_val_loss)
     excess = max(0.0, d_prev - w.tolerance_previous) + max(0.0, d_best - w.tolerance_best)
-    degradation = min(w.degradation_cap, w.degradation_weight * excess)
+    cap = w.degradation_cap
+    degradation = cap * math.tanh(w.degradation_weight * excess / cap) if cap > 0 else 0.0
     quality = w.quality_weight * _clip(-d_best, 0.0, w.quality_clip)
 
     if reference_gpu_hours is not None and reference_gpu_hours > 0 and new.gpu_hours > 0:

@@ -69,13 +69,14 @@ def test_throughput_doubling_same_loss() -> None:
 
 def test_degradation_vs_previous_and_best() -> None:
     # d_prev = 0.10, d_best = 0.15/0.95 = 0.157895
-    # D = 10 * ((0.10 - 0.01) + (0.157895 - 0.03)) = 2.178947
+    # x = (0.10 - 0.01) + (0.157895 - 0.03) = 0.2178947
+    # D = 3 tanh(10 x / 3) = 3 tanh(0.7263158) = 1.862419
     r = compute_reward(run(loss=1.10), run(loss=1.0), 0.95, W)
     assert r.val_loss_change_previous == pytest.approx(0.10)
     assert r.val_loss_change_best == pytest.approx(0.15 / 0.95)
-    assert r.degradation_penalty == pytest.approx(2.178947, abs=1e-6)
+    assert r.degradation_penalty == pytest.approx(1.862419, abs=1e-6)
     assert r.quality_term == 0.0
-    assert r.total == pytest.approx(0.65 + 0.0 - 2.178947, abs=1e-6)
+    assert r.total == pytest.approx(0.65 + 0.0 - 1.862419, abs=1e-6)
 
 
 def test_more_utilization_with_worse_loss_is_punished() -> None:
@@ -93,10 +94,24 @@ def test_degradation_within_tolerance_is_free() -> None:
     assert r.degradation_penalty == 0.0
 
 
-def test_degradation_penalty_is_capped() -> None:
+def test_degradation_penalty_saturates_at_the_cap() -> None:
+    # x = 0.99 + 0.97 = 1.96: D = 3 tanh(19.6 / 3) = 2.999987
     r = compute_reward(run(loss=2.0), run(loss=1.0), 1.0, W)
-    assert r.degradation_penalty == 3.0
-    assert r.total == pytest.approx(0.65 - 3.0)
+    assert r.degradation_penalty == pytest.approx(2.999987, abs=1e-6)
+    assert r.total == pytest.approx(0.65 - 2.999987, abs=1e-6)
+    # still monotone well past the cap's knee: a worse run is always punished more
+    r30 = compute_reward(run(loss=1.3), run(loss=1.0), 1.0, W).degradation_penalty
+    r50 = compute_reward(run(loss=1.5), run(loss=1.0), 1.0, W).degradation_penalty
+    assert 0 < r30 < r50 < 3.0
+
+
+def test_small_degradation_is_about_proportional() -> None:
+    # 0.5 % beyond the 1 % tolerance vs previous (best far better is not the case here)
+    # x = 0.005: D = 3 tanh(0.05 / 3) = 0.049995 ~ 10 * 0.005
+    r = compute_reward(
+        run(loss=1.015), run(loss=1.0), 0.99, dataclasses.replace(W, tolerance_best=1.0)
+    )
+    assert r.degradation_penalty == pytest.approx(0.049995, abs=1e-6)
 
 
 def test_improvement_bonus() -> None:
