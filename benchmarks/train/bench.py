@@ -54,9 +54,7 @@ VARIANTS: dict[str, dict] = {
 """Every variant sets replay buffer, batch and threads explicitly (not from the YAML)."""
 
 
-def run_rllib(
-    name: str, overrides: dict, steps: int, warmup: int, batch: int, eps_len: int
-) -> dict:
+def run_rllib(name: str, overrides: dict, steps: int, warmup: int, eps_len: int) -> dict:
     import ray
 
     from jpo.train import build_sac_config, load_train_config
@@ -66,7 +64,7 @@ def run_rllib(
         {
             "env.config": {"split": "train", "episode_length": eps_len},
             "sac.num_steps_sampled_before_learning_starts": warmup,
-            "reporting.min_sample_timesteps_per_iteration": 250,
+            "reporting.min_sample_timesteps_per_iteration": 100,
             "reporting.progress_bar": False,
             **overrides,
         },
@@ -87,11 +85,12 @@ def run_rllib(
 
         def counters(res: dict) -> tuple[float, float]:
             env = res["env_runners"]["num_env_steps_sampled_lifetime"]
-            trained = res["learners"]["__all_modules__"]["num_env_steps_trained_lifetime"]
+            learners = res.get("learners", {}).get("__all_modules__", {})
+            trained = learners.get("num_env_steps_trained_lifetime", 0.0)
             return float(env), float(trained) / batch
 
         res = algo.train()
-        while counters(res)[0] < warmup + 250:  # past warm-up and one learning iteration
+        while counters(res)[0] < warmup + 100:  # past warm-up and one learning iteration
             res = algo.train()
         env0, upd0 = counters(res)
         t0 = time.perf_counter()
