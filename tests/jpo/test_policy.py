@@ -219,3 +219,18 @@ def test_numpy_matches_rllib_inference_to_1e_5(tmp_path: Path, activation: str) 
     rllib_action = dist._squash(dist.loc).numpy()  # RLlib's own tanh squash of the loc
     np.testing.assert_allclose(policy.act(x), rllib_action, atol=1e-5, rtol=0)
     assert policy.version == 3
+
+
+def test_bundled_policy_loads_with_this_feature_spec() -> None:
+    from jpo.features import OBSERVATION_NAMES, observation_bounds
+    from jpo.workload import HYPERPARAMETER_NAMES
+
+    bundled = Path(__file__).resolve().parents[2] / "jpo" / "data" / "policy"
+    policy = LocalPolicy.load(bundled)
+    assert policy.observation_names == OBSERVATION_NAMES
+    assert policy.action_names == HYPERPARAMETER_NAMES
+    assert policy.manifest.training_data["split"] == "train"
+    low, high = observation_bounds()
+    act = policy.act(np.random.default_rng(0).uniform(low, high, (64, len(low))))
+    assert act.shape == (64, len(HYPERPARAMETER_NAMES))
+    assert np.all(np.abs(act) <= 1.0)
