@@ -273,3 +273,17 @@ def test_jpo_train_command_is_registered_and_maps_errors(
 
     assert main(["train", "--config", str(bad)]) == 2
     assert "resources.num_learners" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_checkpoints_go_through_a_pyarrow_filesystem_uri(tmp_path: Path) -> None:
+    """``mock://`` is pyarrow's in-memory filesystem: the code path of s3:// and gs://."""
+    from jpo.policy import LocalPolicy
+    from jpo.train import train
+
+    cfg = load_train_config(tiny_config(tmp_path), {"stop.iterations": 1})
+    result = train(
+        cfg, storage_path="mock:///bucket/jpo", export_dir=tmp_path / "p", shutdown_ray=True
+    )
+    assert result.checkpoint == "bucket/jpo/checkpoints/iter_000001"
+    assert LocalPolicy.load(tmp_path / "p").manifest.source["checkpoint"] == result.checkpoint
