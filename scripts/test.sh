@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV="${JPO_VENV:-.venv}"
 "$VENV/bin/ruff" check jpo envs serve tests benchmarks
+"$VENV/bin/mypy"
 set +e
 "$VENV/bin/python" -m pytest "$@"
 rc=$?
