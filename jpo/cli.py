@@ -25,6 +25,7 @@ __all__ = ["COMMAND_MODULES", "build_app", "checker_main", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "jpo.commands.check",
     "jpo.commands.log",
+    "jpo.commands.metrics",
     "jpo.commands.evaluate",
     "jpo.commands.history",
     "jpo.commands.suggest",
@@ -32,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jpo.commands.serve",
     "jpo.commands.train",
     "jpo.commands.simulate",
+    "jpo.commands.demo",
 )
 """Modules whose ``register(app)`` adds a subcommand; append new commands here."""
 
