@@ -91,14 +91,23 @@ def objective(
 ) -> float:
     """Return the oracle's objective of a run: the reward with no previous run.
 
-    ``L*`` is the reference run's final loss and ``ρ_ref`` its per-GPU throughput
-    (:func:`jpo.reward.objective`); failed runs get the reward's failure penalty.
+    ``L*`` is the reference run's final loss, ``ρ_ref`` its per-GPU throughput and
+    ``G_ref`` its GPU-hours (:func:`jpo.reward.objective`), the references the replay env
+    uses too (its workload baseline); failed runs get the reward's failure penalty.
     """
     from jpo.reward import objective as reward_objective
     from jpo.reward import per_gpu_throughput
 
-    ref_thr = per_gpu_throughput(reference) if reference.failure == "none" else None
-    return reward_objective(summary, reference.final_val_loss, weights, ref_thr)
+    ok = reference.failure == "none"
+    ref_thr = per_gpu_throughput(reference) if ok else None
+    ref_hours = reference.gpu_hours if ok and reference.gpu_hours > 0 else None
+    return reward_objective(
+        summary,
+        reference.final_val_loss,
+        weights,
+        reference_throughput=ref_thr,
+        reference_gpu_hours=ref_hours,
+    )
 
 
 def reference_config(
@@ -252,3 +261,27 @@ def best_config(
             f"failure and keeps final_val_loss <= {max_loss:.4g}: widen configs/constraints.toml"
         )
     return best
+
+
+def reach_constraints(constraints: Constraints, start: Hyperparameters, rounds: int) -> Constraints:
+    """Return ``constraints`` narrowed to what a trust-region method reaches in ``rounds``.
+
+    Per tunable parameter the bounds become :func:`jpo.tuners.reach_box` of ``start``
+    (``[start / f^R, start * f^R]`` within the constraints, f its trust region). The oracle
+    over these constraints is the best any method could do within ``rounds`` trust-region
+    steps from ``start`` ("reach-box oracle"), as opposed to the global oracle over the
+    whole constraint box.
+    """
+    from jpo.constraints import Constraints as _Constraints
+    from jpo.tuners import reach_box
+
+    box = reach_box(constraints, start, rounds)
+    specs = {}
+    for name, spec in constraints.params.items():
+        if name in box:
+            lo, hi = box[name]
+            if spec.type == "int":
+                lo, hi = float(math.ceil(lo)), float(math.floor(hi))
+            spec = replace(spec, min=lo, max=max(lo, hi))
+        specs[name] = spec
+    return _Constraints(specs, constraints.tunable, source=f"{constraints.source} (reach {rounds})")

@@ -75,3 +75,52 @@ def test_impossible_constraints_raise(setup, tmp_path):
     assert narrow.params["batch_size"].min == 4000
     with pytest.raises(ConfigError, match="no configuration inside the constraints"):
         best_config(load_profile("wikitext103-gpt2"), narrow, conditions, weights)
+
+
+def test_objective_prices_gpu_hours_like_the_env(setup):
+    """The oracle's objective passes G_ref = the reference's GPU-hours (as the env does)."""
+    import math
+
+    from jpo.reward import compute_reward, per_gpu_throughput
+
+    _constraints, conditions, weights = setup
+    profile = load_profile("higgs-mlp")
+    _hp, reference = reference_config(profile, conditions)
+    longer = predict(profile, replace(profile.defaults, epochs=16), conditions)
+    expected = compute_reward(
+        longer,
+        None,
+        reference.final_val_loss,
+        weights,
+        reference_throughput=per_gpu_throughput(reference),
+        reference_gpu_hours=reference.gpu_hours,
+    ).total
+    assert objective(longer, reference, weights) == pytest.approx(expected)
+    # the cost term is really there: w_C * ln(G / G_ref)
+    cost = weights.cost_weight * math.log(longer.gpu_hours / reference.gpu_hours)
+    assert cost > 0.1
+    no_cost = compute_reward(
+        longer,
+        None,
+        reference.final_val_loss,
+        weights,
+        reference_throughput=per_gpu_throughput(reference),
+    ).total
+    assert objective(longer, reference, weights) == pytest.approx(no_cost - cost)
+
+
+def test_reach_constraints_bound_the_oracle_to_the_trust_region_box(setup):
+    from envs.oracle import reach_constraints
+    from jpo.tuners import reach_box
+
+    constraints, conditions, weights = setup
+    profile = load_profile("adult-mlp")
+    narrowed = reach_constraints(constraints, profile.defaults, 5)
+    box = reach_box(constraints, profile.defaults, 5)
+    for name, (lo, hi) in box.items():
+        spec = narrowed.params[name]
+        assert lo <= spec.min and spec.max <= hi
+    local = best_config(profile, narrowed, conditions, weights)
+    narrowed.validate(local.hp)
+    glob = best_config(profile, constraints, conditions, weights)
+    assert local.objective <= glob.objective + 1e-9

@@ -342,3 +342,16 @@ def test_evaluation_imports_neither_torch_nor_ray() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_reach_box_oracle_is_reported_next_to_the_global_one(small) -> None:
+    """The reach-box oracle (R trust-region steps) never beats the global oracle."""
+    frame = small.frame()
+    first = frame[frame["round"] == 0].iloc[0]
+    assert first["oracle_reach_objective"] <= first["oracle_objective"] + 1e-9
+    oracle = frame[(frame["method"] == "oracle") & (frame["round"] > 0)]
+    # the global oracle's config scores >= 1 against the smaller reach-box gap
+    assert (oracle["oracle_reach_fraction"].dropna() >= 1.0 - 1e-9).all()
+    summary = method_summary(small).set_index("method")
+    assert "oracle_reach_fraction_mean" in summary.columns
+    assert summary.loc["no_tuning", "oracle_reach_fraction_mean"] == pytest.approx(0.0)
