@@ -369,11 +369,13 @@ def create_api(
     *,
     token: str | None = None,
     max_body_bytes: int = 65536,
+    on_suggest: Callable[[SuggestRequest, SuggestResponse], None] | None = None,
 ) -> Any:
     """Return the FastAPI app (wrapped in the body-size limit) serving ``service``.
 
     ``service`` may be a zero-argument callable returning the current service, so that a
-    Serve replica can swap it on ``reconfigure``.
+    Serve replica can swap it on ``reconfigure``. ``on_suggest`` is called with each
+    answered suggestion (the Serve replica counts them in its metrics).
     """
     from serve.auth import authorized
 
@@ -420,7 +422,10 @@ def create_api(
 
     @app.post("/v1/suggest", response_model=SuggestResponse, dependencies=[Depends(require_token)])
     async def suggest(request: SuggestRequest) -> SuggestResponse:
-        return get_service().suggest(request)
+        response = get_service().suggest(request)
+        if on_suggest is not None:
+            on_suggest(request, response)
+        return response
 
     return BodyLimitMiddleware(app, max_body_bytes)
 

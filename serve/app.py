@@ -11,6 +11,12 @@ through ``user_config`` (``reconfigure``): changing ``policy_path`` in
 its policy folder every ``poll_interval_s`` and loads a newly promoted version (a new
 versioned subfolder or ``LATEST`` pointer): the new artifact is loaded fully before one
 reference is swapped, so requests in flight are never dropped.
+
+Metrics (Ray's metrics export, e.g. ``metrics-export-port`` of the KubeRay manifests; Ray
+prefixes them with ``ray_``): ``jpo_serve_suggestions`` (counter, by workload labels and
+``changed``: whether the suggested values differ from the request's) and
+``jpo_serve_policy_loaded`` (gauge, 1 for the policy version a replica serves, 0 for the
+one it replaced), beside Ray Serve's own request, latency and error metrics.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from jpo.errors import ConfigError, JpoError
-from serve.api import PolicyService, create_api
+from serve.api import PolicyService, SuggestRequest, SuggestResponse, create_api
 from serve.auth import load_token
 
 log = logging.getLogger("ray.serve")
@@ -69,6 +75,46 @@ def default_settings(path: Path = SERVE_YAML) -> dict[str, Any]:
     return dict(user_config)
 
 
+class _ReplicaMetrics:
+    """The replica's own metrics (module docstring), exported through Ray's metrics agent."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics
+
+        self._suggestions = metrics.Counter(
+            "jpo_serve_suggestions",
+            description="Suggestions answered by the JPO policy endpoint",
+            tag_keys=("dataset", "model", "framework", "changed"),
+        )
+        self._loaded = metrics.Gauge(
+            "jpo_serve_policy_loaded",
+            description="1 for the policy version this replica serves, 0 for replaced ones",
+            tag_keys=("policy_version",),
+        )
+        self._version: str | None = None
+
+    def suggestion(self, request: SuggestRequest, response: SuggestResponse) -> None:
+        """Count one answered suggestion."""
+        changed = response.hyperparameters != request.hyperparameters
+        self._suggestions.inc(
+            tags={
+                "dataset": request.workload.dataset,
+                "model": request.workload.model,
+                "framework": request.workload.framework,
+                "changed": str(changed).lower(),
+            }
+        )
+
+    def policy_loaded(self, version: str) -> None:
+        """Mark ``version`` as the served policy (and the previous one as replaced)."""
+        if version == self._version:
+            return
+        if self._version is not None:
+            self._loaded.set(0, tags={"policy_version": self._version})
+        self._loaded.set(1, tags={"policy_version": version})
+        self._version = version
+
+
 @serve.deployment(name="JpoPolicy", max_ongoing_requests=32)
 @serve.ingress()
 class PolicyDeployment:
@@ -80,6 +126,8 @@ class PolicyDeployment:
             self.settings.resolved_policy_path(), self.settings.constraints_path or None
         )
         self.token = load_token(self.settings.token_file or None)
+        self._metrics = _ReplicaMetrics()
+        self._metrics.policy_loaded(self.version())
         self._api: Any = None
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="jpo-policy-poll", daemon=True)
@@ -88,7 +136,10 @@ class PolicyDeployment:
     def __serve_build_asgi_app__(self) -> Any:
         """Return the replica's ASGI app (called by Ray Serve after ``__init__``)."""
         self._api = create_api(
-            lambda: self.service, token=self.token, max_body_bytes=self.settings.max_body_bytes
+            lambda: self.service,
+            token=self.token,
+            max_body_bytes=self.settings.max_body_bytes,
+            on_suggest=self._metrics.suggestion,
         )
         return self._api
 
@@ -100,6 +151,7 @@ class PolicyDeployment:
             self.service.set_policy_path(new.resolved_policy_path())
         else:
             self.service.reload()
+        self._metrics.policy_loaded(self.version())
         self.token = load_token(new.token_file or None)
         if self._api is not None:
             self._api.app.state.token = self.token
@@ -113,6 +165,8 @@ class PolicyDeployment:
                 self.service.reload()
             except JpoError as err:  # keep serving the loaded policy
                 log.warning("policy reload failed, keeping version %s: %s", self.version(), err)
+            else:
+                self._metrics.policy_loaded(self.version())
 
     def version(self) -> str:
         """Return the loaded policy version."""

@@ -101,6 +101,24 @@ def test_suggest_with_features_maps_the_action_through_constraints(client: TestC
     assert data["predicted_gain"] is None  # no summary to price it with
 
 
+def test_on_suggest_sees_each_answered_suggestion_only(service: PolicyService) -> None:
+    seen: list[tuple[str, int, str]] = []
+    client = TestClient(
+        create_api(
+            service,
+            on_suggest=lambda req, resp: seen.append(
+                (req.workload.dataset, resp.hyperparameters.batch_size, resp.policy_version)
+            ),
+        )
+    )
+    assert client.post("/v1/suggest", json=body()).status_code == 200
+    assert client.post("/v1/suggest", json=body(features=["lots"])).status_code == 422
+    assert len(seen) == 1
+    dataset, batch_size, version = seen[0]
+    assert (dataset, version) == (WORKLOAD["dataset"], "1")
+    assert batch_size > HP["batch_size"]
+
+
 def test_suggest_with_a_raw_summary_prices_the_gain(client: TestClient) -> None:
     got = client.post(
         "/v1/suggest",

@@ -52,6 +52,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("policies")
@@ -98,6 +101,7 @@ def serve_url(store: Path) -> Iterator[str]:
     os.environ["JPO_SERVE_TOKEN"] = TOKEN  # replicas inherit the driver's environment
     port = free_port()
     ray.init(
+        _metrics_export_port=METRICS_PORT,
         num_cpus=2,
         object_store_memory=80 * 1024 * 1024,
         include_dashboard=False,
@@ -134,6 +138,29 @@ def test_health_policy_and_suggest_over_http(serve_url: str) -> None:
     got = httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=10)
     assert got.status_code == 200, got.text
     assert got.json()["hyperparameters"]["batch_size"] > HP["batch_size"]
+
+
+@pytest.mark.slow
+def test_replicas_export_suggestion_and_policy_metrics(serve_url: str) -> None:
+    """JPO's replica metrics reach Ray's Prometheus export (what a cluster scrapes)."""
+    got = httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=10)
+    assert got.status_code == 200, got.text
+    wanted = (
+        'ray_jpo_serve_suggestions_total{',
+        'ray_jpo_serve_policy_loaded{',
+    )
+    text, deadline = "", time.monotonic() + 90  # Ray's agent exports every few seconds
+    while time.monotonic() < deadline:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            text = ""
+        if all(w in text for w in wanted):
+            break
+        time.sleep(1.0)
+    lines = [ln for ln in text.splitlines() if ln.startswith(wanted)]
+    assert any('dataset="cifar10"' in ln and 'changed="true"' in ln for ln in lines), lines
+    assert any('policy_version="1"' in ln and ln.endswith(" 1.0") for ln in lines), lines
 
 
 @pytest.mark.slow
