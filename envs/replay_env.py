@@ -85,6 +85,9 @@ class EnvConfig:
         seed: seed of the synthetic catalog history.
         catalog_runs_per_workload: recorded runs simulated per workload.
         catalog_start: start of the first recorded run (s since the epoch).
+        randomized_profiles: synthetic training profiles added to the catalog source
+            (domain randomization, :mod:`envs.randomization`); 0 = none.
+        randomization_path: randomization settings TOML ("" = configs/randomization.toml).
     """
 
     source: str = "catalog"
@@ -106,6 +109,8 @@ class EnvConfig:
     seed: int = 0
     catalog_runs_per_workload: int = 24
     catalog_start: float = 1767225600.0
+    randomized_profiles: int = 0
+    randomization_path: str = ""
 
 
 def _flatten(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -218,6 +223,20 @@ def _validate(cfg: EnvConfig) -> None:
         raise ConfigError(f"env config: noise = {cfg.noise}; use a relative std in [0, 0.5]")
     if cfg.residual_clip < 1.0:
         raise ConfigError(f"env config: residual_clip = {cfg.residual_clip}; it must be >= 1")
+    if cfg.randomized_profiles < 0:
+        raise ConfigError(
+            f"env config: randomized_profiles = {cfg.randomized_profiles}; it must be >= 0"
+        )
+    if cfg.randomized_profiles and cfg.source != "catalog":
+        raise ConfigError(
+            "env config: randomized_profiles needs source = 'catalog' (synthetic profiles "
+            "have no recorded history)"
+        )
+    if cfg.randomized_profiles and cfg.split == "holdout":
+        raise ConfigError(
+            "env config: randomized_profiles are training profiles; use split = 'train' "
+            "(or 'all'), not 'holdout'"
+        )
     if cfg.catalog_runs_per_workload < 1:
         raise ConfigError(
             f"env config: [catalog] runs_per_workload = {cfg.catalog_runs_per_workload}; "
@@ -304,8 +323,13 @@ def _build_workload(
     runs: Sequence[tuple[str, Hyperparameters, RunSummary]],
     base: ClusterConditions,
     residual_clip: float,
+    reference: RunSummary | None = None,
 ) -> WorkloadReplay:
-    """Precompute a workload's recordings (conditions, residuals) and context."""
+    """Precompute a workload's recordings (conditions, residuals) and context.
+
+    ``reference`` (a successful run) sets ρ_ref and G_ref of the reward; without it they
+    are the medians over the successful recorded runs (what a history source knows).
+    """
     recs = []
     for run_id, hp, summary in runs:
         cond = conditions_from_run(profile, hp, summary, base)
@@ -323,6 +347,8 @@ def _build_workload(
         baseline = fitted.throughput if fitted.throughput > 0 else 1.0
         ref_hours = fitted.gpu_hours
         best = math.inf
+    if reference is not None and reference.failure == "none" and reference.gpu_hours > 0:
+        ref, ref_hours = per_gpu_throughput(reference), reference.gpu_hours
     context = WorkloadContext(
         baseline_throughput=baseline,
         best_val_loss=best,
@@ -352,7 +378,11 @@ def _select_profiles(cfg: EnvConfig, catalog: Mapping[str, WorkloadProfile]) -> 
 
 
 def _catalog_history(
-    cfg: EnvConfig, profiles: Sequence[WorkloadProfile], base: ClusterConditions
+    cfg: EnvConfig,
+    profiles: Sequence[WorkloadProfile],
+    base: ClusterConditions,
+    runs: int | None = None,
+    seed: int | None = None,
 ) -> pa.Table:
     """Simulate ``runs_per_workload`` consecutive past runs of each profile.
 
@@ -362,14 +392,14 @@ def _catalog_history(
     """
     from envs.simulator import generate_runs
 
-    runs = generate_runs(
+    simulated = generate_runs(
         list(profiles),
-        cfg.catalog_runs_per_workload,
-        seed=cfg.seed,
+        runs if runs is not None else cfg.catalog_runs_per_workload,
+        seed=cfg.seed if seed is None else seed,
         conditions=base,
         start=cfg.catalog_start,
     )
-    return pa.concat_tables([r.table for r in runs])
+    return pa.concat_tables([r.table for r in simulated])
 
 
 def _runs_of(
@@ -462,6 +492,17 @@ def _build_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
         selected: list[tuple[str, WorkloadKey, WorkloadProfile | None]] = [
             (n, catalog[n].key, catalog[n]) for n in names
         ]
+        if cfg.randomized_profiles:
+            from envs.randomization import load_randomization, random_profiles
+
+            rs = load_randomization(cfg.randomization_path or None)
+            synthetic = random_profiles(
+                catalog, cfg.randomized_profiles, settings=rs, conditions=base
+            )
+            # a seed of its own: the synthetic history does not repeat the catalog's draws
+            extra = _catalog_history(cfg, synthetic, base, rs.runs_per_profile, cfg.seed + 1)
+            table = pa.concat_tables([table, extra])
+            selected += [(p.name, p.key, p) for p in synthetic]
     else:
         table = _read_parquet(cfg) if cfg.source == "parquet" else cfg.table
         assert table is not None
@@ -508,11 +549,17 @@ def _build_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
         runs = _runs_of(table, key, gpus)
         if not runs:
             raise ConfigError(f"env config: workload {name!r} has no recorded run")
+        reference = None
         if cfg.source == "catalog" and prior is not None:
             profile = prior  # the simulated history's own ground-truth profile
+            # ρ_ref and G_ref from the oracle's reference run (envs.oracle.reference_config),
+            # so the env's reward scores like the oracle and `jpo evaluate`
+            from envs.oracle import reference_config
+
+            reference = reference_config(profile, base)[1]
         else:
             profile = _profile_for(key, runs, prior, cfg.calibrate, base)
-        replays.append(_build_workload(name, profile, runs, base, cfg.residual_clip))
+        replays.append(_build_workload(name, profile, runs, base, cfg.residual_clip, reference))
     return tuple(replays)
 
 
@@ -581,8 +628,10 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
 
     :func:`jpo.reward.compute_reward` of the counterfactual run against the previous run
     of the episode and the workload's best loss so far, with the weights of
-    ``configs/reward.toml``, and the workload's baseline (median over its successful
-    recorded runs) per-GPU throughput as ρ_ref and GPU-hours as G_ref: utilization
+    ``configs/reward.toml``, and the workload's baseline per-GPU throughput as ρ_ref and
+    GPU-hours as G_ref (catalog source: the oracle's reference run,
+    :func:`envs.oracle.reference_config`, as ``jpo evaluate`` scores; history sources: the
+    medians over the successful recorded runs): utilization
     efficiency + log per-GPU-throughput ratio + a small improvement bonus - a penalty for
     validation-loss degradation beyond a tolerance - log GPU-hours ratio; a failed run
     (OOM, divergence) scores ``-P_fail``. Within [-5, 3.5] per step with the defaults.
@@ -604,7 +653,8 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     ``configs/env.toml`` (source ``catalog``/``parquet``/``table``, ``history_path``,
     ``table``, ``split``, ``workloads``, ``episode_length``, ``reward_weights_path``,
     ``constraints_path``, ``cluster_path``, ``tunable``, ``calibrate``,
-    ``rollback_on_failure``, ``noise``, ``seed``, ``catalog``: {...}). Invalid configs
+    ``rollback_on_failure``, ``noise``, ``seed``, ``catalog``: {...},
+    ``randomized_profiles``, ``randomization_path``). Invalid configs
     (empty history, unknown workload, episode_length < 1, unknown keys) raise
     :class:`jpo.errors.ConfigError` at construction.
 
@@ -615,6 +665,8 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Version History
 
     * v0: initial version (feature spec 1, reward of configs/reward.toml).
+    * v0 (same id): catalog rewards reference the oracle's reference run; optional
+      domain-randomized training profiles (``randomized_profiles``).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012

@@ -442,13 +442,29 @@ def describe_env(cfg: TrainConfig, overrides: Mapping[str, Any] | None = None) -
             sha = constraints.sha256()
             tunable = set(env_config.get("tunable") or constraints.tunable)
             act_names = act_names or tuple(n for n in HYPERPARAMETER_NAMES if n in tunable)
+            names = list(getattr(base, "workloads", ()))
+            n_random = int(env_config.get("randomized_profiles") or 0)
             training_data.update(
                 source=env_config.get("source", "catalog"),
                 split=env_config.get("split", "train"),
-                workloads=list(getattr(base, "workloads", ())),
+                # catalog workloads; the synthetic ones are summarized below
+                workloads=names[: len(names) - n_random] if n_random else names,
                 episode_length=env_config.get("episode_length"),
                 history_seed=env_config.get("seed", 0),
             )
+            if n_random:
+                from envs.randomization import load_randomization
+
+                rs = load_randomization(env_config.get("randomization_path") or None)
+                training_data["randomization"] = {
+                    "profiles": n_random,
+                    "base_split": "train",
+                    "config": env_config.get("randomization_path") or "configs/randomization.toml",
+                    "seed": rs.seed,
+                    "runs_per_profile": rs.runs_per_profile,
+                    "input_bound_share": rs.input_bound_share,
+                    "spread": {k: dict(v) for k, v in rs.spread.items()},
+                }
         else:
             training_data["env_config"] = env_config
         if len(obs_names) != n_obs:
