@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from jpo import audit
+from jpo.config_file import check_workload
 from jpo.demo import FAST_WORKLOADS, render_table, run_demo
 from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
 from jpo.policy import write_artifact
@@ -107,3 +111,55 @@ def test_live_demo_with_simulated_pods_scraped_by_prometheus(tmp_path: Path) -> 
     (first, *_) = audit.read_records(row.config.parent / ".jpo" / "audit.jsonl")
     assert first.telemetry["run_id"] == "mnist-lenet-run-1"
     assert first.outcome is not None and first.outcome["run_id"] == "mnist-lenet-run-2"
+
+
+BIN = Path(sys.executable).parent
+EXAMPLES = Path(__file__).parents[2] / "examples" / "workloads"
+
+
+def _jpo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "jpo"), *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+def test_jpo_demo_fast_through_the_cli_json(tmp_path: Path) -> None:
+    """`jpo demo --fast --json` (the README's first command) with the bundled policy."""
+    work = tmp_path / "work"
+    done = _jpo("demo", "--fast", "--no-prometheus", "--workdir", str(work), "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["workdir"] == str(work)
+    assert [w["workload"] for w in report["workloads"]] == list(FAST_WORKLOADS)
+    changed = [w for w in report["workloads"] if w["after"] != w["before"]]
+    assert changed, report
+    for w in changed:
+        config = Path(w["files"]["config"])
+        assert config.parent.parent == work
+        assert config.read_bytes() != (EXAMPLES / w["workload"] / "config.ini").read_bytes()
+        check = check_workload(config)
+        assert not check.problems, check.problems
+        assert check.workload is not None
+        assert check.workload.hyperparameters.batch_size == w["after"]["batch_size"]
+        assert Path(w["files"]["audit_log"]).is_file()
+    assert (EXAMPLES / "mnist-lenet" / "config.ini").read_text().count("batch_size = 64") == 1
+
+
+@pytest.mark.slow
+def test_jpo_demo_fast_table_on_a_local_prometheus(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    done = _jpo("demo", "--fast", "--workdir", str(work), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "JPO demo: before -> after" in out and "cifar10-resnet18" in out and "->" in out
+    assert "Prometheus at http://127.0.0.1:" in out
+    assert str(work / "mnist-lenet" / "config.ini") in out
+    assert str(work / "mnist-lenet" / ".jpo" / "audit.jsonl") in out
+
+
+def test_jpo_demo_unknown_workload_exits_2(tmp_path: Path) -> None:
+    done = _jpo("demo", "--fast", "--workload", "no-such", "--workdir", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no-such" in done.stderr and "fix: pick from" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not any(tmp_path.iterdir())
