@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -59,6 +60,49 @@ def empty_history() -> pa.Table:
     return HISTORY_SCHEMA.empty_table()
 
 
+def _numeric_array(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """Wrap a 1-d numpy array as an Arrow array without copying (and without pa.array).
+
+    ``pa.array(<ndarray>)`` first asks pyarrow's pandas shim whether the input is a pandas
+    object, which imports pandas (0.5 s cold); the CI stage never needs it.
+    """
+    arr = np.ascontiguousarray(values, dtype=type_.to_pandas_dtype())
+    return pa.Array.from_buffers(type_, len(arr), [None, pa.py_buffer(arr)])
+
+
+@contextmanager
+def without_pandas() -> Iterator[None]:
+    """Run a block with ``import pandas`` failing, so pyarrow works as if it were absent.
+
+    pyarrow imports pandas lazily (0.5-0.8 s cold, benchmarks/suggest/RESULTS.md) the first
+    time ``pa.array``, ``Array.to_numpy``, ``pa.scalar`` or ``Schema.empty_table`` runs, to
+    recognise pandas inputs; pandas is optional for it, and a failed import is handled. The
+    CI stage (``jpo suggest``) never hands pandas objects to pyarrow, so it runs inside
+    this block. No-op when pandas is already imported. Code that needs
+    ``Table.to_pandas()`` must not run inside it.
+    """
+    import sys
+
+    if "pandas" in sys.modules:
+        yield
+        return
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(blocker)
+
+
+class _NoPandas:
+    """A meta-path finder that makes ``import pandas`` fail (see :func:`without_pandas`)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"pandas is skipped in this process: {name}", name=name)
+        return None
+
+
 def result_to_table(
     result: QueryResult,
     metric: str | None,
@@ -79,12 +123,12 @@ def result_to_table(
     if not series:
         return empty_history()
     lengths = np.fromiter((len(s.values) for s in series), dtype=np.int64, count=len(series))
-    index = pa.array(np.repeat(np.arange(len(series), dtype=np.int64), lengths))
+    index = _numeric_array(np.repeat(np.arange(len(series), dtype=np.int64), lengths), pa.int64())
     ts = np.concatenate([s.timestamps for s in series])
     values = np.concatenate([s.values for s in series])
     ms = np.rint(ts * 1000.0).astype(np.int64)
     columns: dict[str, pa.Array] = {
-        "timestamp": pa.array(ms, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        "timestamp": _numeric_array(ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
     }
     for field, label in zip(WORKLOAD_FIELDS, label_names, strict=True):
         per_series = pa.array([s.labels.get(label, "") for s in series], type=pa.string())
@@ -93,8 +137,9 @@ def result_to_table(
         names = pa.array([s.labels.get(METRIC_LABEL, "") for s in series], type=pa.string())
         columns["metric"] = names.take(index)
     else:
-        columns["metric"] = pa.array(np.full(len(ms), metric, dtype=object), type=pa.string())
-    columns["value"] = pa.array(values, type=pa.float64())
+        one = pa.array([metric], type=pa.string())
+        columns["metric"] = one.take(_numeric_array(np.zeros(len(ms), np.int64), pa.int64()))
+    columns["value"] = _numeric_array(values, pa.float64())
     table = pa.table(columns).select(HISTORY_SCHEMA.names).cast(HISTORY_SCHEMA)
     if drop_nonfinite:
         table = table.filter(pc.is_finite(table["value"]))

@@ -67,20 +67,21 @@ def suggest_command(
     non-zero code config.ini is untouched.
     """
     from jpo.suggest import SuggestOptions, suggest
+    from jpo.telemetry import without_pandas
 
-    result = suggest(
-        SuggestOptions(
-            config=config,
-            prometheus_url=prometheus,
-            endpoint=endpoint,
-            policy_path=policy,
-            fallback_local=fallback_local,
-            dry_run=dry_run,
-            approve=approve,
-            log_path=log,
-            settings_path=settings,
-        )
+    options = SuggestOptions(
+        config=config,
+        prometheus_url=prometheus,
+        endpoint=endpoint,
+        policy_path=policy,
+        fallback_local=fallback_local,
+        dry_run=dry_run,
+        approve=approve,
+        log_path=log,
+        settings_path=settings,
     )
+    with without_pandas():  # the CI stage must start fast (SPEC section 1): no pandas
+        result = suggest(options)
     if as_json:
         typer.echo(json.dumps(result.to_json(), sort_keys=True))
     else:

@@ -336,6 +336,31 @@ def test_suggest_path_imports_neither_ray_nor_torch(
     assert out.stdout.strip() == "changed []"
 
 
+def test_without_pandas_keeps_pyarrow_working_and_pandas_out() -> None:
+    """The pyarrow calls of the CI path work inside without_pandas() and import no pandas."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np, pyarrow as pa, pyarrow.compute as pc
+        from jpo.telemetry import without_pandas
+        with without_pandas():
+            t = pa.table({"v": pa.array([1.0, float("nan")]), "s": pa.array(["a", "b"])})
+            t = t.filter(pc.is_finite(t["v"]))
+            assert t.column("v").to_numpy().tolist() == [1.0]
+            assert t["s"].dictionary_encode().to_pylist() == ["a"]
+            pa.schema([("a", pa.int64())]).empty_table(); pa.scalar(1, pa.int64())
+            inside = "pandas" in sys.modules
+        import pandas  # importable again after the block
+        print(inside, t.to_pandas().shape)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "(1,", "2)"]
+
+
 # ------------------------------------------------------- CLI against a real Prometheus
 
 
@@ -349,6 +374,10 @@ def _openmetrics(runs: list) -> str:  # type: ignore[type-arg]
     return buf.getvalue()
 
 
+HEAVY = ("ray", "torch", "pandas", "scipy", "gymnasium")
+"""Modules the CI stage must not import (SPEC section 1: fast, no Ray or torch)."""
+
+
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
@@ -356,7 +385,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         "import sys\n"
         "from jpo.cli import main\n"
         "rc = main(sys.argv[1:])\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch'))\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
         "sys.exit(rc)\n"
     )
@@ -392,7 +421,7 @@ def test_cli_suggest_and_feedback_against_a_real_prometheus(
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["status"] == "dry_run"
     assert config.read_text() == CONFIG
-    assert "HEAVY []" in dry.stderr  # neither ray nor torch on the CI path
+    assert "HEAVY []" in dry.stderr  # no ray, torch, pandas, scipy, gymnasium on the CI path
 
     done = _cli("suggest", *base, "--json")
     assert done.returncode == 0, done.stderr
@@ -426,6 +455,40 @@ def test_cli_suggest_and_feedback_against_a_real_prometheus(
     )
     assert down.returncode in (int(ExitCode.POLICY), int(ExitCode.UNCHANGED_BY_CHOICE))
     assert "Traceback" not in down.stderr + down.stdout
+
+
+@pytest.mark.slow
+def test_cli_suggest_dry_run_imports_no_heavy_module(
+    prometheus_factory,  # type: ignore[no-untyped-def]
+    config: Path,
+    policy_up: Path,
+) -> None:
+    """`jpo suggest --dry-run`, full path against a real Prometheus, then sys.modules."""
+    run1 = simulate_run(
+        load_profile("cifar10-resnet18"),
+        HP,
+        ClusterConditions(),
+        rng=np.random.default_rng(1),
+        run_id="r1",
+        start=time.time() - 6 * 3600,
+    )
+    prom = prometheus_factory(openmetrics=[_openmetrics([run1])])
+    for fmt in ((), ("--json",)):
+        done = _cli(
+            "suggest",
+            "--config",
+            str(config),
+            "--prometheus",
+            prom.url,
+            "--policy",
+            str(policy_up),
+            "--dry-run",
+            *fmt,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "dry run" in done.stdout or '"dry_run"' in done.stdout
+        assert "HEAVY []" in done.stderr, done.stderr
+    assert config.read_text() == CONFIG
 
 
 def test_a_failed_audit_append_puts_the_old_values_back(
