@@ -35,6 +35,7 @@ from jpo.features import (
     OBSERVATION_NAMES,
     WorkloadContext,
     build_observation,
+    context_from_runs,
     observation_bounds,
     run_hyperparameters,
     summarize_run,
@@ -623,6 +624,9 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     baseline, its validation loss relative to the workload's best, failure one-hot,
     whether the run before it failed, the current hyperparameters normalized into their
     constrained ranges, framework one-hot and model size (unknown: CI cannot know it).
+    The context (baseline throughput, best loss, previous failure) is CI's,
+    :func:`jpo.features.context_from_runs` over the runs observed earlier in the episode
+    (none at its start, as in a fresh CI campaign).
 
     ## Rewards
 
@@ -749,7 +753,13 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._noise > 0:
             draws = self.np_random.standard_normal((self._episode_length, len(_SCALED_FIELDS)))
             self._eps = (1.0 + self._noise * draws).tolist()
-        obs = build_observation(rec.summary, rec.hp, self._norm, ctx)
+        # The observation's context is CI's (jpo.features.context_from_runs): the runs
+        # observed earlier in the campaign; at its start there are none, as in CI.
+        self._seen: list[RunSummary] = [rec.summary]
+        fw = w.profile.framework
+        obs = build_observation(
+            rec.summary, rec.hp, self._norm, context_from_runs(rec.summary, [], framework=fw)
+        )
         self._ctx = ctx.after(rec.summary)
         if not self._info:
             return obs, {}
@@ -830,7 +840,9 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             rolled_back = True
         else:
             self._hp = hp
-        obs = build_observation(run, self._hp, self._norm, ctx)
+        obs_ctx = context_from_runs(run, self._seen, framework=w.profile.framework)
+        obs = build_observation(run, self._hp, self._norm, obs_ctx)
+        self._seen.append(run)
         self._ctx = ctx.after(run)
         self._prev = run
         truncated = self._t >= self._episode_length

@@ -65,8 +65,9 @@ index  name                      definition (clip bounds from ``configs/features
 from __future__ import annotations
 
 import math
+import statistics
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,6 +92,7 @@ __all__ = [
     "NonFiniteMetricError",
     "WorkloadContext",
     "build_observation",
+    "context_from_runs",
     "feature_spec",
     "observation_bounds",
     "run_hyperparameters",
@@ -523,6 +525,37 @@ class WorkloadContext:
             framework=self.framework,
             model_params=self.model_params,
         )
+
+
+def context_from_runs(
+    summary: RunSummary,
+    history: Sequence[RunSummary | None],
+    *,
+    framework: str,
+) -> WorkloadContext:
+    """Return the observation's context of ``summary`` given the runs observed before it.
+
+    The ONE definition of the context CI (``jpo suggest``, ``history`` = the runs earlier
+    suggestions of the workload were based on) and training (the replay env, ``history``
+    = the runs observed earlier in the episode) use:
+
+    - ``baseline_throughput``: median throughput of the history's runs and ``summary``
+      with throughput > 0 (1.0 when none has one);
+    - ``best_val_loss``: the lowest finite final loss of those runs that did not fail,
+      ``summary`` included (``inf`` when none);
+    - ``previous_failed``: whether the history's last run failed.
+    """
+    runs = [r for r in history if r is not None]
+    throughputs = [s.throughput for s in [*runs, summary] if s.throughput > 0]
+    baseline = statistics.median(throughputs) if throughputs else 1.0
+    ok = [s.final_val_loss for s in [*runs, summary] if s.failure == "none"]
+    finite = [v for v in ok if math.isfinite(v)]
+    return WorkloadContext(
+        baseline_throughput=baseline,
+        best_val_loss=min(finite) if finite else math.inf,
+        previous_failed=bool(runs) and runs[-1].failure != "none",
+        framework=framework,
+    )
 
 
 def _clip(x: float, lo: float, hi: float) -> float:

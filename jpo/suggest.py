@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -279,24 +278,13 @@ def _policy_vector(
 def _context(summary: RunSummary, key: WorkloadKey, history: Sequence[Any]) -> Any:
     """Build the observation's WorkloadContext from the audit history and this run.
 
-    Baseline throughput: median throughput over the workload's recorded runs (the runs
-    earlier suggestions were based on and their outcomes) plus this run, as training does
-    with its replayed runs; best loss: the lowest final loss of any run that did not fail.
+    :func:`jpo.features.context_from_runs` (the definition the replay env trains with):
+    baseline throughput = median over the runs earlier suggestions were based on plus
+    this run; best loss = the lowest final loss of any of them that did not fail.
     """
-    from jpo.features import WorkloadContext
+    from jpo.features import context_from_runs
 
-    runs = [r for r in history if r is not None]
-    throughputs = [s.throughput for s in [*runs, summary] if s.throughput > 0]
-    baseline = statistics.median(throughputs) if throughputs else 1.0
-    ok = [s.final_val_loss for s in [*runs, summary] if s.failure == "none"]
-    finite = [v for v in ok if math.isfinite(v)]
-    previous_failed = bool(runs) and runs[-1].failure != "none"
-    return WorkloadContext(
-        baseline_throughput=baseline,
-        best_val_loss=min(finite) if finite else math.inf,
-        previous_failed=previous_failed,
-        framework=key.framework,
-    )
+    return context_from_runs(summary, history, framework=key.framework)
 
 
 def _memory_inputs(table: pa.Table, summary: RunSummary) -> tuple[float | None, float | None]:

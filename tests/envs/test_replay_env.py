@@ -418,3 +418,28 @@ def test_workload_whose_recorded_runs_all_failed() -> None:
     assert e.observation_space.contains(obs)
     obs, r, *_ = e.step(np.array([-1.0, 0.0, 0.0, 0.0], dtype=np.float32))
     assert e.observation_space.contains(obs) and math.isfinite(r)
+
+
+def test_observation_context_is_the_ci_stages() -> None:
+    """Each observation uses jpo.features.context_from_runs over the campaign's runs, as
+    `jpo suggest` does over the runs its earlier suggestions were based on."""
+    from jpo.constraints import load_constraints
+    from jpo.features import build_observation, context_from_runs
+
+    env = PrometheusReplayEnv({"episode_length": 5, "noise": 0.0})
+    norm = load_constraints()
+    obs, info = env.reset(seed=3)
+    fw = env._w.profile.framework
+    i_thr = OBSERVATION_NAMES.index("throughput_rel")
+    i_val = OBSERVATION_NAMES.index("val_loss_rel")
+    if info["summary"].throughput > 0:
+        assert obs[i_thr] == pytest.approx(1.0)  # the campaign's first run is its baseline
+    assert obs[i_val] == 0.0
+    seen = [info["summary"]]
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        obs, _r, _term, _trunc, info = env.step(rng.uniform(-1, 1, 4).astype(np.float32))
+        run = info["summary"]
+        expected = build_observation(run, env._hp, norm, context_from_runs(run, seen, framework=fw))
+        np.testing.assert_array_equal(obs, expected)
+        seen.append(run)
