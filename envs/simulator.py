@@ -349,7 +349,9 @@ def generate_runs(
 
     Each workload's runs follow each other with ``[history].gap_s`` between them, from
     ``start`` on; without ``start``, each workload's last run ends ``gap_s`` before ``end``
-    (default: now). Timestamps sit on the scrape grid (multiples of the interval).
+    (default: now). With both ``start`` and ``end``, every run lies within [start, end]:
+    the gaps shrink when the runs would overrun ``end`` (ConfigError when the runs alone do
+    not fit). Timestamps sit on the scrape grid (multiples of the interval).
     """
     profiles = [w if isinstance(w, WorkloadProfile) else load_profile(w) for w in workloads]
     cond = conditions if conditions is not None else load_conditions()
@@ -379,7 +381,37 @@ def generate_runs(
             stop = end if end is not None else time.time()
             delta = math.floor((stop - hs.gap_s - last_end) / dt) * dt
             out[first:] = [shift_run(r, delta) for r in out[first:]]
+        elif start is not None and end is not None and len(out) > first:
+            out[first:] = _fit_into(out[first:], end, dt, profile.name)
     return out
+
+
+def _fit_into(runs: list[SimulatedRun], end: float, dt: float, name: str) -> list[SimulatedRun]:
+    """Move runs laid out from their first start so that the last sample is <= ``end``.
+
+    The runs keep their order and lengths; the gaps between them shrink evenly (on the
+    scrape grid). Raises ConfigError when the runs alone are longer than the window.
+    """
+    t0 = float(runs[0].times_s[0])
+    if float(runs[-1].times_s[-1]) <= end:
+        return runs
+    spans = [float(r.times_s[-1] - r.times_s[0]) for r in runs]
+    slots = math.floor((end - t0) / dt) - sum(round(span / dt) for span in spans)
+    # each run after the first needs at least one scrape interval after the previous one
+    gap_slots = (slots - (len(runs) - 1)) // max(len(runs) - 1, 1)
+    if slots < 0 or (len(runs) > 1 and gap_slots < 0):
+        need_h = (sum(spans) + dt * (len(runs) - 1)) / 3600.0
+        raise ConfigError(
+            f"{len(runs)} simulated run(s) of {name} need at least {need_h:.1f} h, but the "
+            f"window from start to end holds {(end - t0) / 3600.0:.1f} h: move start "
+            "earlier or end later, or ask for fewer runs"
+        )
+    fitted = []
+    t = t0
+    for run, span in zip(runs, spans, strict=True):
+        fitted.append(shift_run(run, t - float(run.times_s[0])))
+        t += (round(span / dt) + 1 + gap_slots) * dt
+    return fitted
 
 
 def write_manifest(runs: Iterable[SimulatedRun], path: Path) -> None:

@@ -16,6 +16,7 @@ from envs.simulator import (
     read_manifest,
     write_openmetrics,
 )
+from jpo.errors import ConfigError
 from jpo.history import read_history
 from jpo.schema import HISTORY_SCHEMA
 
@@ -192,3 +193,29 @@ def test_promtool_round_trip_through_real_prometheus(tmp_path, prometheus_factor
             k = (r["model"], r["run_id"], r["timestamp"])
             assert k in got_values, (metric, k)
             assert got_values[k] == pytest.approx(r["value"], rel=1e-9, abs=1e-12), (metric, k)
+
+
+def test_generate_history_with_start_and_end_stays_inside_the_window(tmp_path):
+    """Runs asked for between start and end lie within [start, end] (no overrun)."""
+    # 6 h / 4 runs and 8 h / 12 runs overran `end` by 0.1 h and 0.7 h before the fix
+    for hours, runs in ((72, 1), (6, 4), (8, 12)):
+        start = END - hours * 3600
+        out = tmp_path / f"h{runs}"
+        result = generate_history(WORKLOADS, runs, out, seed=2, start=start, end=END)
+        assert len(result.runs) == runs * len(WORKLOADS)
+        for run in result.runs:
+            assert start <= run.times_s[0] and run.times_s[-1] <= END, run.run_id
+        table = read_history(out)
+        lo, hi = pc.min(table["timestamp"]).as_py(), pc.max(table["timestamp"]).as_py()
+        assert lo.timestamp() >= start and hi.timestamp() <= END
+        per_workload: dict[str, list] = {}
+        for run in result.runs:
+            per_workload.setdefault(run.profile.name, []).append(run)
+        for seq in per_workload.values():  # in order, never overlapping
+            for a, b in itertools.pairwise(seq):
+                assert a.times_s[-1] < b.times_s[0]
+
+
+def test_generate_runs_that_cannot_fit_the_window_say_so():
+    with pytest.raises(ConfigError, match="move start earlier or end later"):
+        generate_runs(["cifar10-resnet18"], 5, seed=0, start=END - 600, end=END)
