@@ -247,9 +247,11 @@ def test_simulator_history_reads_back_identically(prometheus_factory, tmp_path) 
     from envs.simulator import generate_history
 
     names = sorted(load_profiles())[:2]
-    end = float(int(time.time() // 3600) * 3600) - 8 * 3600  # runs may outlast `end`
+    end = float(int(time.time() // 3600) * 3600) - 8 * 3600
+    # two runs of c4-t5 take 7.8 h: the window must hold them (generate_history keeps runs
+    # inside [start, end])
     generated = generate_history(
-        names, 2, tmp_path / "pq", openmetrics=tmp_path / "h.om", start=end - 6 * 3600, end=end
+        names, 2, tmp_path / "pq", openmetrics=tmp_path / "h.om", start=end - 12 * 3600, end=end
     )
     server = prometheus_factory(openmetrics=[(tmp_path / "h.om").read_text(encoding="utf-8")])
     prom, parquet = PrometheusSource.from_url(server.url), ParquetSource(tmp_path / "pq")
