@@ -346,7 +346,7 @@ def feedback(
     from jpo import audit
     from jpo.config_file import read_workload
     from jpo.features import summarize_run
-    from jpo.suggest import PROMETHEUS_ENV, load_suggest_settings, resolve_under
+    from jpo.suggest import PROMETHEUS_ENV, load_suggest_settings, resolve_under, run_gpus
 
     settings = settings or load_suggest_settings(options.settings_path)
     workload = read_workload(options.config)
@@ -358,7 +358,8 @@ def feedback(
         url = options.prometheus_url or os.environ.get(PROMETHEUS_ENV) or settings.prometheus_url
         metric_source = PrometheusSource.from_url(url)
     table = metric_source.run_table(key, options.run_id)
-    summary = summarize_run(table)
+    gpus, gpu_note = run_gpus(metric_source, key, options.run_id)
+    summary = summarize_run(table, gpus=gpus)
     records = audit.read_records(log_path) if log_path.exists() else []
     records = [r for r in records if record_key(r) == key]
     pending = [r for r in records if record_outcome(r) is None]
@@ -369,6 +370,9 @@ def feedback(
         )
     record = pending[-1]
     outcome, result = score_run(record, records, table, summary, options.run_id, settings)
+    outcome["gpus"] = gpus
+    if gpu_note:
+        outcome["notes"] = [gpu_note]
     history_root = options.history_root or resolve_under(options.config, settings.history_root)
     from jpo.history import append_history
 

@@ -29,6 +29,7 @@ WORKLOAD_FIELDS: tuple[str, ...] = ("dataset", "model", "framework", "run_id")
 """Canonical workload columns, in the order queries group by them."""
 
 RUNS = "__runs__"
+GPUS = "__gpus__"
 """Pseudo-metric name under which :meth:`MetricCatalog.render` renders ``[runs]``."""
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -131,6 +132,8 @@ class MetricCatalog:
     settings: QuerySettings
     runs: MetricTemplate
     runs_series: str = "kube_pod_labels"
+    gpus: MetricTemplate | None = None
+    """Optional ``[gpus]`` template: GPUs of a run's pods (GPU-hours); None: unknown."""
 
     def labels(self, label_set: str) -> tuple[str, ...]:
         """Return the Prometheus label names of ``label_set`` in WORKLOAD_FIELDS order."""
@@ -164,6 +167,8 @@ class MetricCatalog:
         """Return the PromQL of ``metric`` for one workload (and run), or for all of them."""
         if metric == RUNS:
             template = self.runs
+        elif metric == GPUS and self.gpus is not None:
+            template = self.gpus
         elif metric not in self.metrics:
             raise ConfigError(
                 f"metric {metric!r} has no template in {self.path}; known:"
@@ -292,7 +297,20 @@ def load_catalog(path: str | Path | None = None) -> MetricCatalog:
     runs_series = str(_require(runs, "series", str, where))
     if not _LABEL_NAME.match(runs_series.replace(":", "_")):
         raise ConfigError(f"{where}: series {runs_series!r} is not a metric name")
-    return MetricCatalog(path, label_sets, snippets, metrics, settings, runs_template, runs_series)
+    gpus_template = None
+    if "gpus" in data:
+        gpus, where = data["gpus"], f"{path} [gpus]"
+        gpus_label_set = str(_require(gpus, "label_set", str, where))
+        if gpus_label_set not in label_sets:
+            raise ConfigError(
+                f"{where}: label_set {gpus_label_set!r} is not defined in [label_sets]"
+            )
+        gpus_template = MetricTemplate(
+            GPUS, gpus_label_set, _squash(str(_require(gpus, "query", str, where))), "GPUs"
+        )
+    return MetricCatalog(
+        path, label_sets, snippets, metrics, settings, runs_template, runs_series, gpus_template
+    )
 
 
 def parse_duration_s(text: str) -> float:

@@ -304,6 +304,22 @@ def _memory_inputs(table: pa.Table, summary: RunSummary) -> tuple[float | None, 
 # --------------------------------------------------------------------------- pipeline
 
 
+def run_gpus(metric_source: MetricSource, key: WorkloadKey, run_id: str) -> tuple[int, str]:
+    """Return (GPUs of the run's pods, note); the note is set when 1 is only a default.
+
+    The count comes from the pods' ``nvidia_com_gpu`` limits (``[gpus]`` in
+    configs/metrics.toml); GPU-hours are the run's duration times this count.
+    """
+    gpus = metric_source.run_gpus(key, run_id)
+    if gpus is not None:
+        return gpus, ""
+    return 1, (
+        f"GPU count of run {run_id!r} unknown (no kube_pod_container_resource_limits"
+        '{resource="nvidia_com_gpu"} for its pods, see [gpus] in configs/metrics.toml): '
+        "gpu_hours assume 1 GPU"
+    )
+
+
 def suggest(
     options: SuggestOptions,
     *,
@@ -370,13 +386,16 @@ def suggest(
         metric_source = PrometheusSource.from_url(url)
     try:
         table = metric_source.run_table(key)
-        summary = summarize_run(table)
+        gpus, gpu_note = run_gpus(metric_source, key, _run_id(table))
+        summary = summarize_run(table, gpus=gpus)
     except TelemetryError as err:
         return result(
             SuggestStatus.NO_DATA,
             f"no trustworthy telemetry for {key.slug()}: {err}; {path} left unchanged",
         )
     run_id = _run_id(table)
+    if gpu_note:
+        notes.append(gpu_note)
 
     # 3. outcome of the previous suggestion, if still pending
     records = audit.read_records(log_path) if log_path.exists() else []

@@ -38,6 +38,7 @@ from jpo.prometheus import (
     chunk_range,
 )
 from jpo.promql import (
+    GPUS,
     RUNS,
     WORKLOAD_FIELDS,
     MetricCatalog,
@@ -196,6 +197,10 @@ class MetricSource(abc.ABC):
     def history(self, start: float | datetime, end: float | datetime, step: float) -> pa.Table:
         """Return every workload's metrics between ``start`` and ``end`` (epoch s or datetime)."""
 
+    def run_gpus(self, key: WorkloadKey, run_id: str) -> int | None:
+        """Return the GPUs of one run's pods, or None when this source cannot tell."""
+        return None
+
 
 class PrometheusSource(MetricSource):
     """Reads runs and history from a live Prometheus through the metric catalog.
@@ -219,6 +224,7 @@ class PrometheusSource(MetricSource):
         self.catalog = catalog or load_catalog()
         self.metrics = tuple(metrics) if metrics is not None else tuple(self.catalog.metrics)
         self._now = now
+        self._spans: dict[tuple[WorkloadKey, str], tuple[float, float]] = {}
 
     @classmethod
     def from_url(
@@ -299,6 +305,7 @@ class PrometheusSource(MetricSource):
             raise self._missing(key, run_id, lookback)
         chosen = run_id if run_id is not None else max(spans, key=lambda r: (spans[r][1], r))
         first, last = spans[chosen]
+        self._spans[(key, chosen)] = (first, last)
         step = s.run_step_s
         # ``first`` is the sample in use at the first discovery step inside the run, so
         # the run began up to one discovery step earlier; nothing of this run_id exists
@@ -324,6 +331,39 @@ class PrometheusSource(MetricSource):
                 " exporter are scraped"
             )
         return check_run_table(sort_history(table), what, s.min_points)
+
+    def run_gpus(self, key: WorkloadKey, run_id: str) -> int | None:
+        """Return the run's GPUs (``[gpus]`` in the catalog: nvidia_com_gpu limits).
+
+        None when the catalog has no ``[gpus]`` template, the run has no such series (a
+        CPU-only pod, or kube-state-metrics not scraped) or the query fails: the caller
+        then assumes 1 GPU and says so.
+        """
+        from jpo.errors import TelemetryError
+
+        if self.catalog.gpus is None:
+            return None
+        s = self.catalog.settings
+        try:
+            span = self._spans.get((key, run_id))
+            if span is None:
+                spans = self._runs(key, run_id, None)
+                if run_id not in spans:
+                    return None
+                span = spans[run_id]
+            start = float(np.floor((span[0] - s.discovery_step_s) / s.run_step_s) * s.run_step_s)
+            promql = self.catalog.render(GPUS, key, run_id)
+            peak = 0.0
+            for t0, t1 in chunk_range(start, span[1], s.run_step_s, s.max_points_per_series):
+                result = self.client.query_range(promql, t0, t1, s.run_step_s, allow_empty=True)
+                for series in result.series:
+                    finite = series.values[np.isfinite(series.values)]
+                    if finite.size:
+                        peak = max(peak, float(finite.max()))
+        except TelemetryError:
+            return None
+        gpus = round(peak)
+        return gpus if gpus >= 1 else None
 
     def _result_table(
         self, result: QueryResult, metric: str | None, drop_nonfinite: bool = False

@@ -501,3 +501,79 @@ def test_a_failed_audit_append_puts_the_old_values_back(
     with pytest.raises(WriteError):
         run(config, source, policy_up, log_path=blocker / "audit.jsonl")
     assert config.read_text() == CONFIG  # byte for byte
+
+
+@pytest.mark.slow
+def test_gpu_hours_use_the_pods_gpu_limit(
+    prometheus_factory,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    policy_up: Path,
+) -> None:
+    """A 4-GPU pod (simulator's imagenet-resnet50) counts 4x the GPU-hours; unknown: 1 + note."""
+    from jpo.features import summarize_run
+    from jpo.telemetry import ParquetSource, PrometheusSource
+
+    profile = load_profile("imagenet-resnet50")
+    assert profile.limits.gpus == 4
+    run1 = simulate_run(
+        profile,
+        Hyperparameters(256, 0.1, 50, 2),
+        ClusterConditions(),
+        rng=np.random.default_rng(3),
+        run_id="g1",
+        start=time.time() - 6 * 3600,
+    )
+    prom = prometheus_factory(openmetrics=[_openmetrics([run1])])
+    key = WorkloadKey(profile.dataset, profile.model, profile.framework)
+    source = PrometheusSource.from_url(prom.url)
+    table = source.run_table(key)
+    assert source.run_gpus(key, "g1") == 4
+    assert PrometheusSource.from_url(prom.url).run_gpus(key, "g1") == 4  # no cached span
+    assert source.run_gpus(key, "no-such-run") is None
+    one = summarize_run(table)
+    folder = tmp_path / "app"
+    folder.mkdir()
+    example = Path(__file__).parents[2] / "examples" / "workloads" / "imagenet-resnet50"
+    config = folder / "config.ini"
+    config.write_text((example / "config.ini").read_text())
+    result = suggest(
+        SuggestOptions(config=config, policy_path=policy_up, approve=True), metric_source=source
+    )
+    assert result.status is SuggestStatus.CHANGED, result.message
+    assert not any("GPU count" in n for n in result.notes)
+    (record,) = audit.read_records(folder / ".jpo" / "audit.jsonl")
+    assert pytest.approx(one.gpu_hours * 4) in _floats(record, "gpu_hours")
+
+    # a source that cannot tell (Parquet history): 1 GPU, and the audit record says so
+    from envs.simulator import write_parquet
+
+    write_parquet([run1], tmp_path / "history")
+    config.write_text((example / "config.ini").read_text())
+    log = tmp_path / "other.jsonl"
+    result = suggest(
+        SuggestOptions(config=config, policy_path=policy_up, approve=True, log_path=log),
+        metric_source=ParquetSource(tmp_path / "history"),
+    )
+    assert any("GPU count of run 'g1' unknown" in n for n in result.notes)
+    (record,) = audit.read_records(log)
+    assert "gpu_hours assume 1 GPU" in json.dumps(record.model_dump(mode="json"))
+    parquet_one = summarize_run(ParquetSource(tmp_path / "history").run_table(key))
+    assert pytest.approx(parquet_one.gpu_hours) in _floats(record, "gpu_hours")
+
+
+def _floats(record: object, name: str) -> list[float]:
+    """Every value of key ``name`` anywhere in a pydantic record."""
+    found: list[float] = []
+
+    def walk(x: object) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == name and isinstance(v, int | float):
+                    found.append(float(v))
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(record.model_dump(mode="json"))  # type: ignore[attr-defined]
+    return found
