@@ -358,6 +358,13 @@ def feedback(
         url = options.prometheus_url or os.environ.get(PROMETHEUS_ENV) or settings.prometheus_url
         metric_source = PrometheusSource.from_url(url)
     table = metric_source.run_table(key, options.run_id)
+    if not _run_finished(table):
+        from jpo.prometheus import RunStillRunning
+
+        raise RunStillRunning(
+            f"run {options.run_id!r} of {key.slug()} is still running (its latest run_status"
+            f" is 0): rerun `jpo feedback --run-id {options.run_id}` after the run finishes"
+        )
     gpus, gpu_note = run_gpus(metric_source, key, options.run_id)
     summary = summarize_run(table, gpus=gpus)
     records = audit.read_records(log_path) if log_path.exists() else []

@@ -14,6 +14,7 @@ EmptyResult            the query succeeded but returned no series
 StaleData              the series exist, but have no sample in the lookback window
 NonFiniteSample        a NaN, +Inf or -Inf sample (e.g. a division by a zero limit)
 TooFewPoints           fewer samples than needed to trust a statistic
+RunStillRunning        the workload's runs are all still running (latest run_status 0)
 =====================  ===============================================================
 
 Results are parsed into numpy arrays per series (no Python loop per sample; see
@@ -67,6 +68,10 @@ class NonFiniteSample(TelemetryError):
 
 class TooFewPoints(TelemetryError):
     """Fewer samples than needed to compute a trustworthy statistic."""
+
+
+class RunStillRunning(TelemetryError):
+    """No finished run to condense: the run(s) found are still running (run_status 0)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@
 order (each owned by one module):
 
 1. verify the file (:func:`jpo.config_file.check_workload`) — problems: exit 2;
-2. pull the workload's latest run from Prometheus (:mod:`jpo.telemetry`) — no
-   trustworthy data: exit 11, file untouched;
+2. pull the workload's most recent FINISHED run from Prometheus (:mod:`jpo.telemetry`;
+   a newer run still running is skipped and named in the notes) — no trustworthy data,
+   or no finished run yet: exit 11, file untouched;
 3. record the outcome of the previous suggestion if it has none yet (:mod:`jpo.feedback`);
 4. roll back to the last known-good values if that outcome degraded validation loss
    beyond tolerance or failed (exit 0, reason recorded);
@@ -384,16 +385,23 @@ def suggest(
 
         url = options.prometheus_url or os.environ.get(PROMETHEUS_ENV) or settings.prometheus_url
         metric_source = PrometheusSource.from_url(url)
+    from jpo.prometheus import RunStillRunning
+
     try:
-        table = metric_source.run_table(key)
-        gpus, gpu_note = run_gpus(metric_source, key, _run_id(table))
+        choice = metric_source.select_run(key)  # the most recent FINISHED run
+        run_id = choice.run_id
+        table = metric_source.run_table(key, run_id)
+        gpus, gpu_note = run_gpus(metric_source, key, run_id)
         summary = summarize_run(table, gpus=gpus)
+    except RunStillRunning as err:
+        return result(SuggestStatus.NO_DATA, f"{path} left unchanged: {err}")
     except TelemetryError as err:
         return result(
             SuggestStatus.NO_DATA,
             f"no trustworthy telemetry for {key.slug()}: {err}; {path} left unchanged",
         )
-    run_id = _run_id(table)
+    if choice.skipped:
+        notes.append(choice.note())
     if gpu_note:
         notes.append(gpu_note)
 
@@ -508,7 +516,9 @@ def suggest(
         )
 
     # 9. write + audit
-    return decide(SuggestStatus.CHANGED, f"updated {path}", after=after, reason="policy")
+    return decide(
+        SuggestStatus.CHANGED, f"updated {path} from run {run_id}", after=after, reason="policy"
+    )
 
 
 class _Decider:
@@ -604,11 +614,6 @@ class _Decider:
 
 def _fmt(hp: Hyperparameters) -> str:
     return ", ".join(f"{k}={v}" for k, v in hp.as_dict().items())
-
-
-def _run_id(table: pa.Table) -> str:
-    ids = table.column("run_id").unique().to_pylist()
-    return str(ids[-1]) if ids else ""
 
 
 def _record_key(record: Any) -> WorkloadKey:

@@ -8,9 +8,12 @@ long table (:data:`jpo.schema.HISTORY_SCHEMA`) and raise the same
 above them cannot tell them apart. One shared test suite runs against both
 (``tests/jpo/test_telemetry.py``).
 
-Cost of the CI path, :meth:`PrometheusSource.run_table` for the latest run: one coarse
-range query to find the workload's runs and their time span, then one range query that
-returns every canonical metric of that run (the templates joined with ``or``, each tagged
+The CI path condenses the most recent FINISHED run (:meth:`MetricSource.select_run`): a
+run whose latest ``run_status`` sample is 1 ok, 2 oom, 3 diverged or 4 failed; a run whose
+latest sample is 0 is still running and is skipped (RunStillRunning when no finished run
+is left). Its cost on Prometheus: one coarse range query to find the workload's runs and
+their time span, one for their latest ``run_status``, then one range query that returns
+every canonical metric of the chosen run (the templates joined with ``or``, each tagged
 with a ``jpo_metric`` label).
 """
 
@@ -21,6 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -33,6 +37,7 @@ from jpo.prometheus import (
     NonFiniteSample,
     PrometheusClient,
     QueryResult,
+    RunStillRunning,
     StaleData,
     TooFewPoints,
     chunk_range,
@@ -45,8 +50,13 @@ from jpo.promql import (
     load_catalog,
     parse_duration_s,
 )
-from jpo.schema import HISTORY_SCHEMA
+from jpo.schema import HISTORY_SCHEMA, RUN_STATUS_CODES
 from jpo.workload import WorkloadKey
+
+RUNNING = 0
+"""``run_status`` of a run that has not ended (jpo.schema.RUN_STATUS_CODES)."""
+FINISHED_STATUSES = frozenset(code for code in RUN_STATUS_CODES if code != RUNNING)
+"""``run_status`` codes of a run that is over: 1 ok, 2 oom, 3 diverged, 4 failed."""
 
 METRIC_LABEL = "jpo_metric"
 """Label that tags each metric's series in the combined per-run query."""
@@ -173,6 +183,86 @@ def check_run_table(table: pa.Table, what: str, min_points: int) -> pa.Table:
     return table
 
 
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run of a workload: its id, last sample time and latest ``run_status``.
+
+    ``status`` is None when the run has no (finite) ``run_status`` sample; ``last_seen`` is
+    in epoch seconds and orders runs (newest last).
+    """
+
+    run_id: str
+    last_seen: float
+    status: int | None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the latest ``run_status`` says the run is over (1, 2, 3 or 4)."""
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def state(self) -> str:
+        """The status in words: running, ok, oom, diverged, failed, or unknown."""
+        if self.status is None:
+            return "unknown (no run_status sample)"
+        return RUN_STATUS_CODES.get(self.status, f"invalid run_status {self.status}")
+
+
+@dataclass(frozen=True, slots=True)
+class RunChoice:
+    """The run the CI stage condenses, and the newer runs it skipped (not finished)."""
+
+    run: RunInfo
+    skipped: tuple[RunInfo, ...] = ()
+
+    @property
+    def run_id(self) -> str:
+        """The chosen run's id."""
+        return self.run.run_id
+
+    def note(self) -> str:
+        """One line naming the skipped newer runs, or "" when none was skipped."""
+        if not self.skipped:
+            return ""
+        newer = ", ".join(f"{r.run_id!r} ({r.state})" for r in self.skipped)
+        return f"newer run(s) {newer} not finished: used the latest finished run {self.run_id!r}"
+
+
+def latest_status(timestamps: np.ndarray, values: np.ndarray) -> int | None:
+    """Return the ``run_status`` of the newest finite sample, or None without one."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        return None
+    ts, vs = timestamps[finite], values[finite]
+    return round(float(vs[int(np.argmax(ts))]))
+
+
+def choose_finished(runs: Sequence[RunInfo], what: str) -> RunChoice:
+    """Return the most recent finished run of ``runs`` (any order), with the newer ones skipped.
+
+    Raises:
+        RunStillRunning: no run is finished (``what`` names the workload and source).
+        EmptyResult: ``runs`` is empty.
+    """
+    ordered = sorted(runs, key=lambda r: (r.last_seen, r.run_id), reverse=True)
+    for i, run in enumerate(ordered):
+        if run.finished:
+            return RunChoice(run, tuple(ordered[:i]))
+    if not ordered:
+        raise EmptyResult(f"{what}: no run found")
+    newest = ordered[0]
+    if newest.status == RUNNING:
+        raise RunStillRunning(
+            f"{what}: run {newest.run_id!r} is still running (its latest run_status is 0) and"
+            " no earlier run has finished: rerun `jpo suggest` after the run finishes"
+        )
+    raise RunStillRunning(
+        f"{what}: no finished run; the newest, {newest.run_id!r}, has state {newest.state}:"
+        " the workload must export jpo_training_run_status (jpo.exporter) and end it with"
+        " 1-4; rerun after the run finishes"
+    )
+
+
 class MetricSource(abc.ABC):
     """Where telemetry comes from; every method returns HISTORY_SCHEMA tables."""
 
@@ -184,10 +274,11 @@ class MetricSource(abc.ABC):
     def run_table(
         self, key: WorkloadKey, run_id: str | None = None, *, lookback: str | None = None
     ) -> pa.Table:
-        """Return all canonical metrics of one run (default: the most recent run).
+        """Return all canonical metrics of one run (default: the most recent FINISHED run).
 
         Raises:
             EmptyResult: no run of ``key`` (or no run ``run_id``) exists at all.
+            RunStillRunning: ``run_id`` is None and no run of ``key`` has finished yet.
             StaleData: the workload exists, but has no run inside ``lookback``.
             NonFiniteSample: a sample of the run is NaN or infinite.
             TooFewPoints: the run has fewer than ``min_points`` sample times.
@@ -200,6 +291,30 @@ class MetricSource(abc.ABC):
     def run_gpus(self, key: WorkloadKey, run_id: str) -> int | None:
         """Return the GPUs of one run's pods, or None when this source cannot tell."""
         return None
+
+    def run_infos(self, key: WorkloadKey, *, lookback: str | None = None) -> list[RunInfo]:
+        """Return every run of ``key`` with its latest ``run_status``, oldest first.
+
+        Generic (and slow) default: reads each run's table. Backends override it.
+        """
+        out = []
+        for i, run_id in enumerate(self.list_runs(key)):
+            table = self.run_table(key, run_id, lookback=lookback)
+            mask = pc.equal(table["metric"], "run_status")
+            rows = table.filter(mask)
+            ts = rows["timestamp"].cast(pa.int64()).to_numpy().astype(np.float64)
+            out.append(RunInfo(run_id, float(i), latest_status(ts, rows["value"].to_numpy())))
+        return out
+
+    def select_run(self, key: WorkloadKey, *, lookback: str | None = None) -> RunChoice:
+        """Return the most recent FINISHED run of ``key`` (the run the CI stage condenses).
+
+        Raises:
+            EmptyResult / StaleData: no run of ``key`` at all (inside ``lookback``).
+            RunStillRunning: runs exist, but none has finished yet.
+        """
+        runs = self.run_infos(key, lookback=lookback)
+        return choose_finished(runs, f"workload {key.slug()}")
 
 
 class PrometheusSource(MetricSource):
@@ -225,6 +340,7 @@ class PrometheusSource(MetricSource):
         self.metrics = tuple(metrics) if metrics is not None else tuple(self.catalog.metrics)
         self._now = now
         self._spans: dict[tuple[WorkloadKey, str], tuple[float, float]] = {}
+        self._finished: dict[tuple[WorkloadKey, str], tuple[float, float]] = {}
 
     @classmethod
     def from_url(
@@ -277,6 +393,56 @@ class PrometheusSource(MetricSource):
         spans = self._runs(key, None, None)
         return sorted(spans, key=lambda r: (spans[r][1], r))
 
+    def _statuses(self, key: WorkloadKey, lookback: str | None) -> dict[str, int]:
+        """Return {run_id: latest run_status} of ``key`` inside the lookback window.
+
+        One coarse range query of the ``run_status`` template at the discovery step: a
+        sample stays in use for Prometheus's 5 min lookback delta, so the last point of
+        each series is the run's latest ``run_status`` sample.
+        """
+        if "run_status" not in self.catalog.metrics:
+            return {}
+        s = self.catalog.settings
+        end = self.now()
+        start = end - parse_duration_s(lookback or s.lookback)
+        promql = self.catalog.render("run_status", key)
+        run_label = self.catalog.labels(self.catalog.metrics["run_status"].label_set)[-1]
+        latest: dict[str, tuple[float, int]] = {}
+        step = s.discovery_step_s
+        for t0, t1 in chunk_range(start, end, step, s.max_points_per_series):
+            result = self.client.query_range(
+                promql, t0, t1, step, allow_empty=True, allow_nonfinite=True
+            )
+            for series in result.series:
+                status = latest_status(series.timestamps, series.values)
+                if status is None:
+                    continue
+                rid = series.labels.get(run_label, "")
+                t = float(series.timestamps[np.isfinite(series.values)].max())
+                if rid not in latest or t >= latest[rid][0]:
+                    latest[rid] = (t, status)
+        return {rid: status for rid, (_, status) in latest.items()}
+
+    def run_infos(self, key: WorkloadKey, *, lookback: str | None = None) -> list[RunInfo]:
+        """Return the runs of ``key`` inside the lookback with their latest run_status."""
+        spans = self._runs(key, None, lookback)
+        statuses = self._statuses(key, lookback) if spans else {}
+        runs = [RunInfo(r, last, statuses.get(r)) for r, (_, last) in spans.items()]
+        return sorted(runs, key=lambda r: (r.last_seen, r.run_id))
+
+    def select_run(self, key: WorkloadKey, *, lookback: str | None = None) -> RunChoice:
+        """Return the most recent finished run of ``key`` (see :meth:`MetricSource.select_run`)."""
+        lookback = lookback or self.catalog.settings.lookback
+        spans = self._runs(key, None, lookback)
+        if not spans:
+            raise self._missing(key, None, lookback)
+        statuses = self._statuses(key, lookback)
+        runs = [RunInfo(r, last, statuses.get(r)) for r, (_, last) in spans.items()]
+        choice = choose_finished(runs, f"workload {key.slug()} on {self.client.url}")
+        # a finished run's span no longer grows: run_table(key, run_id) may reuse it
+        self._finished[(key, choice.run_id)] = spans[choice.run_id]
+        return choice
+
     def _missing(self, key: WorkloadKey, run_id: str | None, lookback: str) -> Exception:
         """Tell EmptyResult (never seen) from StaleData (seen, but not within lookback)."""
         label_set = self.catalog.runs.label_set
@@ -297,14 +463,19 @@ class PrometheusSource(MetricSource):
     def run_table(
         self, key: WorkloadKey, run_id: str | None = None, *, lookback: str | None = None
     ) -> pa.Table:
-        """Return all canonical metrics of one run of ``key`` (default: the latest run)."""
+        """Return all canonical metrics of one run of ``key`` (default: the latest finished)."""
         s = self.catalog.settings
         lookback = lookback or s.lookback
-        spans = self._runs(key, run_id, lookback)
-        if not spans:
-            raise self._missing(key, run_id, lookback)
-        chosen = run_id if run_id is not None else max(spans, key=lambda r: (spans[r][1], r))
-        first, last = spans[chosen]
+        if run_id is None:
+            run_id = self.select_run(key, lookback=lookback).run_id
+        span = self._finished.get((key, run_id))
+        if span is None:
+            spans = self._runs(key, run_id, lookback)
+            if run_id not in spans:
+                raise self._missing(key, run_id, lookback)
+            span = spans[run_id]
+        chosen = run_id
+        first, last = span
         self._spans[(key, chosen)] = (first, last)
         step = s.run_step_s
         # ``first`` is the sample in use at the first discovery step inside the run, so
@@ -312,7 +483,10 @@ class PrometheusSource(MetricSource):
         # before it began, so widening the window by that much adds no foreign rows.
         # The grid stays aligned to multiples of ``step`` (same timestamps as history).
         start = float(np.floor((first - s.discovery_step_s) / step) * step)
-        end = last
+        # ``last`` is a sample's own timestamp; a live scrape's is off the step grid, and
+        # the grid point before it still shows the previous sample: end on the grid point
+        # at or after it, where the last sample (its final run_status) is in use.
+        end = float(np.ceil(last / step - 1e-9) * step)
         parts = []
         for name in self.metrics:
             inner = self.catalog.render(name, key, chosen)
@@ -458,10 +632,47 @@ class ParquetSource(MetricSource):
         last = last.sort_by([("timestamp_max", "ascending"), ("run_id", "ascending")])
         return [str(r) for r in last["run_id"].to_pylist()]
 
+    def run_infos(self, key: WorkloadKey, *, lookback: str | None = None) -> list[RunInfo]:
+        """Return the stored runs of ``key`` with their latest run_status, oldest first."""
+        return self._run_infos(self._workload(key))
+
+    @staticmethod
+    def _run_infos(table: pa.Table) -> list[RunInfo]:
+        if table.num_rows == 0:
+            return []
+        last = table.group_by("run_id").aggregate([("timestamp", "max")])
+        last_ms = dict(
+            zip(
+                last["run_id"].to_pylist(),
+                last["timestamp_max"].cast(pa.int64()).to_pylist(),
+                strict=True,
+            )
+        )
+        status_rows = table.filter(pc.equal(table["metric"], "run_status"))
+        ids = np.asarray(status_rows["run_id"].to_pylist(), dtype=object)
+        ts = status_rows["timestamp"].cast(pa.int64()).to_numpy()
+        values = status_rows["value"].to_numpy()
+        runs = []
+        for rid, ms in last_ms.items():
+            mask = ids == rid
+            status = latest_status(ts[mask], values[mask]) if mask.any() else None
+            runs.append(RunInfo(str(rid), ms / 1000.0, status))
+        return sorted(runs, key=lambda r: (r.last_seen, r.run_id))
+
+    def select_run(self, key: WorkloadKey, *, lookback: str | None = None) -> RunChoice:
+        """Return the most recent finished stored run of ``key`` (whatever its age)."""
+        runs = self.run_infos(key)
+        where = f"workload {key.slug()} in the history store {self.root}"
+        if not runs:
+            raise EmptyResult(
+                f"{where}: no rows: run `jpo history pull` for it, or check the workload labels"
+            )
+        return choose_finished(runs, where)
+
     def run_table(
         self, key: WorkloadKey, run_id: str | None = None, *, lookback: str | None = None
     ) -> pa.Table:
-        """Return all stored metrics of one run of ``key`` (default: the latest run)."""
+        """Return all stored metrics of one run of ``key`` (default: the latest finished)."""
         table = self._workload(key)
         runs = self.list_runs(key) if table.num_rows else []
         where = f"workload {key.slug()} in the history store {self.root}"
@@ -469,7 +680,9 @@ class ParquetSource(MetricSource):
             raise EmptyResult(
                 f"{where}: no rows: run `jpo history pull` for it, or check the workload labels"
             )
-        chosen = run_id if run_id is not None else runs[-1]
+        chosen = (
+            run_id if run_id is not None else choose_finished(self._run_infos(table), where).run_id
+        )
         if chosen not in runs:
             raise EmptyResult(f"{where}: no run {chosen!r}; stored runs: {', '.join(runs[-10:])}")
         rows = table.filter(pc.equal(table["run_id"], chosen))
@@ -487,11 +700,15 @@ class ParquetSource(MetricSource):
 
 
 __all__ = [
+    "FINISHED_STATUSES",
     "METRIC_LABEL",
     "MetricSource",
     "ParquetSource",
     "PrometheusSource",
+    "RunChoice",
+    "RunInfo",
     "check_run_table",
+    "choose_finished",
     "empty_history",
     "result_to_table",
     "sort_history",

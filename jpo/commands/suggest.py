@@ -99,6 +99,12 @@ def print_result(result: object) -> None:
     assert isinstance(result, SuggestResult)
     console = out_console()
     console.print(f"{result.status.value}: {result.message}", markup=False, highlight=False)
+    if result.run_id and result.workload is not None:
+        console.print(
+            f"telemetry: run {result.run_id} of {result.workload.slug()} (latest finished run)",
+            markup=False,
+            highlight=False,
+        )
     diff = result.diff()
     if diff:
         table = Table(title=None, show_edge=False)

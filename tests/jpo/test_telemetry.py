@@ -22,6 +22,7 @@ from jpo.prometheus import (
     EmptyResult,
     NonFiniteSample,
     PrometheusClient,
+    RunStillRunning,
     StaleData,
     TooFewPoints,
 )
@@ -266,3 +267,163 @@ def test_simulator_history_reads_back_identically(prometheus_factory, tmp_path) 
             if metric == "cpu_util":
                 vb = vb[1:]
             np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-9, err_msg=metric)
+
+
+# --- run selection: the most recent FINISHED run (CI path) ---------------------------------
+
+# cifar10-resnet18: two runs, the newer one still running (cut halfway, run_status 0 throughout);
+# fashionmnist-cnn: one run, still running.
+FINISHED_WL, RUNNING_WL = "cifar10-resnet18", "fashionmnist-cnn"
+
+
+def _still_running(run, fraction: float = 0.5):  # type: ignore[no-untyped-def]
+    """Return ``run`` cut after ``fraction`` of its scrapes: every run_status sample is 0."""
+    from envs.response import history_table
+
+    k = max(int(run.times_s.size * fraction), 6)
+    series = {m: v[:k].copy() for m, v in run.series.items()}
+    assert not series["run_status"].any()
+    times = run.times_s[:k]
+    return replace(
+        run,
+        times_s=times,
+        series=series,
+        table=history_table(run.profile.key, run.run_id, times, series),
+    )
+
+
+@pytest.fixture(scope="module")
+def selection_runs():  # type: ignore[no-untyped-def]
+    from envs.simulator import generate_runs
+
+    end = float(int(time.time() // 3600) * 3600) - 4 * 3600
+    done, newer = generate_runs([FINISHED_WL], 2, start=end - 30 * 3600, end=end)
+    (only,) = generate_runs([RUNNING_WL], 1, seed=1, start=end - 30 * 3600, end=end)
+    return [done, _still_running(newer), _still_running(only)]
+
+
+@pytest.fixture(scope="module")
+def selection_prometheus(prometheus_factory, selection_runs):  # type: ignore[no-untyped-def]
+    import io
+
+    from envs.simulator import write_openmetrics
+
+    buf = io.StringIO()
+    write_openmetrics(selection_runs, buf)
+    return prometheus_factory(openmetrics=[buf.getvalue()])
+
+
+@pytest.fixture(params=["prometheus", "parquet"])
+def selection_source(request, selection_runs, tmp_path_factory) -> MetricSource:  # type: ignore[no-untyped-def]
+    if request.param == "prometheus":
+        return PrometheusSource.from_url(request.getfixturevalue("selection_prometheus").url)
+    root = tmp_path_factory.mktemp("selection")
+    append_history(root, pa.concat_tables([r.table for r in selection_runs]))
+    return ParquetSource(root)
+
+
+def _key(run) -> WorkloadKey:  # type: ignore[no-untyped-def]
+    return WorkloadKey(run.profile.dataset, run.profile.model, run.profile.framework)
+
+
+def test_run_table_skips_a_newer_run_still_running(selection_source, selection_runs) -> None:
+    done, newer, _ = selection_runs
+    key = _key(done)
+    assert selection_source.list_runs(key) == [done.run_id, newer.run_id]
+    choice = selection_source.select_run(key)
+    assert choice.run_id == done.run_id
+    assert [(r.run_id, r.status) for r in choice.skipped] == [(newer.run_id, 0)]
+    assert newer.run_id in choice.note() and done.run_id in choice.note()
+    table = selection_source.run_table(key)
+    assert set(pc.unique(table["run_id"]).to_pylist()) == {done.run_id}
+    status = table.filter(pc.equal(table["metric"], "run_status"))
+    assert status["value"].to_numpy()[-1] in (1, 2, 3, 4)  # its final sample is read
+    # a named run is still served as asked, running or not
+    named = selection_source.run_table(key, newer.run_id)
+    assert set(pc.unique(named["run_id"]).to_pylist()) == {newer.run_id}
+
+
+def test_only_a_running_run_is_run_still_running(selection_source, selection_runs) -> None:
+    only = selection_runs[2]
+    for call in (selection_source.select_run, selection_source.run_table):
+        with pytest.raises(RunStillRunning, match=rf"{only.run_id}.*still running.*rerun"):
+            call(_key(only))
+
+
+def test_simulator_runs_are_read_back_whole(prometheus_factory, tmp_path) -> None:
+    """Run discovery keeps every scrape of a run, the first and the last included: each
+    metric's timestamps from run_table are the simulator's (cpu_util: irate has no first
+    sample). One run is scraped off the 15 s query grid (7 s late, as a live scrape may be):
+    each sample then shows at the next grid point, the last one (final run_status) too."""
+    import io
+
+    from envs.simulator import generate_runs, shift_run, write_openmetrics
+
+    end = float(int(time.time() // 3600) * 3600) - 5 * 3600 + 7 * 15  # off the minute grid
+    runs = generate_runs(["mnist-lenet", "higgs-mlp"], 3, seed=3, start=end - 20 * 3600, end=end)
+    runs[1] = shift_run(runs[1], 7.0)
+    buf = io.StringIO()
+    write_openmetrics(runs, buf)
+    server = prometheus_factory(openmetrics=[buf.getvalue()])
+    source = PrometheusSource.from_url(server.url)
+    for run in runs:
+        table = source.run_table(_key(run), run.run_id)
+        step = source.catalog.settings.run_step_s
+        want_ms = np.rint(np.ceil(run.times_s / step) * step * 1000).astype(np.int64)
+        for metric in sorted(run.series):
+            got = table.filter(pc.equal(table["metric"], metric))
+            ms = got["timestamp"].cast(pa.int64()).to_numpy()
+            expect = want_ms[1:] if metric == "cpu_util" else want_ms
+            np.testing.assert_array_equal(ms, expect, err_msg=f"{run.run_id} {metric}")
+            values = got["value"].to_numpy()
+            ref = run.series[metric][1:] if metric == "cpu_util" else run.series[metric]
+            np.testing.assert_allclose(values, ref, rtol=1e-6, atol=1e-9, err_msg=metric)
+
+
+def _jpo(*args: str, cwd=None):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "jpo.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize("workload", [FINISHED_WL, RUNNING_WL])
+def test_jpo_suggest_condenses_the_latest_finished_run(
+    workload: str, selection_prometheus, selection_runs, tmp_path
+) -> None:
+    """The CI stage over a real Prometheus: a newer run still running is skipped (and named);
+    with only a running run, config.ini stays byte-identical, exit 11, the run is named."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    example = Path(__file__).parents[2] / "examples" / "workloads" / workload / "config.ini"
+    config = tmp_path / "config.ini"
+    shutil.copy(example, config)
+    before = config.read_bytes()
+    done, newer, only = selection_runs
+    out = _jpo(
+        "suggest", "--config", str(config), "--prometheus", selection_prometheus.url, "--json"
+    )
+    assert "Traceback" not in out.stderr, out.stderr
+    result = json.loads(out.stdout)
+    if workload == RUNNING_WL:
+        assert out.returncode == 11, out.stderr
+        assert result["status"] == "no_data"
+        assert only.run_id in result["message"] and "still running" in result["message"]
+        assert "rerun" in result["message"] and str(config) in result["message"]
+        assert config.read_bytes() == before
+        assert not (tmp_path / ".jpo").exists() or not any((tmp_path / ".jpo").rglob("*.jsonl"))
+    else:
+        assert out.returncode in (0, 10, 12), out.stderr
+        assert result["run_id"] == done.run_id
+        assert any(newer.run_id in n and "not finished" in n for n in result["notes"])
+        log = next(tmp_path.rglob("*.jsonl"))
+        record = json.loads(log.read_text().splitlines()[-1])
+        assert record["telemetry"]["run_id"] == done.run_id
