@@ -159,8 +159,15 @@ def _append_line(path: Path, payload: dict[str, Any]) -> None:
             "(fix: retry; remove a stale lock if no JPO process runs)"
         ) from err
     except OSError as err:
+        parent = next((p for p in path.parents if p.exists()), None)
+        why = (
+            f"{parent} is a file, not a folder"
+            if parent is not None and not parent.is_dir()
+            else str(err)
+        )
         raise WriteError(
-            f"{path}: cannot append to the audit log ({err}); fix the path or set {AUDIT_ENV}"
+            f"{path}: cannot append to the audit log ({why}); pass a writable --log path or"
+            f" set {AUDIT_ENV}"
         ) from err
 
 

@@ -78,24 +78,37 @@ def append_history(root: str | Path, table: pa.Table) -> int:
     table = _conform(table)
     if table.num_rows == 0:
         return 0
-    root.mkdir(parents=True, exist_ok=True)
     added = 0
-    with FileLock(str(root / ".lock")):
-        for key, rows in _split_by_workload(table):
-            new = _dedup(rows.select(FILE_SCHEMA.names))
-            folder = _partition_dir(root, key)
-            existing = _read_partition_keys(folder)
-            if existing is not None and existing.num_rows:
-                new = new.join(existing, keys=list(ROW_KEY), join_type="left anti")
-            if new.num_rows == 0:
-                continue
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{uuid.uuid4().hex}.parquet"
-            tmp = folder / f".{name}.tmp"
-            order = [("run_id", "ascending"), ("metric", "ascending"), ("timestamp", "ascending")]
-            pq.write_table(new.sort_by(order).cast(FILE_SCHEMA), tmp, compression="zstd")
-            os.replace(tmp, folder / name)
-            added += new.num_rows
+    tmp: Path | None = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(root / ".lock")):
+            for key, rows in _split_by_workload(table):
+                new = _dedup(rows.select(FILE_SCHEMA.names))
+                folder = _partition_dir(root, key)
+                existing = _read_partition_keys(folder)
+                if existing is not None and existing.num_rows:
+                    new = new.join(existing, keys=list(ROW_KEY), join_type="left anti")
+                if new.num_rows == 0:
+                    continue
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"part-{uuid.uuid4().hex}.parquet"
+                tmp = folder / f".{name}.tmp"
+                order = [("run_id", "ascending"), ("metric", "ascending")]
+                order.append(("timestamp", "ascending"))
+                pq.write_table(new.sort_by(order).cast(FILE_SCHEMA), tmp, compression="zstd")
+                os.replace(tmp, folder / name)
+                tmp = None
+                added += new.num_rows
+    except OSError as err:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # no half-written part file stays behind
+        why = err.strerror or str(err)
+        at = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        raise ConfigError(
+            f"{root}: cannot write the history store: {why}{at}; pass a writable folder"
+            " (--out, or [paths] history_root in configs/suggest.toml)"
+        ) from err
     return added
 
 

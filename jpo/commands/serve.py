@@ -25,6 +25,7 @@ def serve_command(
     ] = None,
 ) -> int:
     """Start Ray locally and serve the policy API until interrupted (Ctrl-C)."""
+    _check_port_free(host, port)
     import ray
     from ray import serve
 
@@ -49,3 +50,29 @@ def serve_command(
         serve.shutdown()
         ray.shutdown()
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise ConfigError (exit 2) when ``host:port`` cannot be bound, before Ray starts.
+
+    Otherwise Serve's proxy actor fails to bind deep inside Ray, after a slow start, with
+    a multi-line actor traceback.
+    """
+    import socket
+
+    from jpo.errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise ConfigError(f"--host {host!r}: cannot resolve it ({err}); pass an address") from err
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot listen on http://{host}:{port} ({err.strerror or err}): the port is in"
+                " use or not allowed; pass another --port, or stop the process holding it"
+            ) from err

@@ -93,12 +93,16 @@ def print_result(result: object) -> None:
     """Print a suggestion for people: the decision, the diff, the notes."""
     from rich.table import Table
 
-    from jpo.console import out_console
-    from jpo.suggest import SuggestResult
+    from jpo.console import out_console, print_error
+    from jpo.suggest import SuggestResult, SuggestStatus
 
     assert isinstance(result, SuggestResult)
     console = out_console()
-    console.print(f"{result.status.value}: {result.message}", markup=False, highlight=False)
+    if result.status in (SuggestStatus.NO_DATA, SuggestStatus.POLICY_UNAVAILABLE):
+        # it could not suggest at all: one line on stderr, as every failure (README)
+        print_error(result.message, prefix=result.status.value)
+    else:
+        console.print(f"{result.status.value}: {result.message}", markup=False, highlight=False)
     if result.run_id and result.workload is not None:
         console.print(
             f"telemetry: run {result.run_id} of {result.workload.slug()} (latest finished run)",
