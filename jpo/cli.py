@@ -41,8 +41,8 @@ _HELP = """JPO, the job-parameter optimizer: suggests better hyperparameters for
 training jobs from their Prometheus telemetry, and writes them into config.ini safely.
 
 Exit codes: 0 ok, 1 internal error (rerun with --debug), 2 invalid input, 3 constraint
-violation, 4 telemetry, 5 policy, 6 training, 10/11/12 `jpo suggest` left config.ini
-unchanged (by choice / no data / needs approval).
+violation, 4 telemetry, 5 policy, 6 training, 7 write failed, 10/11/12 `jpo suggest` left
+config.ini unchanged (by choice / no data / needs approval).
 """
 
 

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     TELEMETRY = 4  # Prometheus unreachable or its data untrustworthy (non-suggest commands)
     POLICY = 5  # policy artifact or endpoint unusable
     TRAINING = 6  # training or Ray job failed
+    WRITE_FAILED = 7  # config.ini, backup, audit log or history not written; originals intact
     UNCHANGED_BY_CHOICE = 10  # `jpo suggest`: policy/hysteresis kept the current values
     UNCHANGED_NO_DATA = 11  # `jpo suggest`: no trustworthy telemetry, file untouched
     NEEDS_APPROVAL = 12  # `jpo suggest`: change larger than allowed without --approve
@@ -45,7 +46,7 @@ class ConstraintViolation(JpoError):
 class WriteError(JpoError):
     """Writing config.ini, a backup or the audit log failed; the original is intact."""
 
-    exit_code = ExitCode.INTERNAL
+    exit_code = ExitCode.WRITE_FAILED
 
 
 class TelemetryError(JpoError):
