@@ -122,12 +122,16 @@ def main() -> int:
         "oracle_fraction_mean",
         "oracle_fraction_median",
         "oracle_fraction_last_mean",
+        "oracle_reach_fraction_mean",
+        "oracle_reach_fraction_median",
         "val_loss_ok_share",
         "invalid_configs",
         "oom_runs",
         "diverged_runs",
         "gpu_util_before",
         "gpu_util_after",
+        "gpu_hours_before",
+        "gpu_hours_after",
         "tuning_gpu_hours",
     ]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -230,6 +230,17 @@ def test_bundled_policy_loads_with_this_feature_spec() -> None:
     assert policy.observation_names == OBSERVATION_NAMES
     assert policy.action_names == HYPERPARAMETER_NAMES
     assert policy.manifest.training_data["split"] == "train"
+    # never trained on a held-out workload: catalog workloads of the training split, and
+    # synthetic profiles drawn around the training split only (domain randomization)
+    from envs.response import load_catalog
+
+    catalog = load_catalog()
+    data = policy.manifest.training_data
+    assert data["workloads"]
+    assert all(catalog[name].split == "train" for name in data["workloads"])
+    if "randomization" in data:
+        assert data["randomization"]["base_split"] == "train"
+        assert data["randomization"]["profiles"] > 0
     low, high = observation_bounds()
     act = policy.act(np.random.default_rng(0).uniform(low, high, (64, len(low))))
     assert act.shape == (64, len(HYPERPARAMETER_NAMES))
