@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -144,10 +144,12 @@ def _log_floats(lo: float, hi: float, per_decade: int) -> list[float]:
     return [lo * (hi / lo) ** (k / n) for k in range(n + 1)]
 
 
-def _grid(constraints: Constraints, profile: WorkloadProfile, s: OracleSettings) -> list[list]:
+def _grid(
+    constraints: Constraints, profile: WorkloadProfile, s: OracleSettings
+) -> list[Sequence[float]]:
     specs = constraints.params
     tunable = set(constraints.tunable)
-    axes: list[list] = []
+    axes: list[Sequence[float]] = []
     for name in HYPERPARAMETER_NAMES:
         spec = specs[name]
         default = getattr(profile.defaults, name)
@@ -168,7 +170,7 @@ def _grid(constraints: Constraints, profile: WorkloadProfile, s: OracleSettings)
 
 def _neighbours(
     name: str, value: float, step: float, constraints: Constraints, s: OracleSettings
-) -> list:
+) -> list[float]:
     spec = constraints.params[name]
     if name not in constraints.tunable:
         return [value]
@@ -222,7 +224,7 @@ def best_config(
     best: OracleResult | None = None
     seen: set[Hyperparameters] = set()
 
-    def consider(candidates: Iterable[tuple]) -> None:
+    def consider(candidates: Iterable[tuple[float, ...]]) -> None:
         nonlocal best
         for b, lr, layers, epochs in candidates:
             hp = Hyperparameters(int(b), float(lr), int(layers), int(epochs))

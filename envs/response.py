@@ -465,7 +465,7 @@ def val_loss_curve(profile: WorkloadProfile, hp: Hyperparameters, epochs: float)
     if epochs > e_conv:
         ratio = n / p.params_default
         loss += p.overfit_rate * ratio**p.overfit_params_exponent * (epochs - e_conv)
-    return loss
+    return float(loss)
 
 
 def predict(

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -431,7 +431,7 @@ def write_manifest(runs: Iterable[SimulatedRun], path: Path) -> None:
             f.write(json.dumps(rec) + "\n")
 
 
-def read_manifest(path: str | Path) -> list[dict]:
+def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     """Read the per-run ground truth written by :func:`generate_history`."""
     file = Path(path)
     if file.is_dir():

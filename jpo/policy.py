@@ -96,11 +96,11 @@ Activation = Literal["relu", "tanh", "silu", "elu", "sigmoid", "linear"]
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0.0)
+    return np.asarray(np.maximum(x, 0.0))
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
+    return np.asarray(x / (1.0 + np.exp(-x)))
 
 
 def _elu(x: np.ndarray) -> np.ndarray:
@@ -108,7 +108,7 @@ def _elu(x: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
 
 
 def _linear(x: np.ndarray) -> np.ndarray:

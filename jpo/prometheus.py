@@ -223,7 +223,7 @@ class PrometheusClient:
 
     def series(
         self, match: str, start: float | None = None, end: float | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, str]]:
         """Return the label sets of series matching ``match`` (``/api/v1/series``)."""
         params = {"match[]": match}
         if start is not None:

@@ -38,6 +38,7 @@ from jpo.prometheus import (
     PrometheusClient,
     QueryResult,
     RunStillRunning,
+    Series,
     StaleData,
     TooFewPoints,
     chunk_range,
@@ -548,7 +549,7 @@ class PrometheusSource(MetricSource):
             return result_to_table(
                 result, metric, self.catalog.labels(label_set), drop_nonfinite=drop_nonfinite
             )
-        by_set: dict[str, list] = {}
+        by_set: dict[str, list[Series]] = {}
         for series in result.series:
             name = series.labels.get(METRIC_LABEL, "")
             by_set.setdefault(self.catalog.metrics[name].label_set, []).append(series)

@@ -286,7 +286,8 @@ def _to_dict(obj: Any) -> dict[str, Any]:
     from dataclasses import asdict, is_dataclass
 
     if is_dataclass(obj) and not isinstance(obj, type):
-        return json.loads(json.dumps(asdict(obj), default=str))
+        loaded: dict[str, Any] = json.loads(json.dumps(asdict(obj), default=str))
+        return loaded
     return {"value": str(obj)}
 
 
