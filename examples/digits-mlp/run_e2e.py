@@ -108,6 +108,27 @@ class Prometheus:
             time.sleep(0.2)
         raise RuntimeError(f"prometheus at {self.url} not ready after {timeout_s} s")
 
+    def wait_scraping(self, job: str, timeout_s: float = 60.0) -> None:
+        """Wait until ``job``'s targets have been scraped once.
+
+        The first scrape can lag readiness by seconds, longer than a short training run.
+        """
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        targets: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            try:
+                body = httpx.get(f"{self.url}/api/v1/targets", timeout=2.0).json()
+                targets = body["data"]["activeTargets"]
+            except (httpx.HTTPError, KeyError, ValueError):
+                targets = []
+            mine = [t for t in targets if t.get("labels", {}).get("job") == job]
+            if mine and all(t.get("health") == "up" for t in mine):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus at {self.url}: job {job} not scraped in {timeout_s} s")
+
     def query_range(self, promql: str, start: float, end: float) -> list[float]:
         """Return the values of the first series of a range query (1 s step)."""
         import httpx
@@ -267,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     prom = Prometheus(args.prometheus, out, {"digits-app": app_port, "digits-pod": pod_port})
     try:
         prom.wait_ready()
+        prom.wait_scraping("digits-pod")  # the app's own target is up only while it runs
         before = train(config, "run-1", app_port, pods, augment, out)
         time.sleep(2.0)  # one more scrape after the run's final samples
         before["measured"] = measure(prom, before)
