@@ -221,16 +221,14 @@ def failed_configs(
 
 
 def _run_finished(table: pa.Table) -> bool:
-    """Whether the run's latest ``run_status`` sample says it is over (not 0, running)."""
-    import numpy as np
+    """Whether the run's latest ``run_status`` sample says it is over (not 0, running).
 
-    metric = np.asarray(table.column("metric").to_pylist(), dtype=object)
-    mask = metric == "run_status"
-    if not mask.any():
-        return True
-    ts = table.column("timestamp").to_numpy()[mask]
-    status = table.column("value").to_numpy()[mask]
-    return bool(status[int(np.argmax(ts))] != 0)
+    Without a (finite) ``run_status`` sample it is not called running: summarize_run then
+    names the missing or non-finite metric.
+    """
+    from jpo.telemetry import RUNNING, run_status_of
+
+    return run_status_of(table) != RUNNING
 
 
 def _best_val_loss(records: Sequence[Any]) -> float:

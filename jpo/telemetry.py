@@ -238,6 +238,13 @@ def latest_status(timestamps: np.ndarray, values: np.ndarray) -> int | None:
     return round(float(vs[int(np.argmax(ts))]))
 
 
+def run_status_of(table: pa.Table) -> int | None:
+    """Return the latest ``run_status`` in one run's HISTORY_SCHEMA rows (None without one)."""
+    rows = table.filter(pc.equal(table["metric"], "run_status"))
+    ts = rows["timestamp"].cast(pa.int64()).to_numpy().astype(np.float64)
+    return latest_status(ts, rows["value"].to_numpy())
+
+
 def choose_finished(runs: Sequence[RunInfo], what: str) -> RunChoice:
     """Return the most recent finished run of ``runs`` (any order), with the newer ones skipped.
 
@@ -301,10 +308,7 @@ class MetricSource(abc.ABC):
         out = []
         for i, run_id in enumerate(self.list_runs(key)):
             table = self.run_table(key, run_id, lookback=lookback)
-            mask = pc.equal(table["metric"], "run_status")
-            rows = table.filter(mask)
-            ts = rows["timestamp"].cast(pa.int64()).to_numpy().astype(np.float64)
-            out.append(RunInfo(run_id, float(i), latest_status(ts, rows["value"].to_numpy())))
+            out.append(RunInfo(run_id, float(i), run_status_of(table)))
         return out
 
     def select_run(self, key: WorkloadKey, *, lookback: str | None = None) -> RunChoice:
@@ -712,5 +716,6 @@ __all__ = [
     "choose_finished",
     "empty_history",
     "result_to_table",
+    "run_status_of",
     "sort_history",
 ]
