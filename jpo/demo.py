@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jpo.errors import JpoError, PolicyError, TelemetryError
+from jpo.errors import ConfigError, JpoError, PolicyError, TelemetryError
 
 __all__ = ["DEMO_WORKLOADS", "DemoRow", "run_demo"]
 
@@ -296,6 +296,7 @@ def run_demo(
     from jpo.policy_source import LocalPolicySource
 
     names = tuple(workloads or (FAST_WORKLOADS if fast else DEMO_WORKLOADS))
+    check_workloads(names)
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="jpo-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     source = LocalPolicySource(policy)
@@ -340,14 +341,24 @@ def run_demo(
     return rows
 
 
+def check_workloads(names: Sequence[str]) -> None:
+    """Raise ConfigError naming every workload without an example config.ini, and the fix."""
+    known = sorted(p.parent.name for p in EXAMPLES.glob("*/config.ini"))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"--workload {', '.join(unknown)}: no such demo workload under {EXAMPLES}; "
+            f"fix: pick from {', '.join(known)}"
+        )
+
+
 def _copy_configs(root: Path, names: Sequence[str]) -> list[DemoRow]:
+    """Copy each workload's example config.ini (names checked by check_workloads)."""
     from jpo.config_file import read_workload
 
     rows = []
     for name in names:
         example = EXAMPLES / name / "config.ini"
-        if not example.is_file():
-            raise JpoError(f"{example}: no example config.ini for workload {name!r}")
         folder = root / name
         folder.mkdir(exist_ok=True)
         config = folder / "config.ini"

@@ -78,11 +78,11 @@ def demo_command(
     from rich.console import Console
 
     from jpo.console import err_console, out_console
-    from jpo.demo import render_table, run_demo
+    from jpo.demo import check_workloads, render_table, run_demo
 
     names = tuple(workload) if workload else None
     if names:
-        _check_workloads(names)
+        check_workloads(names)  # before the work folder is created
     root = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="jpo-demo-"))
     progress = err_console() if as_json else out_console()
 
@@ -128,19 +128,6 @@ def demo_command(
         highlight=False,
     )
     return 0
-
-
-def _check_workloads(names: tuple[str, ...]) -> None:
-    from jpo.demo import EXAMPLES
-    from jpo.errors import ConfigError
-
-    known = sorted(p.parent.name for p in EXAMPLES.glob("*/config.ini"))
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(
-            f"--workload {', '.join(unknown)}: no such demo workload under {EXAMPLES}; "
-            f"fix: pick from {', '.join(known)}"
-        )
 
 
 def _workload_files(row: Any) -> dict[str, Path]:
