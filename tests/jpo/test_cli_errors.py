@@ -202,7 +202,9 @@ def _history_pull_unwritable(
     blocker = tmp / "not-a-folder"
     blocker.write_text("a file where the store should be\n")
     out = blocker / "store"
-    return ["history", "pull", "--prometheus", prom, "--since", "1d", "--out", str(out)], str(
+    # --since must reach the fixture's runs (20-24 h ago, more by the minutes past the
+    # hour); with 1d they fell outside after ~25 minutes past, nothing was written, exit 0
+    return ["history", "pull", "--prometheus", prom, "--since", "2d", "--out", str(out)], str(
         blocker
     )
 
