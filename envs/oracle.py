@@ -286,4 +286,9 @@ def reach_constraints(constraints: Constraints, start: Hyperparameters, rounds: 
                 lo, hi = float(math.ceil(lo)), float(math.floor(hi))
             spec = replace(spec, min=lo, max=max(lo, hi))
         specs[name] = spec
-    return _Constraints(specs, constraints.tunable, source=f"{constraints.source} (reach {rounds})")
+    return _Constraints(
+        specs,
+        constraints.tunable,
+        source=f"{constraints.source} (reach {rounds})",
+        learning_rate_follows_batch=constraints.learning_rate_follows_batch,
+    )

@@ -581,7 +581,12 @@ def _constraints(cfg: EnvConfig) -> Constraints:
             f"env config: none of tunable {list(cfg.tunable)} is tunable in "
             f"{base.source}; the action space would be empty"
         )
-    return Constraints(base.params, tunable, source=f"{base.source} (env tunable)")
+    return Constraints(
+        base.params,
+        tunable,
+        source=f"{base.source} (env tunable)",
+        learning_rate_follows_batch=base.learning_rate_follows_batch,
+    )
 
 
 # --------------------------------------------------------------------------- env
@@ -612,8 +617,10 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     parameter inside the trust region of ``configs/constraints.toml``
     (:meth:`jpo.constraints.Constraints.apply_action`): ``cur·f^a`` on log scales
     (batch size, learning rate), linearly towards the region's edge otherwise; then
-    clamp, round, validate. 0 keeps the value. Frozen (non-tunable) parameters keep the
-    recorded run's value.
+    clamp, round, validate. 0 keeps the value. The learning rate's entry starts from
+    ``lr·(B'/B)^c`` when the batch moves from B to B' (``[action]
+    learning_rate_follows_batch`` = c in the constraints file; linear scaling rule).
+    Frozen (non-tunable) parameters keep the recorded run's value.
 
     ## Observation Space
 

@@ -14,10 +14,19 @@ An action entry ``a`` in [-1, 1] moves a value from ``current`` towards the edge
 allowed region (trust region intersected with the bounds) in its direction:
 ``a = +1`` reaches the upper edge, ``a = -1`` the lower one, ``a = 0`` keeps the value.
 Log-scale parameters interpolate in log space (so away from the bounds a float moves to
-``current * f**a`` exactly), linear ones in linear space. NaN or infinite entries count as
-0 (no change); entries outside [-1, 1] are clipped. Integers are then rounded half up,
-power-of-two parameters go to the nearest power of two (in log space) inside the region,
-and the result is validated. Everything on the hot path is plain Python floats over
+``current * f**a`` exactly), linear ones in linear space.
+
+Learning rate follows batch size (``[action] learning_rate_follows_batch = c``; Goyal et
+al., 2017, linear scaling rule; Smith & Le, 2018): when the action changes the batch size
+from ``B`` to ``B'``, the learning rate's action entry moves it from
+``current * (B' / B)**c`` (clamped into its region) instead of from ``current``; ``c = 0``
+turns this off. The learning rate's trust region and bounds are unchanged, so a coupled
+move is clamped like any other. An exported policy records the ``c`` it was trained with
+(``action.learning_rate_follows_batch`` in its manifest) and is always applied with it.
+
+NaN or infinite action entries count as 0 (no change); entries outside [-1, 1] are
+clipped. Integers are then rounded half up, power-of-two parameters go to the nearest
+power of two (in log space) inside the region, and the result is validated. Everything on the hot path is plain Python floats over
 precomputed tuples: the Gymnasium env calls :meth:`Constraints.apply_action` and
 :meth:`Constraints.normalize` thousands of times per second.
 """
@@ -51,6 +60,8 @@ __all__ = [
 ]
 
 _SPEC_KEYS = {"type", "min", "max", "scale", "power_of_two", "trust_region"}
+_ACTION_KEYS = {"learning_rate_follows_batch"}
+_BATCH, _LR = HYPERPARAMETER_NAMES.index("batch_size"), HYPERPARAMETER_NAMES.index("learning_rate")
 _REL_TOL = 1e-9  # float comparisons in validate(): tolerate rounding of cur * f**a
 
 
@@ -167,6 +178,7 @@ class Constraints:
         "_lo",
         "_log_lo",
         "_log_span",
+        "_lr_follows_batch",
         "_pow2",
         "_sha",
         "_source",
@@ -183,6 +195,7 @@ class Constraints:
         tunable: Sequence[str] = HYPERPARAMETER_NAMES,
         *,
         source: str = "<memory>",
+        learning_rate_follows_batch: float = 0.0,
     ) -> None:
         missing = [n for n in HYPERPARAMETER_NAMES if n not in specs]
         if missing:
@@ -200,6 +213,7 @@ class Constraints:
         unknown = [n for n in tunable if n not in HYPERPARAMETER_NAMES]
         if unknown:
             raise ConfigError(f"{source}: unknown tunable parameter {unknown[0]!r}")
+        self._lr_follows_batch = _check_coupling(learning_rate_follows_batch, source)
         self._source = source
         self._specs: dict[str, ParamSpec] = {n: specs[n] for n in HYPERPARAMETER_NAMES}
         self._tunable: tuple[str, ...] = tuple(n for n in HYPERPARAMETER_NAMES if n in tunable)
@@ -221,10 +235,12 @@ class Constraints:
         self._is_int = tuple(s.type == "int" for s in sp)
         self._pow2 = tuple(bool(s.power_of_two) for s in sp)
         self._tr = tuple(float(s.trust_region) for s in sp)
-        payload = {
+        payload: dict[str, Any] = {
             "params": {n: asdict(self._specs[n]) for n in HYPERPARAMETER_NAMES},
             "tunable": list(self._tunable),
         }
+        if self._lr_follows_batch:  # absent when off: hashes of older files stay valid
+            payload["learning_rate_follows_batch"] = self._lr_follows_batch
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         self._sha = hashlib.sha256(blob.encode()).hexdigest()
 
@@ -248,6 +264,11 @@ class Constraints:
     def source(self) -> str:
         """Where these limits came from (file path, plus narrowing note)."""
         return self._source
+
+    @property
+    def learning_rate_follows_batch(self) -> float:
+        """Exponent c of the learning-rate/batch-size coupling (module docstring; 0 = off)."""
+        return self._lr_follows_batch
 
     def spec(self, name: str) -> ParamSpec:
         """Return the limits of one parameter."""
@@ -317,7 +338,12 @@ class Constraints:
                 trust_region=new_tr,
             )
         tunable = tuple(n for n in jpo.tunable if n in self._tunable)
-        return Constraints(specs, tunable, source=f"{self._source} narrowed by {where}")
+        return Constraints(
+            specs,
+            tunable,
+            source=f"{self._source} narrowed by {where}",
+            learning_rate_follows_batch=self._lr_follows_batch,
+        )
 
     # ----------------------------------------------------------------- core mapping
     def _region(self, i: int, cur: float) -> tuple[float, float]:
@@ -385,8 +411,17 @@ class Constraints:
             _float(hp.epochs),
         ]
 
-    def apply_action(self, current: Hyperparameters, action: np.ndarray) -> Hyperparameters:
+    def apply_action(
+        self,
+        current: Hyperparameters,
+        action: np.ndarray,
+        *,
+        learning_rate_follows_batch: float | None = None,
+    ) -> Hyperparameters:
         """Map an action in [-1, 1]^len(tunable) to the next hyperparameters.
+
+        ``learning_rate_follows_batch`` overrides these limits' coupling exponent (a
+        policy is applied with the one it was trained with).
 
         Raises:
             ConstraintViolation: wrong action length, or current values that cannot be
@@ -399,8 +434,14 @@ class Constraints:
                 f"tunable ({', '.join(self._tunable)}); the policy does not match these "
                 "constraints"
             )
+        coupling = (
+            self._lr_follows_batch
+            if learning_rate_follows_batch is None
+            else _check_coupling(learning_rate_follows_batch, "learning_rate_follows_batch")
+        )
         vals = self._values(current)
         out = list(vals)
+        # HYPERPARAMETER_NAMES order: batch size is settled before the learning rate reads it.
         for a, i in zip(acts, self._tunable_idx, strict=True):
             cur = vals[i]
             if not math.isfinite(cur):
@@ -417,11 +458,15 @@ class Constraints:
                 a = 1.0
             elif a < -1.0:
                 a = -1.0
+            start = cur
+            if i == _LR and coupling and out[_BATCH] != vals[_BATCH] and vals[_BATCH] > 0.0:
+                start = cur * (out[_BATCH] / vals[_BATCH]) ** coupling
+                start = lo if start < lo else (hi if start > hi else start)
             edge = hi if a >= 0.0 else lo
-            if self._is_log[i] and cur > 0.0 and edge > 0.0:
-                target = cur * (edge / cur) ** abs(a)
+            if self._is_log[i] and start > 0.0 and edge > 0.0:
+                target = start * (edge / start) ** abs(a)
             else:
-                target = cur + abs(a) * (edge - cur)
+                target = start + abs(a) * (edge - start)
             out[i] = self._settle(i, cur, target, lo, hi)
         hp = self._build(out)
         self._check_bounds(out)
@@ -622,6 +667,16 @@ class Constraints:
         return out
 
 
+def _check_coupling(value: object, where: str) -> float:
+    """Return the coupling exponent as a float, or raise ConfigError unless in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ConfigError(
+            f"{where}: learning_rate_follows_batch = {value!r}; use a number in [0, 1] "
+            "(1 = linear scaling rule, 0.5 = square-root rule, 0 = off)"
+        )
+    return float(value)
+
+
 def _spec_from_table(name: str, table: Any, where: str) -> ParamSpec:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [params.{name}] must be a table")
@@ -669,8 +724,23 @@ def load_constraints(path: str | os.PathLike[str] | None = None) -> Constraints:
     params = data.get("params")
     if not isinstance(params, dict):
         raise ConfigError(f"{p}: no [params.<name>] tables; see configs/constraints.toml")
-    extra = set(data) - {"params"}
+    extra = set(data) - {"params", "action"}
     if extra:
-        raise ConfigError(f"{p}: unknown top-level key(s) {sorted(extra)}; only [params.*]")
+        raise ConfigError(
+            f"{p}: unknown top-level key(s) {sorted(extra)}; only [params.*] and [action]"
+        )
+    action = data.get("action", {})
+    if not isinstance(action, dict) or set(action) - _ACTION_KEYS:
+        raise ConfigError(
+            f"{p}: [action] must be a table with only {sorted(_ACTION_KEYS)}; see "
+            "configs/constraints.toml"
+        )
     specs = {name: _spec_from_table(name, t, str(p)) for name, t in params.items()}
-    return Constraints(specs, HYPERPARAMETER_NAMES, source=str(p))
+    return Constraints(
+        specs,
+        HYPERPARAMETER_NAMES,
+        source=str(p),
+        learning_rate_follows_batch=_check_coupling(
+            action.get("learning_rate_follows_batch", 0.0), f"{p} [action]"
+        ),
+    )

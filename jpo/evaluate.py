@@ -252,7 +252,9 @@ def jpo_proposer(policy: LocalPolicy) -> Callable[..., Proposal]:
         )
         obs = build_observation(summary, current, task.constraints, context)
         action = np.asarray(policy.act(obs), dtype=np.float64)
-        return task.constraints.apply_action(current, action), "direct"
+        coupling = policy.learning_rate_follows_batch
+        hp = task.constraints.apply_action(current, action, learning_rate_follows_batch=coupling)
+        return hp, "direct"
 
     return propose
 

@@ -25,6 +25,9 @@ key                        meaning
                            deterministic action is ``low + (tanh(loc) + 1) / 2 *
                            (high - low)`` where ``loc`` is the first half of the
                            network's output (the second half is the Gaussian's log-std)
+                           ``learning_rate_follows_batch`` (0 to 1, default 0): the
+                           coupling exponent of the action mapping the policy was trained
+                           with (:mod:`jpo.constraints`); CI and Serve apply this value
 ``network``                ``layers``: list of ``{"weight", "bias", "activation"}``; the
                            names are keys in ``policy.npz``, weights are ``(out, in)``
                            (torch's ``nn.Linear`` layout), activations ``relu``, ``tanh``,
@@ -159,6 +162,8 @@ class ActionSpec(_Frozen):
     low: float = -1.0
     high: float = 1.0
     squash: Literal["tanh"] = "tanh"
+    learning_rate_follows_batch: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Coupling exponent the policy was trained with (jpo.constraints; 0 in older artifacts)."""
 
 
 class LayerSpec(_Frozen):
@@ -273,6 +278,11 @@ class LocalPolicy:
     def action_names(self) -> tuple[str, ...]:
         """The hyperparameter each action entry changes, in vector order."""
         return self.manifest.action.names
+
+    @property
+    def learning_rate_follows_batch(self) -> float:
+        """Learning-rate/batch coupling of the action mapping the policy was trained with."""
+        return self.manifest.action.learning_rate_follows_batch
 
     @classmethod
     def load(

@@ -144,6 +144,7 @@ def export_policy(
     obs_std: Sequence[float] | None = None,
     obs_clip: tuple[float, float] = (-1e6, 1e6),
     constraints_sha256: str | None = None,
+    learning_rate_follows_batch: float = 0.0,
     training_data: Mapping[str, Any] | None = None,
     source: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -170,7 +171,13 @@ def export_policy(
             "clip_low": float(obs_clip[0]),
             "clip_high": float(obs_clip[1]),
         },
-        "action": {"names": list(action_names), "low": low, "high": high, "squash": "tanh"},
+        "action": {
+            "names": list(action_names),
+            "low": low,
+            "high": high,
+            "squash": "tanh",
+            "learning_rate_follows_batch": float(learning_rate_follows_batch),
+        },
         "network": {"layers": layers},
         "constraints_sha256": constraints_sha256,
         "training_data": dict(training_data or {}),

@@ -66,6 +66,8 @@ class PolicyAnswer:
     predicted_gain: float | None = None
     action_names: tuple[str, ...] | None = None
     notes: tuple[str, ...] = field(default=())
+    learning_rate_follows_batch: float = 0.0
+    """The action mapping's coupling the policy was trained with (jpo.constraints)."""
 
 
 def default_policy_path() -> Path:
@@ -144,6 +146,7 @@ class LocalPolicySource(PolicySource):
             version=str(policy.version),
             source=self.description,
             action_names=names,
+            learning_rate_follows_batch=float(getattr(policy, "learning_rate_follows_batch", 0.0)),
         )
 
 
@@ -263,6 +266,7 @@ class EndpointPolicySource(PolicySource):
             suggested=parsed.hyperparameters.to_hyperparameters(),
             predicted_gain=parsed.predicted_gain,
             action_names=tuple(parsed.action_names),
+            learning_rate_follows_batch=parsed.learning_rate_follows_batch,
         )
 
 
@@ -311,6 +315,7 @@ class FallbackPolicySource(PolicySource):
                 predicted_gain=got.predicted_gain,
                 action_names=got.action_names,
                 notes=(*notes, *got.notes),
+                learning_rate_follows_batch=got.learning_rate_follows_batch,
             )
         hint = "" if len(self.sources) > 1 else " (local fallback disabled: --no-fallback-local)"
         raise PolicyUnavailable(" ; ".join(notes) + hint + "; config.ini left unchanged")

@@ -463,7 +463,11 @@ def suggest(
 
     # 6. constraints
     vector = _policy_vector(constraints, answer.action, answer.action_names)
-    proposed = constraints.apply_action(current, np.asarray(vector, dtype=np.float64))
+    proposed = constraints.apply_action(
+        current,
+        np.asarray(vector, dtype=np.float64),
+        learning_rate_follows_batch=answer.learning_rate_follows_batch,
+    )
     decide.proposed = proposed
 
     # 7. guards

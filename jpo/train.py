@@ -416,6 +416,7 @@ class EnvDescription:
     feature_spec_version: str
     constraints_sha256: str | None
     training_data: dict[str, Any] = field(default_factory=dict)
+    learning_rate_follows_batch: float = 0.0
 
 
 def describe_env(cfg: TrainConfig, overrides: Mapping[str, Any] | None = None) -> EnvDescription:
@@ -429,6 +430,7 @@ def describe_env(cfg: TrainConfig, overrides: Mapping[str, Any] | None = None) -
         act_names = tuple(getattr(base, "action_names", ()) or ())
         fsv = getattr(base, "feature_spec_version", None)
         sha = None
+        coupling = 0.0
         training_data: dict[str, Any] = {"env_id": cfg.env.id}
         env_config = {**cfg.env.config, **dict(overrides or {})}
         if cfg.env.register_module == "envs":  # the JPO replay env: features + constraints
@@ -440,6 +442,7 @@ def describe_env(cfg: TrainConfig, overrides: Mapping[str, Any] | None = None) -
             obs_names = obs_names or OBSERVATION_NAMES
             constraints = load_constraints(env_config.get("constraints_path") or None)
             sha = constraints.sha256()
+            coupling = constraints.learning_rate_follows_batch
             tunable = set(env_config.get("tunable") or constraints.tunable)
             act_names = act_names or tuple(n for n in HYPERPARAMETER_NAMES if n in tunable)
             names = list(getattr(base, "workloads", ()))
@@ -477,6 +480,7 @@ def describe_env(cfg: TrainConfig, overrides: Mapping[str, Any] | None = None) -
             feature_spec_version=str(fsv if fsv is not None else f"env:{cfg.env.id}"),
             constraints_sha256=sha,
             training_data=training_data,
+            learning_rate_follows_batch=coupling,
         )
     finally:
         env.close()
@@ -888,6 +892,7 @@ def export_latest(
             observation_names=desc.observation_names,
             action_names=desc.action_names,
             constraints_sha256=desc.constraints_sha256,
+            learning_rate_follows_batch=desc.learning_rate_follows_batch,
             training_data=training_data,
             source={"algorithm": "rllib-sac", "checkpoint": ckpt, "seed": cfg.seed},
         )

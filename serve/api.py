@@ -152,6 +152,8 @@ class SuggestResponse(_Strict):
     predicted_gain: Annotated[float, Field(allow_inf_nan=False)] | None
     policy_version: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     feature_spec_version: Annotated[str, StringConstraints(max_length=32)]
+    learning_rate_follows_batch: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    """Action mapping's learning-rate/batch coupling (the client applies ``action`` with it)."""
 
 
 class PolicyInfo(_Strict):
@@ -268,7 +270,10 @@ class PolicyService:
         names = tuple(policy.action_names)
         by_name = dict(zip(names, action.tolist(), strict=True))
         vector = [by_name.get(n, 0.0) for n in self._constraints.tunable]
-        suggested = self._constraints.apply_action(current, np.asarray(vector))
+        coupling = policy.learning_rate_follows_batch
+        suggested = self._constraints.apply_action(
+            current, np.asarray(vector), learning_rate_follows_batch=coupling
+        )
         gain = predicted_throughput_gain(summary, current, suggested) if summary else None
         return SuggestResponse(
             hyperparameters=HyperparameterValues.of(suggested),
@@ -277,6 +282,7 @@ class PolicyService:
             predicted_gain=gain,
             policy_version=str(policy.version),
             feature_spec_version=str(feats.FEATURE_SPEC_VERSION),
+            learning_rate_follows_batch=coupling,
         )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def limits() -> Constraints:
     return load_constraints()
 
 
-def _toml(tmp_path: Path, **overrides: dict[str, object]) -> Path:
+def _toml(tmp_path: Path, coupling: float | None = 1.0, **overrides: dict[str, object]) -> Path:
     tables = {
         "batch_size": {"type": "int", "min": 1, "max": 4096, "scale": "log", "trust_region": 2.0},
         "learning_rate": {
@@ -41,6 +42,8 @@ def _toml(tmp_path: Path, **overrides: dict[str, object]) -> Path:
         lines.append(f"[params.{name}]")
         for k, v in t.items():
             lines.append(f"{k} = {v!r}".replace("'", '"').replace("True", "true"))
+    if coupling is not None:  # the shipped file's [action] table
+        lines += ["[action]", f"learning_rate_follows_batch = {coupling!r}"]
     p = tmp_path / "constraints.toml"
     p.write_text("\n".join(lines) + "\n")
     return p
@@ -242,6 +245,52 @@ def test_sha256_is_stable(tmp_path: Path, limits: Constraints) -> None:
     assert again.sha256() == limits.sha256() and again == limits
     other = load_constraints(_toml(tmp_path, epochs={"max": 999}))
     assert other.sha256() != limits.sha256()
+    uncoupled = load_constraints(_toml(tmp_path, coupling=0.0))
+    assert uncoupled.sha256() != limits.sha256()
+    # Without an [action] table the coupling is off and the hash is the pre-coupling one.
+    assert load_constraints(_toml(tmp_path, coupling=None)).sha256() == uncoupled.sha256()
+
+
+# ------------------------------------------------------------------ lr follows batch
+def test_learning_rate_follows_batch_size(tmp_path: Path) -> None:
+    """Linear scaling rule: a batch move drags the lr along before the lr's own entry."""
+    coupled = load_constraints(_toml(tmp_path, coupling=1.0))
+    assert coupled.learning_rate_follows_batch == 1.0
+    hp = coupled.apply_action(BASE, np.array([1.0, 0.0, 0.0, 0.0]))  # batch x2, lr entry 0
+    assert (hp.batch_size, hp.learning_rate) == (256, pytest.approx(0.02))
+    hp = coupled.apply_action(BASE, np.array([-1.0, 0.0, 0.0, 0.0]))
+    assert (hp.batch_size, hp.learning_rate) == (64, pytest.approx(0.005))
+    # The lr entry then moves from the coupled value, still inside the lr's trust region.
+    hp = coupled.apply_action(BASE, np.array([1.0, 1.0, 0.0, 0.0]))
+    assert hp.learning_rate == pytest.approx(0.03)  # x2 then towards x3 = the region's edge
+    hp = coupled.apply_action(BASE, np.array([1.0, -1.0, 0.0, 0.0]))
+    assert hp.learning_rate == pytest.approx(0.01 / 3)
+    # The square-root rule, and the override a policy's manifest passes.
+    hp = coupled.apply_action(BASE, np.array([1.0, 0.0, 0.0, 0.0]), learning_rate_follows_batch=0.5)
+    assert hp.learning_rate == pytest.approx(0.01 * math.sqrt(2))
+    off = coupled.apply_action(BASE, np.array([1.0, 0.0, 0.0, 0.0]), learning_rate_follows_batch=0)
+    assert (off.batch_size, off.learning_rate) == (256, 0.01)
+    # A frozen learning rate is never dragged along; at the lr's upper bound it stays there.
+    narrow = coupled.for_workload(JpoSection(tunable=("batch_size",), frozen=("learning_rate",)))
+    assert narrow.learning_rate_follows_batch == 1.0
+    assert narrow.apply_action(BASE, np.array([1.0])).learning_rate == 0.01
+    top = Hyperparameters(128, 0.1, 18, 30)
+    assert coupled.apply_action(top, np.array([1.0, 0.0, 0.0, 0.0])).learning_rate == 0.1
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.5, "1", True])
+def test_learning_rate_follows_batch_is_checked(tmp_path: Path, bad: object) -> None:
+    p = _toml(tmp_path, coupling=None)
+    p.write_text(p.read_text() + f"[action]\nlearning_rate_follows_batch = {json.dumps(bad)}\n")
+    with pytest.raises(ConfigError, match="learning_rate_follows_batch"):
+        load_constraints(p)
+
+
+def test_unknown_action_key_is_rejected(tmp_path: Path) -> None:
+    p = _toml(tmp_path, coupling=None)
+    p.write_text(p.read_text() + "[action]\nlr_follows = 1.0\n")
+    with pytest.raises(ConfigError, match=r"\[action\] must be a table with only"):
+        load_constraints(p)
 
 
 def test_relative_change(limits: Constraints) -> None:

@@ -48,7 +48,9 @@ epochs = 30
 SETTINGS = SuggestSettings()
 
 
-def make_policy(folder: Path, action: tuple[float, ...], version: int = 1) -> Path:
+def make_policy(
+    folder: Path, action: tuple[float, ...], version: int = 1, coupling: float | None = None
+) -> Path:
     n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
     bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
     return write_artifact(
@@ -62,7 +64,10 @@ def make_policy(folder: Path, action: tuple[float, ...], version: int = 1) -> Pa
                 "mean": [0.0] * n_obs,
                 "std": [1.0] * n_obs,
             },
-            "action": {"names": list(HYPERPARAMETER_NAMES)},
+            "action": {
+                "names": list(HYPERPARAMETER_NAMES),
+                **({} if coupling is None else {"learning_rate_follows_batch": coupling}),
+            },
             "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
         },
     )
@@ -173,6 +178,18 @@ def test_changed_writes_the_file_keeps_comments_and_audits(
     assert len(record.features) == len(OBSERVATION_NAMES)
     assert record.policy_version == "1" and record.source == f"file:{policy_up}"
     assert json.dumps(result.to_json())  # --json is serializable
+
+
+def test_the_policys_learning_rate_coupling_is_applied(
+    config: Path, source: FakeSource, tmp_path: Path
+) -> None:
+    """lr follows batch with the exponent in the policy's manifest (none: uncoupled)."""
+    coupled = make_policy(tmp_path / "coupled", (0.5, 0.0, 0.0, 0.0), coupling=1.0)
+    result = run(config, source, coupled, dry_run=True)
+    assert result.after is not None and result.after.batch_size > 64
+    assert result.after.learning_rate == pytest.approx(0.05 * result.after.batch_size / 64)
+    plain = run(config, source, make_policy(tmp_path / "plain", (0.5, 0.0, 0.0, 0.0)), dry_run=True)
+    assert plain.after is not None and plain.after.learning_rate == 0.05
 
 
 def test_dry_run_writes_nothing(config: Path, source: FakeSource, policy_up: Path) -> None:

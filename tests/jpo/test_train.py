@@ -197,6 +197,8 @@ def test_train_checkpoints_logs_and_exports(trained: Path) -> None:
     assert manifest["training_data"]["split"] == "train"
     assert "cifar10-resnet18" in manifest["training_data"]["workloads"]
     assert manifest["action"]["names"] == ["batch_size", "learning_rate", "num_layers", "epochs"]
+    # The action mapping's coupling travels with the policy (configs/constraints.toml [action]).
+    assert manifest["action"]["learning_rate_follows_batch"] == 1.0
     assert "reward/degradation_penalty" in rows[-1]  # reward components are logged
 
 

@@ -16,7 +16,12 @@ from serve.api import PolicyService, create_api
 ACTION = (0.5, 0.0, 0.0, 0.0)  # batch size up, the rest unchanged
 
 
-def make_policy(folder: Path, action: tuple[float, ...] = ACTION, version: int = 1) -> Path:
+def make_policy(
+    folder: Path,
+    action: tuple[float, ...] = ACTION,
+    version: int = 1,
+    coupling: float | None = None,
+) -> Path:
     """Tiny artifact whose deterministic action is ``action`` whatever the observation."""
     n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
     bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
@@ -31,7 +36,10 @@ def make_policy(folder: Path, action: tuple[float, ...] = ACTION, version: int =
                 "mean": [0.0] * n_obs,
                 "std": [1.0] * n_obs,
             },
-            "action": {"names": list(HYPERPARAMETER_NAMES)},
+            "action": {
+                "names": list(HYPERPARAMETER_NAMES),
+                **({} if coupling is None else {"learning_rate_follows_batch": coupling}),
+            },
             "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
         },
     )
@@ -99,6 +107,19 @@ def test_suggest_with_features_maps_the_action_through_constraints(client: TestC
     assert data["hyperparameters"]["learning_rate"] == HP["learning_rate"]
     assert data["policy_version"] == "1"
     assert data["predicted_gain"] is None  # no summary to price it with
+    assert data["learning_rate_follows_batch"] == 0.0  # a manifest without it: uncoupled
+
+
+def test_suggest_applies_the_policys_learning_rate_coupling(tmp_path: Path) -> None:
+    """The action mapping is the policy's: lr follows batch with the manifest's exponent."""
+    policy = make_policy(tmp_path / "coupled", (0.999, 0.0, 0.0, 0.0), coupling=1.0)
+    data = TestClient(create_api(PolicyService(policy))).post("/v1/suggest", json=body()).json()
+    assert data["learning_rate_follows_batch"] == 1.0
+    batch = data["hyperparameters"]["batch_size"]
+    assert batch > HP["batch_size"]
+    assert data["hyperparameters"]["learning_rate"] == pytest.approx(
+        HP["learning_rate"] * batch / HP["batch_size"]
+    )
 
 
 def test_on_suggest_sees_each_answered_suggestion_only(service: PolicyService) -> None:

@@ -146,8 +146,8 @@ def test_replicas_export_suggestion_and_policy_metrics(serve_url: str) -> None:
     got = httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=10)
     assert got.status_code == 200, got.text
     wanted = (
-        'ray_jpo_serve_suggestions_total{',
-        'ray_jpo_serve_policy_loaded{',
+        "ray_jpo_serve_suggestions_total{",
+        "ray_jpo_serve_policy_loaded{",
     )
     text, deadline = "", time.monotonic() + 90  # Ray's agent exports every few seconds
     while time.monotonic() < deadline:
