@@ -26,9 +26,10 @@ move is clamped like any other. An exported policy records the ``c`` it was trai
 
 NaN or infinite action entries count as 0 (no change); entries outside [-1, 1] are
 clipped. Integers are then rounded half up, power-of-two parameters go to the nearest
-power of two (in log space) inside the region, and the result is validated. Everything on the hot path is plain Python floats over
-precomputed tuples: the Gymnasium env calls :meth:`Constraints.apply_action` and
-:meth:`Constraints.normalize` thousands of times per second.
+power of two (in log space) inside the region, and the result is validated. Everything
+on the hot path is plain Python floats over precomputed tuples: the Gymnasium env calls
+:meth:`Constraints.apply_action` and :meth:`Constraints.normalize` thousands of times per
+second.
 """
 
 from __future__ import annotations

@@ -148,6 +148,7 @@ def main() -> int:
         "elapsed_s": elapsed,
         "machine": machine(),
         "quality_bar": None if bar is None else {**bar.passed, "ok": bar.ok},
+        "oracle_ceiling": None if bar is None else bar.oracle_ceiling,
         "report": str(paths.report),
     }
     print(json.dumps(out, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from jpo.evaluate import (
     evaluate,
     load_evaluation_settings,
     method_summary,
+    oracle_ceiling,
     quality_bar,
     select_workloads,
     workload_summary,
@@ -108,6 +110,30 @@ def test_incumbent_is_the_best_observed_run_that_held_quality(small) -> None:
         observed = np.where(ok, grp["objective_observed"].to_numpy(), -np.inf)
         best_seen = np.maximum.accumulate(observed)
         np.testing.assert_allclose(observed[rounds], best_seen)
+
+
+def test_oracle_ceiling_holds_the_oracle_to_the_methods_rule(small) -> None:
+    """The ceiling re-scores the oracle's runs with the measured val-loss rule of the rest."""
+    tol = small.settings.val_loss_tolerance
+    frame = small.frame().sort_values(["workload", "seed", "round"])
+    oracle = frame[(frame["method"] == "oracle") & (frame["oracle_gap"] > 1e-6)]
+    per_workload = []
+    for _, wl in oracle.groupby("workload"):
+        fractions = []
+        for _, grp in wl.groupby("seed"):
+            loss = grp["final_val_loss"].to_numpy()
+            ok = (grp["failure"].to_numpy() == "none") & (loss <= loss[0] * (1 + tol))
+            ok[0] = True
+            observed = np.where(ok, grp["objective_observed"].to_numpy(), -np.inf)
+            best = grp["objective_true"].to_numpy()[int(np.argmax(observed))]
+            fractions.append((best - grp["default_objective"].iloc[0]) / grp["oracle_gap"].iloc[0])
+        per_workload.append(np.mean(fractions))
+    assert oracle_ceiling(small) == pytest.approx(np.mean(per_workload))
+    assert oracle_ceiling(small) <= 1.0 + 1e-9
+    loose = dataclasses.replace(
+        small, settings=small.settings.with_overrides(val_loss_tolerance=1e9)
+    )
+    assert oracle_ceiling(loose) == pytest.approx(1.0)  # no rule: the oracle's own fraction
 
 
 def test_jpo_moves_only_inside_the_trust_region(small) -> None:
