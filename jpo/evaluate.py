@@ -274,7 +274,9 @@ def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Pr
 
     source = LocalPolicySource(Path(policy_path))
     settings = load_suggest_settings()
-    folders: dict[int, Path] = {}
+    # Keyed by campaign, never by id(task): a finished campaign's task is garbage, and
+    # CPython hands its id to a later task, which then inherited the old config.ini.
+    folders: dict[tuple[str, int], Path] = {}
 
     def propose(
         *,
@@ -284,12 +286,13 @@ def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Pr
         best_val_loss: float,
         table: Any = None,
     ) -> Proposal:
-        folder = folders.get(id(task))
+        campaign = (task.workload, task.seed)
+        folder = folders.get(campaign)
         if folder is None:
             folder = workdir / f"{task.workload}-{task.seed}-{len(folders)}"
             folder.mkdir(parents=True, exist_ok=False)
             _write_config_ini(folder / "config.ini", task.profile, current)
-            folders[id(task)] = folder
+            folders[campaign] = folder
         if table is None:
             raise ConfigError("suggest path: no telemetry table for the last run (a bug)")
         options = SuggestOptions(

@@ -12,6 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from envs.response import load_catalog
 from jpo.errors import ConfigError
 from jpo.evaluate import (
     EvaluationSettings,
@@ -203,6 +204,34 @@ def test_suggest_path_drives_the_ci_stage(policy_path: Path, tmp_path: Path) -> 
     assert set(tuning["note"]) <= {"changed", "rolled_back", "unchanged", "no_data"}
     campaigns = list(tmp_path.iterdir())
     assert len(campaigns) == 1 and (campaigns[0] / "config.ini").is_file()
+
+
+def test_suggest_path_gives_each_campaign_its_own_config(policy_path: Path, tmp_path: Path) -> None:
+    """One folder per campaign, holding its own workload's config.ini.
+
+    Folders used to be keyed by ``id(task)``: CPython may hand a freed task's id to a later
+    campaign, which then tuned the previous workload's config.ini (seen once, not on demand).
+    """
+    settings = EvaluationSettings(
+        rounds=2, seeds=2, methods=("jpo", "random", "no_tuning"), jpo_path="suggest"
+    )
+    evaluate(
+        settings,
+        workloads=WORKLOADS[:2],
+        policy=LocalPolicy.load(policy_path),
+        policy_path=str(policy_path),
+        progress=False,
+        workdir=tmp_path,
+    )
+    campaigns = sorted(p.name for p in tmp_path.iterdir())
+    assert len(campaigns) == 2 * 2
+    for name in WORKLOADS[:2]:
+        mine = [c for c in campaigns if c.startswith(f"{name}-")]
+        assert len(mine) == 2
+        for folder in mine:
+            text = (tmp_path / folder / "config.ini").read_text()
+            profile = load_catalog()[name]
+            assert f"model = {profile.model}" in text and f"dataset = {profile.dataset}" in text
 
 
 def test_same_seed_same_rounds(policy_path: Path) -> None:
