@@ -38,7 +38,7 @@ import dataclasses
 import json
 import math
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,7 @@ from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
 if TYPE_CHECKING:
     import pandas as pd
 
+    from envs.response import WorkloadProfile
     from jpo.constraints import Constraints
     from jpo.policy import LocalPolicy
 
@@ -194,7 +195,7 @@ def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettin
 
 
 def select_workloads(
-    catalog: dict[str, Any], names: Sequence[str] | None = None, split: str = "holdout"
+    catalog: Mapping[str, Any], names: Sequence[str] | None = None, split: str = "holdout"
 ) -> list[str]:
     """Return the workload names to evaluate: ``names`` if given, else the ``split``'s.
 
@@ -470,6 +471,7 @@ def evaluate(
     constraints: Constraints | None = None,
     progress: bool = True,
     workdir: str | Path | None = None,
+    catalog: Mapping[str, WorkloadProfile] | None = None,
 ) -> EvaluationResult:
     """Run the evaluation protocol (module docstring) and return every round.
 
@@ -482,6 +484,8 @@ def evaluate(
         progress: show a rich progress bar on stderr.
         workdir: where the suggest path keeps each campaign's config.ini and audit log
             (default: a temporary folder, removed afterwards).
+        catalog: the workload profiles to draw from (default: ``configs/workloads``), e.g.
+            synthetic validation profiles from :func:`envs.randomization.random_profiles`.
     """
     import tempfile
 
@@ -494,6 +498,7 @@ def evaluate(
             constraints=constraints,
             progress=progress,
             workdir=Path(workdir) if workdir is not None else Path(tmp),
+            catalog=catalog,
         )
 
 
@@ -506,6 +511,7 @@ def _evaluate(
     constraints: Constraints | None,
     progress: bool,
     workdir: Path,
+    catalog: Mapping[str, WorkloadProfile] | None = None,
 ) -> EvaluationResult:
     """Body of :func:`evaluate` (``workdir`` exists)."""
     from envs.oracle import best_config, load_oracle_settings, reach_constraints, reference_config
@@ -513,7 +519,8 @@ def _evaluate(
     from jpo.constraints import load_constraints
     from jpo.reward import load_reward_weights
 
-    catalog = load_catalog()
+    if catalog is None:
+        catalog = load_catalog()
     names = select_workloads(catalog, workloads, settings.split)
     base_constraints = constraints if constraints is not None else load_constraints()
     weights = load_reward_weights()

@@ -234,6 +234,23 @@ def test_suggest_path_gives_each_campaign_its_own_config(policy_path: Path, tmp_
             assert f"model = {profile.model}" in text and f"dataset = {profile.dataset}" in text
 
 
+def test_a_given_catalog_replaces_the_workload_files(policy_path: Path) -> None:
+    """Synthetic (validation) profiles can be evaluated like catalog workloads."""
+    from envs.randomization import random_profiles
+
+    (profile,) = random_profiles(load_catalog(), 1)
+    settings = EvaluationSettings(rounds=1, split="all", methods=("jpo", "oracle"))
+    result = evaluate(
+        settings,
+        policy=LocalPolicy.load(policy_path),
+        policy_path=str(policy_path),
+        progress=False,
+        catalog={profile.name: profile},
+    )
+    assert result.workloads == (profile.name,)
+    assert set(result.frame()["workload"]) == {profile.name}
+
+
 def test_same_seed_same_rounds(policy_path: Path) -> None:
     settings = EvaluationSettings(rounds=2, methods=("random", "optuna_tpe"))
     a = evaluate(settings, workloads=WORKLOADS[:1], progress=False).frame()
