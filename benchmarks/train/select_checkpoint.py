@@ -8,7 +8,12 @@ them. The held-out catalog workloads stay the test set: choosing a checkpoint by
 held-out score would overfit the figure the quality bar reports.
 
     python benchmarks/train/select_checkpoint.py --storage runs/v4 [--profiles 24]
-        [--seed 777001] [--out benchmarks/train/selection.json]
+        [--seed 777001] [--seeds 1] [--iterations 60 300] [--out selection.json]
+        [--export jpo/data/policy]
+
+A second stage with fresh profiles (another ``--seed``), more of them and more noise
+seeds, restricted to the first stage's leaders (``--iterations``), avoids picking a
+checkpoint for the luck of the first draw (winner's curse).
 """
 
 from __future__ import annotations
@@ -42,7 +47,10 @@ def main() -> None:
     p.add_argument("--config", default=str(REPO / "configs" / "train.yaml"))
     p.add_argument("--profiles", type=int, default=24)
     p.add_argument("--seed", type=int, default=777001, help="randomization seed (not training's)")
+    p.add_argument("--seeds", type=int, default=1, help="noise seeds per profile")
+    p.add_argument("--iterations", type=int, nargs="*", help="only these checkpoints")
     p.add_argument("--out", default=None, help="JSON file for every checkpoint's score")
+    p.add_argument("--export", default=None, help="export the selected checkpoint here")
     args = p.parse_args()
     if args.seed == load_randomization().seed:
         raise SystemExit("--seed equals the training randomization seed: pick another")
@@ -50,11 +58,13 @@ def main() -> None:
     storage = Storage(args.storage)
     catalog = validation_profiles(args.profiles, args.seed)
     settings = load_evaluation_settings().with_overrides(
-        split="all", seeds=1, methods=("jpo", "oracle")
+        split="all", seeds=args.seeds, methods=("jpo", "oracle")
     )
     rows = []
     for ckpt in storage.list_checkpoints():
         marker = storage.read_marker(ckpt)
+        if args.iterations and marker.get("iteration") not in args.iterations:
+            continue
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             out = export_latest(cfg, storage, Path(tmp) / "p", checkpoint=ckpt)
@@ -79,6 +89,8 @@ def main() -> None:
         rows.append(row)
     best = max(rows, key=lambda r: r["validation_oracle_fraction"])
     print(json.dumps({"selected": best}))
+    if args.export:
+        export_latest(cfg, storage, Path(args.export), checkpoint=best["checkpoint"])
     if args.out:
         Path(args.out).write_text(
             json.dumps({"args": vars(args), "rows": rows, "selected": best}, indent=2)

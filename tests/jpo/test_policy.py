@@ -241,6 +241,10 @@ def test_bundled_policy_loads_with_this_feature_spec() -> None:
     if "randomization" in data:
         assert data["randomization"]["base_split"] == "train"
         assert data["randomization"]["profiles"] > 0
+    # trained with the action mapping the shipped constraints describe
+    from jpo.constraints import load_constraints
+
+    assert policy.learning_rate_follows_batch == load_constraints().learning_rate_follows_batch
     low, high = observation_bounds()
     act = policy.act(np.random.default_rng(0).uniform(low, high, (64, len(low))))
     assert act.shape == (64, len(HYPERPARAMETER_NAMES))
