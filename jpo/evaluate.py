@@ -227,30 +227,19 @@ def jpo_proposer(policy: LocalPolicy) -> Callable[..., Proposal]:
     keys). ``[jpo] path = "direct"`` selects it; the default drives the whole CI stage
     (:func:`suggest_proposer`).
     """
-    from jpo.features import WorkloadContext, build_observation
+    from jpo.features import build_observation, context_from_runs
 
     def propose(
         *,
         task: TuningTask,
         current: Hyperparameters,
         summary: RunSummary,
-        best_val_loss: float,
-        table: Any = None,
-        previous_failed: bool = False,
+        history: Sequence[RunSummary] = (),
+        **_: Any,
     ) -> Proposal:
-        profile = task.profile
-        baseline = task.default_summary.throughput
-        if not (baseline > 0 and math.isfinite(baseline)):
-            # The default run failed before training (OOM): no measured baseline exists.
-            # Use the profile-free fallback of 1 sample/s; throughput_rel then clips.
-            baseline = 1.0
-        context = WorkloadContext(
-            baseline_throughput=baseline,
-            best_val_loss=best_val_loss,
-            previous_failed=previous_failed,
-            framework=profile.framework,
-            model_params=None,  # as training and CI: a user's workload has no known count
-        )
+        # The context CI and the env build (median baseline, best loss and previous failure
+        # over the campaign's runs); the model size stays unknown, as in training and CI.
+        context = context_from_runs(summary, history, framework=task.profile.framework)
         obs = build_observation(summary, current, task.constraints, context)
         action = np.asarray(policy.act(obs), dtype=np.float64)
         coupling = policy.learning_rate_follows_batch
@@ -284,9 +273,10 @@ def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Pr
         task: TuningTask,
         current: Hyperparameters,
         summary: RunSummary,
-        best_val_loss: float,
         table: Any = None,
+        **_: Any,
     ) -> Proposal:
+        # The CI stage reads the campaign's history from its own audit log.
         campaign = (task.workload, task.seed)
         folder = folders.get(campaign)
         if folder is None:

@@ -344,6 +344,9 @@ class JpoPolicyTuner(Tuner):
         super().__init__(task)
         self._propose = propose
         self._best_val_loss = task.default_summary.final_val_loss
+        # The campaign's runs before the last one: the observation's context
+        # (jpo.features.context_from_runs, as CI and the env build it) on the direct path.
+        self._history: list[RunSummary] = []
 
     @property
     def uses_trust_region(self) -> bool:
@@ -358,6 +361,7 @@ class JpoPolicyTuner(Tuner):
             summary=self.last_summary,
             table=self.last_table,
             best_val_loss=self._best_val_loss,
+            history=tuple(self._history),
         )
         return hp
 
@@ -369,6 +373,7 @@ class JpoPolicyTuner(Tuner):
         table: pa.Table | None = None,
     ) -> None:
         """Advance to the run of ``hp``; keep the workload's best validation loss."""
+        self._history.append(self.last_summary)
         super().tell(hp, summary, objective, table)
         if summary.failure == "none" and math.isfinite(summary.final_val_loss):
             self._best_val_loss = min(self._best_val_loss, summary.final_val_loss)

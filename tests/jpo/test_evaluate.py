@@ -426,3 +426,34 @@ def test_reach_box_oracle_is_reported_next_to_the_global_one(small) -> None:
     summary = method_summary(small).set_index("method")
     assert "oracle_reach_fraction_mean" in summary.columns
     assert summary.loc["no_tuning", "oracle_reach_fraction_mean"] == pytest.approx(0.0)
+
+
+def test_direct_path_hands_the_policy_the_campaigns_runs() -> None:
+    """The direct path builds CI's context (jpo.features.context_from_runs) from every
+    earlier run of the campaign, as the replay env and `jpo suggest` do."""
+    from envs.response import ClusterConditions, load_profile, predict
+    from jpo.constraints import load_constraints
+    from jpo.tuners import JpoPolicyTuner, TuningTask
+    from jpo.workload import Hyperparameters
+
+    profile = load_profile("cifar10-resnet18")
+    default = Hyperparameters(64, 0.01, 18, 30)
+    runs = [
+        predict(profile, Hyperparameters(64 * 2**i, 0.01, 18, 30), ClusterConditions())
+        for i in range(3)
+    ]
+    task = TuningTask("cifar10-resnet18", profile, load_constraints(), default, runs[0], seed=0)
+    seen: list[dict] = []
+
+    def propose(**kw):  # type: ignore[no-untyped-def]
+        seen.append(kw)
+        return kw["current"], "direct"
+
+    tuner = JpoPolicyTuner(task, propose=propose)
+    tuner.ask()
+    tuner.tell(Hyperparameters(128, 0.01, 18, 30), runs[1], 0.0)
+    tuner.ask()
+    tuner.tell(Hyperparameters(256, 0.01, 18, 30), runs[2], 0.0)
+    tuner.ask()
+    assert [len(kw["history"]) for kw in seen] == [0, 1, 2]
+    assert seen[2]["history"] == (runs[0], runs[1]) and seen[2]["summary"] == runs[2]
