@@ -343,7 +343,6 @@ class JpoPolicyTuner(Tuner):
     def __init__(self, task: TuningTask, *, propose: Callable[..., Proposal]) -> None:
         super().__init__(task)
         self._propose = propose
-        self._best_val_loss = task.default_summary.final_val_loss
         # The campaign's runs before the last one: the observation's context
         # (jpo.features.context_from_runs, as CI and the env build it) on the direct path.
         self._history: list[RunSummary] = []
@@ -360,7 +359,6 @@ class JpoPolicyTuner(Tuner):
             current=self.current,
             summary=self.last_summary,
             table=self.last_table,
-            best_val_loss=self._best_val_loss,
             history=tuple(self._history),
         )
         return hp
@@ -372,11 +370,9 @@ class JpoPolicyTuner(Tuner):
         objective: float,
         table: pa.Table | None = None,
     ) -> None:
-        """Advance to the run of ``hp``; keep the workload's best validation loss."""
+        """Advance to the run of ``hp``; keep the campaign's earlier runs."""
         self._history.append(self.last_summary)
         super().tell(hp, summary, objective, table)
-        if summary.failure == "none" and math.isfinite(summary.final_val_loss):
-            self._best_val_loss = min(self._best_val_loss, summary.final_val_loss)
 
 
 TunerFactory = Callable[[TuningTask], Tuner]
