@@ -38,6 +38,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _distinct_free_ports(count: int) -> list[int]:
+    """Return ``count`` different free loopback ports."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = _free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _worker_port_base(taken: list[int], width: int) -> int:
+    """Return a worker-port range start whose ``width`` ports hold none of ``taken``.
+
+    `ray start` refuses a component port inside the worker range; the free ports above
+    come from the kernel's ephemeral range (32768+ on Linux), which a random range in
+    20000-40200 overlapped often enough to fail CI once.
+    """
+    while True:
+        base = 20000 + secrets.randbelow(20000)
+        if not any(base <= port <= base + width for port in taken):
+            return base
+
+
 def _stragglers(marker: str) -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
@@ -73,23 +96,24 @@ def ray_head() -> Iterator[Head]:
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     env.pop("RAY_ADDRESS", None)
-    dash = _free_port()
-    worker_base = 20000 + secrets.randbelow(20000)
+    ports = _distinct_free_ports(9)
+    dash = ports[0]
+    worker_base = _worker_port_base(ports, width=200)
     cmd = [
         RAY, "start", "--head", "--block",
         "--node-ip-address", "127.0.0.1",
-        "--port", str(_free_port()),
+        "--port", str(ports[1]),
         "--num-cpus", "2", "--num-gpus", "0",
         "--object-store-memory", str(200 * 1024 * 1024),
         "--include-dashboard", "true",
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-        "--dashboard-agent-listen-port", str(_free_port()),
-        "--dashboard-agent-grpc-port", str(_free_port()),
-        "--runtime-env-agent-port", str(_free_port()),
-        "--metrics-export-port", str(_free_port()),
-        "--ray-client-server-port", str(_free_port()),
-        "--node-manager-port", str(_free_port()),
-        "--object-manager-port", str(_free_port()),
+        "--dashboard-agent-listen-port", str(ports[2]),
+        "--dashboard-agent-grpc-port", str(ports[3]),
+        "--runtime-env-agent-port", str(ports[4]),
+        "--metrics-export-port", str(ports[5]),
+        "--ray-client-server-port", str(ports[6]),
+        "--node-manager-port", str(ports[7]),
+        "--object-manager-port", str(ports[8]),
         "--min-worker-port", str(worker_base), "--max-worker-port", str(worker_base + 200),
         "--temp-dir", str(temp_dir),
         "--disable-usage-stats",
