@@ -98,7 +98,8 @@ def ray_head() -> Iterator[Head]:
     env.pop("RAY_ADDRESS", None)
     ports = _distinct_free_ports(9)
     dash = ports[0]
-    worker_base = _worker_port_base(ports, width=200)
+    worker_ports = 200
+    worker_base = _worker_port_base(ports, width=worker_ports)
     cmd = [
         RAY, "start", "--head", "--block",
         "--node-ip-address", "127.0.0.1",
@@ -114,7 +115,7 @@ def ray_head() -> Iterator[Head]:
         "--ray-client-server-port", str(ports[6]),
         "--node-manager-port", str(ports[7]),
         "--object-manager-port", str(ports[8]),
-        "--min-worker-port", str(worker_base), "--max-worker-port", str(worker_base + 200),
+        "--min-worker-port", str(worker_base), "--max-worker-port", str(worker_base + worker_ports),
         "--temp-dir", str(temp_dir),
         "--disable-usage-stats",
     ]  # fmt: skip
