@@ -43,7 +43,13 @@ from envs.response import (
 )
 from jpo.errors import ConfigError
 
-__all__ = ["RANDOMIZATION_CONFIG", "RandomizationSettings", "load_randomization", "random_profiles"]
+__all__ = [
+    "RANDOMIZATION_CONFIG",
+    "RandomizationSettings",
+    "input_bound_cpu_s_per_sample",
+    "load_randomization",
+    "random_profiles",
+]
 
 RANDOMIZATION_CONFIG = REPO_ROOT / "configs" / "randomization.toml"
 
@@ -125,8 +131,12 @@ def load_randomization(path: str | Path | None = None) -> RandomizationSettings:
     return RandomizationSettings(spread=spread, **values)
 
 
-def _input_bound_cpu_s(data: dict[str, dict[str, Any]], ratio: float) -> float:
-    """Return cpu_s_per_sample making t_cpu = ratio * t_gpu at the defaults (no contention)."""
+def input_bound_cpu_s_per_sample(data: Mapping[str, Mapping[str, Any]], ratio: float) -> float:
+    """Return cpu_s_per_sample making t_cpu = ratio * t_gpu at the defaults (no contention).
+
+    ``data`` is a profile's TOML form (``WorkloadProfile.as_toml_dict()``); ``ratio`` 1
+    is the balance point: above it the profile is input-pipeline bound at its defaults.
+    """
     d, lim, mem, comp = data["defaults"], data["limits"], data["memory"], data["compute"]
     b, layers = float(d["batch_size"]), float(d["num_layers"])
     n = mem["params_fixed"] + mem["params_per_layer"] * layers
@@ -174,7 +184,7 @@ def _draw(
     d["learning_rate"] = float(min(max(d["learning_rate"], lr.min), lr.max))
     if rng.uniform() < s.input_bound_share:
         ratio = rng.uniform(s.input_bound_ratio_min, s.input_bound_ratio_max)
-        data["compute"]["cpu_s_per_sample"] = _input_bound_cpu_s(data, ratio)
+        data["compute"]["cpu_s_per_sample"] = input_bound_cpu_s_per_sample(data, ratio)
     tag = f"rand{index:05d}"
     data["workload"] |= {
         "name": f"rand-{index:05d}",

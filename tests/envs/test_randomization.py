@@ -1,12 +1,13 @@
 """Domain randomization (envs.randomization) and its use by the replay env."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from envs.oracle import reference_config
-from envs.randomization import load_randomization, random_profiles
+from envs.randomization import input_bound_cpu_s_per_sample, load_randomization, random_profiles
 from envs.replay_env import PrometheusReplayEnv, load_env_config
 from envs.response import _steady, load_catalog, load_conditions
 from jpo.constraints import load_constraints
@@ -63,6 +64,17 @@ def test_a_share_is_input_pipeline_bound(drawn) -> None:
         bound += t_cpu >= t_step * (1 - 1e-9)
     # configs/randomization.toml: input_bound_share = 0.35 of 40 draws (binomial)
     assert 5 <= bound <= 30
+
+
+def test_balance_point_is_where_the_input_pipeline_takes_the_gpus_step_time(catalog) -> None:
+    for p in catalog.values():
+        d = p.defaults
+        t_gpu = _steady(replace(p, cpu_s_per_sample=0.0), d.batch_size, d.num_layers, 0.0, 0.0)[3]
+        for ratio in (0.5, 1.0, 2.5):
+            cpu_s = input_bound_cpu_s_per_sample(p.as_toml_dict(), ratio)
+            bound = replace(p, cpu_s_per_sample=cpu_s)
+            t_step = _steady(bound, d.batch_size, d.num_layers, 0.0, 0.0)[3]
+            assert t_step == pytest.approx(max(ratio, 1.0) * t_gpu, rel=1e-9)
 
 
 def test_bad_settings_are_named(tmp_path: Path) -> None:

@@ -1,0 +1,210 @@
+"""Diagnostics behind the quality-bar gap (benchmarks/evaluate/RESULTS.md, round 5).
+
+Three questions, each measured with ``jpo.evaluate``'s protocol (5 rounds, incumbent
+scoring, fraction of the oracle's improvement):
+
+``regimes``   Does the synthetic validation set predict the held-out split? Scores a
+              policy on validation profiles (drawn like the training ones, another seed),
+              split by the regime each profile is in at its defaults: input-bound (the
+              input pipeline's CPU time per step exceeds the GPU's) or GPU-side.
+``guards``    What does each CI-stage guard cost? The suggest path with one guard of
+              ``configs/suggest.toml`` switched off at a time, and all of them, against
+              the direct path (policy straight into the constraints).
+``ensemble``  Does averaging the actions of several checkpoints transfer better than the
+              last checkpoint alone? (direct path: the CI stage runs one artifact.)
+
+    python benchmarks/evaluate/diagnose.py regimes [--policy P]
+    python benchmarks/evaluate/diagnose.py guards [--policy P]
+    python benchmarks/evaluate/diagnose.py ensemble --members P1 P2 ... [--label L]
+
+Every command prints one JSON line per variant and takes --profiles/--val-seed/--seeds
+for the validation set and --holdout-seeds for the held-out split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks" / "train"))
+
+from select_checkpoint import validation_profiles  # noqa: E402
+
+from envs.randomization import input_bound_cpu_s_per_sample  # noqa: E402
+from jpo.evaluate import (  # noqa: E402
+    evaluate,
+    load_evaluation_settings,
+    method_summary,
+    workload_summary,
+)
+from jpo.policy import LocalPolicy  # noqa: E402
+
+BUNDLED = REPO / "jpo" / "data" / "policy"
+
+
+def regime(profile: Any) -> str:
+    """Return "input-bound" if the profile's input pipeline outlasts the GPU at defaults."""
+    data = profile.as_toml_dict()
+    balanced = input_bound_cpu_s_per_sample(data, 1.0)
+    return "input-bound" if data["compute"]["cpu_s_per_sample"] > balanced else "gpu-side"
+
+
+def _score(
+    policy: Any,
+    policy_path: str | None,
+    *,
+    split: str,
+    seeds: int,
+    catalog: Mapping[str, Any] | None = None,
+    path: str = "suggest",
+) -> Any:
+    settings = load_evaluation_settings().with_overrides(
+        split=split, seeds=seeds, methods=("jpo", "oracle"), jpo_path=path
+    )
+    return evaluate(
+        settings, policy=policy, policy_path=policy_path, progress=False, catalog=catalog
+    )
+
+
+def _jpo(result: Any) -> dict[str, float]:
+    row = method_summary(result).set_index("method").loc["jpo"]
+    return {
+        "oracle_fraction": round(float(row["oracle_fraction_mean"]), 3),
+        "val_loss_ok": round(float(row["val_loss_ok_share"]), 3),
+    }
+
+
+def cmd_regimes(args: argparse.Namespace) -> None:
+    """Validation score of one policy, overall and per regime, next to its held-out score."""
+    catalog = validation_profiles(args.profiles, args.val_seed)
+    policy = LocalPolicy.load(args.policy)
+    result = _score(policy, args.policy, split="all", seeds=args.seeds, catalog=catalog)
+    per = workload_summary(result)
+    per = per[per["method"] == "jpo"].copy()
+    per["regime"] = per["workload"].map(lambda name: regime(catalog[name]))
+    row: dict[str, Any] = {"policy": args.policy, "validation": _jpo(result)}
+    for name, group in per.groupby("regime"):
+        row[f"validation_{name}"] = {
+            "oracle_fraction": round(float(group["oracle_fraction"].mean()), 3),
+            "profiles": len(group),
+        }
+    holdout = _score(policy, args.policy, split="holdout", seeds=args.holdout_seeds)
+    row["holdout"] = _jpo(holdout)
+    print(json.dumps(row), flush=True)
+
+
+def cmd_guards(args: argparse.Namespace) -> None:
+    """The suggest path with each guard off in turn, all off, and the direct path."""
+    import jpo.suggest as suggest_module
+
+    shipped = suggest_module.load_suggest_settings()
+    off: dict[str, dict[str, float]] = {
+        "shipped": {},
+        "no_hysteresis": {"min_relative_change": 0.0},
+        "no_batch_gain_guard": {"min_predicted_gain": 0.0},
+        "no_memory_guard": {"max_gpu_memory_fraction": 1e9},
+        "no_rollback": {"val_loss_tolerance": 1e9},
+    }
+    off["all_off"] = {k: v for d in off.values() for k, v in d.items()}
+    off["all_off"]["approval_max_relative_change"] = 1e9
+    catalog = validation_profiles(args.profiles, args.val_seed)
+    policy = LocalPolicy.load(args.policy)
+    original = suggest_module.load_suggest_settings
+    try:
+        for name, changes in off.items():
+            settings = dataclasses.replace(shipped, **changes)
+            # evaluate's suggest path reads the settings through this function.
+            suggest_module.load_suggest_settings = lambda path=None, s=settings: s  # type: ignore[assignment]
+            row = {
+                "variant": name,
+                "validation": _jpo(
+                    _score(policy, args.policy, split="all", seeds=args.seeds, catalog=catalog)
+                ),
+                "holdout": _jpo(
+                    _score(policy, args.policy, split="holdout", seeds=args.holdout_seeds)
+                ),
+            }
+            print(json.dumps(row), flush=True)
+    finally:
+        suggest_module.load_suggest_settings = original
+    row = {
+        "variant": "direct_path",
+        "validation": _jpo(
+            _score(policy, None, split="all", seeds=args.seeds, catalog=catalog, path="direct")
+        ),
+        "holdout": _jpo(
+            _score(policy, None, split="holdout", seeds=args.holdout_seeds, path="direct")
+        ),
+    }
+    print(json.dumps(row), flush=True)
+
+
+@dataclasses.dataclass
+class ActionEnsemble:
+    """Mean of the deterministic actions of several exported policies (same spec)."""
+
+    members: Sequence[LocalPolicy]
+    version: int = 0
+
+    @property
+    def learning_rate_follows_batch(self) -> float:
+        """The members' action coupling (they must share it)."""
+        return self.members[0].learning_rate_follows_batch
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Average the members' actions."""
+        return np.mean([m.act(obs) for m in self.members], axis=0)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    """Direct-path scores of an action-averaging ensemble and of its last member alone."""
+    members = [LocalPolicy.load(p) for p in args.members]
+    catalog = validation_profiles(args.profiles, args.val_seed)
+    variants: dict[str, Any] = {
+        f"last member ({args.members[-1]})": ActionEnsemble(members[-1:]),
+        f"{args.label}: {len(members)} members": ActionEnsemble(members),
+    }
+    for name, policy in variants.items():
+        row = {
+            "variant": name,
+            "validation": _jpo(
+                _score(policy, None, split="all", seeds=args.seeds, catalog=catalog, path="direct")
+            ),
+            "holdout": _jpo(
+                _score(policy, None, split="holdout", seeds=args.holdout_seeds, path="direct")
+            ),
+        }
+        print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    """Parse the command line and run one diagnostic."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profiles", type=int, default=48, help="validation profiles")
+    p.add_argument("--val-seed", type=int, default=777002, help="validation randomization seed")
+    p.add_argument("--seeds", type=int, default=2, help="noise seeds per validation profile")
+    p.add_argument("--holdout-seeds", type=int, default=10, help="noise seeds per held-out one")
+    sub = p.add_subparsers(dest="command", required=True)
+    commands: dict[str, Callable[[argparse.Namespace], None]] = {}
+    for name, fn in (("regimes", cmd_regimes), ("guards", cmd_guards)):
+        s = sub.add_parser(name, help=fn.__doc__)
+        s.add_argument("--policy", default=str(BUNDLED))
+        commands[name] = fn
+    s = sub.add_parser("ensemble", help=cmd_ensemble.__doc__)
+    s.add_argument("--members", nargs="+", required=True, help="exported policy folders")
+    s.add_argument("--label", default="ensemble")
+    commands["ensemble"] = cmd_ensemble
+    args = p.parse_args()
+    commands[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
