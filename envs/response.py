@@ -739,6 +739,7 @@ def simulate_run(
         "gpu_mem_used_mib": fb_used,
         "gpu_mem_total_mib": np.full(k, float(lim.gpu_memory_mib)),
         "throughput": s_thr,
+        "samples_total": done,
         "val_loss": val,
         "epoch": epoch,
         "run_status": status,

@@ -238,6 +238,12 @@ def raw_families(run: SimulatedRun) -> list[Family]:
             ),
         ),
         Family(
+            "jpo_training_samples",
+            "counter",
+            "Training samples processed since the run started.",
+            (Sample("jpo_training_samples_total", _labels(**train_l), s["samples_total"]),),
+        ),
+        Family(
             "jpo_training_validation_loss",
             "gauge",
             "Validation loss after the latest epoch.",

@@ -12,11 +12,14 @@ labelled with the workload's ``dataset``, ``model``, ``framework`` and ``run_id`
     exporter.start()                                   # serves http://0.0.0.0:9400/metrics
     exporter.set_hyperparameters(Hyperparameters(128, 0.01, 18, 30))
     for epoch in range(30):
-        samples_per_s = train_one_epoch()
-        exporter.report(throughput=samples_per_s, val_loss=evaluate(), epoch=epoch + 1)
+        samples, seconds = train_one_epoch()
+        exporter.report(throughput=samples / seconds, samples=samples,
+                        val_loss=evaluate(), epoch=epoch + 1)
     exporter.finish("ok")                              # or "oom", "diverged", "failed"
 
-Series: ``jpo_training_throughput_samples_per_second``, ``jpo_training_validation_loss``,
+Series: ``jpo_training_throughput_samples_per_second``, ``jpo_training_samples_total`` (a
+counter of the samples trained on: JPO takes a run's throughput from its increase over
+the run, exact however few scrapes a short run gets), ``jpo_training_validation_loss``,
 ``jpo_training_epoch``, ``jpo_training_hyperparameter{name=...}`` and
 ``jpo_training_run_status`` (codes in :data:`jpo.schema.RUN_STATUS_CODES`). A value that is
 not a finite number is refused (JPO never learns from NaN). Keep the process alive for
@@ -29,7 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from jpo.errors import ConfigError
 from jpo.schema import RUN_STATUS_CODES
@@ -94,6 +97,13 @@ class TrainingExporter:
             names,
             registry=self.registry,
         )
+        self._samples = Counter(
+            "jpo_training_samples",  # exposed as jpo_training_samples_total
+            "Training samples processed since the run started.",
+            names,
+            registry=self.registry,
+        )
+        self._samples.labels(**self.labels)  # exported as 0 from the first scrape on
         self._val_loss = Gauge(
             "jpo_training_validation_loss",
             "Validation loss after the latest epoch.",
@@ -144,13 +154,23 @@ class TrainingExporter:
         throughput: float | None = None,
         val_loss: float | None = None,
         epoch: float | None = None,
+        samples: float | None = None,
     ) -> None:
-        """Publish the latest measurements; arguments left None keep their last value."""
+        """Publish the latest measurements; arguments left None keep their last value.
+
+        ``samples`` is how many training samples were processed since the last call (it
+        is added to ``jpo_training_samples_total``).
+        """
         if throughput is not None:
             value = _finite("throughput", throughput)
             if value < 0:
                 raise ConfigError(f"TrainingExporter.report: throughput={value} is negative")
             self._throughput.labels(**self.labels).set(value)
+        if samples is not None:
+            done = _finite("samples", samples)
+            if done < 0:
+                raise ConfigError(f"TrainingExporter.report: samples={done} is negative")
+            self._samples.labels(**self.labels).inc(done)
         if val_loss is not None:
             self._val_loss.labels(**self.labels).set(_finite("val_loss", val_loss))
         if epoch is not None:

@@ -20,7 +20,12 @@ field               definition
 ``<u>_p95``         95th percentile of the same samples, linear interpolation between
                     closest ranks (numpy's default; identical to PromQL's
                     ``quantile_over_time(0.95, ...)``)
-``throughput``      mean of the ``throughput`` samples (samples/s)
+``throughput``      samples processed / ``duration_s`` (samples/s): the ``samples_total``
+                    counter's increase over the run (it starts at 0 with the run; a drop
+                    is a restart, counted from 0 again) when the run exports it and lasts
+                    more than one scrape; else the mean of the ``throughput`` samples,
+                    which on a run of a few scrapes is off by up to a scrape's worth of
+                    progress (benchmarks/evaluate/RESULTS.md, round 5)
 ``final_val_loss``  the ``val_loss`` sample with the latest timestamp
 ``duration_s``      latest minus earliest timestamp over all of the run's rows (s)
 ``gpu_hours``       ``duration_s / 3600`` x GPUs per pod (the ``gpus`` argument, default
@@ -328,8 +333,13 @@ def _summarize_arrays(
         stats[f"{name}_mean"] = float(np.mean(vals))
         stats[f"{name}_p95"] = float(np.percentile(vals, 95.0))
 
+    duration_s = float(ts.max() - ts.min()) / 1000.0
     thr = samples("throughput")
-    if thr is None:
+    counter = samples("samples_total")
+    if counter is not None and counter[0].size and duration_s > 0:
+        _require_finite(counter[0], "samples_total", label)
+        throughput = _counter_total(counter[0], counter[1]) / duration_s
+    elif thr is None:
         if not failed:
             raise MissingMetricError(
                 f"{label}: no 'throughput' samples; the workload must export "
@@ -358,7 +368,6 @@ def _summarize_arrays(
                 )
             final_val_loss = math.inf
 
-    duration_s = float(ts.max() - ts.min()) / 1000.0
     return RunSummary(
         cpu_util_mean=stats["cpu_util_mean"],
         cpu_util_p95=stats["cpu_util_p95"],
@@ -374,6 +383,14 @@ def _summarize_arrays(
         gpu_hours=duration_s / 3600.0 * gpus,
         failure=failure,
     )
+
+
+def _counter_total(values: np.ndarray, ts: np.ndarray) -> float:
+    """Return what a counter that started at 0 with the run counted (restarts included)."""
+    v = values[np.argsort(ts, kind="stable")]
+    steps = np.diff(v)
+    # After a restart the counter starts from 0 again: its new value is all new progress.
+    return float(v[0] + np.where(steps >= 0, steps, v[1:]).sum())
 
 
 _METRIC_HINT = {

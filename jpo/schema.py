@@ -46,6 +46,7 @@ METRICS: dict[str, str] = {
     "gpu_mem_used_mib": "DCGM_FI_DEV_FB_USED (MiB)",
     "gpu_mem_total_mib": "DCGM FB_USED + FB_FREE (MiB): the device's memory",
     "throughput": "training samples per second, exported by the workload",
+    "samples_total": "training samples processed since the run started (counter), exported",
     "val_loss": "validation loss after the latest epoch, exported by the workload",
     "epoch": "epochs completed, exported by the workload",
     "run_status": "0 running, 1 succeeded, 2 failed OOM, 3 failed diverged, 4 failed other",

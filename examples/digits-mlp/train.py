@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 rate = done_since_report / (now - last_report)
                 throughputs.append(rate)
                 if exporter is not None:
-                    exporter.report(throughput=rate)
+                    exporter.report(throughput=rate, samples=done_since_report)
                 last_report, done_since_report = now, 0
         epoch_s = time.perf_counter() - epoch_start
         model.eval()
@@ -181,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
             status = "diverged"
             break
         if exporter is not None:
-            exporter.report(throughput=throughputs[-1], val_loss=val_loss, epoch=epoch)
+            exporter.report(
+                throughput=throughputs[-1],
+                val_loss=val_loss,
+                epoch=epoch,
+                samples=done_since_report,  # the rest of the epoch since the last report
+            )
         print(
             f"epoch {epoch}/{hp.epochs}: val_loss {val_loss:.4f} accuracy {accuracy:.3f} "
             f"({n / max(epoch_s, 1e-9):.0f} samples/s)",

@@ -22,6 +22,7 @@ RAW_SERIES = [
     "DCGM_FI_DEV_FB_USED",
     "DCGM_FI_DEV_FB_FREE",
     "jpo_training_throughput_samples_per_second",
+    "jpo_training_samples_total",
     "jpo_training_validation_loss",
     "jpo_training_epoch",
     "jpo_training_hyperparameter",

@@ -27,21 +27,24 @@ def scrape(exporter: TrainingExporter) -> dict[tuple[str, tuple], float]:
 
 
 def test_serves_the_documented_series_with_workload_labels() -> None:
+    labels = (
+        ("dataset", "cifar10"),
+        ("framework", "pytorch"),
+        ("model", "resnet18"),
+        ("run_id", "r1"),
+    )
     with TrainingExporter("cifar10", "resnet18", "pytorch", "r1", addr="127.0.0.1") as exporter:
         assert exporter.port > 0
         exporter.set_hyperparameters(HP)
-        exporter.report(throughput=1234.5, val_loss=0.42, epoch=3)
-        exporter.report(epoch=4)  # others keep their last value
+        # The samples counter exists from the first scrape on, so its increase is exact.
+        assert scrape(exporter)[("jpo_training_samples_total", labels)] == 0
+        exporter.report(throughput=1234.5, val_loss=0.42, epoch=3, samples=5000)
+        exporter.report(epoch=4, samples=2500)  # others keep their last value
         samples = scrape(exporter)
-        labels = (
-            ("dataset", "cifar10"),
-            ("framework", "pytorch"),
-            ("model", "resnet18"),
-            ("run_id", "r1"),
-        )
         assert samples[("jpo_training_throughput_samples_per_second", labels)] == 1234.5
         assert samples[("jpo_training_validation_loss", labels)] == 0.42
         assert samples[("jpo_training_epoch", labels)] == 4
+        assert samples[("jpo_training_samples_total", labels)] == 7500  # increments add up
         assert samples[("jpo_training_run_status", labels)] == 0  # running
         hp = tuple(sorted((*labels, ("name", "learning_rate"))))
         assert samples[("jpo_training_hyperparameter", hp)] == 0.003
@@ -54,6 +57,13 @@ def test_refuses_non_finite_or_negative_throughput(bad) -> None:
     exporter = TrainingExporter("a", "b", "c", "r")
     with pytest.raises(ConfigError, match="throughput"):
         exporter.report(throughput=bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "many", -5])
+def test_refuses_non_finite_or_negative_sample_counts(bad) -> None:
+    exporter = TrainingExporter("a", "b", "c", "r")
+    with pytest.raises(ConfigError, match="samples"):
+        exporter.report(samples=bad)
 
 
 def test_refuses_unknown_status_and_empty_labels() -> None:

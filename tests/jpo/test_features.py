@@ -87,6 +87,46 @@ def test_summarize_run_hand_computed() -> None:
     assert s.failure == "none"
 
 
+def test_throughput_comes_from_the_samples_counter_when_exported() -> None:
+    # 4 scrapes of 15 s; the counter (started at 0 with the run) counted 36,000 samples:
+    # 600 samples/s over the run, whatever the gauge's few samples average to.
+    series = {**GOOD, "samples_total": [0, 6000, 15000, 27000, 36000]}
+    assert summarize_run(make_run(series)).throughput == pytest.approx(36000 / 60.0)
+
+
+def test_samples_counter_restart_counts_from_zero_again() -> None:
+    # The trainer restarted after the third scrape: 15,000 + 9,000 + 9,000 samples.
+    series = {**GOOD, "samples_total": [0, 6000, 15000, 9000, 18000]}
+    assert summarize_run(make_run(series)).throughput == pytest.approx(33000 / 60.0)
+
+
+def test_non_finite_samples_counter_raises() -> None:
+    series = {**GOOD, "samples_total": [0, 6000, math.nan, 27000, 36000]}
+    with pytest.raises(TelemetryError, match="samples_total"):
+        summarize_run(make_run(series))
+
+
+@pytest.mark.parametrize("multiple", [1, 4, 16])
+def test_ci_summary_of_a_simulated_run_equals_the_simulators_own(multiple: int) -> None:
+    """What CI reads from a run's series is what the env and the reward mean by it.
+
+    A short run (a few 15 s scrapes) is where the throughput gauge's mean went wrong.
+    """
+    from dataclasses import replace
+
+    from envs.response import ClusterConditions, load_catalog, simulate_run
+
+    profile = load_catalog()["mnist-lenet"]
+    hp = replace(profile.defaults, batch_size=min(4096, profile.defaults.batch_size * multiple))
+    run = simulate_run(
+        profile, hp, ClusterConditions(), rng=np.random.default_rng(0), run_id="r", start=0.0
+    )
+    got = summarize_run(run.table, gpus=profile.limits.gpus)
+    assert got.throughput == pytest.approx(run.summary.throughput, rel=1e-9)
+    assert got.duration_s == pytest.approx(run.summary.duration_s)
+    assert got.gpu_util_mean == pytest.approx(run.summary.gpu_util_mean)
+
+
 def test_p95_matches_numpy_linear_percentile() -> None:
     vals = np.random.default_rng(0).uniform(size=37)
     series = {k: [v[-1]] * 37 for k, v in GOOD.items()}
