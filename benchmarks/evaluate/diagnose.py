@@ -12,10 +12,14 @@ scoring, fraction of the oracle's improvement):
               the direct path (policy straight into the constraints).
 ``ensemble``  Does averaging the actions of several checkpoints transfer better than the
               last checkpoint alone? (direct path: the CI stage runs one artifact.)
+``oracle-moves``  What must a policy learn? The oracle's configuration relative to the
+              default (ratio per hyperparameter), for the catalog's training and held-out
+              workloads and the training randomization's profiles, per regime.
 
     python benchmarks/evaluate/diagnose.py regimes [--policy P]
     python benchmarks/evaluate/diagnose.py guards [--policy P]
     python benchmarks/evaluate/diagnose.py ensemble --members P1 P2 ... [--label L]
+    python benchmarks/evaluate/diagnose.py oracle-moves [--randomized 200]
 
 Every command prints one JSON line per variant and takes --profiles/--val-seed/--seeds
 for the validation set and --holdout-seeds for the held-out split.
@@ -185,6 +189,56 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
         print(json.dumps(row), flush=True)
 
 
+def cmd_oracle_moves(args: argparse.Namespace) -> None:
+    """Median oracle/default ratio per hyperparameter, by profile set and regime."""
+    import statistics
+
+    from envs.oracle import best_config
+    from envs.randomization import random_profiles
+    from envs.response import load_catalog
+    from jpo.errors import ConfigError
+
+    catalog = load_catalog()
+    sets: dict[str, list[Any]] = {"catalog-train": [], "catalog-holdout": [], "randomized": []}
+    for profile in catalog.values():
+        sets[f"catalog-{profile.split}"].append(profile)
+    sets["randomized"] = random_profiles(catalog, args.randomized)
+    for name, profiles in sets.items():
+        by_regime: dict[str, list[tuple[str, dict[str, float]]]] = {}
+        skipped = 0
+        for profile in profiles:
+            try:
+                best = best_config(profile).hp
+            except ConfigError:  # no configuration holds the val loss: nothing to learn
+                skipped += 1
+                continue
+            d = profile.defaults
+            ratio = {
+                "num_layers": best.num_layers / d.num_layers,
+                "batch_size": best.batch_size / d.batch_size,
+                "learning_rate": best.learning_rate / d.learning_rate,
+                "epochs": best.epochs / d.epochs,
+            }
+            by_regime.setdefault(regime(profile), []).append((profile.name, ratio))
+        for reg, named in sorted(by_regime.items()):
+            ratios = [r for _, r in named]
+            row: dict[str, Any] = {
+                "profiles": name,
+                "regime": reg,
+                "count": len(ratios),
+                "median_ratio": {
+                    k: round(statistics.median(r[k] for r in ratios), 2) for k in ratios[0]
+                },
+                "share_deepened_1.4x": round(
+                    sum(r["num_layers"] >= 1.4 for r in ratios) / len(ratios), 2
+                ),
+                "skipped_untrainable": skipped,
+            }
+            if name.startswith("catalog"):
+                row["num_layers_ratio"] = {n: round(r["num_layers"], 2) for n, r in named}
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     """Parse the command line and run one diagnostic."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -202,6 +256,9 @@ def main() -> None:
     s.add_argument("--members", nargs="+", required=True, help="exported policy folders")
     s.add_argument("--label", default="ensemble")
     commands["ensemble"] = cmd_ensemble
+    s = sub.add_parser("oracle-moves", help=cmd_oracle_moves.__doc__)
+    s.add_argument("--randomized", type=int, default=200, help="training-randomization profiles")
+    commands["oracle-moves"] = cmd_oracle_moves
     args = p.parse_args()
     commands[args.command](args)
 
