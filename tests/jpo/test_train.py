@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,6 +175,27 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def random_observations(n: int) -> np.ndarray:
+    """``n`` observations drawn uniformly inside the feature spec's bounds (seeded)."""
+    from jpo.features import observation_bounds
+
+    low, high = observation_bounds()
+    return np.random.default_rng(0).uniform(low, high, (n, len(low))).astype(np.float32)
+
+
+def rllib_actions(module: Any, x: np.ndarray) -> np.ndarray:
+    """The SAC module's deterministic actions: RLlib's own tanh squash of the loc."""
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    with torch.no_grad():
+        logits = module.forward_inference({Columns.OBS: torch.from_numpy(x)})[
+            Columns.ACTION_DIST_INPUTS
+        ]
+    dist = module.get_inference_action_dist_cls().from_logits(logits)
+    return np.asarray(dist._squash(dist.loc).numpy())
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("train")
@@ -204,26 +226,17 @@ def test_train_checkpoints_logs_and_exports(trained: Path) -> None:
 
 @pytest.mark.slow
 def test_exported_policy_matches_rllib_checkpoint_to_1e_5(trained: Path) -> None:
-    torch = pytest.importorskip("torch")
-    from ray.rllib.core.columns import Columns
-
+    pytest.importorskip("torch")
+    from jpo.features import OBSERVATION_NAMES
     from jpo.policy import LocalPolicy
     from jpo.policy_export import load_module_from_checkpoint
 
     module = load_module_from_checkpoint(trained / "store" / "checkpoints" / "iter_000002")
-    from jpo.features import OBSERVATION_NAMES, observation_bounds
 
     policy = LocalPolicy.load(trained / "policy")  # feature spec of this JPO
     assert policy.observation_names == OBSERVATION_NAMES
-    low, high = observation_bounds()
-    x = np.random.default_rng(0).uniform(low, high, (256, len(low))).astype(np.float32)
-    with torch.no_grad():
-        logits = module.forward_inference({Columns.OBS: torch.from_numpy(x)})[
-            Columns.ACTION_DIST_INPUTS
-        ]
-    dist = module.get_inference_action_dist_cls().from_logits(logits)
-    rllib_action = dist._squash(dist.loc).numpy()  # RLlib's own tanh squash of the loc
-    np.testing.assert_allclose(policy.act(x), rllib_action, atol=1e-5, rtol=0)
+    x = random_observations(256)
+    np.testing.assert_allclose(policy.act(x), rllib_actions(module, x), atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_train import REPO, tiny_config
+from test_train import REPO, random_observations, rllib_actions, tiny_config
 
 from jpo.train import load_train_config
 
@@ -71,9 +71,6 @@ def test_auto_puts_the_local_learner_on_the_gpu_and_it_learns(tmp_path: Path) ->
 
 
 def test_entry_point_trains_on_the_gpu_and_the_checkpoint_serves_on_cpu(tmp_path: Path) -> None:
-    from ray.rllib.core.columns import Columns
-
-    from jpo.features import observation_bounds
     from jpo.policy import LocalPolicy
     from jpo.policy_export import load_module_from_checkpoint
 
@@ -102,12 +99,7 @@ def test_entry_point_trains_on_the_gpu_and_the_checkpoint_serves_on_cpu(tmp_path
     # exported from it acts like the module to 1e-5.
     module = load_module_from_checkpoint(tmp_path / "store" / "checkpoints" / "iter_000002")
     assert {p.device.type for p in module.parameters()} == {"cpu"}
-    low, high = observation_bounds()
-    x = np.random.default_rng(0).uniform(low, high, (128, len(low))).astype(np.float32)
-    with torch.no_grad():
-        logits = module.forward_inference({Columns.OBS: torch.from_numpy(x)})[
-            Columns.ACTION_DIST_INPUTS
-        ]
-    dist = module.get_inference_action_dist_cls().from_logits(logits)
-    expected = dist._squash(dist.loc).numpy()
-    np.testing.assert_allclose(LocalPolicy.load(tmp_path / "p").act(x), expected, atol=1e-5)
+    x = random_observations(128)
+    np.testing.assert_allclose(
+        LocalPolicy.load(tmp_path / "p").act(x), rllib_actions(module, x), atol=1e-5
+    )
