@@ -24,8 +24,8 @@ field               definition
                     counter's increase over the run (it starts at 0 with the run; a drop
                     is a restart, counted from 0 again) when the run exports it and lasts
                     more than one scrape; else the mean of the ``throughput`` samples,
-                    which on a run of a few scrapes is off by up to a scrape's worth of
-                    progress (benchmarks/evaluate/RESULTS.md, round 5)
+                    which on a run of a few scrapes can be off by 2x (benchmarks/evaluate/
+                    RESULTS.md, round 5)
 ``final_val_loss``  the ``val_loss`` sample with the latest timestamp
 ``duration_s``      latest minus earliest timestamp over all of the run's rows (s)
 ``gpu_hours``       ``duration_s / 3600`` x GPUs per pod (the ``gpus`` argument, default
@@ -35,7 +35,8 @@ field               definition
                     4 → ``failed``, 0 (still running) or 1 (ok) → ``none``
 ==================  ===================================================================
 
-Required metrics: the four utilizations, ``throughput``, ``val_loss`` and ``run_status``.
+Required metrics: the four utilizations, ``throughput`` (or ``samples_total``), ``val_loss``
+and ``run_status``.
 A missing required metric raises :class:`MissingMetricError`; a NaN or infinite sample
 raises :class:`NonFiniteMetricError`. Nothing is ever filled with 0, with two documented
 exceptions for runs whose ``run_status`` says they FAILED (the reward ignores both values
