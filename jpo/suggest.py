@@ -12,7 +12,8 @@ order (each owned by one module):
    beyond tolerance or failed (exit 0, reason recorded);
 5. features (:func:`jpo.features.build_observation`) and the action
    (:mod:`jpo.policy_source`: local artifact or Serve endpoint with fallback);
-6. map the action through the constraints (trust region, rounding, frozen keys);
+6. optionally scale the action by what earlier steps earned (:mod:`jpo.stepping`, off by
+   default), then map it through the constraints (trust region, rounding, frozen keys);
 7. guards (:mod:`jpo.guards`): failed-config memory, memory guard, hysteresis —
    nothing left to change: exit 10;
 8. validate; approval above the configured change size (exit 12 without ``--approve``);
@@ -83,7 +84,25 @@ class SuggestSettings:
     activation_fraction: float = 1.0
     approval_max_relative_change: float = 1.0
     val_loss_tolerance: float = 0.05
+    step_initial: float = 1.0
+    step_expand: float = 1.0
+    step_shrink: float = 1.0
+    step_min_scale: float = 1.0
+    step_max_scale: float = 1.0
     history_root: str = ".jpo/history"
+
+    @property
+    def step(self) -> Any:
+        """Return the step-adaptation settings (:class:`jpo.stepping.StepSettings`)."""
+        from jpo.stepping import StepSettings
+
+        return StepSettings(
+            self.step_initial,
+            self.step_expand,
+            self.step_shrink,
+            self.step_min_scale,
+            self.step_max_scale,
+        )
 
 
 _SETTING_KEYS: dict[tuple[str, str], str] = {
@@ -98,6 +117,11 @@ _SETTING_KEYS: dict[tuple[str, str], str] = {
     ("memory", "activation_fraction"): "activation_fraction",
     ("approval", "max_relative_change"): "approval_max_relative_change",
     ("rollback", "val_loss_tolerance"): "val_loss_tolerance",
+    ("step", "initial"): "step_initial",
+    ("step", "expand"): "step_expand",
+    ("step", "shrink"): "step_shrink",
+    ("step", "min_scale"): "step_min_scale",
+    ("step", "max_scale"): "step_max_scale",
     ("paths", "history_root"): "history_root",
 }
 
@@ -129,7 +153,14 @@ def load_suggest_settings(path: str | Path | None = None) -> SuggestSettings:
             if want is float and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{where}: [{section}] {key} must be a finite number >= 0")
             values[attr] = want(value)
-    return replace(defaults, **values)
+    settings = replace(defaults, **values)
+    step = settings.step
+    if not 0 < step.min_scale <= step.max_scale or min(step.initial, step.expand, step.shrink) <= 0:
+        raise ConfigError(
+            f"{where}: [step] needs 0 < min_scale <= max_scale and initial, expand, shrink > 0 "
+            f"(got {step}); set all to 1.0 to switch step adaptation off"
+        )
+    return settings
 
 
 # --------------------------------------------------------------------------- results
@@ -350,6 +381,7 @@ def suggest(
         predicted_throughput_gain,
     )
     from jpo.policy_source import PolicyQuery, PolicyUnavailable
+    from jpo.stepping import step_state
 
     settings = settings or load_suggest_settings(options.settings_path)
     path = options.config
@@ -461,8 +493,15 @@ def suggest(
     notes.extend(answer.notes)
     decide.answer = answer
 
-    # 6. constraints
+    # 6. step adaptation, constraints
     vector = _policy_vector(constraints, answer.action, answer.action_names)
+    step = step_state(records, settings.step)
+    if step.scale != 1.0:
+        vector = step.apply(vector)
+        notes.append(
+            f"step x{step.scale:.2f} ({step.hits} earlier change(s) paid off, "
+            f"{step.misses} did not; configs/suggest.toml [step])"
+        )
     proposed = constraints.apply_action(
         current,
         np.asarray(vector, dtype=np.float64),

@@ -12,12 +12,16 @@ scoring, fraction of the oracle's improvement):
               the direct path (policy straight into the constraints).
 ``ensemble``  Does averaging the actions of several checkpoints transfer better than the
               last checkpoint alone? (direct path: the CI stage runs one artifact.)
+``step``      What does adaptive step size (``configs/suggest.toml`` ``[step]``) do? The
+              suggest path with each variant of ``STEP_VARIANTS``, on validation, the
+              training split and the held-out split.
 ``oracle-moves``  What must a policy learn? The oracle's configuration relative to the
               default (ratio per hyperparameter), for the catalog's training and held-out
               workloads and the training randomization's profiles, per regime.
 
     python benchmarks/evaluate/diagnose.py regimes [--policy P]
     python benchmarks/evaluate/diagnose.py guards [--policy P]
+    python benchmarks/evaluate/diagnose.py step [--policy P]
     python benchmarks/evaluate/diagnose.py ensemble --members P1 P2 ... [--label L]
     python benchmarks/evaluate/diagnose.py oracle-moves [--randomized 200]
 
@@ -28,10 +32,11 @@ for the validation set and --holdout-seeds for the held-out split.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +110,23 @@ def cmd_regimes(args: argparse.Namespace) -> None:
     print(json.dumps(row), flush=True)
 
 
-def cmd_guards(args: argparse.Namespace) -> None:
-    """The suggest path with each guard off in turn, all off, and the direct path."""
+@contextlib.contextmanager
+def suggest_settings(**changes: Any) -> Iterator[None]:
+    """Run the evaluation's suggest path with ``configs/suggest.toml`` values changed."""
     import jpo.suggest as suggest_module
 
-    shipped = suggest_module.load_suggest_settings()
+    settings = dataclasses.replace(suggest_module.load_suggest_settings(), **changes)
+    original = suggest_module.load_suggest_settings
+    # evaluate's suggest path reads the settings through this function.
+    suggest_module.load_suggest_settings = lambda path=None, s=settings: s  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        suggest_module.load_suggest_settings = original
+
+
+def cmd_guards(args: argparse.Namespace) -> None:
+    """The suggest path with each guard off in turn, all off, and the direct path."""
     off: dict[str, dict[str, float]] = {
         "shipped": {},
         "no_hysteresis": {"min_relative_change": 0.0},
@@ -121,12 +138,8 @@ def cmd_guards(args: argparse.Namespace) -> None:
     off["all_off"]["approval_max_relative_change"] = 1e9
     catalog = validation_profiles(args.profiles, args.val_seed)
     policy = LocalPolicy.load(args.policy)
-    original = suggest_module.load_suggest_settings
-    try:
-        for name, changes in off.items():
-            settings = dataclasses.replace(shipped, **changes)
-            # evaluate's suggest path reads the settings through this function.
-            suggest_module.load_suggest_settings = lambda path=None, s=settings: s  # type: ignore[assignment]
+    for name, changes in off.items():
+        with suggest_settings(**changes):
             row = {
                 "variant": name,
                 "validation": _jpo(
@@ -136,9 +149,7 @@ def cmd_guards(args: argparse.Namespace) -> None:
                     _score(policy, args.policy, split="holdout", seeds=args.holdout_seeds)
                 ),
             }
-            print(json.dumps(row), flush=True)
-    finally:
-        suggest_module.load_suggest_settings = original
+        print(json.dumps(row), flush=True)
     row = {
         "variant": "direct_path",
         "validation": _jpo(
@@ -149,6 +160,38 @@ def cmd_guards(args: argparse.Namespace) -> None:
         ),
     }
     print(json.dumps(row), flush=True)
+
+
+# (initial, expand, shrink, min_scale, max_scale) of configs/suggest.toml [step]; round 6
+# swept these on validation and the training split, then scored the chosen one held-out.
+STEP_VARIANTS: dict[str, tuple[float, float, float, float, float]] = {
+    "off (shipped)": (1.0, 1.0, 1.0, 1.0, 1.0),
+    "expand 1.5 shrink 0.7 max 4": (1.0, 1.5, 0.7, 0.5, 4.0),
+    "initial 2 (fixed gain)": (2.0, 1.0, 1.0, 0.5, 4.0),
+    "initial 2 expand 1.5 shrink 0.7 max 4": (2.0, 1.5, 0.7, 0.5, 4.0),
+    "initial 2 expand 2 shrink 0.5 max 8 (chosen)": (2.0, 2.0, 0.5, 0.5, 8.0),
+    "initial 3 expand 2 shrink 0.5 max 8": (3.0, 2.0, 0.5, 0.5, 8.0),
+}
+
+
+def cmd_step(args: argparse.Namespace) -> None:
+    """The suggest path with step adaptation variants (jpo/stepping.py), three splits each."""
+    catalog = validation_profiles(args.profiles, args.val_seed)
+    policy = LocalPolicy.load(args.policy)
+    names = ("initial", "expand", "shrink", "min_scale", "max_scale")
+    for name, values in STEP_VARIANTS.items():
+        with suggest_settings(**{f"step_{k}": v for k, v in zip(names, values, strict=True)}):
+            row = {
+                "variant": name,
+                "validation": _jpo(
+                    _score(policy, args.policy, split="all", seeds=args.seeds, catalog=catalog)
+                ),
+                "train": _jpo(_score(policy, args.policy, split="train", seeds=3)),
+                "holdout": _jpo(
+                    _score(policy, args.policy, split="holdout", seeds=args.holdout_seeds)
+                ),
+            }
+        print(json.dumps(row), flush=True)
 
 
 @dataclasses.dataclass
@@ -248,7 +291,7 @@ def main() -> None:
     p.add_argument("--holdout-seeds", type=int, default=10, help="noise seeds per held-out one")
     sub = p.add_subparsers(dest="command", required=True)
     commands: dict[str, Callable[[argparse.Namespace], None]] = {}
-    for name, fn in (("regimes", cmd_regimes), ("guards", cmd_guards)):
+    for name, fn in (("regimes", cmd_regimes), ("guards", cmd_guards), ("step", cmd_step)):
         s = sub.add_parser(name, help=fn.__doc__)
         s.add_argument("--policy", default=str(BUNDLED))
         commands[name] = fn

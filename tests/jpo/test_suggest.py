@@ -594,3 +594,30 @@ def _floats(record: object, name: str) -> list[float]:
 
     walk(record.model_dump(mode="json"))  # type: ignore[attr-defined]
     return found
+
+
+def test_step_adaptation_scales_the_action_by_what_earlier_steps_earned(
+    config: Path, policy_up: Path
+) -> None:
+    on = replace(
+        SETTINGS,
+        step_initial=2.0,
+        step_expand=2.0,
+        step_shrink=0.5,
+        step_min_scale=0.5,
+        step_max_scale=8.0,
+    )
+    fake = FakeSource()
+    fake.add(HP, "run-1", gpu_util=0.4, val_loss=0.5)
+    first = run(config, fake, policy_up, settings=on)
+    # action 0.5 x initial scale 2 = 1: the full trust-region step, batch x2
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    assert first.after.batch_size == 2 * HP.batch_size
+    assert any(n.startswith("step x2.00 (0 earlier") for n in first.notes)
+    fake.add(first.after, "run-2", val_loss=0.5)  # twice the batch, same loss: it paid off
+    second = run(config, fake, policy_up, settings=on)
+    # scale 2 x expand 2 = 4: action 0.5 x 4 clipped to the trust region, batch x2 again
+    assert second.status is SuggestStatus.CHANGED and second.after is not None
+    assert second.after.batch_size == 2 * first.after.batch_size
+    assert any(n.startswith("step x4.00 (1 earlier change(s) paid off") for n in second.notes)
+    assert audit.read_records(log_of(config))[0].outcome is not None
