@@ -79,6 +79,7 @@ __all__ = [
     "method_summary",
     "quality_bar",
     "select_workloads",
+    "workload_seed",
     "workload_summary",
     "write_report",
 ]
@@ -430,6 +431,13 @@ def _validate(
     return ""
 
 
+def workload_seed(name: str) -> int:
+    """Return a workload's stable seed component (CRC-32 of its catalog name)."""
+    import zlib
+
+    return zlib.crc32(name.encode("utf-8"))
+
+
 def _seed_for(*parts: int) -> np.random.Generator:
     """Return a generator seeded from integers (common random numbers across methods)."""
     return np.random.default_rng(list(parts))
@@ -534,7 +542,10 @@ def _evaluate(
     rows: list[dict[str, Any]] = []
     total = len(names) * settings.seeds * len(settings.methods) * settings.rounds
     with _progress(progress, total) as advance:
-        for w_index, name in enumerate(names):
+        for name in names:
+            # Keyed by name, not position: a workload's noise draws (and so its figures)
+            # do not change when other workloads join or leave the evaluated set.
+            w_index = workload_seed(name)
             profile = catalog[name]
             default = profile.defaults
             cons = base_constraints
@@ -597,7 +608,7 @@ def _evaluate(
                         constraints=cons,
                         default=default,
                         default_summary=run0,
-                        seed=seed * 1_000_003 + w_index,
+                        seed=(seed * 1_000_003 + w_index) % 2**32,  # numpy/optuna range
                         box=box,
                         extra={
                             "oracle_hp": oracle_hp,

@@ -257,6 +257,15 @@ def test_same_seed_same_rounds(policy_path: Path) -> None:
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_a_workloads_rounds_do_not_depend_on_the_other_workloads(policy_path: Path) -> None:
+    # noise is keyed by workload name, so growing the catalog's split keeps old figures
+    settings = EvaluationSettings(rounds=2, methods=("random", "optuna_tpe", "no_tuning"))
+    alone = evaluate(settings, workloads=WORKLOADS[1:], progress=False).frame()
+    both = evaluate(settings, workloads=WORKLOADS, progress=False).frame()
+    both = both[both["workload"] == WORKLOADS[1]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone, both)
+
+
 class _Reckless(Tuner):
     name = "reckless"
 
