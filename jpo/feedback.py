@@ -201,16 +201,30 @@ def last_known_good(records: Sequence[Any]) -> Hyperparameters | None:
 
 
 def failed_configs(
-    records: Sequence[Any], table: pa.Table | None, summary: RunSummary | None, run_id: str
+    records: Sequence[Any],
+    table: pa.Table | None,
+    summary: RunSummary | None,
+    run_id: str,
+    *,
+    include_degraded: bool = False,
 ) -> tuple[FailedConfig, ...]:
-    """Return every configuration that failed for the workload (audit log + latest run)."""
+    """Return every configuration that failed for the workload (audit log + latest run).
+
+    With ``include_degraded``, configurations whose run was marked degraded (validation
+    loss worse than the rollback tolerance) count too, as failure ``"degraded"``.
+    """
     out: list[FailedConfig] = []
     for record in records:
         outcome = record_outcome(record)
         applied = record_applied(record)
         got = outcome_summary(outcome)
-        if applied is not None and outcome and got is not None and got.failure != "none":
-            out.append(FailedConfig(applied, got.failure, str(outcome.get("run_id") or "")))
+        if applied is None or not outcome or got is None:
+            continue
+        run = str(outcome.get("run_id") or "")
+        if got.failure != "none":
+            out.append(FailedConfig(applied, got.failure, run))
+        elif include_degraded and outcome_degraded(outcome):
+            out.append(FailedConfig(applied, "degraded", run))
     if table is not None and summary is not None and summary.failure != "none":
         from jpo.features import run_hyperparameters
         from jpo.prometheus import EmptyResult

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from jpo.schema import Failure, RunSummary
 from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
@@ -49,10 +50,10 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class FailedConfig:
-    """A configuration that failed for a workload, and how it failed."""
+    """A configuration that failed for a workload (or degraded it and was rolled back)."""
 
     hyperparameters: Hyperparameters
-    failure: Failure
+    failure: Failure | Literal["degraded"]
     run_id: str = ""
 
 
@@ -144,17 +145,28 @@ def _dominates_oom(proposed: Hyperparameters, failed: Hyperparameters) -> bool:
     return proposed.batch_size >= failed.batch_size and proposed.num_layers >= failed.num_layers
 
 
-def check_failed_configs(
-    current: Hyperparameters, proposed: Hyperparameters, failures: Iterable[FailedConfig]
-) -> GuardResult:
-    """Never re-suggest a configuration that failed for this workload.
+def _near(a: Hyperparameters, b: Hyperparameters, tolerance: float) -> bool:
+    """Every hyperparameter of ``a`` within ``tolerance`` (relative) of ``b``'s."""
+    x, y = a.as_dict(), b.as_dict()
+    return all(relative_change(float(y[n]), float(x[n])) <= tolerance for n in x)
 
-    An exact repeat of any failed configuration is refused, and so is anything at least
-    as large in batch size and depth as one that ran out of memory. A refused proposal
-    becomes the current values (the caller then reports "unchanged by choice").
+
+def check_failed_configs(
+    current: Hyperparameters,
+    proposed: Hyperparameters,
+    failures: Iterable[FailedConfig],
+    *,
+    near: float = 0.0,
+) -> GuardResult:
+    """Never re-suggest a configuration that failed (or degraded) for this workload.
+
+    A repeat of any remembered configuration is refused: every hyperparameter within
+    ``near`` (relative; 0 = exact repeats only) of it. So is anything at least as large in
+    batch size and depth as one that ran out of memory. A refused proposal becomes the
+    current values (the caller then reports "unchanged by choice").
     """
     for failed in failures:
-        hit = proposed == failed.hyperparameters or (
+        hit = _near(proposed, failed.hyperparameters, near) or (
             failed.failure == "oom" and _dominates_oom(proposed, failed.hyperparameters)
         )
         if hit and proposed != current:

@@ -14,7 +14,8 @@ order (each owned by one module):
    (:mod:`jpo.policy_source`: local artifact or Serve endpoint with fallback);
 6. optionally scale the action by what earlier steps earned (:mod:`jpo.stepping`, off by
    default), then map it through the constraints (trust region, rounding, frozen keys);
-7. guards (:mod:`jpo.guards`): failed-config memory, memory guard, hysteresis —
+7. guards (:mod:`jpo.guards`): failed-config memory (failed and rolled-back degraded
+   configurations, and near repeats of them), memory guard, hysteresis —
    nothing left to change: exit 10;
 8. validate; approval above the configured change size (exit 12 without ``--approve``);
 9. write atomically (:func:`jpo.safe_write.write_hyperparameters`) and append the audit
@@ -84,6 +85,9 @@ class SuggestSettings:
     activation_fraction: float = 1.0
     approval_max_relative_change: float = 1.0
     val_loss_tolerance: float = 0.05
+    remember_degraded: bool = True
+    repeat_tolerance: float = 0.05
+    backtrack_halvings: int = 0
     step_initial: float = 1.0
     step_expand: float = 1.0
     step_shrink: float = 1.0
@@ -117,6 +121,9 @@ _SETTING_KEYS: dict[tuple[str, str], str] = {
     ("memory", "activation_fraction"): "activation_fraction",
     ("approval", "max_relative_change"): "approval_max_relative_change",
     ("rollback", "val_loss_tolerance"): "val_loss_tolerance",
+    ("failed_configs", "remember_degraded"): "remember_degraded",
+    ("failed_configs", "repeat_tolerance"): "repeat_tolerance",
+    ("failed_configs", "backtrack_halvings"): "backtrack_halvings",
     ("step", "initial"): "step_initial",
     ("step", "expand"): "step_expand",
     ("step", "shrink"): "step_shrink",
@@ -150,7 +157,7 @@ def load_suggest_settings(path: str | Path | None = None) -> SuggestSettings:
                 raise ConfigError(
                     f"{where}: [{section}] {key} = {value!r} must be a {want.__name__}"
                 )
-            if want is float and not (math.isfinite(value) and value >= 0):
+            if want in (float, int) and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{where}: [{section}] {key} must be a finite number >= 0")
             values[attr] = want(value)
     settings = replace(defaults, **values)
@@ -510,9 +517,27 @@ def suggest(
     decide.proposed = proposed
 
     # 7. guards
+    failures = _failed_configs(
+        records, table, summary, run_id, include_degraded=settings.remember_degraded
+    )
     after = proposed
-    guard = check_failed_configs(current, after, _failed_configs(records, table, summary, run_id))
-    notes.extend(guard.notes)
+    for halving in range(settings.backtrack_halvings + 1):
+        if halving:  # the same direction, a shorter step: clear of the remembered configs?
+            after = constraints.apply_action(
+                current,
+                np.asarray(vector, dtype=np.float64) * 0.5**halving,
+                learning_rate_follows_batch=answer.learning_rate_follows_batch,
+            )
+        guard = check_failed_configs(current, after, failures, near=settings.repeat_tolerance)
+        if guard.hyperparameters != current or after == current:
+            break
+    if halving and guard.hyperparameters != current:
+        notes.append(
+            f"failed-config memory: step halved {halving} time(s) to clear a remembered "
+            "configuration"
+        )
+    else:
+        notes.extend(guard.notes)
     after = guard.hyperparameters
     fraction, total = _memory_inputs(table, summary)
     guard = memory_guard(
@@ -689,7 +714,9 @@ def _last_known_good(records: Sequence[Any]) -> Hyperparameters | None:
     return last_known_good(records)
 
 
-def _failed_configs(records: Sequence[Any], table: Any, summary: Any, run_id: str) -> Any:
+def _failed_configs(
+    records: Sequence[Any], table: Any, summary: Any, run_id: str, *, include_degraded: bool
+) -> Any:
     from jpo.feedback import failed_configs
 
-    return failed_configs(records, table, summary, run_id)
+    return failed_configs(records, table, summary, run_id, include_degraded=include_degraded)

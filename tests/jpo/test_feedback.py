@@ -74,6 +74,19 @@ def test_degraded_and_failed_outcomes_call_for_rollback(config: Path, tmp_path: 
     assert failed.hyperparameters == new and failed.failure == "diverged"
 
 
+def test_degraded_configs_are_remembered_only_when_asked(config: Path, tmp_path: Path) -> None:
+    source = FakeSource()
+    source.add(HP, "run-1", val_loss=0.5)
+    new = _suggested(config, tmp_path, source)
+    source.add(new, "run-2", val_loss=0.8)  # trained, but 60 % worse
+    assert feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source).degraded
+    records = audit.read_records(config.parent / ".jpo" / "audit.jsonl")
+    assert failed_configs(records, None, None, "") == ()
+    (failed,) = failed_configs(records, None, None, "", include_degraded=True)
+    assert failed.hyperparameters == new and failed.failure == "degraded"
+    assert failed.run_id == "run-2"
+
+
 def test_tolerance_comes_from_the_settings(config: Path, tmp_path: Path) -> None:
     source = FakeSource()
     source.add(HP, "run-1", val_loss=0.5)

@@ -106,6 +106,16 @@ def test_failed_config_is_never_resuggested() -> None:
     assert "diverged" in out.notes[0] and "run-7" in out.notes[0]
 
 
+def test_near_repeats_of_a_remembered_config_are_refused_within_the_tolerance() -> None:
+    degraded = FailedConfig(_hp(batch_size=128, learning_rate=0.02), "degraded", "run-3")
+    close = _hp(batch_size=130, learning_rate=0.0199)  # 1.6 % and 0.5 % away
+    assert check_failed_configs(CUR, close, [degraded]).hyperparameters == close  # exact only
+    out = check_failed_configs(CUR, close, [degraded], near=0.05)
+    assert out.hyperparameters == CUR and "degraded" in out.notes[0]
+    far = _hp(batch_size=140, learning_rate=0.02)  # batch 9 % away
+    assert check_failed_configs(CUR, far, [degraded], near=0.05).hyperparameters == far
+
+
 def test_oom_failure_also_blocks_larger_configs_but_not_smaller() -> None:
     oom = FailedConfig(_hp(batch_size=128), "oom")
     assert check_failed_configs(CUR, _hp(batch_size=256), [oom]).hyperparameters == CUR

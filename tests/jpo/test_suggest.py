@@ -621,3 +621,27 @@ def test_step_adaptation_scales_the_action_by_what_earlier_steps_earned(
     assert second.after.batch_size == 2 * first.after.batch_size
     assert any(n.startswith("step x4.00 (1 earlier change(s) paid off") for n in second.notes)
     assert audit.read_records(log_of(config))[0].outcome is not None
+
+
+def test_a_rolled_back_degraded_config_is_not_proposed_again(
+    config: Path, policy_up: Path
+) -> None:
+    remember = replace(SETTINGS, remember_degraded=True, repeat_tolerance=0.05)
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up, settings=remember)
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    fake.add(first.after, "run-2", val_loss=0.8)  # 60 % worse: rolled back
+    assert run(config, fake, policy_up, settings=remember).status is SuggestStatus.ROLLED_BACK
+    fake.add(HP, "run-3", val_loss=0.5)
+    # the policy sees the same run again and asks for the same step: refused
+    third = run(config, fake, policy_up, settings=remember)
+    assert third.status is SuggestStatus.UNCHANGED
+    assert any("failed with degraded in run run-2" in n for n in third.notes)
+    # with backtracking, the same direction at half the step is tried instead
+    halve = replace(remember, backtrack_halvings=2)
+    fake.add(HP, "run-4", val_loss=0.5)
+    fourth = run(config, fake, policy_up, settings=halve)
+    assert fourth.status is SuggestStatus.CHANGED and fourth.after is not None
+    assert HP.batch_size < fourth.after.batch_size < first.after.batch_size
+    assert any("step halved 1 time(s)" in n for n in fourth.notes)
