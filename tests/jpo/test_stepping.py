@@ -22,15 +22,11 @@ ON = StepSettings(initial=2.0, expand=2.0, shrink=0.5, min_scale=0.5, max_scale=
 
 
 def summary(gpu: float = 0.5, loss: float = 1.0, failure: str = "none") -> RunSummary:
+    other = ("cpu_util", "mem_util", "gpu_mem_util")
     return RunSummary(
-        cpu_util_mean=0.4,
-        cpu_util_p95=0.4,
-        mem_util_mean=0.5,
-        mem_util_p95=0.5,
+        **{f"{name}_{stat}": 0.5 for name in other for stat in ("mean", "p95")},
         gpu_util_mean=gpu,
         gpu_util_p95=gpu,
-        gpu_mem_util_mean=0.5,
-        gpu_mem_util_p95=0.5,
         throughput=100.0,
         final_val_loss=loss,
         duration_s=3600.0,
