@@ -623,9 +623,7 @@ def test_step_adaptation_scales_the_action_by_what_earlier_steps_earned(
     assert audit.read_records(log_of(config))[0].outcome is not None
 
 
-def test_a_rolled_back_degraded_config_is_not_proposed_again(
-    config: Path, policy_up: Path
-) -> None:
+def test_a_rolled_back_degraded_config_is_not_proposed_again(config: Path, policy_up: Path) -> None:
     remember = replace(SETTINGS, remember_degraded=True, repeat_tolerance=0.05)
     fake = FakeSource()
     fake.add(HP, "run-1", val_loss=0.5)
