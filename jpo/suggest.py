@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from jpo.constraints import Constraints
     from jpo.policy_source import PolicySource
     from jpo.schema import RunSummary
+    from jpo.stepping import StepSettings
     from jpo.telemetry import MetricSource
 
 __all__ = [
@@ -96,7 +97,7 @@ class SuggestSettings:
     history_root: str = ".jpo/history"
 
     @property
-    def step(self) -> Any:
+    def step(self) -> StepSettings:
         """Return the step-adaptation settings (:class:`jpo.stepping.StepSettings`)."""
         from jpo.stepping import StepSettings
 
@@ -520,24 +521,22 @@ def suggest(
     failures = _failed_configs(
         records, table, summary, run_id, include_degraded=settings.remember_degraded
     )
-    after = proposed
-    for halving in range(settings.backtrack_halvings + 1):
-        if halving:  # the same direction, a shorter step: clear of the remembered configs?
-            after = constraints.apply_action(
-                current,
-                np.asarray(vector, dtype=np.float64) * 0.5**halving,
-                learning_rate_follows_batch=answer.learning_rate_follows_batch,
-            )
-        guard = check_failed_configs(current, after, failures, near=settings.repeat_tolerance)
-        if guard.hyperparameters != current or after == current:
-            break
-    if halving and guard.hyperparameters != current:
-        notes.append(
-            f"failed-config memory: step halved {halving} time(s) to clear a remembered "
-            "configuration"
+    near = settings.repeat_tolerance
+    guard = check_failed_configs(current, proposed, failures, near=near)
+    notes.extend(guard.notes)
+    halving = 0
+    while guard.hyperparameters == current != proposed and halving < settings.backtrack_halvings:
+        halving += 1  # the same direction, a shorter step: clear of the remembered configs?
+        shorter = constraints.apply_action(
+            current,
+            np.asarray(vector, dtype=np.float64) * 0.5**halving,
+            learning_rate_follows_batch=answer.learning_rate_follows_batch,
         )
-    else:
-        notes.extend(guard.notes)
+        if shorter == current:
+            break
+        guard = check_failed_configs(current, shorter, failures, near=near)
+        if guard.hyperparameters != current:
+            notes.append(f"failed-config memory: step halved {halving} time(s) to clear it")
     after = guard.hyperparameters
     fraction, total = _memory_inputs(table, summary)
     guard = memory_guard(
