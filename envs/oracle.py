@@ -95,19 +95,9 @@ def objective(
     ``G_ref`` its GPU-hours (:func:`jpo.reward.objective`), the references the replay env
     uses too (its workload baseline); failed runs get the reward's failure penalty.
     """
-    from jpo.reward import objective as reward_objective
-    from jpo.reward import per_gpu_throughput
+    from jpo.reward import objective_vs_run
 
-    ok = reference.failure == "none"
-    ref_thr = per_gpu_throughput(reference) if ok else None
-    ref_hours = reference.gpu_hours if ok and reference.gpu_hours > 0 else None
-    return reward_objective(
-        summary,
-        reference.final_val_loss,
-        weights,
-        reference_throughput=ref_thr,
-        reference_gpu_hours=ref_hours,
-    )
+    return objective_vs_run(summary, reference, weights)
 
 
 def reference_config(

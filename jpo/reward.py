@@ -64,6 +64,7 @@ __all__ = [
     "compute_reward",
     "load_reward_weights",
     "objective",
+    "objective_vs_run",
     "per_gpu_throughput",
 ]
 
@@ -344,3 +345,18 @@ def objective(
         reference_throughput=reference_throughput,
         reference_gpu_hours=reference_gpu_hours,
     ).total
+
+
+def objective_vs_run(summary: RunSummary, reference: RunSummary, weights: RewardWeights) -> float:
+    """Return :func:`objective` with a reference run's loss, per-GPU throughput and GPU-hours.
+
+    A failed reference run gives no throughput or cost reference (T = C = 0).
+    """
+    ok = reference.failure == "none"
+    return objective(
+        summary,
+        reference.final_val_loss,
+        weights,
+        reference_throughput=per_gpu_throughput(reference) if ok else None,
+        reference_gpu_hours=reference.gpu_hours if ok and reference.gpu_hours > 0 else None,
+    )

@@ -68,7 +68,7 @@ class StepState:
 def step_state(records: Sequence[Any], settings: StepSettings) -> StepState:
     """Return the step scale earned by a workload's audit records (oldest first)."""
     from jpo.feedback import outcome_degraded, outcome_summary, record_outcome, record_summary
-    from jpo.reward import load_reward_weights, objective, per_gpu_throughput
+    from jpo.reward import load_reward_weights, objective_vs_run
 
     if not settings.active:
         return StepState()
@@ -77,17 +77,9 @@ def step_state(records: Sequence[Any], settings: StepSettings) -> StepState:
     if reference is None or reference.failure != "none":
         return StepState(scale)
     weights = load_reward_weights()
-    ref_thr = per_gpu_throughput(reference)
-    ref_hours = reference.gpu_hours if reference.gpu_hours > 0 else None
 
     def score(summary: Any) -> float:
-        return objective(
-            summary,
-            reference.final_val_loss,
-            weights,
-            reference_throughput=ref_thr,
-            reference_gpu_hours=ref_hours,
-        )
+        return objective_vs_run(summary, reference, weights)
 
     hits = misses = 0
     for record in records:
