@@ -343,7 +343,12 @@ def _build_workload(
         ref_hours = statistics.median(r.summary.gpu_hours for r in good)
         best = min(r.summary.final_val_loss for r in good)
     else:
-        fitted = _baseline_run(profile, recs[0].hp, recs[0].conditions)
+        # Every recording failed: the reference run (catalog source) or the model's run at
+        # the first recording's settings, the batch halved until it fits, stands in.
+        if reference is not None and reference.failure == "none" and reference.throughput > 0:
+            fitted = reference
+        else:
+            fitted = _baseline_run(profile, recs[0].hp, recs[0].conditions)
         ref = per_gpu_throughput(fitted) if fitted.throughput > 0 else 1.0
         baseline = fitted.throughput if fitted.throughput > 0 else 1.0
         ref_hours = fitted.gpu_hours

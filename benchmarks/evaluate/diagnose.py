@@ -15,6 +15,11 @@ scoring, fraction of the oracle's improvement):
 ``step``      What does adaptive step size (``configs/suggest.toml`` ``[step]``) do? The
               suggest path with each variant of ``STEP_VARIANTS``, on validation, the
               training split and the held-out split.
+``score``     Which training recipe transfers? Scores many exported policies (one line
+              each: held-out split with its per-workload fractions, training split,
+              validation) and, per recipe label (the folder name up to ``-s<seed>``),
+              the mean and standard deviation over its training seeds, since one
+              training run cannot rank recipes (rounds 5-6).
 ``oracle-moves``  What must a policy learn? The oracle's configuration relative to the
               default (ratio per hyperparameter), for the catalog's training and held-out
               workloads and the training randomization's profiles, per regime.
@@ -23,6 +28,7 @@ scoring, fraction of the oracle's improvement):
     python benchmarks/evaluate/diagnose.py guards [--policy P]
     python benchmarks/evaluate/diagnose.py step [--policy P]
     python benchmarks/evaluate/diagnose.py ensemble --members P1 P2 ... [--label L]
+    python benchmarks/evaluate/diagnose.py score --policies P1 P2 ... [--out rows.json]
     python benchmarks/evaluate/diagnose.py oracle-moves [--randomized 200]
 
 Every command prints one JSON line per variant and takes --profiles/--val-seed/--seeds
@@ -35,6 +41,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -232,6 +239,56 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
         print(json.dumps(row), flush=True)
 
 
+def recipe_label(policy_path: str) -> str:
+    """Return a policy folder's recipe: ``v3-s2`` is ``v3``, snapshot ``v3-s2-50k`` ``v3@50k``."""
+    name = Path(policy_path).name
+    match = re.fullmatch(r"(.+)-s\d+(?:-(\w+))?", name)
+    if match is None:
+        return name
+    return match.group(1) + (f"@{match.group(2)}" if match.group(2) else "")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    """Held-out, training-split and validation scores of many policies, then per recipe."""
+    catalog = validation_profiles(args.profiles, args.val_seed)
+    rows: list[dict[str, Any]] = []
+    for path in args.policies:
+        policy = LocalPolicy.load(path)
+        holdout = _score(policy, path, split="holdout", seeds=args.holdout_seeds)
+        per = workload_summary(holdout)
+        per = per[per["method"] == "jpo"].set_index("workload")["oracle_fraction"]
+        row: dict[str, Any] = {
+            "policy": path,
+            "recipe": recipe_label(path),
+            "holdout": _jpo(holdout),
+            "holdout_per_workload": {k: round(float(v), 3) for k, v in per.items()},
+            "train": _jpo(_score(policy, path, split="train", seeds=args.train_seeds)),
+            "validation": _jpo(
+                _score(policy, path, split="all", seeds=args.seeds, catalog=catalog)
+            ),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    recipes: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        recipes.setdefault(row["recipe"], []).append(row)
+    summary = []
+    for recipe, members in recipes.items():
+        line: dict[str, Any] = {"recipe": recipe, "runs": len(members)}
+        for split in ("holdout", "train", "validation"):
+            values = np.array([m[split]["oracle_fraction"] for m in members])
+            line[split] = {
+                "mean": round(float(values.mean()), 3),
+                "sd": round(float(values.std(ddof=1)), 3) if len(values) > 1 else None,
+                "min": round(float(values.min()), 3),
+                "max": round(float(values.max()), 3),
+            }
+        summary.append(line)
+        print(json.dumps(line), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"runs": rows, "recipes": summary}, indent=1) + "\n")
+
+
 def cmd_oracle_moves(args: argparse.Namespace) -> None:
     """Median oracle/default ratio per hyperparameter, by profile set and regime."""
     import statistics
@@ -299,6 +356,11 @@ def main() -> None:
     s.add_argument("--members", nargs="+", required=True, help="exported policy folders")
     s.add_argument("--label", default="ensemble")
     commands["ensemble"] = cmd_ensemble
+    s = sub.add_parser("score", help=cmd_score.__doc__)
+    s.add_argument("--policies", nargs="+", required=True, help="exported policy folders")
+    s.add_argument("--train-seeds", type=int, default=3, help="noise seeds per training workload")
+    s.add_argument("--out", default=None, help="also write every row to this JSON file")
+    commands["score"] = cmd_score
     s = sub.add_parser("oracle-moves", help=cmd_oracle_moves.__doc__)
     s.add_argument("--randomized", type=int, default=200, help="training-randomization profiles")
     commands["oracle-moves"] = cmd_oracle_moves

@@ -420,6 +420,36 @@ def test_workload_whose_recorded_runs_all_failed() -> None:
     assert e.observation_space.contains(obs) and math.isfinite(r)
 
 
+def test_catalog_workload_whose_recordings_all_fail_even_at_batch_one() -> None:
+    """With a successful reference run (catalog source), the reference stands in for the
+    baseline instead of the model at the recording's settings, which cannot fit at all
+    (a randomized profile drew such a history at randomized_profiles = 1000)."""
+    from dataclasses import replace
+
+    from envs.oracle import reference_config
+    from envs.replay_env import _build_workload
+    from envs.response import load_conditions, load_profile, simulate_run
+
+    profile = load_profile("squad-bert-large")
+    cond = load_conditions()
+    deep = replace(profile.defaults, num_layers=20 * profile.defaults.num_layers)
+    rng = np.random.default_rng(0)
+    runs = [
+        simulate_run(profile, deep, cond, rng=rng, run_id=f"r{i}", start=1.7e9 + 3600 * i)
+        for i in range(2)
+    ]
+    assert {r.summary.failure for r in runs} == {"oom"}
+    with pytest.raises(ConfigError, match="even batch size 1"):
+        _build_workload("deep", profile, [(r.run_id, deep, r.summary) for r in runs], cond, 1.5)
+    reference = reference_config(profile, cond)[1]
+    w = _build_workload(
+        "deep", profile, [(r.run_id, deep, r.summary) for r in runs], cond, 1.5, reference
+    )
+    assert w.context.best_val_loss == math.inf
+    assert w.context.baseline_throughput == reference.throughput
+    assert w.reference_gpu_hours == reference.gpu_hours
+
+
 def test_observation_context_is_the_ci_stages() -> None:
     """Each observation uses jpo.features.context_from_runs over the campaign's runs, as
     `jpo suggest` does over the runs its earlier suggestions were based on."""

@@ -1,0 +1,58 @@
+"""The research trainer (benchmarks/train/fast_sac.py) and the recipe scorer's labels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from jpo.policy import LocalPolicy
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks" / "evaluate"))
+
+from diagnose import recipe_label  # noqa: E402
+
+
+def test_fast_sac_exports_a_policy_that_ci_can_load(tmp_path: Path) -> None:
+    """A short run writes an artifact (and a snapshot) with the RLlib export's manifest."""
+    out = tmp_path / "tiny-s3"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "train" / "fast_sac.py"),
+            "--steps", "96",
+            "--seed", "3",
+            "--export", str(out),
+            "--export-every", "48",
+            "--set", "env.config.randomized_profiles=0",
+            "--set", "env.config.episode_length=4",
+            "--set", "sac.num_steps_sampled_before_learning_starts=32",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["env_steps"] == 96 and report["updates"] == 64
+    assert report["overrides"]["env.config.randomized_profiles"] == 0
+    policy = LocalPolicy.load(out)
+    assert policy.action_names == ("batch_size", "learning_rate", "num_layers", "epochs")
+    assert policy.learning_rate_follows_batch == 1.0
+    action = policy.act(np.zeros(len(policy.observation_names), dtype=np.float32))
+    assert action.shape == (4,) and np.all(np.abs(action) <= 1.0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["algorithm"] == "minimal-sac"
+    assert manifest["training_data"]["env_steps"] == 96
+    assert LocalPolicy.load(tmp_path / "tiny-s3-48").version == policy.version
+
+
+def test_recipe_label_groups_seeds_and_snapshots() -> None:
+    assert recipe_label("/tmp/fast/v3-s0") == "v3"
+    assert recipe_label("/tmp/fast/wide-p1000-s12") == "wide-p1000"
+    assert recipe_label("/tmp/fast/v3-s2-50k") == "v3@50k"
+    assert recipe_label("jpo/data/policy") == "policy"
