@@ -79,6 +79,10 @@ class EnvConfig:
         tunable: hyperparameters the agent may change (empty = the constraints' tunable).
         calibrate: fit profiles to recorded runs (envs.calibration) for history sources.
         rollback_on_failure: after a failed run, continue from the last good config.
+        rollback_on_degraded: also roll back a run whose val loss worsened vs the run
+            before by more than the CI stage's ``[rollback] val_loss_tolerance``
+            (configs/suggest.toml), and score the run after any rollback against the run
+            it returned to, as ``jpo suggest``/``jpo feedback`` do (off: v3's training env).
         noise: relative std of seeded per-step noise.
         residual_clip: clip of the recording's residual factors.
         step_info: return the full info dict from reset/step (False: empty dicts, faster
@@ -104,6 +108,7 @@ class EnvConfig:
     tunable: tuple[str, ...] = ()
     calibrate: bool = True
     rollback_on_failure: bool = True
+    rollback_on_degraded: bool = False
     noise: float = 0.01
     residual_clip: float = 1.5
     step_info: bool = True
@@ -669,7 +674,8 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     ``configs/env.toml`` (source ``catalog``/``parquet``/``table``, ``history_path``,
     ``table``, ``split``, ``workloads``, ``episode_length``, ``reward_weights_path``,
     ``constraints_path``, ``cluster_path``, ``tunable``, ``calibrate``,
-    ``rollback_on_failure``, ``noise``, ``seed``, ``catalog``: {...},
+    ``rollback_on_failure``, ``rollback_on_degraded``, ``noise``, ``seed``,
+    ``catalog``: {...},
     ``randomized_profiles``, ``randomization_path``). Invalid configs
     (empty history, unknown workload, episode_length < 1, unknown keys) raise
     :class:`jpo.errors.ConfigError` at construction.
@@ -711,6 +717,11 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         self._replays = _cached_replays(cfg) if cfg.source == "catalog" else _build_replays(cfg)
         self._episode_length = cfg.episode_length
         self._rollback = cfg.rollback_on_failure
+        self._degraded_tolerance: float | None = None
+        if cfg.rollback_on_degraded:
+            from jpo.suggest import load_suggest_settings
+
+            self._degraded_tolerance = load_suggest_settings().val_loss_tolerance
         self._noise = cfg.noise
         self._info = cfg.step_info
         low, high = observation_bounds()
@@ -824,6 +835,16 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             failure=s.failure,
         )
 
+    def _degraded(self, run: RunSummary) -> bool:
+        """Whether ``run``'s val loss worsened beyond CI's rollback tolerance (if enabled)."""
+        prev = self._prev
+        if self._degraded_tolerance is None or prev is None or prev.failure != "none":
+            return False
+        before = prev.final_val_loss
+        return math.isfinite(before) and run.final_val_loss > before * (
+            1.0 + self._degraded_tolerance
+        )
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Run the next execution at the hyperparameters the action chooses."""
         w = self._w
@@ -842,7 +863,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             reference_throughput=w.reference_throughput,
             reference_gpu_hours=w.reference_gpu_hours,
         )
-        failed = run.failure != "none"
+        failed = run.failure != "none" or self._degraded(run)
         rolled_back = False
         if not failed:
             self._last_good = hp
@@ -856,7 +877,10 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         obs = build_observation(run, self._hp, self._norm, obs_ctx)
         self._seen.append(run)
         self._ctx = ctx.after(run)
-        self._prev = run
+        if not (rolled_back and self._degraded_tolerance is not None):
+            # CI-like mode: the run after a rollback is scored against the run the rollback
+            # returned to, as `jpo feedback` scores a run against its suggestion's base.
+            self._prev = run
         truncated = self._t >= self._episode_length
         if not self._info:
             return obs, reward.total, False, truncated, {}
