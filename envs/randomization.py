@@ -10,7 +10,8 @@ to workloads it never saw. :func:`random_profiles` draws any number of synthetic
   factor ``exp(U(-ln s, ln s))`` with the spread ``s`` of its ``[spread.*]`` key
   (``initial_loss`` and ``irreducible_loss`` share one factor, ``loss_scale``);
 - the defaults (the ``config.ini`` a campaign starts from) move the same way, rounded and
-  clamped into the constraints; pod limits stay the base's; the framework label is drawn
+  clamped into the constraints; pod limits stay the base's unless ``[spread.limits]``
+  names them (``gpus`` rounded to a power of two); the framework label is drawn
   from the training split's frameworks;
 - a share ``input_bound_share`` of the profiles is made input-pipeline bound at its
   defaults (``[regimes]``): ``cpu_s_per_sample`` is set so that the pipeline's CPU time
@@ -53,7 +54,7 @@ __all__ = [
 
 RANDOMIZATION_CONFIG = REPO_ROOT / "configs" / "randomization.toml"
 
-_SPREAD_SECTIONS = ("defaults", "memory", "compute", "optimization", "loss")
+_SPREAD_SECTIONS = ("defaults", "limits", "memory", "compute", "optimization", "loss")
 _LOSS_SCALE = "loss_scale"
 
 
@@ -104,7 +105,7 @@ def load_randomization(path: str | Path | None = None) -> RandomizationSettings:
         raise ConfigError(f"{file}: [sampling] min_default_hours must be < max_default_hours")
     from envs.response import PROFILE_FIELDS
 
-    known = {(s, k) for s, k, _ in PROFILE_FIELDS} | {("loss", _LOSS_SCALE)}
+    known = {(s, k) for s, k, kind in PROFILE_FIELDS if kind != "str"} | {("loss", _LOSS_SCALE)}
     raw_spread = data.get("spread", {})
     spread: dict[str, dict[str, float]] = {}
     for section, table in raw_spread.items():
@@ -173,6 +174,9 @@ def _draw(
             if section == "loss" and key == _LOSS_SCALE:
                 data["loss"]["initial_loss"] *= f
                 data["loss"]["irreducible_loss"] *= f
+            elif section == "limits" and key == "gpus":
+                # whole GPUs per pod, a power of two as nodes offer them
+                data["limits"]["gpus"] = 2 ** max(0, round(math.log2(data["limits"]["gpus"] * f)))
             else:
                 data[section][key] = data[section][key] * f
     cons = load_constraints()

@@ -86,6 +86,9 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
     path.write_text(text + "\n[spread.nonsense]\nx = 2.0\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="unknown section"):
         load_randomization(path)
+    path.write_text(text + "\n[spread.limits]\ngpu_model = 2.0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key 'gpu_model'"):
+        load_randomization(path)
 
 
 def test_env_replays_catalog_and_synthetic_profiles() -> None:
@@ -115,3 +118,15 @@ def test_catalog_reward_references_are_the_oracles(catalog) -> None:
     _hp, ref = reference_config(catalog["higgs-mlp"], load_conditions())
     assert w.reference_gpu_hours == pytest.approx(ref.gpu_hours)
     assert w.reference_throughput == pytest.approx(per_gpu_throughput(ref))
+
+
+def test_pod_limits_move_only_when_named(catalog) -> None:
+    """[spread.limits] randomizes pod limits (GPUs as powers of two); without it they stay."""
+    bases = {(p.limits.gpus, p.limits.memory_bytes) for p in catalog.values() if p.split == "train"}
+    plain = random_profiles(catalog, 30)
+    assert {(p.limits.gpus, p.limits.memory_bytes) for p in plain} <= bases
+    box = load_randomization("benchmarks/train/recipes/randomization-box.toml")
+    drawn = random_profiles(catalog, 30, settings=box)
+    gpus = {p.limits.gpus for p in drawn}
+    assert gpus <= {1, 2, 4, 8, 16} and len(gpus) > 1
+    assert {(p.limits.gpus, p.limits.memory_bytes) for p in drawn} - bases
