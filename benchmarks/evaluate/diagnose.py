@@ -20,6 +20,11 @@ scoring, fraction of the oracle's improvement):
               validation) and, per recipe label (the folder name up to ``-s<seed>``),
               the mean and standard deviation over its training seeds, since one
               training run cannot rank recipes (rounds 5-6).
+``coverage``  Are the held-out workloads inside the training distribution? Each held-out
+              workload's observations (its recorded runs, as the env replays them) by
+              their distance to the nearest training workload's (in standard deviations
+              of the default randomization's observations, so recipes compare), and the
+              features where it lies outside the training range.
 ``oracle-moves``  What must a policy learn? The oracle's configuration relative to the
               default (ratio per hyperparameter), for the catalog's training and held-out
               workloads and the training randomization's profiles, per regime.
@@ -29,6 +34,7 @@ scoring, fraction of the oracle's improvement):
     python benchmarks/evaluate/diagnose.py step [--policy P]
     python benchmarks/evaluate/diagnose.py ensemble --members P1 P2 ... [--label L]
     python benchmarks/evaluate/diagnose.py score --policies P1 P2 ... [--out rows.json]
+    python benchmarks/evaluate/diagnose.py coverage [--randomized 200] [--randomization PATH]
     python benchmarks/evaluate/diagnose.py oracle-moves [--randomized 200]
 
 Every command prints one JSON line per variant and takes --profiles/--val-seed/--seeds
@@ -289,6 +295,59 @@ def cmd_score(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps({"runs": rows, "recipes": summary}, indent=1) + "\n")
 
 
+def _replayed_observations(config: Mapping[str, Any], starts: int) -> dict[str, np.ndarray]:
+    """Return each workload's first observations (one per recorded run) as the env replays."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the env id)
+
+    env = gym.make("jpo/PrometheusReplay-v0", config={"episode_length": 8, **config}).unwrapped
+    out = {}
+    for name in env.workloads:
+        rows = [env.reset(seed=i, options={"workload": name, "start": i})[0] for i in range(starts)]
+        out[name] = np.array(rows)
+    return out
+
+
+def cmd_coverage(args: argparse.Namespace) -> None:
+    """Distance of each held-out workload to the training workloads, in observation space."""
+    from jpo.features import OBSERVATION_NAMES
+
+    train_config: dict[str, Any] = {"split": "train", "randomized_profiles": args.randomized}
+    if args.randomization:
+        train_config["randomization_path"] = args.randomization
+    train = _replayed_observations(train_config, args.starts)
+    held = _replayed_observations({"split": "holdout"}, args.starts)
+    cloud = np.concatenate(list(train.values()))
+    # distances in the default randomization's standard deviations, so that recipes compare
+    default_cloud = cloud
+    if args.randomization:
+        default = _replayed_observations({**train_config, "randomization_path": ""}, args.starts)
+        default_cloud = np.concatenate(list(default.values()))
+    sd = default_cloud.std(0)
+    # binary features (failure flags, framework one-hot) carry no range to be outside of
+    continuous = [i for i in range(cloud.shape[1]) if len(np.unique(cloud[:, i])) > 2]
+    centers = {n: x.mean(0) for n, x in train.items()}
+    for name, x in held.items():
+        center = x.mean(0)
+        scaled = [(center - c)[continuous] / sd[continuous] for c in centers.values()]
+        distances = [float(np.linalg.norm(v)) for v in scaled]
+        nearest = list(centers)[int(np.argmin(distances))]
+        outside = {}
+        for i in continuous:
+            q = float((cloud[:, i] <= center[i]).mean())
+            if q < 0.01 or q > 0.99:
+                outside[OBSERVATION_NAMES[i]] = {"value": round(float(center[i]), 3), "q": q}
+        row = {
+            "workload": name,
+            "randomization": args.randomization or "configs/randomization.toml",
+            "nearest_training_distance": round(min(distances), 2),
+            "nearest": nearest,
+            "outside_training_range": outside,
+        }
+        print(json.dumps(row), flush=True)
+
+
 def cmd_oracle_moves(args: argparse.Namespace) -> None:
     """Median oracle/default ratio per hyperparameter, by profile set and regime."""
     import statistics
@@ -361,6 +420,11 @@ def main() -> None:
     s.add_argument("--train-seeds", type=int, default=3, help="noise seeds per training workload")
     s.add_argument("--out", default=None, help="also write every row to this JSON file")
     commands["score"] = cmd_score
+    s = sub.add_parser("coverage", help=cmd_coverage.__doc__)
+    s.add_argument("--randomized", type=int, default=200, help="training-randomization profiles")
+    s.add_argument("--randomization", default=None, help="randomization TOML (default: configs/)")
+    s.add_argument("--starts", type=int, default=8, help="recorded runs per workload")
+    commands["coverage"] = cmd_coverage
     s = sub.add_parser("oracle-moves", help=cmd_oracle_moves.__doc__)
     s.add_argument("--randomized", type=int, default=200, help="training-randomization profiles")
     commands["oracle-moves"] = cmd_oracle_moves
