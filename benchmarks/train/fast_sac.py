@@ -102,7 +102,9 @@ def main() -> int:
 
     if cfg.env.register_module:
         __import__(cfg.env.register_module)
-    desc = describe_env(cfg)
+    t_build = time.perf_counter()
+    desc = describe_env(cfg)  # builds the env once; train() reuses the cached replays
+    build_s = time.perf_counter() - t_build
     s = settings_from_config(cfg, args.seed)
     if float(cfg.sac.initial_alpha) != 1.0:
         raise SystemExit("minimal_sac.py starts alpha at 1.0; set sac.initial_alpha: 1.0")
@@ -148,6 +150,7 @@ def main() -> int:
     agent = out.pop("agent")
     export(agent, args.export, args.steps, {"last_returns_mean": out["last_returns_mean"]})
     out["wall_s"] = time.perf_counter() - t0
+    out["env_build_s"] = build_s
     print(json.dumps({"seed": args.seed, "config": args.config, "overrides": overrides, **out}))
     return 0
 
