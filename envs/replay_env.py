@@ -689,6 +689,8 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: initial version (feature spec 1, reward of configs/reward.toml).
     * v0 (same id): catalog rewards reference the oracle's reference run; optional
       domain-randomized training profiles (``randomized_profiles``).
+    * v0 (same id): opt-in ``rollback_on_degraded`` (the CI stage's rollback of degraded
+      runs); the default behaviour is unchanged.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
