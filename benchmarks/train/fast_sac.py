@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 import yaml
@@ -98,20 +99,14 @@ def main() -> int:
     cfg = load_train_config(args.config, overrides)
     if cfg.model.fcnet_activation != "relu" or cfg.model.head_fcnet_hiddens:
         raise SystemExit("fast_sac.py builds relu MLPs without head layers only")
-    import envs  # noqa: F401  (registers jpo/PrometheusReplay-v0)
-
-    if cfg.env.register_module:
-        __import__(cfg.env.register_module)
+    if float(cfg.sac.initial_alpha) != 1.0:
+        raise SystemExit("minimal_sac.py starts alpha at 1.0; set sac.initial_alpha: 1.0")
+    s = settings_from_config(cfg, args.seed)
     t_build = time.perf_counter()
     desc = describe_env(cfg)  # builds the env once; train() reuses the cached replays
     build_s = time.perf_counter() - t_build
-    s = settings_from_config(cfg, args.seed)
-    if float(cfg.sac.initial_alpha) != 1.0:
-        raise SystemExit("minimal_sac.py starts alpha at 1.0; set sac.initial_alpha: 1.0")
 
     def export(agent: Any, out: str, env_steps: int, extra: dict[str, Any]) -> None:
-        import gymnasium as gym
-
         n_act = len(desc.action_names)
         space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
         export_policy(
@@ -132,18 +127,15 @@ def main() -> int:
             },
         )
 
-    next_snapshot = [args.export_every]
+    next_snapshot = args.export_every
 
     def on_episode(step: int, ep_ret: float, agent: Any) -> None:
-        if step >= next_snapshot[0]:
-            n = next_snapshot[0]
-            export(
-                agent,
-                f"{args.export}-{n // 1000}k" if n % 1000 == 0 else f"{args.export}-{n}",
-                step,
-                {},
-            )
-            next_snapshot[0] += args.export_every
+        nonlocal next_snapshot
+        if step >= next_snapshot:
+            n = next_snapshot
+            name = f"{args.export}-{n // 1000}k" if n % 1000 == 0 else f"{args.export}-{n}"
+            export(agent, name, step, {})
+            next_snapshot += args.export_every
 
     t0 = time.perf_counter()
     out = train(s, args.steps, on_episode=on_episode if args.export_every else None)
