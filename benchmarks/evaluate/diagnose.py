@@ -299,9 +299,9 @@ def _replayed_observations(config: Mapping[str, Any], starts: int) -> dict[str, 
     """Return each workload's first observations (one per recorded run) as the env replays."""
     import gymnasium as gym
 
-    import envs  # noqa: F401  (registers the env id)
+    from envs.replay_env import ENV_ID  # importing envs registers the id
 
-    env = gym.make("jpo/PrometheusReplay-v0", config={"episode_length": 8, **config}).unwrapped
+    env = gym.make(ENV_ID, config={"episode_length": 8, **config}).unwrapped
     out = {}
     for name in env.workloads:
         rows = [env.reset(seed=i, options={"workload": name, "start": i})[0] for i in range(starts)]
