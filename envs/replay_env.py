@@ -40,6 +40,7 @@ from jpo.features import (
     run_hyperparameters,
     summarize_run,
 )
+from jpo.feedback import val_loss_change
 from jpo.reward import (
     RewardWeights,
     compute_reward,
@@ -842,10 +843,8 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         prev = self._prev
         if self._degraded_tolerance is None or prev is None or prev.failure != "none":
             return False
-        before = prev.final_val_loss
-        return math.isfinite(before) and run.final_val_loss > before * (
-            1.0 + self._degraded_tolerance
-        )
+        # the measure `jpo feedback` marks runs degraded by
+        return val_loss_change(run, prev) > self._degraded_tolerance
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Run the next execution at the hyperparameters the action chooses."""

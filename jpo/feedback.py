@@ -42,6 +42,7 @@ __all__ = [
     "last_known_good",
     "pending_feedback",
     "run_outcome_is_bad",
+    "val_loss_change",
 ]
 
 
@@ -254,6 +255,16 @@ def _best_val_loss(records: Sequence[Any]) -> float:
     return min(losses) if losses else math.inf
 
 
+def val_loss_change(summary: RunSummary, base: RunSummary | None) -> float:
+    """Return the run's relative val-loss change vs its base run (the rollback's measure).
+
+    0 without a usable base loss; inf for a failed run whose loss is not finite.
+    """
+    if base is not None and base.final_val_loss > 0 and math.isfinite(summary.final_val_loss):
+        return (summary.final_val_loss - base.final_val_loss) / base.final_val_loss
+    return 0.0 if summary.failure == "none" else math.inf
+
+
 def score_run(
     record: Any,
     records: Sequence[Any],
@@ -268,10 +279,7 @@ def score_run(
     base = record_summary(record)
     best = _best_val_loss(records)
     reward = compute_reward(summary, base, best, load_reward_weights())
-    if base is not None and base.final_val_loss > 0 and math.isfinite(summary.final_val_loss):
-        change = (summary.final_val_loss - base.final_val_loss) / base.final_val_loss
-    else:
-        change = 0.0 if summary.failure == "none" else math.inf
+    change = val_loss_change(summary, base)
     degraded = summary.failure != "none" or change > settings.val_loss_tolerance
     from dataclasses import asdict
 
