@@ -746,6 +746,30 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         """Name of each observation entry (jpo.features.OBSERVATION_NAMES)."""
         return OBSERVATION_NAMES
 
+    @property
+    def profiles(self) -> tuple[WorkloadProfile, ...]:
+        """The response-model profile of each replayed workload (``workloads`` order)."""
+        return tuple(r.profile for r in self._replays)
+
+    @property
+    def constraints(self) -> Constraints:
+        """The limits actions are mapped through (tunable set included)."""
+        return self._constraints
+
+    @property
+    def profile(self) -> WorkloadProfile:
+        """The current campaign's workload profile (after ``reset``)."""
+        if self._w is None:
+            raise gym.error.ResetNeeded("call reset() before reading the campaign's profile")
+        return self._w.profile
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        """The configuration the next action moves from (after a rollback: the last good)."""
+        if self._w is None:
+            raise gym.error.ResetNeeded("call reset() before reading the configuration")
+        return self._hp
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:

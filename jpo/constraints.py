@@ -473,6 +473,63 @@ class Constraints:
         self._check_bounds(out)
         return hp
 
+    def action_towards(
+        self,
+        current: Hyperparameters,
+        target: Hyperparameters,
+        *,
+        learning_rate_follows_batch: float | None = None,
+        hold: Sequence[str] = (),
+    ) -> np.ndarray:
+        """Return the action that moves ``current`` as far towards ``target`` as one step may.
+
+        The inverse of :meth:`apply_action`: ``apply_action(current, action)`` equals
+        ``clamp(current, target)`` up to integer rounding, and with the coupling, when the
+        target's learning rate lies inside the coupled step's region. Entries of ``hold``
+        get action 0: their parameter keeps its current value, or, for the learning rate,
+        only follows the batch size through the coupling.
+        """
+        coupling = (
+            self._lr_follows_batch
+            if learning_rate_follows_batch is None
+            else _check_coupling(learning_rate_follows_batch, "learning_rate_follows_batch")
+        )
+        unknown = [n for n in hold if n not in HYPERPARAMETER_NAMES]
+        if unknown:
+            raise ConfigError(
+                f"hold: unknown hyperparameter {unknown[0]!r}; known: "
+                f"{', '.join(HYPERPARAMETER_NAMES)}"
+            )
+        vals, goal = self._values(current), self._values(target)
+        out = list(vals)
+        acts: list[float] = []
+        for i in self._tunable_idx:
+            cur = vals[i]
+            lo, hi = self._region(i, cur)
+            if lo > hi:
+                raise self._empty_region(i, cur)
+            start = cur
+            if i == _LR and coupling and out[_BATCH] != vals[_BATCH] and vals[_BATCH] > 0.0:
+                start = cur * (out[_BATCH] / vals[_BATCH]) ** coupling
+                start = lo if start < lo else (hi if start > hi else start)
+            t = goal[i]
+            t = lo if t < lo else (hi if t > hi else t)
+            edge = hi if t >= start else lo
+            a = 0.0
+            if HYPERPARAMETER_NAMES[i] not in hold and edge != start:
+                if self._is_log[i] and start > 0.0 and t > 0.0:
+                    a = math.log(t / start) / math.log(edge / start)
+                else:
+                    a = (t - start) / (edge - start)
+                a = (1.0 if a > 1.0 else (0.0 if a < 0.0 else a)) * (1.0 if edge == hi else -1.0)
+            if self._is_log[i] and start > 0.0 and edge > 0.0:
+                moved = start * (edge / start) ** abs(a)
+            else:
+                moved = start + abs(a) * (edge - start)
+            out[i] = self._settle(i, cur, moved, lo, hi)
+            acts.append(a)
+        return np.asarray(acts, dtype=np.float64)
+
     def clamp(self, current: Hyperparameters, proposed: Mapping[str, float]) -> Hyperparameters:
         """Clamp proposed values into bounds and trust region; round; keep frozen params.
 

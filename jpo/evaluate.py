@@ -63,6 +63,7 @@ from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
 if TYPE_CHECKING:
     import pandas as pd
 
+    from envs.oracle import OracleSettings
     from envs.response import WorkloadProfile
     from jpo.constraints import Constraints
     from jpo.policy import LocalPolicy
@@ -74,6 +75,7 @@ __all__ = [
     "EvaluationSettings",
     "QualityBar",
     "evaluate",
+    "evaluation_oracle_settings",
     "jpo_proposer",
     "load_evaluation_settings",
     "method_summary",
@@ -500,6 +502,18 @@ def evaluate(
         )
 
 
+def evaluation_oracle_settings(settings: EvaluationSettings) -> OracleSettings:
+    """Return the oracle's settings under ``settings`` (the one every score is judged by)."""
+    from envs.oracle import load_oracle_settings
+
+    # The oracle holds validation loss to the quality bar's tolerance (unless configured
+    # otherwise), so that its improvement is one a method may reach without failing the bar.
+    tolerance = settings.oracle_val_loss_tolerance
+    if tolerance is None:
+        tolerance = settings.val_loss_tolerance
+    return dataclasses.replace(load_oracle_settings(), tolerance=tolerance)
+
+
 def _evaluate(
     settings: EvaluationSettings,
     *,
@@ -512,7 +526,7 @@ def _evaluate(
     catalog: Mapping[str, WorkloadProfile] | None = None,
 ) -> EvaluationResult:
     """Body of :func:`evaluate` (``workdir`` exists)."""
-    from envs.oracle import best_config, load_oracle_settings, reach_constraints, reference_config
+    from envs.oracle import best_config, reach_constraints, reference_config
     from envs.response import load_catalog, load_conditions, simulate_run
     from jpo.constraints import load_constraints
     from jpo.reward import load_reward_weights
@@ -523,12 +537,7 @@ def _evaluate(
     base_constraints = constraints if constraints is not None else load_constraints()
     weights = load_reward_weights()
     conditions = load_conditions(None, **settings.conditions)
-    # The oracle holds validation loss to the quality bar's tolerance (unless configured
-    # otherwise), so that its improvement is one a method may reach without failing the bar.
-    oracle_tol = settings.oracle_val_loss_tolerance
-    if oracle_tol is None:
-        oracle_tol = settings.val_loss_tolerance
-    oracle_settings = dataclasses.replace(load_oracle_settings(), tolerance=oracle_tol)
+    oracle_settings = evaluation_oracle_settings(settings)
     if "jpo" in settings.methods and policy is None:
         raise ConfigError("method 'jpo' needs a policy: pass --policy PATH")
     propose: Callable[..., Proposal] | None = None

@@ -46,6 +46,42 @@ class _ActorView:
         self.action_space = action_space
 
 
+def export_actor(
+    actor: nn.Sequential,
+    out: str,
+    cfg: Any,
+    desc: Any,
+    *,
+    training_data: dict[str, Any],
+    source: dict[str, Any],
+) -> None:
+    """Export a [loc, log_std] actor MLP as a CI artifact, with the recipe's manifest."""
+    n_act = len(desc.action_names)
+    export_policy(
+        _ActorView(actor, gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)),
+        out,
+        policy_version=cfg.export.policy_version,
+        feature_spec_version=desc.feature_spec_version,
+        observation_names=desc.observation_names,
+        action_names=desc.action_names,
+        constraints_sha256=desc.constraints_sha256,
+        learning_rate_follows_batch=desc.learning_rate_follows_batch,
+        training_data={**desc.training_data, **training_data},
+        source=source,
+    )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse repeated ``--set KEY=VALUE`` options (YAML values)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def settings_from_config(cfg: Any, seed: int) -> Settings:
     """Map a TrainConfig onto the minimal SAC's settings (same recipe numbers)."""
     sac = cfg.sac
@@ -90,12 +126,7 @@ def main() -> int:
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
+    overrides = parse_overrides(args.set)
     cfg = load_train_config(args.config, overrides)
     if cfg.model.fcnet_activation != "relu" or cfg.model.head_fcnet_hiddens:
         raise SystemExit("fast_sac.py builds relu MLPs without head layers only")
@@ -107,18 +138,12 @@ def main() -> int:
     build_s = time.perf_counter() - t_build
 
     def export(agent: Any, out: str, env_steps: int, extra: dict[str, Any]) -> None:
-        n_act = len(desc.action_names)
-        space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
-        export_policy(
-            _ActorView(agent.actor, space),
+        export_actor(
+            agent.actor,
             out,
-            policy_version=cfg.export.policy_version,
-            feature_spec_version=desc.feature_spec_version,
-            observation_names=desc.observation_names,
-            action_names=desc.action_names,
-            constraints_sha256=desc.constraints_sha256,
-            learning_rate_follows_batch=desc.learning_rate_follows_batch,
-            training_data={**desc.training_data, "env_steps": env_steps, **extra},
+            cfg,
+            desc,
+            training_data={"env_steps": env_steps, **extra},
             source={
                 "algorithm": "minimal-sac",
                 "config": args.config,

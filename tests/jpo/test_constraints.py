@@ -370,3 +370,54 @@ def test_any_clamp_ends_valid_or_is_rejected(
     except ConstraintViolation:
         return
     limits.validate(nxt, previous=current)
+
+
+def _close(a: Hyperparameters, b: Hyperparameters) -> bool:
+    """Equal up to integer rounding at a .5 boundary and float round-off."""
+    return (
+        abs(a.batch_size - b.batch_size) <= 1
+        and abs(a.num_layers - b.num_layers) <= 1
+        and abs(a.epochs - b.epochs) <= 1
+        and math.isclose(a.learning_rate, b.learning_rate, rel_tol=1e-9)
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(current=VALID_CURRENT, target=VALID_CURRENT)
+def test_action_towards_inverts_apply_action(
+    current: Hyperparameters, target: Hyperparameters
+) -> None:
+    limits = load_constraints()
+    action = limits.action_towards(current, target, learning_rate_follows_batch=0.0)
+    assert action.shape == (4,) and np.all(np.abs(action) <= 1.0)
+    moved = limits.apply_action(current, action, learning_rate_follows_batch=0.0)
+    assert _close(moved, limits.clamp(current, target.as_dict()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(current=VALID_CURRENT, target=VALID_CURRENT)
+def test_action_towards_with_coupling_and_held_learning_rate(
+    current: Hyperparameters, target: Hyperparameters
+) -> None:
+    limits = load_constraints()  # learning_rate_follows_batch = 1 (linear scaling rule)
+    action = limits.action_towards(current, target, hold=("learning_rate",))
+    assert action[1] == 0.0
+    moved = limits.apply_action(current, action)
+    lo, hi = current.learning_rate / 3.0, current.learning_rate * 3.0
+    follows = current.learning_rate * moved.batch_size / current.batch_size
+    follows = min(max(follows, lo, 1e-4), hi, 0.1)
+    assert moved.learning_rate == pytest.approx(follows, rel=1e-9)
+    assert abs(moved.batch_size - limits.clamp(current, target.as_dict()).batch_size) <= 1
+
+
+def test_action_towards_reaches_a_target_inside_one_step(limits: Constraints) -> None:
+    current = Hyperparameters(batch_size=64, learning_rate=0.01, num_layers=10, epochs=10)
+    target = Hyperparameters(batch_size=128, learning_rate=0.02, num_layers=12, epochs=8)
+    action = limits.action_towards(current, target)
+    assert action[0] == pytest.approx(1.0)  # x2 is the batch's whole trust region
+    assert action[1] == pytest.approx(0.0)  # the coupling already doubled the learning rate
+    assert limits.apply_action(current, action) == target
+    far = Hyperparameters(batch_size=4096, learning_rate=0.1, num_layers=200, epochs=1)
+    assert limits.action_towards(current, far).tolist() == [1.0, 1.0, 1.0, -1.0]
+    with pytest.raises(ConfigError, match="hold: unknown hyperparameter 'depth'"):
+        limits.action_towards(current, target, hold=("depth",))
