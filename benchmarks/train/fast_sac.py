@@ -18,6 +18,7 @@ Run: python benchmarks/train/fast_sac.py --config configs/train.yaml --steps 150
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -122,6 +123,31 @@ def main() -> int:
         help="override one config value (dotted key, YAML value), e.g. "
         "env.config.randomized_profiles=1000; repeatable",
     )
+    p.add_argument(
+        "--init-actor",
+        default="",
+        help="start from this artifact's actor (e.g. one of imitate.py) instead of random "
+        "weights; it also acts during the warm-up",
+    )
+    p.add_argument(
+        "--actor-delay",
+        type=int,
+        default=0,
+        help="env steps after the warm-up during which only the critics learn",
+    )
+    p.add_argument(
+        "--bc-weight",
+        type=float,
+        default=0.0,
+        help="weight of behaviour cloning towards the oracle teacher (teacher.py; "
+        "TD3+BC style, 0 = plain SAC)",
+    )
+    p.add_argument(
+        "--bc-hold",
+        default="learning_rate",
+        help="comma-separated hyperparameters the teacher never moves on its own",
+    )
+    p.add_argument("--oracle-cache", default="", help="JSON cache of the oracle configurations")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
 
@@ -132,7 +158,14 @@ def main() -> int:
         raise SystemExit("fast_sac.py builds relu MLPs without head layers only")
     if float(cfg.sac.initial_alpha) != 1.0:
         raise SystemExit("minimal_sac.py starts alpha at 1.0; set sac.initial_alpha: 1.0")
-    s = settings_from_config(cfg, args.seed)
+    s = dataclasses.replace(
+        settings_from_config(cfg, args.seed),
+        init_actor=args.init_actor,
+        actor_delay=args.actor_delay,
+        bc_weight=args.bc_weight,
+        bc_hold=tuple(h for h in args.bc_hold.split(",") if h),
+        oracle_cache=args.oracle_cache,
+    )
     t_build = time.perf_counter()
     desc = describe_env(cfg)  # builds the env once; train() reuses the cached replays
     build_s = time.perf_counter() - t_build
@@ -149,6 +182,10 @@ def main() -> int:
                 "config": args.config,
                 "overrides": overrides,
                 "seed": args.seed,
+                "init_actor": args.init_actor,
+                "actor_delay": args.actor_delay,
+                "bc_weight": args.bc_weight,
+                "bc_hold": args.bc_hold,
             },
         )
 

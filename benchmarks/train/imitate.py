@@ -31,13 +31,10 @@ Run: python benchmarks/train/imitate.py --config configs/train.yaml --seed 0 \
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -46,65 +43,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fast_sac import export_actor, parse_overrides
 from minimal_sac import mlp
+from teacher import cached_oracle_configs, teacher_action
 
-from envs.oracle import best_config
-from envs.response import WorkloadProfile, load_conditions
-from jpo.constraints import Constraints
-from jpo.errors import ConfigError
-from jpo.evaluate import evaluation_oracle_settings, load_evaluation_settings
-from jpo.reward import load_reward_weights
 from jpo.train import describe_env, load_train_config
-from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters
-
-
-def oracle_configs(
-    profiles: Sequence[WorkloadProfile], constraints: Constraints
-) -> dict[str, Hyperparameters]:
-    """Return each profile's oracle configuration (profiles with none are left out)."""
-    settings = load_evaluation_settings()
-    conditions = load_conditions(None, **settings.conditions)
-    oracle_settings = evaluation_oracle_settings(settings)
-    weights = load_reward_weights()
-    out = {}
-    for profile in profiles:
-        try:
-            hp = best_config(profile, constraints, conditions, weights, settings=oracle_settings).hp
-        except ConfigError:
-            continue  # nothing inside the constraints trains: no teacher for this profile
-        out[profile.name] = hp
-    return out
-
-
-def _cache_key(env_config: Mapping[str, Any]) -> str:
-    """Key of the oracle cache: the env config and the files the oracle depends on."""
-    repo = Path(__file__).resolve().parents[2] / "configs"
-    files = ("constraints.toml", "oracle.toml", "evaluate.toml", "reward.toml", "cluster.toml")
-    h = hashlib.sha256(json.dumps(dict(env_config), sort_keys=True, default=str).encode())
-    for name in files:
-        h.update((repo / name).read_bytes())
-    return h.hexdigest()
-
-
-def cached_oracle_configs(
-    env: Any, env_config: Mapping[str, Any], cache: Path | None
-) -> dict[str, Hyperparameters]:
-    """Return the env's oracle configurations, from ``cache`` when it was built for them."""
-    key = _cache_key(env_config)
-    if cache is not None and cache.exists():
-        data = json.loads(cache.read_text())
-        if data.get("key") == key:
-            return {n: Hyperparameters(**hp) for n, hp in data["oracles"].items()}
-    oracles = oracle_configs(env.profiles, env.constraints)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"key": key, "oracles": {n: hp.as_dict() for n, hp in oracles.items()}}
-        cache.write_text(json.dumps(payload))
-    return oracles
-
-
-def teacher_action(env: Any, target: Hyperparameters, hold: Sequence[str]) -> np.ndarray:
-    """Return the teacher's action in the env's current state (towards ``target``)."""
-    return env.constraints.action_towards(env.hyperparameters, target, hold=hold)
+from jpo.workload import HYPERPARAMETER_NAMES
 
 
 def main() -> int:

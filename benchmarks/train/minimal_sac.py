@@ -16,6 +16,7 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -38,6 +39,15 @@ class Settings:
     warmup: int = 1000
     updates_per_step: float = 1.0
     seed: int = 0
+    init_actor: str = ""  # artifact folder whose actor starts the run ("" = random init)
+    init_std: float = 0.3  # with init_actor: the starting policy's action std (pre-tanh)
+    actor_delay: int = 0  # env steps after the warm-up before the actor starts learning
+    # Behaviour cloning towards the oracle teacher (teacher.py), TD3+BC style (Fujimoto &
+    # Gu 2021): actor loss = SAC loss / mean|Q| + bc_weight * squared error to the
+    # teacher's action. 0 = plain SAC.
+    bc_weight: float = 0.0
+    bc_hold: tuple[str, ...] = ("learning_rate",)  # the teacher's held hyperparameters
+    oracle_cache: str = ""  # JSON cache of the oracle configurations ("" = none)
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -65,6 +75,27 @@ class Agent:
         )
         self.opt_a = torch.optim.Adam([self.log_alpha], lr=s.alpha_lr)
         self.s = s
+        self.learn_actor = True
+        if s.init_actor:
+            self.load_actor(s.init_actor, s.init_std)
+
+    def load_actor(self, artifact: str, std: float) -> None:
+        """Start from an exported artifact's actor, with a fixed exploration std."""
+        weights = np.load(Path(artifact) / "policy.npz")
+        linears = [m for m in self.actor if isinstance(m, nn.Linear)]
+        if len(weights.files) != 2 * len(linears):
+            n = len(weights.files) // 2
+            raise SystemExit(f"{artifact}: {n} layers, expected {len(linears)}")
+        with torch.no_grad():
+            for i, lin in enumerate(linears):
+                w, b = weights[f"l{i}.weight"], weights[f"l{i}.bias"]
+                if w.shape != tuple(lin.weight.shape):
+                    raise SystemExit(f"{artifact}: layer {i} has shape {w.shape}")
+                lin.weight.copy_(torch.as_tensor(w))
+                lin.bias.copy_(torch.as_tensor(b))
+            k = linears[-1].out_features // 2  # [loc, log_std]: the artifact trained loc only
+            linears[-1].weight[k:].zero_()
+            linears[-1].bias[k:].fill_(float(np.log(std)))
 
     def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, log_std = self.actor(obs).chunk(2, dim=-1)
@@ -85,7 +116,7 @@ class Agent:
                 return torch.tanh(self.dist(o)[0])[0].numpy()
             return self.sample(o)[0][0].numpy()
 
-    def update(self, o, a, r, o2, d) -> None:
+    def update(self, o, a, r, o2, d, label=None, has_label=None) -> None:
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             a2, logp2 = self.sample(o2)
@@ -99,11 +130,20 @@ class Agent:
         self.opt_q.zero_grad()
         q_loss.backward()
         self.opt_q.step()
+        if not self.learn_actor:  # policy evaluation only: the critics catch up first
+            self._soft_update()
+            return
         a_new, logp = self.sample(o)
         xn = torch.cat([o, a_new], -1)
         for p in (*self.q1.parameters(), *self.q2.parameters()):
             p.requires_grad_(False)
-        pi_loss = (alpha * logp - torch.min(self.q1(xn), self.q2(xn)).squeeze(-1)).mean()
+        q_pi = torch.min(self.q1(xn), self.q2(xn)).squeeze(-1)
+        pi_loss = (alpha * logp - q_pi).mean()
+        if label is not None and self.s.bc_weight > 0:
+            loc = self.dist(o)[0]
+            sq = ((torch.tanh(loc) - label) ** 2).sum(-1)
+            bc = (has_label * sq).sum() / has_label.sum().clamp(min=1.0)
+            pi_loss = pi_loss / q_pi.abs().mean().detach().clamp(min=1e-3) + self.s.bc_weight * bc
         for p in (*self.q1.parameters(), *self.q2.parameters()):
             p.requires_grad_(True)
         self.opt_pi.zero_grad()
@@ -113,6 +153,9 @@ class Agent:
         self.opt_a.zero_grad()
         a_loss.backward()
         self.opt_a.step()
+        self._soft_update()
+
+    def _soft_update(self) -> None:
         with torch.no_grad():
             for q, t in ((self.q1, self.t1), (self.q2, self.t2)):
                 for p, tp in zip(q.parameters(), t.parameters(), strict=True):
@@ -136,6 +179,15 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
     R = np.zeros(s.buffer, np.float32)
     O2 = np.zeros((s.buffer, n_obs), np.float32)
     D = np.zeros(s.buffer, np.float32)
+    bc = s.bc_weight > 0
+    if bc:
+        from teacher import cached_oracle_configs, teacher_action
+
+        base = env.unwrapped
+        cache = Path(s.oracle_cache) if s.oracle_cache else None
+        oracles = cached_oracle_configs(base, dict(s.env_config or {}), cache)
+        LAB = np.zeros((s.buffer, n_act), np.float32)
+        HAS = np.zeros(s.buffer, np.float32)
     n = ptr = 0
     obs, _ = env.reset(seed=s.seed)
     ep_ret, returns, updates, debt = 0.0, [], 0, 0.0
@@ -143,7 +195,13 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
     t0 = time.perf_counter()
     for step in range(steps):
         t = time.perf_counter()
-        a = rng.uniform(-1, 1, n_act).astype(np.float32) if step < s.warmup else agent.act(obs)
+        random_phase = step < s.warmup and not s.init_actor
+        a = rng.uniform(-1, 1, n_act).astype(np.float32) if random_phase else agent.act(obs)
+        agent.learn_actor = step >= s.warmup + s.actor_delay
+        if bc:
+            target = oracles.get(base.profile.name)
+            HAS[ptr] = float(target is not None)
+            LAB[ptr] = 0.0 if target is None else teacher_action(base, target, s.bc_hold)
         obs2, r, term, trunc, _ = env.step(a)
         O[ptr], A[ptr], R[ptr], O2[ptr], D[ptr] = obs, a, r, obs2, float(term)
         ptr, n = (ptr + 1) % s.buffer, min(n + 1, s.buffer)
@@ -161,7 +219,8 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
             debt += s.updates_per_step
             while debt >= 1.0:
                 idx = rng.integers(0, n, s.batch_size)
-                agent.update(*(torch.as_tensor(x[idx]) for x in (O, A, R, O2, D)))
+                arrays = (O, A, R, O2, D, LAB, HAS) if bc else (O, A, R, O2, D)
+                agent.update(*(torch.as_tensor(x[idx]) for x in arrays))
                 updates += 1
                 debt -= 1.0
             t_upd += time.perf_counter() - t

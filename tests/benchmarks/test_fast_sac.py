@@ -56,3 +56,43 @@ def test_recipe_label_groups_seeds_and_snapshots() -> None:
     assert recipe_label("/tmp/fast/wide-p1000-s12") == "wide-p1000"
     assert recipe_label("/tmp/fast/v3-s2-50k") == "v3@50k"
     assert recipe_label("jpo/data/policy") == "policy"
+
+
+def test_behaviour_cloning_pulls_the_actor_towards_the_teacher(tmp_path: Path) -> None:
+    """With a large BC weight, SAC's actor ends near the oracle teacher's actions."""
+    import envs  # noqa: F401
+    from envs.replay_env import PrometheusReplayEnv
+
+    sys.path.insert(0, str(REPO / "benchmarks" / "train"))
+    from teacher import oracle_configs, teacher_action
+
+    workloads = ["cifar10-resnet18", "mnist-lenet", "imdb-lstm"]
+    runs = {}
+    for weight in ("0", "100"):
+        out = tmp_path / f"bc{weight}"
+        subprocess.run(
+            [
+                sys.executable, str(REPO / "benchmarks" / "train" / "fast_sac.py"),
+                "--steps", "600", "--seed", "1", "--export", str(out),
+                "--bc-weight", weight, "--oracle-cache", str(tmp_path / "oracles.json"),
+                "--set", "env.config.randomized_profiles=0",
+                "--set", "env.config.episode_length=4",
+                "--set", f"env.config.workloads=[{', '.join(workloads)}]",
+                "--set", "sac.num_steps_sampled_before_learning_starts=64",
+            ],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        runs[weight] = LocalPolicy.load(out)
+        assert json.loads((out / "manifest.json").read_text())["source"]["bc_weight"] == float(
+            weight
+        )
+    env = PrometheusReplayEnv(config={"workloads": workloads, "episode_length": 4})
+    oracles = oracle_configs(env.profiles, env.constraints)
+    errors = {w: 0.0 for w in runs}
+    for name in workloads:
+        for start in range(4):
+            obs, _ = env.reset(seed=start, options={"workload": name, "start": start})
+            label = teacher_action(env, oracles[name], hold=("learning_rate",))
+            for weight, policy in runs.items():
+                errors[weight] += float(np.sum((policy.act(obs) - label) ** 2))
+    assert errors["100"] < 0.5 * errors["0"]

@@ -1,4 +1,4 @@
-"""The imitation trainer (benchmarks/train/imitate.py): its teacher and its export."""
+"""The imitation trainer (benchmarks/train/imitate.py) and its teacher (teacher.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from jpo.policy import LocalPolicy
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks" / "train"))
 
-from imitate import oracle_configs, teacher_action  # noqa: E402
+from teacher import oracle_configs, teacher_action  # noqa: E402
 
 
 @pytest.fixture(scope="module")
