@@ -25,6 +25,10 @@ scoring, fraction of the oracle's improvement):
               their distance to the nearest training workload's (in standard deviations
               of the default randomization's observations, so recipes compare), and the
               features where it lies outside the training range.
+``teacher``   How good is the imitation teacher (round 8)? The direct path stepping
+              towards each workload's oracle configuration (it knows the oracle: a
+              ceiling, not a method), with nothing, the learning rate, or the learning
+              rate and epochs held.
 ``oracle-moves``  What must a policy learn? The oracle's configuration relative to the
               default (ratio per hyperparameter), for the catalog's training and held-out
               workloads and the training randomization's profiles, per regime.
@@ -35,6 +39,7 @@ scoring, fraction of the oracle's improvement):
     python benchmarks/evaluate/diagnose.py ensemble --members P1 P2 ... [--label L]
     python benchmarks/evaluate/diagnose.py score --policies P1 P2 ... [--out rows.json]
     python benchmarks/evaluate/diagnose.py coverage [--randomized 200] [--randomization PATH]
+    python benchmarks/evaluate/diagnose.py teacher
     python benchmarks/evaluate/diagnose.py oracle-moves [--randomized 200]
 
 Every command prints one JSON line per variant and takes --profiles/--val-seed/--seeds
@@ -398,6 +403,56 @@ def cmd_oracle_moves(args: argparse.Namespace) -> None:
             print(json.dumps(row), flush=True)
 
 
+@contextlib.contextmanager
+def teacher_proposer(hold: Sequence[str]) -> Iterator[None]:
+    """Make the evaluation's direct path step towards each workload's oracle configuration.
+
+    The teacher of ``benchmarks/train/imitate.py``: it knows the oracle (the tuning task
+    carries it for the oracle method), so it is a ceiling, not a method.
+    """
+    import jpo.evaluate as evaluate_module
+
+    def proposer(_policy: Any) -> Callable[..., Any]:
+        def propose(*, task: Any, current: Any, **_: Any) -> tuple[Any, str]:
+            target = task.extra["oracle_hp"]
+            action = task.constraints.action_towards(current, target, hold=hold)
+            return task.constraints.apply_action(current, action), "teacher"
+
+        return propose
+
+    original = evaluate_module.jpo_proposer
+    evaluate_module.jpo_proposer = proposer  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        evaluate_module.jpo_proposer = original
+
+
+def cmd_teacher(args: argparse.Namespace) -> None:
+    """Scores of the imitation teacher (steps towards the oracle), per held hyperparameters."""
+    catalog = validation_profiles(args.profiles, args.val_seed)
+    policy = LocalPolicy.load(BUNDLED)  # not consulted: the teacher replaces its proposals
+    for hold in ("", "learning_rate", "learning_rate,epochs"):
+        held = tuple(h for h in hold.split(",") if h)
+        with teacher_proposer(held):
+            row: dict[str, Any] = {"hold": list(held)}
+            for split, seeds, cat in (
+                ("holdout", args.holdout_seeds, None),
+                ("train", args.train_seeds, None),
+                ("validation", args.seeds, catalog),
+            ):
+                result = _score(
+                    policy,
+                    None,
+                    split="all" if cat is not None else split,
+                    seeds=seeds,
+                    catalog=cat,
+                    path="direct",
+                )
+                row[split] = _jpo(result)
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     """Parse the command line and run one diagnostic."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -425,6 +480,9 @@ def main() -> None:
     s.add_argument("--randomization", default=None, help="randomization TOML (default: configs/)")
     s.add_argument("--starts", type=int, default=8, help="recorded runs per workload")
     commands["coverage"] = cmd_coverage
+    s = sub.add_parser("teacher", help=cmd_teacher.__doc__)
+    s.add_argument("--train-seeds", type=int, default=3, help="noise seeds per training workload")
+    commands["teacher"] = cmd_teacher
     s = sub.add_parser("oracle-moves", help=cmd_oracle_moves.__doc__)
     s.add_argument("--randomized", type=int, default=200, help="training-randomization profiles")
     commands["oracle-moves"] = cmd_oracle_moves
