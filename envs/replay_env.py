@@ -94,6 +94,11 @@ class EnvConfig:
         randomized_profiles: synthetic training profiles added to the catalog source
             (domain randomization, :mod:`envs.randomization`); 0 = none.
         randomization_path: randomization settings TOML ("" = configs/randomization.toml).
+        teacher: put the oracle teacher's action for the next step in every info, as
+            ``teacher_action`` (:mod:`envs.teacher`; NaN for a workload without an oracle),
+            for SAC's behaviour-cloning term (:mod:`jpo.sac_bc`).
+        teacher_hold: hyperparameters the teacher leaves to the action mapping.
+        teacher_cache: JSON cache of the oracle configurations ("" = none).
     """
 
     source: str = "catalog"
@@ -118,6 +123,9 @@ class EnvConfig:
     catalog_start: float = 1767225600.0
     randomized_profiles: int = 0
     randomization_path: str = ""
+    teacher: bool = False
+    teacher_hold: tuple[str, ...] = ("learning_rate", "epochs")
+    teacher_cache: str = ""
 
 
 def _flatten(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -220,12 +228,13 @@ def _validate(cfg: EnvConfig) -> None:
         raise ConfigError(
             "env config: source = 'table' needs key 'table' (a HISTORY_SCHEMA pyarrow.Table)"
         )
-    bad = [n for n in cfg.tunable if n not in HYPERPARAMETER_NAMES]
-    if bad:
-        raise ConfigError(
-            f"env config: tunable has unknown hyperparameter(s) {bad}; known: "
-            f"{', '.join(HYPERPARAMETER_NAMES)}"
-        )
+    for key in ("tunable", "teacher_hold"):
+        bad = [n for n in getattr(cfg, key) if n not in HYPERPARAMETER_NAMES]
+        if bad:
+            raise ConfigError(
+                f"env config: {key} has unknown hyperparameter(s) {bad}; known: "
+                f"{', '.join(HYPERPARAMETER_NAMES)}"
+            )
     if cfg.noise < 0 or cfg.noise > 0.5:
         raise ConfigError(f"env config: noise = {cfg.noise}; use a relative std in [0, 0.5]")
     if cfg.residual_clip < 1.0:
@@ -581,6 +590,22 @@ def _cached_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
     return _build_replays(cfg)
 
 
+def _teacher_targets(
+    cfg: EnvConfig, replays: Sequence[WorkloadReplay]
+) -> dict[str, Hyperparameters]:
+    """Return each replayed profile's oracle configuration (the teacher's targets)."""
+    from envs.teacher import cached_oracle_configs
+
+    cache = Path(cfg.teacher_cache) if cfg.teacher_cache else None
+    return cached_oracle_configs([r.profile for r in replays], _constraints(cfg), cache)
+
+
+@lru_cache(maxsize=8)
+def _cached_teacher(cfg: EnvConfig) -> dict[str, Hyperparameters]:
+    """Memoize :func:`_teacher_targets` of catalog configs (vector envs share the work)."""
+    return _teacher_targets(cfg, _cached_replays(cfg))
+
+
 def _constraints(cfg: EnvConfig) -> Constraints:
     """Return the constraints of the config, restricted to its tunable set."""
     base = load_constraints(cfg.constraints_path or None)
@@ -677,13 +702,16 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     ``constraints_path``, ``cluster_path``, ``tunable``, ``calibrate``,
     ``rollback_on_failure``, ``rollback_on_degraded``, ``noise``, ``seed``,
     ``catalog``: {...},
-    ``randomized_profiles``, ``randomization_path``). Invalid configs
+    ``randomized_profiles``, ``randomization_path``, ``teacher``, ``teacher_hold``,
+    ``teacher_cache``). Invalid configs
     (empty history, unknown workload, episode_length < 1, unknown keys) raise
     :class:`jpo.errors.ConfigError` at construction.
 
     ``info`` of each step: ``workload``, ``run_id`` (the replayed recording),
     ``hyperparameters`` (of the executed run), ``summary`` (its RunSummary),
-    ``reward`` (the RewardBreakdown) and ``rolled_back`` (empty with ``step_info=False``).
+    ``reward`` (the RewardBreakdown) and ``rolled_back`` (empty with ``step_info=False``);
+    with ``teacher`` on, also ``teacher_action`` (in both modes): the action of the oracle
+    teacher (:mod:`envs.teacher`) from the state this observation shows.
 
     ## Version History
 
@@ -692,6 +720,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
       domain-randomized training profiles (``randomized_profiles``).
     * v0 (same id): opt-in ``rollback_on_degraded`` (the CI stage's rollback of degraded
       runs); the default behaviour is unchanged.
+    * v0 (same id): opt-in ``teacher`` (the oracle teacher's action in each info).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -732,6 +761,13 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         k = len(self._constraints.tunable)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(k,), dtype=np.float32)
         self._names = {r.name: i for i, r in enumerate(self._replays)}
+        self._teacher: dict[str, Hyperparameters] | None = None
+        if cfg.teacher:
+            self._teacher = (
+                _cached_teacher(cfg)
+                if cfg.source == "catalog"
+                else _teacher_targets(cfg, self._replays)
+            )
         self._w: WorkloadReplay | None = None
         self._t = 0
         self._start = 0
@@ -812,14 +848,26 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         self._ctx = ctx.after(rec.summary)
         if not self._info:
-            return obs, {}
+            return obs, self._teacher_info()
         info = {
             "workload": w.name,
             "run_id": rec.run_id,
             "hyperparameters": rec.hp,
             "summary": rec.summary,
+            **self._teacher_info(),
         }
         return obs, info
+
+    def _teacher_info(self) -> dict[str, Any]:
+        """The teacher's action for the next step (``teacher`` on), else nothing."""
+        if self._teacher is None or self._w is None:
+            return {}
+        target = self._teacher.get(self._w.name)
+        if target is None:
+            return {"teacher_action": np.full(self.action_space.shape, np.nan, np.float32)}
+        hold = self.config.teacher_hold
+        action = self._constraints.action_towards(self._hp, target, hold=hold)
+        return {"teacher_action": action.astype(np.float32)}
 
     @staticmethod
     def _first_good(w: WorkloadReplay, rec: Recording) -> Hyperparameters:
@@ -908,7 +956,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             self._prev = run
         truncated = self._t >= self._episode_length
         if not self._info:
-            return obs, reward.total, False, truncated, {}
+            return obs, reward.total, False, truncated, self._teacher_info()
         info = {
             "workload": w.name,
             "run_id": rec.run_id,
@@ -916,5 +964,6 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             "summary": run,
             "reward": reward,
             "rolled_back": rolled_back,
+            **self._teacher_info(),
         }
         return obs, reward.total, False, truncated, info

@@ -153,6 +153,9 @@ class SacSection(_Section):
     """Warm-up env steps before the first update."""
     grad_clip: float | None = None
     """Gradient norm clip; None: off."""
+    bc_weight: float = Field(default=0.0, ge=0.0)
+    """Weight of the behaviour-cloning term towards the oracle teacher (jpo.sac_bc); 0: off.
+    Needs ``env.config.teacher: true``."""
     replay_buffer: ReplayBufferSection = Field(default_factory=ReplayBufferSection)
 
 
@@ -512,6 +515,17 @@ def _callbacks_class() -> type:
     class RewardComponentsCallback(RLlibCallback):
         """Log the env's reward components per step (info["reward"], a RewardBreakdown)."""
 
+        def on_algorithm_init(self, *, algorithm: Any, **_: Any) -> None:
+            """With the BC term on, make the replay buffer keep the teacher's actions."""
+            from jpo.sac_bc import BC_WEIGHT_KEY
+
+            weight = algorithm.config.learner_config_dict.get(BC_WEIGHT_KEY, 0.0)
+            buffer = getattr(algorithm, "local_replay_buffer", None)
+            if weight > 0 and buffer is not None:
+                from jpo.sac_bc import keep_infos_in_samples
+
+                keep_infos_in_samples(buffer)
+
         def on_episode_step(self, *, episode: Any, metrics_logger: Any = None, **_: Any) -> None:
             if metrics_logger is None:
                 return
@@ -588,6 +602,19 @@ def build_sac_config(
         )
         .callbacks(_callbacks_class())
     )
+    if cfg.sac.bc_weight > 0:
+        if not cfg.env.config.get("teacher"):
+            raise ConfigError(
+                f"sac.bc_weight = {cfg.sac.bc_weight} needs the teacher's actions: set "
+                "env.config.teacher: true (configs/env.toml documents it), or bc_weight: 0"
+            )
+        from jpo.sac_bc import BC_WEIGHT_KEY, BCSACTorchLearner, TeacherActionsToBatch
+
+        config = config.learners(
+            learner_class=BCSACTorchLearner,
+            learner_connector=lambda _obs_space, _act_space: TeacherActionsToBatch(),
+            learner_config_dict={BC_WEIGHT_KEY: cfg.sac.bc_weight},
+        )
     if cfg.seed is not None:
         config = config.debugging(seed=cfg.seed)
     return config
@@ -654,7 +681,15 @@ def summarize_result(result: Mapping[str, Any], batch_size: int | None = None) -
     }
     if batch_size and math.isfinite(row["updates_lifetime"]):
         row["updates_lifetime"] = row["updates_lifetime"] / batch_size  # gradient updates
-    for key in ("qf_loss", "policy_loss", "alpha_loss", "alpha_value", "qf_mean", "td_error_mean"):
+    for key in (
+        "qf_loss",
+        "policy_loss",
+        "bc_loss",
+        "alpha_loss",
+        "alpha_value",
+        "qf_mean",
+        "td_error_mean",
+    ):
         if key in learner:
             row[f"learner/{key}"] = _get(learner, key)
     for name, value in ((result.get("env_runners") or {}).get("reward") or {}).items():

@@ -43,8 +43,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fast_sac import export_actor, parse_overrides
 from minimal_sac import mlp
-from teacher import cached_oracle_configs, teacher_action
 
+from envs.teacher import cached_oracle_configs, teacher_action
 from jpo.train import describe_env, load_train_config
 from jpo.workload import HYPERPARAMETER_NAMES
 
@@ -104,7 +104,7 @@ def main() -> int:
     env = gym.make(cfg.env.id, config={**env_config, "step_info": False}).unwrapped
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    oracles = cached_oracle_configs(env, env_config, args.oracle_cache)
+    oracles = cached_oracle_configs(env.profiles, env.constraints, args.oracle_cache)
     oracle_s = time.perf_counter() - t0
     names = [n for n in env.workloads if n in oracles]
     if not names:

@@ -42,7 +42,7 @@ class Settings:
     init_actor: str = ""  # artifact folder whose actor starts the run ("" = random init)
     init_std: float = 0.3  # with init_actor: the starting policy's action std (pre-tanh)
     actor_delay: int = 0  # env steps after the warm-up before the actor starts learning
-    # Behaviour cloning towards the oracle teacher (teacher.py), TD3+BC style (Fujimoto &
+    # Behaviour cloning towards the oracle teacher (envs/teacher.py), TD3+BC style (Fujimoto &
     # Gu 2021): actor loss = SAC loss / mean|Q| + bc_weight * squared error to the
     # teacher's action. 0 = plain SAC.
     bc_weight: float = 0.0
@@ -181,11 +181,11 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
     D = np.zeros(s.buffer, np.float32)
     bc = s.bc_weight > 0
     if bc:
-        from teacher import cached_oracle_configs, teacher_action
+        from envs.teacher import cached_oracle_configs, teacher_action
 
         base = env.unwrapped
         cache = Path(s.oracle_cache) if s.oracle_cache else None
-        oracles = cached_oracle_configs(base, dict(s.env_config or {}), cache)
+        oracles = cached_oracle_configs(base.profiles, base.constraints, cache)
         LAB = np.zeros((s.buffer, n_act), np.float32)
         HAS = np.zeros(s.buffer, np.float32)
     n = ptr = 0

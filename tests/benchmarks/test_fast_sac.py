@@ -64,7 +64,7 @@ def test_behaviour_cloning_pulls_the_actor_towards_the_teacher(tmp_path: Path) -
     from envs.replay_env import PrometheusReplayEnv
 
     sys.path.insert(0, str(REPO / "benchmarks" / "train"))
-    from teacher import oracle_configs, teacher_action
+    from envs.teacher import oracle_configs, teacher_action
 
     workloads = ["cifar10-resnet18", "mnist-lenet", "imdb-lstm"]
     runs = {}
