@@ -8,8 +8,8 @@ configuration as one trust-region step allows
 (:meth:`jpo.constraints.Constraints.action_towards`). The oracle is
 :func:`envs.oracle.best_config` with the settings every score is judged by
 (:func:`jpo.evaluate.evaluation_oracle_settings`); its search takes ~0.6 s per profile, so
-the configurations are cached in a JSON file keyed by the env config and the files the
-oracle reads.
+the configurations are cached in a JSON file keyed by the profiles, the constraints and
+the files the oracle reads.
 """
 
 from __future__ import annotations

@@ -917,6 +917,10 @@ def export_latest(
         "episode_return_mean": marker.get("episode_return_mean"),
         **dict(extra_training_data or {}),
     }
+    bc: dict[str, Any] = {}
+    if cfg.sac.bc_weight > 0:  # SAC + the oracle teacher's behaviour-cloning term
+        hold = cfg.env.config.get("teacher_hold", ["learning_rate", "epochs"])
+        bc = {"bc_weight": cfg.sac.bc_weight, "teacher_hold": list(hold)}
     with tempfile.TemporaryDirectory(prefix="jpo-ckpt-") as tmp:
         local = storage.local_copy(ckpt, Path(tmp) / "ckpt")
         path = export_checkpoint(
@@ -929,7 +933,7 @@ def export_latest(
             constraints_sha256=desc.constraints_sha256,
             learning_rate_follows_batch=desc.learning_rate_follows_batch,
             training_data=training_data,
-            source={"algorithm": "rllib-sac", "checkpoint": ckpt, "seed": cfg.seed},
+            source={"algorithm": "rllib-sac", "checkpoint": ckpt, "seed": cfg.seed, **bc},
         )
     logger.info("exported policy to %s", path)
     return path
