@@ -117,21 +117,26 @@ def test_degraded_runs_missing_from_history_are_fetched(tmp_path: Path) -> None:
     assert _degraded_runs(conf, source) == (2, 0)  # idempotent
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, *, teacher: bool = False) -> Path:
+    env_config: dict[str, object] = {"source": "catalog", "split": "train", "episode_length": 4}
+    sac: dict[str, object] = {
+        "train_batch_size_per_learner": 32,
+        "num_steps_sampled_before_learning_starts": 50,
+        "replay_buffer": {"capacity": 2000},
+    }
+    if teacher:  # configs/train.yaml's recipe: SAC + the oracle teacher's BC term
+        env_config.update(teacher=True, teacher_cache=str(tmp_path / "oracles.json"))
+        sac["bc_weight"] = 1.0
     cfg = {
         "seed": 2,
         "env": {
             "id": "jpo/PrometheusReplay-v0",
             "register_module": "envs",
-            "config": {"source": "catalog", "split": "train", "episode_length": 4},
+            "config": env_config,
             "eval_config": {"split": "holdout"},
         },
         "model": {"fcnet_hiddens": [16, 16]},
-        "sac": {
-            "train_batch_size_per_learner": 32,
-            "num_steps_sampled_before_learning_starts": 50,
-            "replay_buffer": {"capacity": 2000},
-        },
+        "sac": sac,
         "resources": {"ray_num_cpus": 2, "object_store_memory_mb": 200, "torch_threads": 1},
         "storage": {"path": str(tmp_path / "store"), "checkpoint_every": 5},
         "reporting": {"min_sample_timesteps_per_iteration": 100, "progress_bar": False},
@@ -192,3 +197,17 @@ def test_two_cycles_promote_then_refuse_a_worse_candidate(
     assert second.pulled_rows == 0  # nothing new since the last pull
     state = json.loads((tmp_path / "store" / "continuous_state.json").read_text())
     assert state["cycles"] == 2
+
+
+@pytest.mark.slow
+def test_a_cycle_on_pulled_history_trains_with_the_teacher(tmp_path: Path) -> None:
+    """The shipped recipe (teacher + BC term) also runs on history pulled from Prometheus."""
+    from jpo.train import load_train_config
+
+    cfg = load_train_config(_config(tmp_path, teacher=True))
+    result = continuous.run_continuous(cfg, max_cycles=1, source=FakePrometheus())[0]
+    assert result.env_source == "parquet" and result.promoted
+    # the teacher searched the oracle of the profiles the pulled history was matched to
+    assert json.loads((tmp_path / "oracles.json").read_text())["oracles"]
+    progress = (tmp_path / "store" / "progress.jsonl").read_text().splitlines()
+    assert any("learner/bc_loss" in json.loads(row) for row in progress)
