@@ -29,6 +29,7 @@ from envs.response import (
     load_conditions,
     predict,
 )
+from envs.teacher import TEACHER_ACTION
 from jpo.constraints import Constraints, load_constraints
 from jpo.errors import ConfigError, JpoError
 from jpo.features import (
@@ -864,10 +865,10 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             return {}
         target = self._teacher.get(self._w.name)
         if target is None:
-            return {"teacher_action": np.full(self.action_space.shape, np.nan, np.float32)}
+            return {TEACHER_ACTION: np.full(self.action_space.shape, np.nan, np.float32)}
         hold = self.config.teacher_hold
         action = self._constraints.action_towards(self._hp, target, hold=hold)
-        return {"teacher_action": action.astype(np.float32)}
+        return {TEACHER_ACTION: action.astype(np.float32)}
 
     @staticmethod
     def _first_good(w: WorkloadReplay, rec: Recording) -> Hyperparameters:

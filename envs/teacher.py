@@ -32,6 +32,9 @@ from jpo.workload import Hyperparameters
 if TYPE_CHECKING:
     from envs.replay_env import PrometheusReplayEnv
 
+TEACHER_ACTION = "teacher_action"
+"""Key of the teacher's action in the replay env's info (and SAC's train-batch column)."""
+
 
 def oracle_configs(
     profiles: Sequence[WorkloadProfile], constraints: Constraints

@@ -31,6 +31,8 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 
+from envs.teacher import TEACHER_ACTION
+
 __all__ = [
     "BC_WEIGHT_KEY",
     "TEACHER_ACTION",
@@ -38,9 +40,6 @@ __all__ = [
     "TeacherActionsToBatch",
     "keep_infos_in_samples",
 ]
-
-TEACHER_ACTION = "teacher_action"
-"""Info key and train-batch column of the teacher's action."""
 
 BC_WEIGHT_KEY = "bc_weight"
 """Key of the BC weight in the algorithm config's ``learner_config_dict``."""
