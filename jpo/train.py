@@ -919,7 +919,9 @@ def export_latest(
     }
     bc: dict[str, Any] = {}
     if cfg.sac.bc_weight > 0:  # SAC + the oracle teacher's behaviour-cloning term
-        hold = cfg.env.config.get("teacher_hold", ["learning_rate", "epochs"])
+        from envs.replay_env import EnvConfig
+
+        hold = cfg.env.config.get("teacher_hold", EnvConfig.teacher_hold)
         bc = {"bc_weight": cfg.sac.bc_weight, "teacher_hold": list(hold)}
     with tempfile.TemporaryDirectory(prefix="jpo-ckpt-") as tmp:
         local = storage.local_copy(ckpt, Path(tmp) / "ckpt")

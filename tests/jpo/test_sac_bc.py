@@ -132,8 +132,9 @@ def test_bc_weight_without_the_teacher_is_a_config_error(tmp_path: Path) -> None
 def test_rllib_sac_trains_with_the_bc_term(tmp_path: Path) -> None:
     """A tiny real run: the BC loss is computed from the teacher's actions and logged."""
     config = _config(tmp_path, teacher=True, bc_weight=1.0)
+    export = str(tmp_path / "policy")
     proc = subprocess.run(
-        [sys.executable, "-m", "jpo.train", "--config", str(config)],
+        [sys.executable, "-m", "jpo.train", "--config", str(config), "--export", export],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -146,3 +147,5 @@ def test_rllib_sac_trains_with_the_bc_term(tmp_path: Path) -> None:
     losses = [r["learner/bc_loss"] for r in rows if "learner/bc_loss" in r]
     assert losses and all(np.isfinite(losses)) and losses[-1] > 0.0
     assert json.loads((tmp_path / "oracles.json").read_text())["oracles"]  # the teacher ran
+    source = json.loads((tmp_path / "policy" / "manifest.json").read_text())["source"]
+    assert source["bc_weight"] == 1.0 and source["teacher_hold"] == ["learning_rate", "epochs"]
