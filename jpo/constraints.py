@@ -375,6 +375,22 @@ class Constraints:
             f"(x{self._tr[i]:g}); fix config.ini by hand (run `jpo check`)"
         )
 
+    @staticmethod
+    def _coupled_start(
+        i: int,
+        cur: float,
+        out: list[float],
+        vals: list[float],
+        lo: float,
+        hi: float,
+        coupling: float,
+    ) -> float:
+        """Where parameter i's move starts: the learning rate follows the settled batch."""
+        if i != _LR or not coupling or out[_BATCH] == vals[_BATCH] or vals[_BATCH] <= 0.0:
+            return cur
+        start = cur * (out[_BATCH] / vals[_BATCH]) ** coupling
+        return lo if start < lo else (hi if start > hi else start)
+
     def _settle(self, i: int, cur: float, target: float, lo: float, hi: float) -> float:
         """Clamp target into [lo, hi], round integers, snap powers of two."""
         if target != target:  # NaN: keep current (clamped)
@@ -459,10 +475,7 @@ class Constraints:
                 a = 1.0
             elif a < -1.0:
                 a = -1.0
-            start = cur
-            if i == _LR and coupling and out[_BATCH] != vals[_BATCH] and vals[_BATCH] > 0.0:
-                start = cur * (out[_BATCH] / vals[_BATCH]) ** coupling
-                start = lo if start < lo else (hi if start > hi else start)
+            start = self._coupled_start(i, cur, out, vals, lo, hi, coupling)
             edge = hi if a >= 0.0 else lo
             if self._is_log[i] and start > 0.0 and edge > 0.0:
                 target = start * (edge / start) ** abs(a)
@@ -508,10 +521,7 @@ class Constraints:
             lo, hi = self._region(i, cur)
             if lo > hi:
                 raise self._empty_region(i, cur)
-            start = cur
-            if i == _LR and coupling and out[_BATCH] != vals[_BATCH] and vals[_BATCH] > 0.0:
-                start = cur * (out[_BATCH] / vals[_BATCH]) ** coupling
-                start = lo if start < lo else (hi if start > hi else start)
+            start = self._coupled_start(i, cur, out, vals, lo, hi, coupling)
             t = goal[i]
             t = lo if t < lo else (hi if t > hi else t)
             edge = hi if t >= start else lo
