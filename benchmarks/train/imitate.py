@@ -104,7 +104,12 @@ def main() -> int:
     env = gym.make(cfg.env.id, config={**env_config, "step_info": False}).unwrapped
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    oracles = cached_oracle_configs(env.profiles, env.constraints, args.oracle_cache)
+    # Without --oracle-cache, share the env's own cache (env.config.teacher_cache), which the
+    # env build above has just filled when the recipe turns the teacher on.
+    cache = args.oracle_cache or (
+        Path(env_config["teacher_cache"]) if env_config.get("teacher_cache") else None
+    )
+    oracles = cached_oracle_configs(env.profiles, env.constraints, cache)
     oracle_s = time.perf_counter() - t0
     names = [n for n in env.workloads if n in oracles]
     if not names:

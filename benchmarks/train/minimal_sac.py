@@ -184,7 +184,9 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
         from envs.teacher import cached_oracle_configs, teacher_action
 
         base = env.unwrapped
-        cache = Path(s.oracle_cache) if s.oracle_cache else None
+        # default: the env's own cache (env.config.teacher_cache), filled when it builds
+        cache_path = s.oracle_cache or (s.env_config or {}).get("teacher_cache", "")
+        cache = Path(cache_path) if cache_path else None
         oracles = cached_oracle_configs(base.profiles, base.constraints, cache)
         LAB = np.zeros((s.buffer, n_act), np.float32)
         HAS = np.zeros(s.buffer, np.float32)

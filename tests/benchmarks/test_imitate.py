@@ -22,6 +22,7 @@ def test_imitate_exports_a_policy_that_ci_can_load(tmp_path: Path) -> None:
         "--seed", "3", "--export", str(out), "--iterations", "2", "--episodes", "6",
         "--epochs", "2", "--oracle-cache", str(cache),
         "--set", "env.config.randomized_profiles=0",
+        "--set", f"env.config.teacher_cache={tmp_path / 'env-oracles.json'}",
         "--set", "env.config.episode_length=4",
         "--set", "env.config.workloads=[cifar10-resnet18, mnist-lenet, imdb-lstm]",
     ]  # fmt: skip
