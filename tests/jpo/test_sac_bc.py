@@ -19,7 +19,21 @@ from jpo.train import build_sac_config, load_train_config
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _config(tmp_path: Path, *, teacher: bool, bc_weight: float, iterations: int = 3) -> Path:
+def _config(
+    tmp_path: Path,
+    *,
+    teacher: bool,
+    bc_weight: float,
+    iterations: int = 3,
+    remote: bool = False,
+) -> Path:
+    resources: dict[str, object] = {
+        "ray_num_cpus": 2,
+        "object_store_memory_mb": 200,
+        "torch_threads": 1,
+    }
+    if remote:  # the shape of a KubeRay run: env runners and a learner as Ray actors
+        resources |= {"ray_num_cpus": 3, "num_env_runners": 1, "num_learners": 1}
     cfg = {
         "seed": 2,
         "env": {
@@ -40,7 +54,7 @@ def _config(tmp_path: Path, *, teacher: bool, bc_weight: float, iterations: int 
             "replay_buffer": {"type": "EpisodeReplayBuffer", "capacity": 2000},
             "bc_weight": bc_weight,
         },
-        "resources": {"ray_num_cpus": 2, "object_store_memory_mb": 200, "torch_threads": 1},
+        "resources": resources,
         "storage": {"path": str(tmp_path / "store"), "checkpoint_every": 10, "keep": 1},
         "stop": {"iterations": iterations},
         "reporting": {"min_sample_timesteps_per_iteration": 100, "progress_bar": False},
@@ -129,9 +143,14 @@ def test_bc_weight_without_the_teacher_is_a_config_error(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_rllib_sac_trains_with_the_bc_term(tmp_path: Path) -> None:
-    """A tiny real run: the BC loss is computed from the teacher's actions and logged."""
-    config = _config(tmp_path, teacher=True, bc_weight=1.0)
+@pytest.mark.parametrize("remote", [False, True], ids=["in-driver", "remote-runner-and-learner"])
+def test_rllib_sac_trains_with_the_bc_term(tmp_path: Path, remote: bool) -> None:
+    """A tiny real run: the BC loss is computed from the teacher's actions and logged.
+
+    Remote: the teacher's actions travel in infos from an env-runner actor to the driver's
+    replay buffer, and in sampled episodes to a learner actor, as on a KubeRay cluster.
+    """
+    config = _config(tmp_path, teacher=True, bc_weight=1.0, remote=remote)
     export = str(tmp_path / "policy")
     proc = subprocess.run(
         [sys.executable, "-m", "jpo.train", "--config", str(config), "--export", export],
