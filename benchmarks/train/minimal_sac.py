@@ -180,18 +180,23 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
     O2 = np.zeros((s.buffer, n_obs), np.float32)
     D = np.zeros(s.buffer, np.float32)
     bc = s.bc_weight > 0
+    env_labels = False
     if bc:
-        from envs.teacher import cached_oracle_configs, teacher_action
+        from envs.teacher import TEACHER_ACTION, cached_oracle_configs, teacher_action
 
         base = env.unwrapped
-        # default: the env's own cache (env.config.teacher_cache), filled when it builds
-        cache_path = s.oracle_cache or (s.env_config or {}).get("teacher_cache", "")
-        cache = Path(cache_path) if cache_path else None
-        oracles = cached_oracle_configs(base.profiles, base.constraints, cache)
+        # The env labels every state itself when its teacher holds what ours holds (the
+        # RLlib path reads the same info); otherwise label here, with --bc-hold.
+        env_labels = base.config.teacher and set(base.config.teacher_hold) == set(s.bc_hold)
+        if not env_labels:
+            # default: the env's own cache (env.config.teacher_cache), filled when it builds
+            cache_path = s.oracle_cache or (s.env_config or {}).get("teacher_cache", "")
+            cache = Path(cache_path) if cache_path else None
+            oracles = cached_oracle_configs(base.profiles, base.constraints, cache)
         LAB = np.zeros((s.buffer, n_act), np.float32)
         HAS = np.zeros(s.buffer, np.float32)
     n = ptr = 0
-    obs, _ = env.reset(seed=s.seed)
+    obs, info = env.reset(seed=s.seed)
     ep_ret, returns, updates, debt = 0.0, [], 0, 0.0
     t_env = t_upd = 0.0
     t0 = time.perf_counter()
@@ -200,11 +205,15 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
         random_phase = step < s.warmup and not s.init_actor
         a = rng.uniform(-1, 1, n_act).astype(np.float32) if random_phase else agent.act(obs)
         agent.learn_actor = step >= s.warmup + s.actor_delay
-        if bc:
+        if bc and env_labels:
+            label = np.asarray(info[TEACHER_ACTION], np.float32)
+            HAS[ptr] = float(not np.isnan(label).any())
+            LAB[ptr] = np.nan_to_num(label)
+        elif bc:
             target = oracles.get(base.profile.name)
             HAS[ptr] = float(target is not None)
             LAB[ptr] = 0.0 if target is None else teacher_action(base, target, s.bc_hold)
-        obs2, r, term, trunc, _ = env.step(a)
+        obs2, r, term, trunc, info = env.step(a)
         O[ptr], A[ptr], R[ptr], O2[ptr], D[ptr] = obs, a, r, obs2, float(term)
         ptr, n = (ptr + 1) % s.buffer, min(n + 1, s.buffer)
         ep_ret += float(r)
@@ -214,7 +223,7 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
             if on_episode is not None:
                 on_episode(step + 1, ep_ret, agent)
             ep_ret = 0.0
-            obs, _ = env.reset()
+            obs, info = env.reset()
         t_env += time.perf_counter() - t
         if step >= s.warmup:
             t = time.perf_counter()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jpo.policy import LocalPolicy
 
@@ -60,8 +61,13 @@ def test_recipe_label_groups_seeds_and_snapshots() -> None:
     assert recipe_label("jpo/data/policy") == "policy"
 
 
-def test_behaviour_cloning_pulls_the_actor_towards_the_teacher(tmp_path: Path) -> None:
-    """With a large BC weight, SAC's actor ends near the oracle teacher's actions."""
+@pytest.mark.parametrize("hold", ["learning_rate", "learning_rate,epochs"])
+def test_behaviour_cloning_pulls_the_actor_towards_the_teacher(tmp_path: Path, hold: str) -> None:
+    """With a large BC weight, SAC's actor ends near the oracle teacher's actions.
+
+    configs/train.yaml's env teacher holds learning_rate and epochs: with that hold the
+    labels come from the env's infos (no second oracle search), with another from fast_sac.
+    """
     import envs  # noqa: F401
     from envs.replay_env import PrometheusReplayEnv
 
@@ -76,11 +82,10 @@ def test_behaviour_cloning_pulls_the_actor_towards_the_teacher(tmp_path: Path) -
             [
                 sys.executable, str(REPO / "benchmarks" / "train" / "fast_sac.py"),
                 "--steps", "600", "--seed", "1", "--export", str(out),
-                "--bc-weight", weight, "--oracle-cache", str(tmp_path / "oracles.json"),
+                "--bc-weight", weight, "--bc-hold", hold,
+                "--oracle-cache", str(tmp_path / "oracles.json"),
                 "--set", "env.config.randomized_profiles=0",
-        "--set", f"env.config.teacher_cache={tmp_path / 'env-oracles.json'}",
                 "--set", f"env.config.teacher_cache={tmp_path / 'env-oracles.json'}",
-            "--set", f"env.config.teacher_cache={tmp_path / 'env-oracles.json'}",
                 "--set", "env.config.episode_length=4",
                 "--set", f"env.config.workloads=[{', '.join(workloads)}]",
                 "--set", "sac.num_steps_sampled_before_learning_starts=64",
@@ -91,13 +96,15 @@ def test_behaviour_cloning_pulls_the_actor_towards_the_teacher(tmp_path: Path) -
         assert json.loads((out / "manifest.json").read_text())["source"]["bc_weight"] == float(
             weight
         )
+    # fast_sac searched the oracle itself only where the env's labels had another hold
+    assert (tmp_path / "oracles.json").exists() == (hold == "learning_rate")
     env = PrometheusReplayEnv(config={"workloads": workloads, "episode_length": 4})
     oracles = oracle_configs(env.profiles, env.constraints)
     errors = {w: 0.0 for w in runs}
     for name in workloads:
         for start in range(4):
             obs, _ = env.reset(seed=start, options={"workload": name, "start": start})
-            label = teacher_action(env, oracles[name], hold=("learning_rate",))
+            label = teacher_action(env, oracles[name], hold=tuple(hold.split(",")))
             for weight, policy in runs.items():
                 errors[weight] += float(np.sum((policy.act(obs) - label) ** 2))
     assert errors["100"] < 0.5 * errors["0"]
