@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fast_sac import export_actor, parse_overrides
-from minimal_sac import mlp
+from minimal_sac import mlp, oracle_cache_path
 
 from envs.teacher import cached_oracle_configs, teacher_action
 from jpo.train import describe_env, load_train_config
@@ -104,11 +104,7 @@ def main() -> int:
     env = gym.make(cfg.env.id, config={**env_config, "step_info": False}).unwrapped
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    # Without --oracle-cache, share the env's own cache (env.config.teacher_cache), which the
-    # env build above has just filled when the recipe turns the teacher on.
-    cache = args.oracle_cache or (
-        Path(env_config["teacher_cache"]) if env_config.get("teacher_cache") else None
-    )
+    cache = oracle_cache_path(args.oracle_cache, env_config)
     oracles = cached_oracle_configs(env.profiles, env.constraints, cache)
     oracle_s = time.perf_counter() - t0
     names = [n for n in env.workloads if n in oracles]

@@ -168,6 +168,16 @@ def make_env(s: Settings):
     return gym.make(s.env_id, config=s.env_config) if s.env_config else gym.make(s.env_id)
 
 
+def oracle_cache_path(explicit: str | Path | None, env_config: dict) -> Path | None:
+    """The oracle cache to use: ``explicit``, else the env's own (env.config.teacher_cache).
+
+    The env fills its cache when it builds with the teacher on, so sharing it saves the
+    ~2 min search a second time.
+    """
+    path = explicit or env_config.get("teacher_cache", "")
+    return Path(path) if path else None
+
+
 def train(s: Settings, steps: int, on_episode=None) -> dict:
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
@@ -189,9 +199,7 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
         # RLlib path reads the same info); otherwise label here, with --bc-hold.
         env_labels = base.config.teacher and set(base.config.teacher_hold) == set(s.bc_hold)
         if not env_labels:
-            # default: the env's own cache (env.config.teacher_cache), filled when it builds
-            cache_path = s.oracle_cache or (s.env_config or {}).get("teacher_cache", "")
-            cache = Path(cache_path) if cache_path else None
+            cache = oracle_cache_path(s.oracle_cache, s.env_config or {})
             oracles = cached_oracle_configs(base.profiles, base.constraints, cache)
         LAB = np.zeros((s.buffer, n_act), np.float32)
         HAS = np.zeros(s.buffer, np.float32)
