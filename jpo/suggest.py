@@ -558,6 +558,13 @@ def suggest(
     )
     notes.extend(guard.notes)
     after = guard.hyperparameters
+    if after != proposed:
+        # The memory and hysteresis guards drop parts of the proposal; what is left can be a
+        # remembered configuration that the full proposal was not (e.g. only the learning-
+        # rate change of a step survives, and that change is what degraded a run before).
+        guard = check_failed_configs(current, after, failures, near=near)
+        notes.extend(guard.notes)
+        after = guard.hyperparameters
     decide.predicted_gain = predicted_throughput_gain(summary, current, after)
     if after == current:
         why = "; ".join(n for n in notes if n.startswith(("hysteresis", "memory", "failed")))

@@ -643,3 +643,25 @@ def test_a_rolled_back_degraded_config_is_not_proposed_again(config: Path, polic
     assert fourth.status is SuggestStatus.CHANGED and fourth.after is not None
     assert HP.batch_size < fourth.after.batch_size < first.after.batch_size
     assert any("step halved 1 time(s)" in n for n in fourth.notes)
+
+
+def test_memory_checks_what_is_left_after_the_hysteresis_guard(
+    config: Path, tmp_path: Path
+) -> None:
+    # batch and learning rate up; at full GPU utilization the batch-gain guard drops the
+    # batch step, so only the learning-rate step is written
+    policy = make_policy(tmp_path / "policy-both", (0.5, 0.5, 0.0, 0.0))
+    remember = replace(SETTINGS, remember_degraded=True, repeat_tolerance=0.05)
+    fake = FakeSource()
+    fake.add(HP, "run-1", gpu_util=1.0, val_loss=0.5)
+    first = run(config, fake, policy, settings=remember)
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    assert first.after.batch_size == HP.batch_size
+    assert first.after.learning_rate > HP.learning_rate
+    fake.add(first.after, "run-2", gpu_util=1.0, val_loss=0.8)  # degraded: rolled back
+    assert run(config, fake, policy, settings=remember).status is SuggestStatus.ROLLED_BACK
+    fake.add(HP, "run-3", gpu_util=1.0, val_loss=0.5)
+    # the full proposal (batch and lr up) is no repeat, but what the guards leave of it is
+    third = run(config, fake, policy, settings=remember)
+    assert third.status is SuggestStatus.UNCHANGED
+    assert any("failed with degraded in run run-2" in n for n in third.notes)
