@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from jpo.errors import ConfigError
 from jpo.guards import FailedConfig
 from jpo.schema import RunSummary
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from jpo.audit import AuditRecord
+    from jpo.constraints import Constraints
     from jpo.suggest import SuggestSettings
     from jpo.telemetry import MetricSource
 
@@ -193,12 +196,51 @@ def last_known_good(records: Sequence[Any]) -> Hyperparameters | None:
     """Return the newest values known to be good for a workload's records (oldest first).
 
     The ``after`` of the newest record whose outcome was good; failing that, the
-    ``before`` of the newest record (the values in place before the bad change).
+    ``before`` of the newest record (the values in place before the bad change), unless
+    those values failed too (their run, or any remembered run): then None, since rolling
+    back to them would only repeat the failure.
     """
     for record in reversed(records):
         if _is_good(record):
             return record_applied(record)
-    return record_before(records[-1]) if records else None
+    if not records:
+        return None
+    before = record_before(records[-1])
+    base = record_summary(records[-1])
+    if base is not None and base.failure != "none":
+        return None
+    failed = {f.hyperparameters for f in failed_configs(records, None, None, "")}
+    return None if before in failed else before
+
+
+RECOVERY_STEPS: dict[str, tuple[str, ...]] = {
+    "oom": ("batch_size", "num_layers"),
+    "diverged": ("learning_rate",),
+}
+"""Per failure, the hyperparameters a recovery step may lower, the first tunable one wins:
+a smaller batch (then a shallower model) needs less memory; a lower learning rate is the
+standard cure for divergence."""
+
+
+def recovery_step(
+    constraints: Constraints, current: Hyperparameters, failure: str
+) -> tuple[Hyperparameters, str] | None:
+    """Return values one trust-region step down from failing ``current``, and what moved.
+
+    For a run that failed (``oom`` or ``diverged``) when no known-good values exist to roll
+    back to; None for other failures or when no candidate parameter can move down.
+    """
+    for name in RECOVERY_STEPS.get(failure, ()):
+        if name not in constraints.tunable:
+            continue
+        action = np.zeros(len(constraints.tunable))
+        action[constraints.tunable.index(name)] = -1.0
+        # the learning rate follows a smaller batch as the limits' coupling says (linear
+        # scaling rule by default), so the step does not raise the noise scale lr/B
+        after = constraints.apply_action(current, action)
+        if after != current:
+            return after, name
+    return None
 
 
 def failed_configs(

@@ -9,7 +9,9 @@ order (each owned by one module):
    or no finished run yet: exit 11, file untouched;
 3. record the outcome of the previous suggestion if it has none yet (:mod:`jpo.feedback`);
 4. roll back to the last known-good values if that outcome degraded validation loss
-   beyond tolerance or failed (exit 0, reason recorded);
+   beyond tolerance or failed (exit 0, reason recorded); if the latest run failed (OOM,
+   divergence) and no known-good values exist, step down what the failure points at
+   instead (:func:`jpo.feedback.recovery_step`; exit 0, reason recorded);
 5. features (:func:`jpo.features.build_observation`) and the action
    (:mod:`jpo.policy_source`: local artifact or Serve endpoint with fallback);
 6. optionally scale the action by what earlier steps earned (:mod:`jpo.stepping`, off by
@@ -86,6 +88,7 @@ class SuggestSettings:
     activation_fraction: float = 1.0
     approval_max_relative_change: float = 1.0
     val_loss_tolerance: float = 0.05
+    recover_failures: bool = True
     remember_degraded: bool = True
     repeat_tolerance: float = 0.05
     backtrack_halvings: int = 0
@@ -122,6 +125,7 @@ _SETTING_KEYS: dict[tuple[str, str], str] = {
     ("memory", "activation_fraction"): "activation_fraction",
     ("approval", "max_relative_change"): "approval_max_relative_change",
     ("rollback", "val_loss_tolerance"): "val_loss_tolerance",
+    ("rollback", "recover_failures"): "recover_failures",
     ("failed_configs", "remember_degraded"): "remember_degraded",
     ("failed_configs", "repeat_tolerance"): "repeat_tolerance",
     ("failed_configs", "backtrack_halvings"): "backtrack_halvings",
@@ -380,7 +384,12 @@ def suggest(
     from jpo.config_file import check_workload
     from jpo.constraints import load_constraints
     from jpo.features import FEATURE_SPEC_VERSION, build_observation, summarize_run
-    from jpo.feedback import pending_feedback, run_outcome_is_bad
+    from jpo.feedback import (
+        RECOVERY_STEPS,
+        pending_feedback,
+        recovery_step,
+        run_outcome_is_bad,
+    )
     from jpo.guards import (
         apply_hysteresis,
         approval_needed,
@@ -486,6 +495,27 @@ def suggest(
             after=current,
             run_id=run_id,
         )
+
+    # 4b. a failed run with nothing to roll back to: recovery step
+    if settings.recover_failures and summary.failure in RECOVERY_STEPS:
+        # The run with the current values failed and nothing known-good is left to roll
+        # back to (the defaults failed too): step down what the failure points at,
+        # rather than ask a policy that was never shown this case.
+        recovery = recovery_step(constraints, current, summary.failure)
+        if recovery is not None:
+            after, moved = recovery
+            constraints.validate(after, previous=current)
+            why = (
+                f"recovery: run {run_id} failed ({summary.failure}) and there are no "
+                f"known-good values to roll back to; {moved} one trust-region step down"
+            )
+            notes.append(why)
+            return decide(
+                SuggestStatus.CHANGED,
+                f"updated {path} after failed run {run_id} ({why})",
+                after=after,
+                reason=why,
+            )
 
     # 5. features and action
     history = [_record_summary(r) for r in records]

@@ -107,3 +107,16 @@ def test_feedback_without_a_pending_suggestion_is_a_clear_error(config: Path) ->
     source.add(HP, "run-1")
     with pytest.raises(ConfigError, match="jpo suggest"):
         feedback(FeedbackOptions(config=config, run_id="run-1"), metric_source=source)
+
+
+def test_no_known_good_values_when_the_values_before_failed_too(
+    config: Path, tmp_path: Path
+) -> None:
+    source = FakeSource()
+    source.add(HP, "run-1", run_status=2)  # the defaults ran out of memory
+    new = _suggested(config, tmp_path, source)
+    source.add(new, "run-2", run_status=2)
+    feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source)
+    (record,) = audit.read_records(config.parent / ".jpo" / "audit.jsonl")
+    assert run_outcome_is_bad(record, SETTINGS) is not None
+    assert last_known_good([record]) is None  # rolling back would repeat run-1's OOM

@@ -665,3 +665,51 @@ def test_memory_checks_what_is_left_after_the_hysteresis_guard(
     third = run(config, fake, policy, settings=remember)
     assert third.status is SuggestStatus.UNCHANGED
     assert any("failed with degraded in run run-2" in n for n in third.notes)
+
+
+def test_defaults_that_run_out_of_memory_are_stepped_down_not_rolled_back_to(
+    config: Path, policy_up: Path
+) -> None:
+    fake = FakeSource()
+    fake.add(HP, "run-1", run_status=2)  # the workload's own defaults ran out of memory
+    first = run(config, fake, policy_up)
+    # not the policy's batch increase: the batch halves, the learning rate follows it
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    assert first.after.batch_size == HP.batch_size // 2
+    assert first.after.learning_rate == pytest.approx(HP.learning_rate / 2)
+    assert first.after.num_layers == HP.num_layers and first.after.epochs == HP.epochs
+    assert any(n.startswith("recovery: run run-1 failed (oom)") for n in first.notes)
+    fake.add(first.after, "run-2", run_status=2)  # still too big
+    second = run(config, fake, policy_up)
+    # nothing ever ran: no rollback to the failing defaults, a second step down instead
+    assert second.status is SuggestStatus.CHANGED and second.after is not None
+    assert second.after.batch_size == HP.batch_size // 4
+    records = audit.read_records(log_of(config))
+    assert [r.reason.split(":")[0] for r in records] == ["recovery", "recovery"]
+    fake.add(second.after, "run-3")  # it fits: the policy is asked again
+    third = run(config, fake, policy_up)
+    assert third.status is SuggestStatus.CHANGED and third.after is not None
+    assert third.after.batch_size > second.after.batch_size
+    assert audit.read_records(log_of(config))[-1].reason == "policy"
+
+
+def test_a_diverged_default_lowers_the_learning_rate(config: Path, policy_up: Path) -> None:
+    fake = FakeSource()
+    fake.add(HP, "run-1", run_status=3)  # diverged
+    result = run(config, fake, policy_up)
+    assert result.status is SuggestStatus.CHANGED and result.after is not None
+    assert result.after.learning_rate < HP.learning_rate
+    assert result.after.batch_size == HP.batch_size
+    assert any("recovery: run run-1 failed (diverged)" in n for n in result.notes)
+
+
+def test_failure_recovery_can_be_switched_off(config: Path, policy_up: Path) -> None:
+    fake = FakeSource()
+    fake.add(HP, "run-1", run_status=2)
+    off = replace(SETTINGS, recover_failures=False)
+    result = run(config, fake, policy_up, settings=off)
+    assert not any(n.startswith("recovery") for n in result.notes)
+    # the policy's batch increase dominates the OOM run: refused, the file stays
+    assert result.status is SuggestStatus.UNCHANGED
+    assert any("failed-config memory" in n and "oom" in n for n in result.notes)
+    assert config.read_text() == CONFIG
