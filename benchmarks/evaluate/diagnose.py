@@ -106,6 +106,8 @@ def _jpo(result: Any) -> dict[str, float]:
     return {
         "oracle_fraction": round(float(row["oracle_fraction_mean"]), 3),
         "val_loss_ok": round(float(row["val_loss_ok_share"]), 3),
+        "oom_runs": int(row["oom_runs"]),
+        "invalid_configs": int(row["invalid_configs"]),
     }
 
 
@@ -404,7 +406,7 @@ def cmd_oracle_moves(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def teacher_proposer(hold: Sequence[str]) -> Iterator[None]:
+def teacher_proposer(hold: Sequence[str], epochs_rule: str = "oracle") -> Iterator[None]:
     """Make the evaluation's direct path step towards each workload's oracle configuration.
 
     The teacher of ``benchmarks/train/imitate.py``: it knows the oracle (the tuning task
@@ -414,8 +416,12 @@ def teacher_proposer(hold: Sequence[str]) -> Iterator[None]:
 
     def proposer(_policy: Any) -> Callable[..., Any]:
         def propose(*, task: Any, current: Any, **_: Any) -> tuple[Any, str]:
+            from envs.teacher import action_towards_target
+
             target = task.extra["oracle_hp"]
-            action = task.constraints.action_towards(current, target, hold=hold)
+            action = action_towards_target(
+                task.constraints, task.profile, current, target, hold, epochs_rule=epochs_rule
+            )
             return task.constraints.apply_action(current, action), "teacher"
 
         return propose
@@ -432,10 +438,18 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     """Scores of the imitation teacher (steps towards the oracle), per held hyperparameters."""
     catalog = validation_profiles(args.profiles, args.val_seed)
     policy = LocalPolicy.load(BUNDLED)  # not consulted: the teacher replaces its proposals
-    for hold in ("", "learning_rate", "learning_rate,epochs"):
+    variants = (
+        ("", "oracle"),
+        ("learning_rate", "oracle"),
+        ("learning_rate,epochs", "oracle"),
+        ("learning_rate", "critical_batch"),
+    )
+    for hold, epochs_rule in variants:
         held = tuple(h for h in hold.split(",") if h)
-        with teacher_proposer(held):
-            row: dict[str, Any] = {"hold": list(held)}
+        if args.only_rule and epochs_rule != args.only_rule:
+            continue
+        with teacher_proposer(held, epochs_rule):
+            row: dict[str, Any] = {"hold": list(held), "epochs_rule": epochs_rule}
             for split, seeds, cat in (
                 ("holdout", args.holdout_seeds, None),
                 ("train", args.train_seeds, None),
@@ -482,6 +496,12 @@ def main() -> None:
     commands["coverage"] = cmd_coverage
     s = sub.add_parser("teacher", help=cmd_teacher.__doc__)
     s.add_argument("--train-seeds", type=int, default=3, help="noise seeds per training workload")
+    s.add_argument(
+        "--only-rule",
+        default=None,
+        choices=["oracle", "critical_batch"],
+        help="score only the variants whose epochs come from this rule",
+    )
     commands["teacher"] = cmd_teacher
     s = sub.add_parser("oracle-moves", help=cmd_oracle_moves.__doc__)
     s.add_argument("--randomized", type=int, default=200, help="training-randomization profiles")
