@@ -66,6 +66,7 @@ sys.path.insert(0, str(REPO / "benchmarks" / "train"))
 from select_checkpoint import validation_profiles  # noqa: E402
 
 from envs.randomization import input_bound_cpu_s_per_sample  # noqa: E402
+from envs.teacher import EPOCHS_RULES, action_towards_target  # noqa: E402
 from jpo.evaluate import (  # noqa: E402
     evaluate,
     load_evaluation_settings,
@@ -416,8 +417,6 @@ def teacher_proposer(hold: Sequence[str], epochs_rule: str = "oracle") -> Iterat
 
     def proposer(_policy: Any) -> Callable[..., Any]:
         def propose(*, task: Any, current: Any, **_: Any) -> tuple[Any, str]:
-            from envs.teacher import action_towards_target
-
             target = task.extra["oracle_hp"]
             action = action_towards_target(
                 task.constraints, task.profile, current, target, hold, epochs_rule=epochs_rule
@@ -499,7 +498,7 @@ def main() -> None:
     s.add_argument(
         "--only-rule",
         default=None,
-        choices=["oracle", "critical_batch"],
+        choices=EPOCHS_RULES,
         help="score only the variants whose epochs come from this rule",
     )
     commands["teacher"] = cmd_teacher
