@@ -29,7 +29,7 @@ from envs.response import (
     load_conditions,
     predict,
 )
-from envs.teacher import TEACHER_ACTION
+from envs.teacher import TEACHER_ACTION, teacher_action
 from jpo.constraints import Constraints, load_constraints
 from jpo.errors import ConfigError, JpoError
 from jpo.features import (
@@ -866,8 +866,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         target = self._teacher.get(self._w.name)
         if target is None:
             return {TEACHER_ACTION: np.full(self.action_space.shape, np.nan, np.float32)}
-        hold = self.config.teacher_hold
-        action = self._constraints.action_towards(self._hp, target, hold=hold)
+        action = teacher_action(self, target, self.config.teacher_hold)
         return {TEACHER_ACTION: action.astype(np.float32)}
 
     @staticmethod
