@@ -32,6 +32,10 @@ scoring, fraction of the oracle's improvement):
 ``oracle-moves``  What must a policy learn? The oracle's configuration relative to the
               default (ratio per hyperparameter), for the catalog's training and held-out
               workloads and the training randomization's profiles, per regime.
+``planner``   Does a model-based planner that knows no oracle close the gap (round 11)?
+              After each run it calibrates a profile on the campaign's runs (prior: the
+              best-fitting training profile) and steps towards that profile's oracle
+              (``planner.py``), on the direct and the suggest path.
 
     python benchmarks/evaluate/diagnose.py regimes [--policy P]
     python benchmarks/evaluate/diagnose.py guards [--policy P]
@@ -41,6 +45,7 @@ scoring, fraction of the oracle's improvement):
     python benchmarks/evaluate/diagnose.py coverage [--randomized 200] [--randomization PATH]
     python benchmarks/evaluate/diagnose.py teacher
     python benchmarks/evaluate/diagnose.py oracle-moves [--randomized 200]
+    python benchmarks/evaluate/diagnose.py planner [--paths direct suggest] [--hold "" lr,epochs]
 
 Every command prints one JSON line per variant and takes --profiles/--val-seed/--seeds
 for the validation set and --holdout-seeds for the held-out split.
@@ -466,6 +471,119 @@ def cmd_teacher(args: argparse.Namespace) -> None:
         print(json.dumps(row), flush=True)
 
 
+@contextlib.contextmanager
+def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
+    """Make both evaluation paths ask the calibrated planner (``planner.py``) for each step.
+
+    The direct path applies its step as it is; the suggest path hands it to the CI stage as
+    the policy's action (a policy source that answers with the planner's step), so the
+    guards, rollback and failed-config memory act on it as on the policy's.
+    """
+    import jpo.evaluate as evaluate_module
+    import jpo.policy_source as policy_source
+
+    pending: dict[str, Any] = {}
+
+    def plan(task: Any, current: Any, summary: Any) -> Any:
+        campaign = (task.workload, task.seed)
+        planner.observe(campaign, current, summary)
+        return planner.target(campaign, task.profile, task.constraints)
+
+    def direct(_policy: Any) -> Callable[..., Any]:
+        def propose(*, task: Any, current: Any, summary: Any, **_: Any) -> tuple[Any, str]:
+            target = plan(task, current, summary)
+            if target is None:
+                return current, "planner: no fit"
+            action = task.constraints.action_towards(
+                current, target, learning_rate_follows_batch=0.0, hold=hold
+            )
+            hp = task.constraints.apply_action(current, action, learning_rate_follows_batch=0.0)
+            return hp, "planner"
+
+        return propose
+
+    class PlannerSource(policy_source.PolicySource):
+        def __init__(self, _path: Any = None) -> None:
+            pass
+
+        @property
+        def description(self) -> str:
+            return "planner"
+
+        def version(self) -> str:
+            return "planner"
+
+        def answer(self, query: Any) -> Any:
+            task, target = pending["task"], pending["target"]
+            action = task.constraints.action_towards(
+                query.current, target, learning_rate_follows_batch=0.0, hold=hold
+            )
+            return policy_source.PolicyAnswer(
+                action=tuple(float(a) for a in action), version="planner", source="planner"
+            )
+
+    original_suggest = evaluate_module.suggest_proposer
+
+    def suggest_path(policy_path: Any, workdir: Any) -> Callable[..., Any]:
+        inner = original_suggest(policy_path, workdir)
+
+        def propose(*, task: Any, current: Any, summary: Any, **kw: Any) -> tuple[Any, str]:
+            target = plan(task, current, summary)
+            if target is None:
+                return current, "planner: no fit"
+            pending.update(task=task, target=target)
+            return inner(task=task, current=current, summary=summary, **kw)
+
+        return propose
+
+    saved = (
+        evaluate_module.jpo_proposer,
+        evaluate_module.suggest_proposer,
+        policy_source.LocalPolicySource,
+    )
+    evaluate_module.jpo_proposer = direct  # type: ignore[assignment]
+    evaluate_module.suggest_proposer = suggest_path  # type: ignore[assignment]
+    policy_source.LocalPolicySource = PlannerSource  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        (
+            evaluate_module.jpo_proposer,
+            evaluate_module.suggest_proposer,
+            policy_source.LocalPolicySource,
+        ) = saved  # type: ignore[misc]
+
+
+def cmd_planner(args: argparse.Namespace) -> None:
+    """Scores of the calibrated model-based planner (round 11), per path and held values."""
+    from planner import CalibratedPlanner, training_priors
+
+    from envs.response import load_catalog, load_conditions
+    from jpo.evaluate import evaluation_oracle_settings
+    from jpo.reward import load_reward_weights
+
+    settings = load_evaluation_settings()
+    policy = LocalPolicy.load(BUNDLED)  # not consulted: the planner replaces its proposals
+    for hold in args.hold:
+        held = tuple(h for h in hold.split(",") if h)
+        for path in args.paths:
+            planner = CalibratedPlanner(
+                priors=training_priors(load_catalog()),
+                conditions=load_conditions(None, **settings.conditions),
+                weights=load_reward_weights(),
+                oracle_settings=evaluation_oracle_settings(settings),
+            )
+            with planner_paths(planner, held):
+                result = _score(
+                    policy, str(BUNDLED), split=args.split, seeds=args.holdout_seeds, path=path
+                )
+            per = workload_summary(result)
+            per = per[per["method"] == "jpo"].set_index("workload")["oracle_fraction"]
+            row = {"hold": list(held), "path": path, "split": args.split, **_jpo(result)}
+            row["per_workload"] = {k: round(float(v), 3) for k, v in per.items()}
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     """Parse the command line and run one diagnostic."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -505,6 +623,13 @@ def main() -> None:
     s = sub.add_parser("oracle-moves", help=cmd_oracle_moves.__doc__)
     s.add_argument("--randomized", type=int, default=200, help="training-randomization profiles")
     commands["oracle-moves"] = cmd_oracle_moves
+    s = sub.add_parser("planner", help=cmd_planner.__doc__)
+    s.add_argument("--split", default="holdout", choices=("holdout", "train"))
+    s.add_argument("--paths", nargs="+", default=["direct", "suggest"])
+    s.add_argument(
+        "--hold", nargs="+", default=["", "learning_rate,epochs"], help="held sets, comma-joined"
+    )
+    commands["planner"] = cmd_planner
     args = p.parse_args()
     commands[args.command](args)
 

@@ -72,6 +72,18 @@ def main() -> int:
     )
     p.add_argument("--lr", type=float, default=1e-3, help="Adam step size")
     p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="decoupled weight decay of the student's optimizer (AdamW; 0: plain Adam)",
+    )
+    p.add_argument(
+        "--obs-noise",
+        type=float,
+        default=0.0,
+        help="std of Gaussian noise added to the student's inputs in every minibatch",
+    )
+    p.add_argument(
         "--hold",
         default="learning_rate",
         help="comma-separated hyperparameters the teacher never moves on its own ('' for none)",
@@ -86,6 +98,8 @@ def main() -> int:
     args = p.parse_args()  # fmt: skip
     if args.iterations < 1 or args.episodes < 1 or args.epochs < 1:
         raise SystemExit("--iterations, --episodes and --epochs must be >= 1")
+    if args.weight_decay < 0 or args.obs_noise < 0:
+        raise SystemExit("--weight-decay and --obs-noise must be >= 0")
     hold = tuple(h for h in args.hold.split(",") if h)
     unknown = [h for h in hold if h not in HYPERPARAMETER_NAMES]
     if unknown:
@@ -114,7 +128,14 @@ def main() -> int:
 
     n_obs, n_act = env.observation_space.shape[0], env.action_space.shape[0]
     actor = mlp([n_obs, *cfg.model.fcnet_hiddens, 2 * n_act])
-    opt = torch.optim.Adam(actor.parameters(), lr=args.lr)
+    # Regularizers (round 11): fitting the training profiles harder transferred worse
+    # (round 10), so these trade training-split fit for smoother students.
+    if args.weight_decay > 0:
+        opt: torch.optim.Optimizer = torch.optim.AdamW(
+            actor.parameters(), lr=args.lr, weight_decay=args.weight_decay
+        )
+    else:
+        opt = torch.optim.Adam(actor.parameters(), lr=args.lr)
     states: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     log = []
@@ -140,7 +161,10 @@ def main() -> int:
         for _ in range(args.epochs):
             total = 0.0
             for idx in torch.randperm(len(x)).split(256):
-                loss = ((torch.tanh(actor(x[idx])[:, :n_act]) - y[idx]) ** 2).mean()
+                xb = x[idx]
+                if args.obs_noise > 0:
+                    xb = xb + args.obs_noise * torch.randn_like(xb)
+                loss = ((torch.tanh(actor(xb)[:, :n_act]) - y[idx]) ** 2).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -165,6 +189,8 @@ def main() -> int:
             "episodes": args.episodes,
             "epochs": args.epochs,
             "noise": args.noise,
+            "weight_decay": args.weight_decay,
+            "obs_noise": args.obs_noise,
         },
     )
     report = {
