@@ -489,14 +489,20 @@ def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
         planner.observe(campaign, current, summary)
         return planner.target(campaign, task.profile, task.constraints)
 
+    def towards(task: Any, current: Any, target: Any) -> np.ndarray:
+        # Coupling 0: the planner aims the learning rate itself, as the teacher with none held.
+        return np.asarray(
+            task.constraints.action_towards(
+                current, target, learning_rate_follows_batch=0.0, hold=hold
+            )
+        )
+
     def direct(_policy: Any) -> Callable[..., Any]:
         def propose(*, task: Any, current: Any, summary: Any, **_: Any) -> tuple[Any, str]:
             target = plan(task, current, summary)
             if target is None:
                 return current, "planner: no fit"
-            action = task.constraints.action_towards(
-                current, target, learning_rate_follows_batch=0.0, hold=hold
-            )
+            action = towards(task, current, target)
             hp = task.constraints.apply_action(current, action, learning_rate_follows_batch=0.0)
             return hp, "planner"
 
@@ -514,10 +520,7 @@ def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
             return "planner"
 
         def answer(self, query: Any) -> Any:
-            task, target = pending["task"], pending["target"]
-            action = task.constraints.action_towards(
-                query.current, target, learning_rate_follows_batch=0.0, hold=hold
-            )
+            action = towards(pending["task"], query.current, pending["target"])
             return policy_source.PolicyAnswer(
                 action=tuple(float(a) for a in action), version="planner", source="planner"
             )
