@@ -149,6 +149,20 @@ def residuals(
     return out
 
 
+def best_explaining(
+    candidates: Sequence[WorkloadProfile],
+    runs: Sequence[tuple[Hyperparameters, RunSummary]],
+    conditions: ClusterConditions,
+    settings: CalibrationSettings,
+) -> WorkloadProfile:
+    """Return the candidate profile whose predictions miss the recorded runs least."""
+
+    def cost(p: WorkloadProfile) -> float:
+        return float(np.sum(np.square(residuals(p, runs, conditions, settings))))
+
+    return min(candidates, key=cost)
+
+
 def _choose_prior(
     key: WorkloadKey,
     runs: Sequence[tuple[Hyperparameters, RunSummary]],
@@ -159,11 +173,7 @@ def _choose_prior(
     for p in catalog.values():
         if p.key == key:
             return p
-
-    def cost(p: WorkloadProfile) -> float:
-        return float(np.sum(np.square(residuals(p, runs, conditions, settings))))
-
-    best = min(catalog.values(), key=cost)
+    best = best_explaining(list(catalog.values()), runs, conditions, settings)
     return replace(best, dataset=key.dataset, model=key.model, framework=key.framework)
 
 

@@ -567,15 +567,16 @@ def cmd_planner(args: argparse.Namespace) -> None:
 
     settings = load_evaluation_settings()
     policy = LocalPolicy.load(BUNDLED)  # not consulted: the planner replaces its proposals
+    shared = {
+        "priors": training_priors(load_catalog()),
+        "conditions": load_conditions(None, **settings.conditions),
+        "weights": load_reward_weights(),
+        "oracle_settings": evaluation_oracle_settings(settings),
+    }
     for hold in args.hold:
         held = tuple(h for h in hold.split(",") if h)
         for path in args.paths:
-            planner = CalibratedPlanner(
-                priors=training_priors(load_catalog()),
-                conditions=load_conditions(None, **settings.conditions),
-                weights=load_reward_weights(),
-                oracle_settings=evaluation_oracle_settings(settings),
-            )
+            planner = CalibratedPlanner(**shared)  # a fresh one: no campaign's runs carry over
             with planner_paths(planner, held):
                 result = _score(
                     policy, str(BUNDLED), split=args.split, seeds=args.holdout_seeds, path=path

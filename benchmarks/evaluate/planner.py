@@ -19,9 +19,12 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from envs.calibration import CalibrationSettings, fit_profile, load_calibration_settings, residuals
+from envs.calibration import (
+    CalibrationSettings,
+    best_explaining,
+    fit_profile,
+    load_calibration_settings,
+)
 from envs.oracle import OracleSettings, best_config
 from envs.response import ClusterConditions, WorkloadProfile
 from jpo.constraints import Constraints
@@ -72,11 +75,7 @@ class CalibratedPlanner:
         if not candidates:
             raise ConfigError(f"planner: no prior profile other than {known.name!r}")
 
-        def cost(p: WorkloadProfile) -> float:
-            res = residuals(p, runs, self.conditions, self.calibration)
-            return float(np.sum(np.square(res)))
-
-        prior = min(candidates, key=cost)
+        prior = best_explaining(candidates, runs, self.conditions, self.calibration)
         key = WorkloadKey(known.dataset, known.model, known.framework)
         fit = fit_profile(
             key, runs, prior=prior, conditions=self.conditions, settings=self.calibration
