@@ -32,6 +32,9 @@ scoring, fraction of the oracle's improvement):
 ``oracle-moves``  What must a policy learn? The oracle's configuration relative to the
               default (ratio per hyperparameter), for the catalog's training and held-out
               workloads and the training randomization's profiles, per regime.
+``history``   Does the campaign's previous run help a student (round 12)? Scores students
+              trained with ``imitate.py --history`` (their input adds the run before,
+              ``campaign_history.py``) and any other policy, per path.
 ``planner``   Does a model-based planner that knows no oracle close the gap (round 11)?
               After each run it calibrates a profile on the campaign's runs (prior: the
               best-fitting training profile) and steps towards that profile's oracle
@@ -46,6 +49,7 @@ scoring, fraction of the oracle's improvement):
     python benchmarks/evaluate/diagnose.py teacher
     python benchmarks/evaluate/diagnose.py oracle-moves [--randomized 200]
     python benchmarks/evaluate/diagnose.py planner [--paths direct suggest] [--hold "" lr,epochs]
+    python benchmarks/evaluate/diagnose.py history --policies P1 P2 ... [--paths direct suggest]
 
 Every command prints one JSON line per variant and takes --profiles/--val-seed/--seeds
 for the validation set and --holdout-seeds for the held-out split.
@@ -588,6 +592,119 @@ def cmd_planner(args: argparse.Namespace) -> None:
             print(json.dumps(row), flush=True)
 
 
+class _HistoryPolicy:
+    """A history student seen as a spec-1 policy: it adds the campaign's previous observation.
+
+    ``campaign`` names the campaign the next :meth:`act` belongs to; the proposer sets it
+    before each step. The previous observation is the one this campaign's last ``act``
+    saw: on the direct path the run before; on the suggest path the run of the last step
+    the CI stage asked the policy for (a rollback round does not ask it).
+    """
+
+    def __init__(self, policy: Any, campaign: Callable[[], Any]) -> None:
+        self._policy = policy
+        self._campaign = campaign
+        self._previous: dict[Any, np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> Any:  # version, action_names, coupling, ...
+        return getattr(self._policy, name)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        from campaign_history import with_history
+
+        campaign = self._campaign()
+        x = with_history(obs, self._previous.get(campaign))
+        self._previous[campaign] = np.asarray(obs, dtype=np.float32)
+        return self._policy.act(x)
+
+
+@contextlib.contextmanager
+def history_paths() -> Iterator[None]:
+    """Let both evaluation paths run history students (round 12); other policies unchanged."""
+    from campaign_history import is_history_input
+
+    import jpo.evaluate as evaluate_module
+    import jpo.policy_source as policy_source
+
+    campaign: dict[str, Any] = {"key": None}
+
+    def keyed(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def propose(*, task: Any, **kw: Any) -> Any:
+            campaign["key"] = (task.workload, task.seed)
+            return inner(task=task, **kw)
+
+        return propose
+
+    saved = (
+        evaluate_module.jpo_proposer,
+        evaluate_module.suggest_proposer,
+        policy_source.LocalPolicySource,
+    )
+    original_direct, original_suggest, original_source = saved
+
+    def direct(policy: Any) -> Callable[..., Any]:
+        if not is_history_input(policy.observation_names):
+            return original_direct(policy)
+        return keyed(original_direct(_HistoryPolicy(policy, lambda: campaign["key"])))
+
+    def suggest_path(policy_path: Any, workdir: Any) -> Callable[..., Any]:
+        return keyed(original_suggest(policy_path, workdir))
+
+    class HistorySource(original_source):  # type: ignore[misc, valid-type]
+        def _load(self) -> Any:
+            policy = super()._load()
+            # _load returns the cached policy on later calls: wrap it once only.
+            if not isinstance(policy, _HistoryPolicy) and is_history_input(
+                policy.observation_names
+            ):
+                self._policy = policy = _HistoryPolicy(policy, lambda: campaign["key"])
+            return policy
+
+    evaluate_module.jpo_proposer = direct  # type: ignore[assignment]
+    evaluate_module.suggest_proposer = suggest_path  # type: ignore[assignment]
+    policy_source.LocalPolicySource = HistorySource  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        (
+            evaluate_module.jpo_proposer,
+            evaluate_module.suggest_proposer,
+            policy_source.LocalPolicySource,
+        ) = saved  # type: ignore[misc]
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    """Scores of history students (round 12) and their controls, per path, then per recipe."""
+    rows: list[dict[str, Any]] = []
+    with history_paths():
+        for path in args.policies:
+            policy = LocalPolicy.load(path)
+            row: dict[str, Any] = {"policy": path, "recipe": recipe_label(path)}
+            for eval_path in args.paths:
+                result = _score(
+                    policy, path, split=args.split, seeds=args.holdout_seeds, path=eval_path
+                )
+                per = workload_summary(result)
+                per = per[per["method"] == "jpo"].set_index("workload")["oracle_fraction"]
+                row[eval_path] = _jpo(result)
+                row[eval_path]["per_workload"] = {k: round(float(v), 3) for k, v in per.items()}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        members = [r for r in rows if r["recipe"] == recipe]
+        line: dict[str, Any] = {"recipe": recipe, "runs": len(members)}
+        for eval_path in args.paths:
+            values = np.array([m[eval_path]["oracle_fraction"] for m in members])
+            line[eval_path] = {
+                "mean": round(float(values.mean()), 3),
+                "sd": round(float(values.std(ddof=1)), 3) if len(values) > 1 else None,
+                "val_loss_ok_min": min(m[eval_path]["val_loss_ok"] for m in members),
+            }
+        print(json.dumps(line), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def main() -> None:
     """Parse the command line and run one diagnostic."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -634,6 +751,12 @@ def main() -> None:
         "--hold", nargs="+", default=["", "learning_rate,epochs"], help="held sets, comma-joined"
     )
     commands["planner"] = cmd_planner
+    s = sub.add_parser("history", help=cmd_history.__doc__)
+    s.add_argument("--policies", nargs="+", required=True, help="exported policy folders")
+    s.add_argument("--split", default="holdout", choices=("holdout", "train"))
+    s.add_argument("--paths", nargs="+", default=["direct"], choices=("direct", "suggest"))
+    s.add_argument("--out", default=None, help="also write every row to this JSON file")
+    commands["history"] = cmd_history
     args = p.parse_args()
     commands[args.command](args)
 

@@ -31,16 +31,19 @@ Run: python benchmarks/train/imitate.py --config configs/train.yaml --seed 0 \
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from campaign_history import history_names, with_history
 from fast_sac import export_actor, parse_overrides
 from minimal_sac import mlp, oracle_cache_path
 
@@ -60,7 +63,14 @@ def main() -> int:
         help="override one config value (dotted key, YAML value); repeatable",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--export", required=True, help="artifact folder to write")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="train one student per seed on one env build (--export must hold '{seed}')",
+    )
+    p.add_argument("--export", required=True, help="artifact folder to write ('{seed}': the seed)")
     p.add_argument("--iterations", type=int, default=4, help="DAgger iterations (>= 1)")
     p.add_argument("--episodes", type=int, default=1000, help="campaigns per iteration")
     p.add_argument("--epochs", type=int, default=20, help="passes over the data per iteration")
@@ -94,6 +104,12 @@ def main() -> int:
         default=None,
         help="JSON file for the oracle configurations (reused when it matches)",
     )
+    p.add_argument(
+        "--history",
+        action="store_true",
+        help="also feed the student the campaign's previous observation (campaign_history.py;"
+        " research: scored by diagnose.py history on the direct path)",
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()  # fmt: skip
     if args.iterations < 1 or args.episodes < 1 or args.epochs < 1:
@@ -105,9 +121,11 @@ def main() -> int:
     if unknown:
         raise SystemExit(f"--hold {unknown[0]!r}: known: {', '.join(HYPERPARAMETER_NAMES)}")
 
+    seeds = args.seeds if args.seeds else [args.seed]
+    if len(seeds) > 1 and "{seed}" not in args.export:
+        raise SystemExit("--seeds with more than one seed needs '{seed}' in --export")
+
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
     overrides = parse_overrides(args.set)
     cfg = load_train_config(args.config, overrides)
     if cfg.model.fcnet_activation != "relu" or cfg.model.head_fcnet_hiddens:
@@ -124,9 +142,61 @@ def main() -> int:
     names = [n for n in env.workloads if n in oracles]
     if not names:
         raise SystemExit("no training workload has an oracle configuration: nothing to imitate")
-    horizon = int(env_config.get("episode_length", 8))
+    if args.history:
+        desc = dataclasses.replace(desc, observation_names=history_names(desc.observation_names))
+    # One env build serves every seed (it is most of a student's cost: ~2-5 min).
+    for seed in seeds:
+        export = args.export.replace("{seed}", str(seed))
+        log = train_student(env, oracles, names, cfg, desc, args, hold, seed)
+        export_actor(
+            log.pop("actor"),
+            export,
+            cfg,
+            desc,
+            training_data={"labelled_states": log.pop("states"), "teacher_workloads": len(names)},
+            source={
+                "algorithm": "dagger-oracle",
+                "config": args.config,
+                "overrides": overrides,
+                "seed": seed,
+                "hold": list(hold),
+                "iterations": args.iterations,
+                "episodes": args.episodes,
+                "epochs": args.epochs,
+                "noise": args.noise,
+                "weight_decay": args.weight_decay,
+                "obs_noise": args.obs_noise,
+                "history": args.history,
+            },
+        )
+        report = {
+            "seed": seed,
+            "overrides": overrides,
+            "env_build_s": round(build_s, 1),
+            "oracle_s": round(oracle_s, 1),
+            "teacher_workloads": len(names),
+            "iterations": log["iterations"],
+            "export": export,
+        }
+        print(json.dumps(report), flush=True)
+    return 0
 
-    n_obs, n_act = env.observation_space.shape[0], env.action_space.shape[0]
+
+def train_student(
+    env: Any,
+    oracles: dict[str, Any],
+    names: list[str],
+    cfg: Any,
+    desc: Any,
+    args: argparse.Namespace,
+    hold: tuple[str, ...],
+    seed: int,
+) -> dict[str, Any]:
+    """Train one DAgger student on ``env``; return its actor, labelled states and log."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    horizon = int(cfg.env.config.get("episode_length", 8))
+    n_obs, n_act = len(desc.observation_names), env.action_space.shape[0]
     actor = mlp([n_obs, *cfg.model.fcnet_hiddens, 2 * n_act])
     # Regularizers (round 11): fitting the training profiles harder transferred worse
     # (round 10), so these trade training-split fit for smoother students.
@@ -144,16 +214,19 @@ def main() -> int:
         for _ in range(args.episodes):
             name = names[int(rng.integers(len(names)))]
             obs, _ = env.reset(seed=int(rng.integers(2**31)), options={"workload": name})
+            previous = None
             for _ in range(horizon):
                 label = teacher_action(env, oracles[name], hold)
-                states.append(obs)
+                x_in = with_history(obs, previous) if args.history else obs
+                states.append(x_in)
                 labels.append(label.astype(np.float32))
                 if it == 0:
                     act = label
                 else:
                     with torch.no_grad():
-                        act = torch.tanh(actor(torch.as_tensor(obs[None]))[0, :n_act]).numpy()
+                        act = torch.tanh(actor(torch.as_tensor(x_in[None]))[0, :n_act]).numpy()
                 act = np.clip(act + args.noise * rng.standard_normal(n_act), -1.0, 1.0)
+                previous = obs
                 obs, _, _, _, _ = env.step(act.astype(np.float32))
         x = torch.as_tensor(np.asarray(states))
         y = torch.as_tensor(np.asarray(labels))
@@ -169,41 +242,11 @@ def main() -> int:
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
-        log.append({"iteration": it, "states": len(x), "mse": round(total / len(x), 5),
+        log.append({"seed": seed, "iteration": it, "states": len(x),
+                    "mse": round(total / len(x), 5),
                     "wall_s": round(time.perf_counter() - t_it, 1)})  # fmt: skip
         print(json.dumps(log[-1]), flush=True)
-
-    export_actor(
-        actor,
-        args.export,
-        cfg,
-        desc,
-        training_data={"labelled_states": len(states), "teacher_workloads": len(names)},
-        source={
-            "algorithm": "dagger-oracle",
-            "config": args.config,
-            "overrides": overrides,
-            "seed": args.seed,
-            "hold": list(hold),
-            "iterations": args.iterations,
-            "episodes": args.episodes,
-            "epochs": args.epochs,
-            "noise": args.noise,
-            "weight_decay": args.weight_decay,
-            "obs_noise": args.obs_noise,
-        },
-    )
-    report = {
-        "seed": args.seed,
-        "overrides": overrides,
-        "env_build_s": round(build_s, 1),
-        "oracle_s": round(oracle_s, 1),
-        "teacher_workloads": len(names),
-        "iterations": log,
-        "export": args.export,
-    }
-    print(json.dumps(report))
-    return 0
+    return {"actor": actor, "states": len(states), "iterations": log}
 
 
 if __name__ == "__main__":

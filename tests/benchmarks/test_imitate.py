@@ -45,3 +45,43 @@ def test_imitate_exports_a_policy_that_ci_can_load(tmp_path: Path) -> None:
     cache.write_text(json.dumps(cached))
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(again.stdout.strip().splitlines()[-1])["teacher_workloads"] == 2
+
+
+def test_history_students_for_several_seeds_come_from_one_run(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks" / "train"))
+    from campaign_history import history_names, is_history_input, with_history
+
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "train" / "imitate.py"),
+        "--seeds", "3", "4", "--history", "--export", str(tmp_path / "hist-s{seed}"),
+        "--iterations", "2", "--episodes", "4", "--epochs", "1",
+        "--oracle-cache", str(tmp_path / "oracles.json"),
+        "--set", "env.config.randomized_profiles=0",
+        "--set", f"env.config.teacher_cache={tmp_path / 'env-oracles.json'}",
+        "--set", "env.config.episode_length=3",
+        "--set", "env.config.workloads=[cifar10-resnet18, mnist-lenet]",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    reports = [json.loads(line) for line in done.stdout.splitlines() if '"export"' in line]
+    assert [r["seed"] for r in reports] == [3, 4]
+    students = [LocalPolicy.load(tmp_path / f"hist-s{seed}") for seed in (3, 4)]
+    spec = LocalPolicy.load(REPO / "jpo" / "data" / "policy").observation_names
+    for policy in students:
+        assert tuple(policy.observation_names) == history_names(spec)
+        assert is_history_input(policy.observation_names)
+        source = json.loads((policy.path / "manifest.json").read_text())["source"]
+        assert source["history"] is True
+        x = with_history(np.zeros(len(spec)), np.ones(len(spec)))
+        assert policy.act(x).shape == (4,)
+    # one student per seed: different seeds, different weights
+    probe = with_history(np.full(len(spec), 0.5), None)
+    assert not np.allclose(students[0].act(probe), students[1].act(probe))
+
+
+def test_several_seeds_need_a_seed_placeholder_in_the_export(tmp_path: Path) -> None:
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "train" / "imitate.py"),
+        "--seeds", "3", "4", "--export", str(tmp_path / "one-folder"),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode != 0 and "{seed}" in done.stderr

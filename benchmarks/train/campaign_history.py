@@ -1,0 +1,50 @@
+"""The campaign-history input of round 12's research students: this run and the one before.
+
+Why: one run's telemetry cannot show a workload's best learning rate or epoch count
+(benchmarks/evaluate/RESULTS.md, rounds 8-11). Two consecutive runs of one campaign at
+different configurations can: the change in validation loss, throughput and memory
+between them is a finite difference along the step the policy took. This module is the
+one definition of that input, shared by the trainer (``imitate.py --history``) and the
+scorer (``diagnose.py history``), so the student is scored on what it was trained on.
+
+The input is the feature-spec observation of the latest run, then the observation of
+the campaign's run before it (zeros on a campaign's first run), then ``has_previous``
+(1.0 when there is a run before). It is research only: the CI stage builds the
+spec-1 observation, so a policy with this input is scored on the direct path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+PREVIOUS_PREFIX = "prev_"
+HAS_PREVIOUS = "has_previous"
+
+
+def history_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Return the input names of a history student whose observation names are ``names``."""
+    return (*names, *(PREVIOUS_PREFIX + n for n in names), HAS_PREVIOUS)
+
+
+def is_history_input(names: Sequence[str]) -> bool:
+    """Return whether a policy's input names are :func:`history_names` of some observation."""
+    n = (len(names) - 1) // 2
+    return (
+        len(names) == 2 * n + 1
+        and n > 0
+        and names[-1] == HAS_PREVIOUS
+        and tuple(names[n : 2 * n]) == tuple(PREVIOUS_PREFIX + x for x in names[:n])
+    )
+
+
+def with_history(obs: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+    """Return the history input: ``obs``, the previous run's observation (or zeros), the flag."""
+    obs = np.asarray(obs, dtype=np.float32)
+    if previous is None:
+        return np.concatenate([obs, np.zeros_like(obs), np.zeros(1, np.float32)])
+    previous = np.asarray(previous, dtype=np.float32)
+    if previous.shape != obs.shape:
+        raise ValueError(f"previous observation has shape {previous.shape}, expected {obs.shape}")
+    return np.concatenate([obs, previous, np.ones(1, np.float32)])
