@@ -125,7 +125,11 @@ _FAILURE_BY_STATUS: dict[int, Failure] = {
 
 
 class MissingMetricError(EmptyResult):
-    """A metric a run summary needs has no samples for the run."""
+    """A metric a run summary needs has no samples for the run (``metric``: its name)."""
+
+    def __init__(self, message: str, *, metric: str | None = None) -> None:
+        super().__init__(message)
+        self.metric = metric
 
 
 class NonFiniteMetricError(NonFiniteSample):
@@ -327,7 +331,8 @@ def _summarize_arrays(
         if got is None:
             raise MissingMetricError(
                 f"{label}: no '{name}' samples ({_METRIC_HINT[name]}); a utilization is "
-                "never assumed to be 0"
+                "never assumed to be 0",
+                metric=name,
             )
         vals = got[0]
         _require_finite(vals, name, label)

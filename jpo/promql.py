@@ -180,6 +180,8 @@ class MetricCatalog:
             **self.snippets,
             "by": ", ".join(self.labels(template.label_set)),
             "rate_window": self.settings.rate_window,
+            "discovery_window": duration(self.settings.discovery_step_s),
+            "run_window": duration(self.settings.run_step_s),
         }
         return render_template(
             template.query,
@@ -187,6 +189,14 @@ class MetricCatalog:
             verbatim={"selector": self.selector(template.label_set, key, run_id)},
             where=f"{self.path} [metrics.{metric}]",
         )
+
+
+def duration(seconds: float) -> str:
+    """Return ``seconds`` as a Prometheus duration in whole milliseconds, e.g. ``15000ms``."""
+    ms = round(seconds * 1000.0)
+    if ms < 1:
+        raise ConfigError(f"a query window must be at least 1 ms, got {seconds!r} s")
+    return f"{ms}ms"
 
 
 def render_template(
@@ -209,7 +219,7 @@ def render_template(
         if missing:
             raise ConfigError(
                 f"{where}: unknown placeholder(s) {sorted(missing)}; use selector, by,"
-                " rate_window or a name from [snippets]"
+                " rate_window, discovery_window, run_window or a name from [snippets]"
             )
         if not names & set(values):
             return _PLACEHOLDER.sub(lambda m: verbatim[m.group(1)], text)

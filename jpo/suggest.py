@@ -436,6 +436,7 @@ def suggest(
         metric_source = PrometheusSource.from_url(url)
     from jpo.prometheus import RunStillRunning
 
+    gpu_note = ""
     try:
         choice = metric_source.select_run(key)  # the most recent FINISHED run
         run_id = choice.run_id
@@ -445,9 +446,17 @@ def suggest(
     except RunStillRunning as err:
         return result(SuggestStatus.NO_DATA, f"{path} left unchanged: {err}")
     except TelemetryError as err:
+        hint = ""
+        if gpu_note and getattr(err, "metric", None) in ("gpu_util", "gpu_mem_util"):
+            # No DCGM series and no GPU limit: most likely a CPU-only workload.
+            hint = (
+                "; its pods have no nvidia_com_gpu limit either: if the workload runs "
+                "without a GPU, JPO cannot tune it yet (feature spec "
+                f"{FEATURE_SPEC_VERSION} describes GPU workloads; README, Known limitations)"
+            )
         return result(
             SuggestStatus.NO_DATA,
-            f"no trustworthy telemetry for {key.slug()}: {err}; {path} left unchanged",
+            f"no trustworthy telemetry for {key.slug()}: {err}{hint}; {path} left unchanged",
         )
     if choice.skipped:
         notes.append(choice.note())

@@ -51,3 +51,52 @@ def test_short_end_to_end_run(tmp_path: Path) -> None:
     assert summary["suggest"]["exit_code"] in {0, 10, 11, 12}
     # the example's own config.ini is never edited: the script works on a copy
     assert (EXAMPLE / "config.ini").read_bytes() == original
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus missing")
+def test_a_pod_that_exits_right_after_finishing_is_seen_finished(prometheus_factory) -> None:  # type: ignore[no-untyped-def]
+    """Prometheus marks a stopped target's series stale at once; the run must still count.
+
+    At the default 60 s discovery step a plain selector saw the final run_status only when
+    a step landed in the seconds between finish() and the pod's exit: the full digits e2e
+    run once answered "state unknown (no run_status sample)" for its finished run.
+    """
+    import os
+    from dataclasses import replace
+
+    sys.path.insert(0, str(EXAMPLE))
+    from local_pod_exporter import LocalPod, LocalPodCollector, serve
+
+    from jpo.exporter import TrainingExporter
+    from jpo.promql import load_catalog
+    from jpo.telemetry import PrometheusSource
+    from jpo.workload import Hyperparameters, WorkloadKey
+
+    key = WorkloadKey("digits", "mlp", "pytorch")
+    pod = LocalPod(os.getpid(), key.dataset, key.model, key.framework, "gone1", 1.0, 2.0**30)
+    pod_server = serve(LocalPodCollector([pod]), 0)  # keeps the completed pod's labels
+    app = TrainingExporter(key.dataset, key.model, key.framework, "gone1", addr="127.0.0.1")
+    app.start()
+    try:
+        app.set_hyperparameters(Hyperparameters(16, 0.001, 2, 6))
+        app.report(throughput=100.0, val_loss=0.5, epoch=6)
+        app.finish("ok")
+        prom = prometheus_factory(
+            targets=[
+                ("digits-pod", f"127.0.0.1:{pod_server.server_port}"),  # type: ignore[attr-defined]
+                ("digits-app", f"127.0.0.1:{app.port}"),
+            ]
+        )
+        prom.wait_for('jpo_training_run_status{run_id="gone1"} == 1')
+        app.stop()  # the pod exits: its series go stale at the next failed scrape
+        prom.wait_for('jpo_training_run_status{run_id="gone1"}', lambda r: not r)
+        prom.wait_for('kube_pod_labels{label_run_id="gone1"}')
+        catalog = load_catalog()
+        assert catalog.settings.discovery_step_s == 60  # the shipped default
+        catalog = replace(catalog, settings=replace(catalog.settings, lookback="1h"))
+        choice = PrometheusSource.from_url(prom.url, catalog).select_run(key)
+        assert choice.run_id == "gone1"
+    finally:
+        app.stop()
+        pod_server.shutdown()  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from jpo.errors import ConfigError
 from jpo.prometheus import EmptyResult, PrometheusClient
 from jpo.promql import (
     RUNS,
+    duration,
     escape_label_value,
     load_catalog,
     matcher,
@@ -119,6 +120,19 @@ def test_parse_duration() -> None:
     assert parse_duration_s("7d") == 7 * 86400
     with pytest.raises(ConfigError):
         parse_duration_s("soon")
+
+
+def test_step_windows_are_prometheus_durations_of_the_query_steps() -> None:
+    assert duration(60) == "60000ms" and duration(0.5) == "500ms"
+    assert parse_duration_s(duration(15)) == 15
+    with pytest.raises(ConfigError, match="at least 1 ms"):
+        duration(0.0001)
+    catalog = load_catalog()
+    # the final samples before a pod exits are read over each query's step (metrics.toml)
+    step = duration(catalog.settings.discovery_step_s)
+    assert "last_over_time(jpo_training_run_status{" in catalog.render("run_status")
+    assert catalog.render("run_status").endswith(f"[{step}]))")
+    assert catalog.render("val_loss").endswith(f"[{duration(catalog.settings.run_step_s)}]))")
 
 
 # --- against the real Prometheus ----------------------------------------------------------

@@ -209,6 +209,31 @@ def test_no_trustworthy_data_leaves_the_file_untouched(config: Path, policy_up: 
     assert config.read_text() == CONFIG
 
 
+class _GpuLimitSource(FakeSource):
+    """A fake that, like kube-state-metrics, knows the pods' nvidia_com_gpu limit."""
+
+    def run_gpus(self, key: WorkloadKey, run_id: str) -> int | None:
+        return 1
+
+
+@pytest.mark.parametrize("knows_gpus", [False, True])
+def test_a_run_without_gpu_series_says_whether_the_pod_has_a_gpu(
+    config: Path, policy_up: Path, knows_gpus: bool
+) -> None:
+    """No DCGM series: the message names the metric, and a CPU-only pod as the likely cause."""
+    source = _GpuLimitSource() if knows_gpus else FakeSource()
+    source.add(HP, "run-1")
+    table = source.runs[0]
+    keep = pc.invert(pc.is_in(table["metric"], pa.array(["gpu_util", "gpu_mem_util"])))
+    source.runs[0] = table.filter(keep)
+    result = run(config, source, policy_up)
+    assert result.exit_code == ExitCode.UNCHANGED_NO_DATA
+    assert "no 'gpu_util' samples" in result.message
+    cpu_only = "no nvidia_com_gpu limit either" in result.message
+    assert cpu_only is not knows_gpus  # a GPU pod without DCGM data is a telemetry gap
+    assert config.read_text() == CONFIG
+
+
 def test_invalid_config_is_an_input_error_and_untouched(
     config: Path, source: FakeSource, policy_up: Path
 ) -> None:
