@@ -476,6 +476,30 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
+def _evaluation_hooks(direct: Any, suggest_path: Any, source: Any) -> Iterator[None]:
+    """Swap jpo.evaluate's two proposers and the CI stage's local policy source, then restore."""
+    import jpo.evaluate as evaluate_module
+    import jpo.policy_source as policy_source
+
+    saved = (
+        evaluate_module.jpo_proposer,
+        evaluate_module.suggest_proposer,
+        policy_source.LocalPolicySource,
+    )
+    evaluate_module.jpo_proposer = direct
+    evaluate_module.suggest_proposer = suggest_path
+    policy_source.LocalPolicySource = source
+    try:
+        yield
+    finally:
+        (
+            evaluate_module.jpo_proposer,
+            evaluate_module.suggest_proposer,
+            policy_source.LocalPolicySource,
+        ) = saved
+
+
+@contextlib.contextmanager
 def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
     """Make both evaluation paths ask the calibrated planner (``planner.py``) for each step.
 
@@ -543,22 +567,8 @@ def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
 
         return propose
 
-    saved = (
-        evaluate_module.jpo_proposer,
-        evaluate_module.suggest_proposer,
-        policy_source.LocalPolicySource,
-    )
-    evaluate_module.jpo_proposer = direct  # type: ignore[assignment]
-    evaluate_module.suggest_proposer = suggest_path  # type: ignore[assignment]
-    policy_source.LocalPolicySource = PlannerSource  # type: ignore[misc]
-    try:
+    with _evaluation_hooks(direct, suggest_path, PlannerSource):
         yield
-    finally:
-        (
-            evaluate_module.jpo_proposer,
-            evaluate_module.suggest_proposer,
-            policy_source.LocalPolicySource,
-        ) = saved  # type: ignore[misc]
 
 
 def cmd_planner(args: argparse.Namespace) -> None:
@@ -635,12 +645,9 @@ def history_paths() -> Iterator[None]:
 
         return propose
 
-    saved = (
-        evaluate_module.jpo_proposer,
-        evaluate_module.suggest_proposer,
-        policy_source.LocalPolicySource,
-    )
-    original_direct, original_suggest, original_source = saved
+    original_direct = evaluate_module.jpo_proposer
+    original_suggest = evaluate_module.suggest_proposer
+    original_source = policy_source.LocalPolicySource
 
     def direct(policy: Any) -> Callable[..., Any]:
         if not is_history_input(policy.observation_names):
@@ -660,17 +667,8 @@ def history_paths() -> Iterator[None]:
                 self._policy = policy = _HistoryPolicy(policy, lambda: campaign["key"])
             return policy
 
-    evaluate_module.jpo_proposer = direct  # type: ignore[assignment]
-    evaluate_module.suggest_proposer = suggest_path  # type: ignore[assignment]
-    policy_source.LocalPolicySource = HistorySource  # type: ignore[misc]
-    try:
+    with _evaluation_hooks(direct, suggest_path, HistorySource):
         yield
-    finally:
-        (
-            evaluate_module.jpo_proposer,
-            evaluate_module.suggest_proposer,
-            policy_source.LocalPolicySource,
-        ) = saved  # type: ignore[misc]
 
 
 def cmd_history(args: argparse.Namespace) -> None:
