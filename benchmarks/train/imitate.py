@@ -24,8 +24,14 @@ states. The teacher sees the profile; the student sees only the observation, as 
 actor is exported through `jpo.policy_export`, like fast_sac.py's and RLlib's, so
 `diagnose.py score` scores it like any artifact.
 
+``--history`` (round 12) adds the campaign's previous observation and a flag to the
+student's input (``campaign_history.py``); such a student does not fit the CI stage's
+feature spec and is scored by ``diagnose.py history``. ``--seeds`` trains one student per
+seed on one env build.
+
 Run: python benchmarks/train/imitate.py --config configs/train.yaml --seed 0 \
         --export /tmp/imitate/dagger-s0 [--oracle-cache /tmp/imitate/oracles-p200.json]
+     python benchmarks/train/imitate.py --seeds 40 41 --history --export "/tmp/h-s{seed}"
 """
 
 from __future__ import annotations
