@@ -16,20 +16,29 @@ labelled with the workload's ``dataset``, ``model``, ``framework`` and ``run_id`
         exporter.report(throughput=samples / seconds, samples=samples,
                         val_loss=evaluate(), epoch=epoch + 1)
     exporter.finish("ok")                              # or "oom", "diverged", "failed"
+    exporter.stop()                                    # after the final status was scraped
 
 Series: ``jpo_training_throughput_samples_per_second``, ``jpo_training_samples_total`` (a
 counter of the samples trained on: JPO takes a run's throughput from its increase over
 the run, exact however few scrapes a short run gets), ``jpo_training_validation_loss``,
 ``jpo_training_epoch``, ``jpo_training_hyperparameter{name=...}`` and
 ``jpo_training_run_status`` (codes in :data:`jpo.schema.RUN_STATUS_CODES`). A value that is
-not a finite number is refused (JPO never learns from NaN). Keep the process alive for
-one more scrape interval after :meth:`TrainingExporter.finish` so the final status is
-scraped.
+not a finite number is refused (JPO never learns from NaN).
+
+Prometheus must scrape the final status once, or the run looks unfinished forever and the
+CI stage never tunes from it. So :meth:`TrainingExporter.stop` (and leaving a ``with``
+block) first waits, up to ``final_scrape_timeout_s``, until the registry has been
+collected again after :meth:`TrainingExporter.finish`. It returns at once when nothing
+ever collected it (a run with no Prometheus around).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -57,6 +66,23 @@ def _finite(name: str, value: float) -> float:
     return number
 
 
+class _CollectionCounter:
+    """A collector with no series that counts how often its registry is collected (scraped)."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.changed = threading.Condition()
+
+    def describe(self) -> list[Any]:  # registering must not count as a scrape
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        with self.changed:
+            self.collections += 1
+            self.changed.notify_all()
+        return iter(())
+
+
 class TrainingExporter:
     """Publishes one training run's metrics on a ``/metrics`` endpoint.
 
@@ -69,6 +95,8 @@ class TrainingExporter:
         addr: bind address; the default serves every interface, as a pod needs.
         registry: a prometheus_client registry to register in (default: a private one,
             so that two exporters in one process never collide).
+        final_scrape_timeout_s: how long :meth:`stop` waits for the scrape that carries
+            the final status (default 30 s: two of Prometheus's usual 15 s intervals).
     """
 
     def __init__(
@@ -81,6 +109,7 @@ class TrainingExporter:
         port: int = 0,
         addr: str = "0.0.0.0",  # a pod's exporter must be reachable by Prometheus
         registry: CollectorRegistry | None = None,
+        final_scrape_timeout_s: float = 30.0,
     ) -> None:
         values = {"dataset": dataset, "model": model, "framework": framework, "run_id": run_id}
         for name, value in values.items():
@@ -90,6 +119,17 @@ class TrainingExporter:
         self.port = port
         self.addr = addr
         self.registry = registry if registry is not None else CollectorRegistry()
+        if not math.isfinite(final_scrape_timeout_s) or final_scrape_timeout_s < 0:
+            raise ConfigError(
+                f"TrainingExporter: final_scrape_timeout_s={final_scrape_timeout_s!r} must be"
+                " a finite number of seconds >= 0"
+            )
+        self.final_scrape_timeout_s = float(final_scrape_timeout_s)
+        # Registered before the series: a registry collects in registration order, so a
+        # collection counted after finish() reads the final status in the same scrape.
+        self._counter = _CollectionCounter()
+        self.registry.register(self._counter)
+        self._finished_at: int | None = None  # collections seen when finish() was called
         names = list(LABELS)
         self._throughput = Gauge(
             "jpo_training_throughput_samples_per_second",
@@ -136,8 +176,17 @@ class TrainingExporter:
             self.port = int(server.server_port)
         return self
 
-    def stop(self) -> None:
-        """Stop serving (the metrics stay readable from the registry)."""
+    def stop(self, *, wait_for_final_scrape: bool = True) -> None:
+        """Stop serving, after the final status was scraped (see the module docstring)."""
+        waiting = self._server is not None and wait_for_final_scrape
+        if waiting and not self.wait_for_final_scrape():
+            warnings.warn(
+                f"TrainingExporter: run {self.labels['run_id']!r} stops serving on port"
+                f" {self.port} before Prometheus scraped its final status (waited"
+                f" {self.final_scrape_timeout_s:g} s); JPO may see it as unfinished",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -181,7 +230,28 @@ class TrainingExporter:
         if status not in STATUS_BY_NAME or status == "running":
             allowed = ", ".join(s for s in STATUS_BY_NAME if s != "running")
             raise ConfigError(f"TrainingExporter.finish: status {status!r} is not one of {allowed}")
-        self._status.labels(**self.labels).set(STATUS_BY_NAME[status])
+        with self._counter.changed:
+            self._status.labels(**self.labels).set(STATUS_BY_NAME[status])
+            self._finished_at = self._counter.collections
+
+    def wait_for_final_scrape(self, timeout_s: float | None = None) -> bool:
+        """Wait until the registry was collected after :meth:`finish`; False on timeout.
+
+        True at once when :meth:`finish` was not called or nothing collected the registry
+        before it (no scraper to wait for).
+        """
+        timeout = self.final_scrape_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        with self._counter.changed:
+            finished_at = self._finished_at
+            if finished_at is None or finished_at == 0:
+                return True
+            while self._counter.collections <= finished_at:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._counter.changed.wait(left)
+            return True
 
     def __enter__(self) -> TrainingExporter:
         return self.start()

@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result), flush=True)
     if args.linger_s > 0:
         time.sleep(args.linger_s)
+    if exporter is not None:
+        exporter.stop()  # returns once Prometheus scraped the final status (or after 30 s)
     return 0 if status == "ok" else 3
 
 

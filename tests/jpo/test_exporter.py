@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from jpo.errors import ConfigError
@@ -50,6 +53,38 @@ def test_serves_the_documented_series_with_workload_labels() -> None:
         assert samples[("jpo_training_hyperparameter", hp)] == 0.003
         exporter.finish("oom")
         assert scrape(exporter)[("jpo_training_run_status", labels)] == 2
+
+
+def test_stop_waits_for_the_scrape_that_carries_the_final_status() -> None:
+    exporter = TrainingExporter("a", "b", "c", "r", addr="127.0.0.1").start()
+    scrape(exporter)  # a scraper is around
+    exporter.finish("ok")
+    assert not exporter.wait_for_final_scrape(timeout_s=0.05)  # not scraped since
+    later = threading.Timer(0.2, scrape, args=(exporter,))
+    later.start()
+    assert exporter.wait_for_final_scrape(timeout_s=30)  # the scrape 0.2 s later ends it
+    later.join()
+    exporter.stop()
+
+
+def test_stop_warns_when_the_final_status_was_never_scraped() -> None:
+    exporter = TrainingExporter("a", "b", "c", "r", addr="127.0.0.1", final_scrape_timeout_s=0.05)
+    exporter.start()
+    scrape(exporter)
+    exporter.finish("failed")
+    with pytest.warns(RuntimeWarning, match="before Prometheus scraped its final status"):
+        exporter.stop()
+
+
+def test_without_any_scraper_there_is_nothing_to_wait_for() -> None:
+    # A registry that describes collectors by collecting them: registering is no scrape.
+    registry = CollectorRegistry(auto_describe=True)
+    with TrainingExporter("a", "b", "c", "r", addr="127.0.0.1", registry=registry) as exporter:
+        exporter.finish("ok")
+        assert exporter.wait_for_final_scrape(timeout_s=30)
+    assert TrainingExporter("a", "b", "c", "r2").wait_for_final_scrape()  # finish() not called
+    with pytest.raises(ConfigError, match="final_scrape_timeout_s"):
+        TrainingExporter("a", "b", "c", "r3", final_scrape_timeout_s=float("nan"))
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "fast", -1.0])
