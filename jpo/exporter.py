@@ -29,7 +29,9 @@ Prometheus must scrape the final status once, or the run looks unfinished foreve
 CI stage never tunes from it. So :meth:`TrainingExporter.stop` (and leaving a ``with``
 block) first waits, up to ``final_scrape_timeout_s``, until the registry has been
 collected again after :meth:`TrainingExporter.finish`. It returns at once when nothing
-ever collected it (a run with no Prometheus around).
+ever collected it (a run with no Prometheus around). An exception that escapes a ``with``
+block before ``finish()`` ends the run as ``failed`` (``oom`` when
+:func:`is_out_of_memory`).
 """
 
 from __future__ import annotations
@@ -256,5 +258,27 @@ class TrainingExporter:
     def __enter__(self) -> TrainingExporter:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        # A training error that escapes the block ends the run as failed (or oom), so the
+        # run does not read as running forever and JPO learns that its config failed.
+        if isinstance(exc, Exception) and self._finished_at is None:
+            self.finish("oom" if is_out_of_memory(exc) else "failed")
         self.stop()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Return whether ``exc`` is an out-of-memory error (host, or torch/TF/JAX device)."""
+    if isinstance(exc, MemoryError):
+        return True
+    # By name and message, so that no framework has to be imported here:
+    # torch.OutOfMemoryError / torch.cuda.OutOfMemoryError, TF's ResourceExhaustedError,
+    # JAX/XLA's "RESOURCE_EXHAUSTED: Out of memory".
+    name = type(exc).__name__
+    text = str(exc).lower()
+    return (
+        name in ("OutOfMemoryError", "ResourceExhaustedError")
+        or "out of memory" in text
+        or "resource_exhausted" in text
+    )

@@ -17,6 +17,7 @@ from jpo.telemetry import PrometheusSource
 from jpo.workload import Hyperparameters, WorkloadKey
 
 HP = Hyperparameters(batch_size=256, learning_rate=0.003, num_layers=12, epochs=20)
+RUN_LABELS = {"dataset": "a", "model": "b", "framework": "c", "run_id": "r"}
 
 
 def scrape(exporter: TrainingExporter) -> dict[tuple[str, tuple], float]:
@@ -85,6 +86,41 @@ def test_without_any_scraper_there_is_nothing_to_wait_for() -> None:
     assert TrainingExporter("a", "b", "c", "r2").wait_for_final_scrape()  # finish() not called
     with pytest.raises(ConfigError, match="final_scrape_timeout_s"):
         TrainingExporter("a", "b", "c", "r3", final_scrape_timeout_s=float("nan"))
+
+
+class OutOfMemoryError(RuntimeError):
+    """Stands in for torch.OutOfMemoryError (matched by name: JPO imports no framework)."""
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ValueError("bad batch"), 4),
+        (MemoryError(), 2),
+        (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 2),
+        (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), 2),
+    ],
+)
+def test_an_error_escaping_the_block_finishes_the_run(error: Exception, status: int) -> None:
+    registry = CollectorRegistry()
+    exporter = TrainingExporter("a", "b", "c", "r", addr="127.0.0.1", registry=registry)
+    with pytest.raises(type(error)), exporter:
+        raise error
+    assert registry.get_sample_value("jpo_training_run_status", RUN_LABELS) == status
+
+
+def test_a_finished_run_keeps_its_status_and_an_exit_is_no_failure() -> None:
+    registry = CollectorRegistry()
+    exporter = TrainingExporter("a", "b", "c", "r", addr="127.0.0.1", registry=registry)
+    with pytest.raises(ValueError), exporter:
+        exporter.finish("diverged")
+        raise ValueError("after the end")
+    assert registry.get_sample_value("jpo_training_run_status", RUN_LABELS) == 3
+    registry = CollectorRegistry()
+    exporter = TrainingExporter("a", "b", "c", "r", addr="127.0.0.1", registry=registry)
+    with pytest.raises(KeyboardInterrupt), exporter:
+        raise KeyboardInterrupt
+    assert registry.get_sample_value("jpo_training_run_status", RUN_LABELS) == 0  # running
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "fast", -1.0])
