@@ -460,9 +460,12 @@ class PrometheusSource(MetricSource):
                 f" last {lookback}: run the workload, or widen [query].lookback in"
                 " configs/metrics.toml"
             )
+        pod_labels = ",".join(n.removeprefix("label_") for n in self.catalog.labels(label_set))
         return EmptyResult(
             f"{what}: no series on {self.client.url} matches {match}: check the pod labels"
-            " (dataset, model, framework, run_id) and [label_sets] in configs/metrics.toml"
+            " (dataset, model, framework, run_id) and [label_sets] in configs/metrics.toml;"
+            " kube-state-metrics 2.x exports pod labels only when allowlisted"
+            f" (--metric-labels-allowlist=pods=[{pod_labels}], docs/RAW_METRICS.md)"
         )
 
     def run_table(

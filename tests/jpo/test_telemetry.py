@@ -122,6 +122,14 @@ def test_run_table_for_a_named_run(source: MetricSource) -> None:
     assert_matches(source.run_table(W1, "r1"), ("cifar10", "resnet18", "pytorch", "r1"))
 
 
+def test_an_unknown_workload_on_prometheus_names_the_label_allowlist(prometheus_server) -> None:
+    """kube-state-metrics 2.x drops pod labels unless allowlisted: the error says how."""
+    source = PrometheusSource.from_url(prometheus_server.url)
+    allowlist = r"--metric-labels-allowlist=pods=\[dataset,model,framework,run_id\]"
+    with pytest.raises(EmptyResult, match=allowlist):
+        source.run_table(UNKNOWN)
+
+
 def test_dcgm_exported_pod_form_joins_the_workload(source: MetricSource) -> None:
     assert_matches(source.run_table(W2), ("mnist", "mlp", "jax", "r7"))
 
