@@ -271,6 +271,22 @@ def recipe_label(policy_path: str) -> str:
     return match.group(1) + (f"@{match.group(2)}" if match.group(2) else "")
 
 
+def by_recipe(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Group score rows by their ``recipe``, in first-seen order."""
+    recipes: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        recipes.setdefault(row["recipe"], []).append(row)
+    return recipes
+
+
+def mean_sd(values: np.ndarray) -> dict[str, float | None]:
+    """Return the mean and sample standard deviation (None for one value), to 3 decimals."""
+    return {
+        "mean": round(float(values.mean()), 3),
+        "sd": round(float(values.std(ddof=1)), 3) if len(values) > 1 else None,
+    }
+
+
 def cmd_score(args: argparse.Namespace) -> None:
     """Held-out, training-split and validation scores of many policies, then per recipe."""
     catalog = validation_profiles(args.profiles, args.val_seed)
@@ -292,17 +308,13 @@ def cmd_score(args: argparse.Namespace) -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    recipes: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        recipes.setdefault(row["recipe"], []).append(row)
     summary = []
-    for recipe, members in recipes.items():
+    for recipe, members in by_recipe(rows).items():
         line: dict[str, Any] = {"recipe": recipe, "runs": len(members)}
         for split in ("holdout", "train", "validation"):
             values = np.array([m[split]["oracle_fraction"] for m in members])
             line[split] = {
-                "mean": round(float(values.mean()), 3),
-                "sd": round(float(values.std(ddof=1)), 3) if len(values) > 1 else None,
+                **mean_sd(values),
                 "min": round(float(values.min()), 3),
                 "max": round(float(values.max()), 3),
             }
@@ -688,14 +700,12 @@ def cmd_history(args: argparse.Namespace) -> None:
                 row[eval_path]["per_workload"] = {k: round(float(v), 3) for k, v in per.items()}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    for recipe in dict.fromkeys(r["recipe"] for r in rows):
-        members = [r for r in rows if r["recipe"] == recipe]
+    for recipe, members in by_recipe(rows).items():
         line: dict[str, Any] = {"recipe": recipe, "runs": len(members)}
         for eval_path in args.paths:
             values = np.array([m[eval_path]["oracle_fraction"] for m in members])
             line[eval_path] = {
-                "mean": round(float(values.mean()), 3),
-                "sd": round(float(values.std(ddof=1)), 3) if len(values) > 1 else None,
+                **mean_sd(values),
                 "val_loss_ok_min": min(m[eval_path]["val_loss_ok"] for m in members),
             }
         print(json.dumps(line), flush=True)
