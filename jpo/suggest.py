@@ -383,7 +383,12 @@ def suggest(
     from jpo import audit
     from jpo.config_file import check_workload
     from jpo.constraints import load_constraints
-    from jpo.features import FEATURE_SPEC_VERSION, build_observation, summarize_run
+    from jpo.features import (
+        FEATURE_SPEC_VERSION,
+        MissingMetricError,
+        build_observation,
+        summarize_run,
+    )
     from jpo.feedback import (
         RECOVERY_STEPS,
         pending_feedback,
@@ -447,7 +452,11 @@ def suggest(
         return result(SuggestStatus.NO_DATA, f"{path} left unchanged: {err}")
     except TelemetryError as err:
         hint = ""
-        if gpu_note and getattr(err, "metric", None) in ("gpu_util", "gpu_mem_util"):
+        gpu_missing = isinstance(err, MissingMetricError) and err.metric in (
+            "gpu_util",
+            "gpu_mem_util",
+        )
+        if gpu_note and gpu_missing:
             # No DCGM series and no GPU limit: most likely a CPU-only workload.
             hint = (
                 "; its pods have no nvidia_com_gpu limit either: if the workload runs "
