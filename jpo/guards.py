@@ -50,10 +50,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class FailedConfig:
-    """A configuration that failed for a workload (or degraded it and was rolled back)."""
+    """A configuration that failed, degraded, or scored below the campaign's best run.
+
+    ``"degraded"``: its run worsened validation loss and was rolled back; ``"worse"``: its
+    run scored below the campaign's best known-good run (:mod:`jpo.incumbent`).
+    """
 
     hyperparameters: Hyperparameters
-    failure: Failure | Literal["degraded"]
+    failure: Failure | Literal["degraded", "worse"]
     run_id: str = ""
 
 
@@ -171,9 +175,14 @@ def check_failed_configs(
         )
         if hit and proposed != current:
             where = f" in run {failed.run_id}" if failed.run_id else ""
+            what = (
+                "scored below the campaign's best known-good run"
+                if failed.failure == "worse"
+                else f"failed with {failed.failure}"
+            )
             note = (
                 f"failed-config memory: {_fmt(proposed)} repeats or exceeds a configuration "
-                f"that failed with {failed.failure}{where} ({_fmt(failed.hyperparameters)})"
+                f"that {what}{where} ({_fmt(failed.hyperparameters)})"
             )
             return GuardResult(current, (note,))
     return GuardResult(proposed)

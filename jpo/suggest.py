@@ -11,13 +11,16 @@ order (each owned by one module):
 4. roll back to the last known-good values if that outcome degraded validation loss
    beyond tolerance or failed (exit 0, reason recorded); if the latest run failed (OOM,
    divergence) and no known-good values exist, step down what the failure points at
-   instead (:func:`jpo.feedback.recovery_step`; exit 0, reason recorded);
+   instead (:func:`jpo.feedback.recovery_step`; exit 0, reason recorded); if it trained
+   but scored below the campaign's best known-good run (or drifted in val loss from the
+   campaign's reference run), return to the best run's values, one trust-region step at
+   a time (:mod:`jpo.incumbent`; exit 0, reason recorded);
 5. features (:func:`jpo.features.build_observation`) and the action
    (:mod:`jpo.policy_source`: local artifact or Serve endpoint with fallback);
 6. optionally scale the action by what earlier steps earned (:mod:`jpo.stepping`, off by
    default), then map it through the constraints (trust region, rounding, frozen keys);
-7. guards (:mod:`jpo.guards`): failed-config memory (failed and rolled-back degraded
-   configurations, and near repeats of them), memory guard, hysteresis —
+7. guards (:mod:`jpo.guards`): failed-config memory (failed, rolled-back degraded and
+   lower-scoring configurations, and near repeats of them), memory guard, hysteresis —
    nothing left to change: exit 10;
 8. validate; approval above the configured change size (exit 12 without ``--approve``);
 9. write atomically (:func:`jpo.safe_write.write_hyperparameters`) and append the audit
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from jpo.constraints import Constraints
+    from jpo.incumbent import IncumbentSettings
     from jpo.policy_source import PolicySource
     from jpo.schema import RunSummary
     from jpo.stepping import StepSettings
@@ -97,6 +101,11 @@ class SuggestSettings:
     step_shrink: float = 1.0
     step_min_scale: float = 1.0
     step_max_scale: float = 1.0
+    incumbent_enabled: bool = True
+    incumbent_margin: float = 0.05
+    incumbent_window: int = 20
+    incumbent_remember_worse: bool = True
+    incumbent_val_loss_tolerance: float = 1.0
     history_root: str = ".jpo/history"
 
     @property
@@ -110,6 +119,19 @@ class SuggestSettings:
             self.step_shrink,
             self.step_min_scale,
             self.step_max_scale,
+        )
+
+    @property
+    def incumbent(self) -> IncumbentSettings:
+        """Return the return-to-the-best settings (:class:`jpo.incumbent.IncumbentSettings`)."""
+        from jpo.incumbent import IncumbentSettings
+
+        return IncumbentSettings(
+            self.incumbent_enabled,
+            self.incumbent_margin,
+            self.incumbent_window,
+            self.incumbent_remember_worse,
+            self.incumbent_val_loss_tolerance,
         )
 
 
@@ -134,6 +156,11 @@ _SETTING_KEYS: dict[tuple[str, str], str] = {
     ("step", "shrink"): "step_shrink",
     ("step", "min_scale"): "step_min_scale",
     ("step", "max_scale"): "step_max_scale",
+    ("incumbent", "enabled"): "incumbent_enabled",
+    ("incumbent", "margin"): "incumbent_margin",
+    ("incumbent", "window"): "incumbent_window",
+    ("incumbent", "remember_worse"): "incumbent_remember_worse",
+    ("incumbent", "val_loss_tolerance"): "incumbent_val_loss_tolerance",
     ("paths", "history_root"): "history_root",
 }
 
@@ -392,16 +419,19 @@ def suggest(
     from jpo.feedback import (
         RECOVERY_STEPS,
         pending_feedback,
+        record_outcome,
         recovery_step,
         run_outcome_is_bad,
     )
     from jpo.guards import (
+        FailedConfig,
         apply_hysteresis,
         approval_needed,
         check_failed_configs,
         memory_guard,
         predicted_throughput_gain,
     )
+    from jpo.incumbent import lower_than_incumbent, scored_runs, step_towards, worse_runs
     from jpo.policy_source import PolicyQuery, PolicyUnavailable
     from jpo.stepping import step_state
 
@@ -505,6 +535,26 @@ def suggest(
                 after=good,
                 reason=f"rollback: {bad}",
             )
+    scored = scored_runs(records, settings.incumbent)
+    if last is not None and _record_applied(last) == current:
+        newest = record_outcome(last) or {}
+        lower = lower_than_incumbent(scored, str(newest.get("run_id") or ""), settings.incumbent)
+        if lower is not None:
+            best, latest, how = lower
+            back = step_towards(constraints, current, best.hyperparameters)
+            constraints.validate(back, previous=current)
+            reach = "back to" if back == best.hyperparameters else "one trust-region step towards"
+            why = (
+                f"run {latest.run_id} ({how}) is not kept; {reach} the best known-good run "
+                f"{best.run_id} (configs/suggest.toml [incumbent])"
+            )
+            notes.append(f"rollback: {why}")
+            return decide(
+                SuggestStatus.ROLLED_BACK,
+                f"rolled back {path} ({why})",
+                after=back,
+                reason=f"rollback: {why}",
+            )
     if last is not None and last.changed and _record_run_id(last) == run_id:
         return result(
             SuggestStatus.UNCHANGED,
@@ -568,6 +618,9 @@ def suggest(
     # 7. guards
     failures = _failed_configs(
         records, table, summary, run_id, include_degraded=settings.remember_degraded
+    ) + tuple(
+        FailedConfig(r.hyperparameters, "worse", r.run_id)
+        for r in worse_runs(scored, settings.incumbent)
     )
     near = settings.repeat_tolerance
     guard = check_failed_configs(current, proposed, failures, near=near)

@@ -115,6 +115,7 @@ def _jpo(result: Any) -> dict[str, float]:
     row = method_summary(result).set_index("method").loc["jpo"]
     return {
         "oracle_fraction": round(float(row["oracle_fraction_mean"]), 3),
+        "oracle_fraction_last": round(float(row["oracle_fraction_last_mean"]), 3),
         "val_loss_ok": round(float(row["val_loss_ok_share"]), 3),
         "oom_runs": int(row["oom_runs"]),
         "invalid_configs": int(row["invalid_configs"]),
@@ -190,6 +191,47 @@ def cmd_guards(args: argparse.Namespace) -> None:
         ),
     }
     print(json.dumps(row), flush=True)
+
+
+# Round 13's variants of the CI stage's return to the best (configs/suggest.toml
+# [incumbent]) and of backtracking after a refused repeat ([failed_configs]); "shipped" is
+# the CI stage as it was before round 13.
+CI_STAGE_VARIANTS: dict[str, dict[str, Any]] = {
+    "shipped": {"incumbent_enabled": False},
+    "inc": {"incumbent_enabled": True},
+    "inc h1": {"incumbent_enabled": True, "backtrack_halvings": 1},
+    "inc vt3 h1": {
+        "incumbent_enabled": True,
+        "backtrack_halvings": 1,
+        "incumbent_val_loss_tolerance": 0.03,
+    },
+    "inc vt2 h1": {
+        "incumbent_enabled": True,
+        "backtrack_halvings": 1,
+        "incumbent_val_loss_tolerance": 0.02,
+    },
+    "h1": {"incumbent_enabled": False, "backtrack_halvings": 1},
+}
+
+
+def cmd_ci_stage(args: argparse.Namespace) -> None:
+    """The suggest path with CI-stage setting variants: incumbent and last fractions."""
+    policy = LocalPolicy.load(args.policy)
+    names = args.variants or list(CI_STAGE_VARIANTS)
+    for name in names:
+        row: dict[str, Any] = {"variant": name}
+        with suggest_settings(**CI_STAGE_VARIANTS[name]):
+            for split in args.splits:
+                if split == "validation":
+                    catalog = validation_profiles(args.profiles, args.val_seed)
+                    result = _score(
+                        policy, args.policy, split="all", seeds=args.seeds, catalog=catalog
+                    )
+                else:
+                    seeds = args.holdout_seeds if split == "holdout" else args.train_seeds
+                    result = _score(policy, args.policy, split=split, seeds=seeds)
+                row[split] = _jpo(result)
+        print(json.dumps(row), flush=True)
 
 
 # (initial, expand, shrink, min_scale, max_scale) of configs/suggest.toml [step]; round 6
@@ -375,6 +417,87 @@ def cmd_coverage(args: argparse.Namespace) -> None:
             "outside_training_range": outside,
         }
         print(json.dumps(row), flush=True)
+
+
+GREEDY_ENTRIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
+"""Action entries the greedy search tries per hyperparameter (5^4 steps, two couplings)."""
+
+
+def _greedy_campaign(profile: Any, shared: Mapping[str, Any], rounds: int) -> dict[str, Any]:
+    """One greedy campaign of :func:`cmd_greedy` on ``profile``."""
+    import itertools
+
+    from envs.oracle import best_config, objective, reference_config
+    from envs.response import predict
+
+    conditions, weights = shared["conditions"], shared["weights"]
+    constraints, tolerance = shared["constraints"], shared["tolerance"]
+    default, reference = reference_config(profile, conditions)
+    oracle = best_config(
+        profile, constraints, conditions, weights, settings=shared["oracle_settings"]
+    )
+    base = objective(reference, reference, weights)
+    gap = objective(predict(profile, oracle.hp, conditions), reference, weights) - base
+    current, path = default, []
+    for _ in range(rounds):
+        best: tuple[float, Any] | None = None
+        for entries in itertools.product(GREEDY_ENTRIES, repeat=4):
+            for coupling in (0.0, 1.0):
+                hp = constraints.apply_action(
+                    current, np.array(entries), learning_rate_follows_batch=coupling
+                )
+                run = predict(profile, hp, conditions)
+                if run.failure != "none":
+                    continue
+                if run.final_val_loss > reference.final_val_loss * (1.0 + tolerance):
+                    continue
+                fraction = (objective(run, reference, weights) - base) / gap
+                if best is None or fraction > best[0]:
+                    best = (fraction, hp)
+        if best is None:
+            break
+        path.append(round(best[0], 3))
+        current = best[1]
+    return {
+        "workload": profile.name,
+        "fraction_per_round": path,
+        "final": current.as_dict(),
+        "oracle": oracle.hp.as_dict(),
+    }
+
+
+def cmd_greedy(args: argparse.Namespace) -> None:
+    """A greedy search told every neighbour's noise-free objective: perfect local knowledge.
+
+    From the default, each round takes the one trust-region step (5^4 action grid, learning
+    rate coupled to the batch or not) whose noise-free objective is highest among those
+    whose noise-free val loss holds the bar's tolerance. No method can see this; it shows
+    what knowing the landscape around the current configuration is worth in R rounds.
+    """
+    from envs.response import load_catalog, load_conditions
+    from jpo.constraints import load_constraints
+    from jpo.evaluate import evaluation_oracle_settings
+    from jpo.reward import load_reward_weights
+
+    settings = load_evaluation_settings()
+    shared = {
+        "conditions": load_conditions(None, **settings.conditions),
+        "weights": load_reward_weights(),
+        "constraints": load_constraints(),
+        "oracle_settings": evaluation_oracle_settings(settings),
+        "tolerance": settings.val_loss_tolerance,
+    }
+    catalog = load_catalog()
+    finals = []
+    for _name, profile in sorted(catalog.items()):
+        if profile.split != args.split:
+            continue
+        row = _greedy_campaign(profile, shared, settings.rounds)
+        finals.append(row["fraction_per_round"][-1] if row["fraction_per_round"] else 0.0)
+        print(json.dumps(row), flush=True)
+    print(
+        json.dumps({"split": args.split, "mean_final_fraction": round(float(np.mean(finals)), 3)})
+    )
 
 
 def cmd_oracle_moves(args: argparse.Namespace) -> None:
@@ -726,6 +849,17 @@ def main() -> None:
         s = sub.add_parser(name, help=fn.__doc__)
         s.add_argument("--policy", default=str(BUNDLED))
         commands[name] = fn
+    s = sub.add_parser("ci-stage", help=cmd_ci_stage.__doc__)
+    s.add_argument("--policy", default=str(BUNDLED))
+    s.add_argument("--variants", nargs="+", default=None, choices=list(CI_STAGE_VARIANTS))
+    s.add_argument(
+        "--splits",
+        nargs="+",
+        default=["train", "validation"],
+        choices=("train", "validation", "holdout"),
+    )
+    s.add_argument("--train-seeds", type=int, default=3, help="noise seeds per training workload")
+    commands["ci-stage"] = cmd_ci_stage
     s = sub.add_parser("ensemble", help=cmd_ensemble.__doc__)
     s.add_argument("--members", nargs="+", required=True, help="exported policy folders")
     s.add_argument("--label", default="ensemble")
@@ -749,6 +883,9 @@ def main() -> None:
         help="score only the variants whose epochs come from this rule",
     )
     commands["teacher"] = cmd_teacher
+    s = sub.add_parser("greedy", help=cmd_greedy.__doc__.splitlines()[0])
+    s.add_argument("--split", default="holdout", choices=("holdout", "train"))
+    commands["greedy"] = cmd_greedy
     s = sub.add_parser("oracle-moves", help=cmd_oracle_moves.__doc__)
     s.add_argument("--randomized", type=int, default=200, help="training-randomization profiles")
     commands["oracle-moves"] = cmd_oracle_moves

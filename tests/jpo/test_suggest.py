@@ -738,3 +738,104 @@ def test_failure_recovery_can_be_switched_off(config: Path, policy_up: Path) -> 
     assert result.status is SuggestStatus.UNCHANGED
     assert any("failed-config memory" in n and "oom" in n for n in result.notes)
     assert config.read_text() == CONFIG
+
+
+def test_a_step_that_scored_lower_returns_to_the_best_known_good_values(
+    config: Path, policy_up: Path
+) -> None:
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up)
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    # trained, val loss within the rollback tolerance (+4 %), but the GPU and CPU idled
+    fake.add(first.after, "run-2", val_loss=0.52, gpu_util=0.02, cpu_util=0.02)
+    second = run(config, fake, policy_up)
+    assert second.status is SuggestStatus.ROLLED_BACK
+    assert second.after == HP
+    assert any(
+        n.startswith("rollback: run run-2 (objective") and "best known-good run run-1" in n
+        for n in second.notes
+    )
+    assert f"batch_size = {HP.batch_size}" in config.read_text()
+    assert audit.read_records(log_of(config))[-1].reason.startswith("rollback: run run-2")
+    # the policy, asked again from the same values, wants the same step: not again
+    fake.add(HP, "run-3", val_loss=0.5)
+    third = run(config, fake, policy_up)
+    assert third.status is SuggestStatus.UNCHANGED
+    assert any(
+        "scored below the campaign's best known-good run in run run-2" in n for n in third.notes
+    )
+
+
+def test_returning_to_the_best_can_be_switched_off(config: Path, policy_up: Path) -> None:
+    off = replace(SETTINGS, incumbent_enabled=False)
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up, settings=off)
+    assert first.after is not None
+    fake.add(first.after, "run-2", val_loss=0.52, gpu_util=0.02, cpu_util=0.02)
+    second = run(config, fake, policy_up, settings=off)
+    assert second.status is SuggestStatus.CHANGED and second.after is not None
+    assert second.after.batch_size > first.after.batch_size
+
+
+def test_a_lower_score_within_the_margin_keeps_going(config: Path, policy_up: Path) -> None:
+    wide = replace(SETTINGS, incumbent_margin=10.0)  # no objective gap is this large
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up, settings=wide)
+    assert first.after is not None
+    fake.add(first.after, "run-2", val_loss=0.52, gpu_util=0.02, cpu_util=0.02)
+    second = run(config, fake, policy_up, settings=wide)
+    assert second.status is SuggestStatus.CHANGED
+    assert not any("best known-good" in n for n in second.notes)
+
+
+def test_only_the_newest_records_are_scored_against_the_oldest_of_them(
+    config: Path, policy_up: Path
+) -> None:
+    from jpo.incumbent import IncumbentSettings, scored_runs
+
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up)
+    assert first.after is not None
+    fake.add(first.after, "run-2", val_loss=0.5)
+    second = run(config, fake, policy_up)
+    assert second.status is SuggestStatus.CHANGED and second.after is not None
+    fake.add(second.after, "run-3", val_loss=0.5)
+    run(config, fake, policy_up)
+    records = audit.read_records(log_of(config))[:2]  # both with outcomes
+    every = scored_runs(records, IncumbentSettings(window=20))
+    assert [r.run_id for r in every] == ["run-1", "run-2", "run-3"]
+    assert every[0].hyperparameters == HP
+    newest = scored_runs(records, IncumbentSettings(window=1))
+    # the reference is now run-2, the base of the newest record, scored against itself
+    assert [r.run_id for r in newest] == ["run-2", "run-3"]
+    assert newest[0].hyperparameters == first.after
+    from jpo.feedback import outcome_summary, record_outcome, record_summary
+    from jpo.reward import load_reward_weights, objective_vs_run
+
+    run_2, run_3 = record_summary(records[1]), outcome_summary(record_outcome(records[1]))
+    assert run_2 is not None and run_3 is not None
+    weights = load_reward_weights()
+    assert newest[0].objective == pytest.approx(objective_vs_run(run_2, run_2, weights))
+    assert newest[1].objective == pytest.approx(objective_vs_run(run_3, run_2, weights))
+    assert scored_runs(records, IncumbentSettings(window=0)) == []
+
+
+def test_the_return_to_the_best_never_leaves_the_trust_region(config: Path, tmp_path: Path) -> None:
+    from jpo.constraints import load_constraints
+    from jpo.incumbent import step_towards
+
+    constraints = load_constraints()
+    far = Hyperparameters(
+        batch_size=4 * HP.batch_size, learning_rate=0.05, num_layers=18, epochs=30
+    )
+    back = step_towards(constraints, far, HP)
+    assert back.batch_size == 2 * HP.batch_size  # halfway: one trust-region step (x2)
+    constraints.validate(back, previous=far)
+    near = Hyperparameters(
+        batch_size=2 * HP.batch_size, learning_rate=0.05, num_layers=18, epochs=30
+    )
+    assert step_towards(constraints, near, HP) == HP

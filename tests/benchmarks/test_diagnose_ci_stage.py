@@ -1,0 +1,35 @@
+"""diagnose.py ci-stage (round 13): every variant is a valid change of the CI stage's settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks" / "evaluate"))
+sys.path.insert(0, str(REPO / "benchmarks" / "train"))
+import diagnose  # noqa: E402
+
+from jpo.suggest import load_suggest_settings  # noqa: E402
+
+
+def test_every_variant_names_real_settings_and_the_shipped_one_is_the_old_stage() -> None:
+    shipped = load_suggest_settings()
+    for name, changes in diagnose.CI_STAGE_VARIANTS.items():
+        changed = dataclasses.replace(shipped, **changes)  # raises on an unknown field
+        assert changed.incumbent.enabled == changes["incumbent_enabled"], name
+    assert diagnose.CI_STAGE_VARIANTS["shipped"] == {"incumbent_enabled": False}
+    # round 13's choice is what configs/suggest.toml ships
+    chosen = dataclasses.replace(shipped, **diagnose.CI_STAGE_VARIANTS["inc"])
+    assert chosen == shipped
+
+
+def test_the_suggest_settings_swap_is_undone() -> None:
+    import jpo.suggest as suggest_module
+
+    before = suggest_module.load_suggest_settings
+    with diagnose.suggest_settings(incumbent_enabled=False):
+        assert suggest_module.load_suggest_settings().incumbent.enabled is False
+    assert suggest_module.load_suggest_settings is before
+    assert suggest_module.load_suggest_settings().incumbent.enabled is True
