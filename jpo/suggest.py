@@ -20,7 +20,8 @@ order (each owned by one module):
 6. optionally scale the action by what earlier steps earned (:mod:`jpo.stepping`, off by
    default), then map it through the constraints (trust region, rounding, frozen keys);
 7. guards (:mod:`jpo.guards`): failed-config memory (failed, rolled-back degraded and
-   lower-scoring configurations, and near repeats of them), memory guard, hysteresis —
+   lower-scoring configurations, and near repeats of them; a refused repeat of a degraded
+   step is retried once with more epochs), memory guard, hysteresis —
    nothing left to change: exit 10;
 8. validate; approval above the configured change size (exit 12 without ``--approve``);
 9. write atomically (:func:`jpo.safe_write.write_hyperparameters`) and append the audit
@@ -96,6 +97,7 @@ class SuggestSettings:
     remember_degraded: bool = True
     repeat_tolerance: float = 0.05
     backtrack_halvings: int = 0
+    retry_more_epochs: bool = True
     step_initial: float = 1.0
     step_expand: float = 1.0
     step_shrink: float = 1.0
@@ -151,6 +153,7 @@ _SETTING_KEYS: dict[tuple[str, str], str] = {
     ("failed_configs", "remember_degraded"): "remember_degraded",
     ("failed_configs", "repeat_tolerance"): "repeat_tolerance",
     ("failed_configs", "backtrack_halvings"): "backtrack_halvings",
+    ("failed_configs", "retry_more_epochs"): "retry_more_epochs",
     ("step", "initial"): "step_initial",
     ("step", "expand"): "step_expand",
     ("step", "shrink"): "step_shrink",
@@ -638,6 +641,28 @@ def suggest(
         guard = check_failed_configs(current, shorter, failures, near=near)
         if guard.hyperparameters != current:
             notes.append(f"failed-config memory: step halved {halving} time(s) to clear it")
+    if (
+        settings.retry_more_epochs
+        and guard.hyperparameters == current != proposed
+        and "epochs" in constraints.tunable
+        and check_failed_configs(
+            current, proposed, [f for f in failures if f.failure == "degraded"], near=near
+        ).hyperparameters
+        == current
+    ):
+        # The step degraded validation loss before: retry it with more training (epochs
+        # one trust-region step up), the standard remedy for a loss that has not converged.
+        longer = list(vector)
+        longer[constraints.tunable.index("epochs")] = 1.0
+        retry = constraints.apply_action(
+            current,
+            np.asarray(longer, dtype=np.float64),
+            learning_rate_follows_batch=answer.learning_rate_follows_batch,
+        )
+        retried = check_failed_configs(current, retry, failures, near=near)
+        if retried.hyperparameters != current:
+            guard = retried
+            notes.append("failed-config memory: the degraded step retried with more epochs")
     after = guard.hyperparameters
     fraction, total = _memory_inputs(table, summary)
     guard = memory_guard(

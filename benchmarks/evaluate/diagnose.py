@@ -194,23 +194,37 @@ def cmd_guards(args: argparse.Namespace) -> None:
 
 
 # Round 13's variants of the CI stage's return to the best (configs/suggest.toml
-# [incumbent]) and of backtracking after a refused repeat ([failed_configs]); "shipped" is
-# the CI stage as it was before round 13.
+# [incumbent]), of backtracking and the epochs retry after a refused repeat
+# ([failed_configs]) and of the rollback tolerance; "pre-r13" is the CI stage as it was
+# before round 13, "inc epochs-retry" the one shipped since.
 CI_STAGE_VARIANTS: dict[str, dict[str, Any]] = {
-    "shipped": {"incumbent_enabled": False},
-    "inc": {"incumbent_enabled": True},
-    "inc h1": {"incumbent_enabled": True, "backtrack_halvings": 1},
+    "pre-r13": {"incumbent_enabled": False, "retry_more_epochs": False},
+    "inc": {"incumbent_enabled": True, "retry_more_epochs": False},
+    "inc h1": {"incumbent_enabled": True, "backtrack_halvings": 1, "retry_more_epochs": False},
     "inc vt3 h1": {
         "incumbent_enabled": True,
         "backtrack_halvings": 1,
         "incumbent_val_loss_tolerance": 0.03,
+        "retry_more_epochs": False,
     },
     "inc vt2 h1": {
         "incumbent_enabled": True,
         "backtrack_halvings": 1,
         "incumbent_val_loss_tolerance": 0.02,
+        "retry_more_epochs": False,
     },
-    "h1": {"incumbent_enabled": False, "backtrack_halvings": 1},
+    "h1": {"incumbent_enabled": False, "backtrack_halvings": 1, "retry_more_epochs": False},
+    "inc epochs-retry": {"incumbent_enabled": True, "retry_more_epochs": True},
+    "inc epochs-retry tol3": {
+        "incumbent_enabled": True,
+        "retry_more_epochs": True,
+        "val_loss_tolerance": 0.03,
+    },
+    "inc epochs-retry tol2": {
+        "incumbent_enabled": True,
+        "retry_more_epochs": True,
+        "val_loss_tolerance": 0.02,
+    },
 }
 
 

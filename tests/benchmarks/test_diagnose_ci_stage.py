@@ -19,9 +19,10 @@ def test_every_variant_names_real_settings_and_the_shipped_one_is_the_old_stage(
     for name, changes in diagnose.CI_STAGE_VARIANTS.items():
         changed = dataclasses.replace(shipped, **changes)  # raises on an unknown field
         assert changed.incumbent.enabled == changes["incumbent_enabled"], name
-    assert diagnose.CI_STAGE_VARIANTS["shipped"] == {"incumbent_enabled": False}
+    before = dataclasses.replace(shipped, **diagnose.CI_STAGE_VARIANTS["pre-r13"])
+    assert not before.incumbent.enabled and not before.retry_more_epochs
     # round 13's choice is what configs/suggest.toml ships
-    chosen = dataclasses.replace(shipped, **diagnose.CI_STAGE_VARIANTS["inc"])
+    chosen = dataclasses.replace(shipped, **diagnose.CI_STAGE_VARIANTS["inc epochs-retry"])
     assert chosen == shipped
 
 

@@ -649,7 +649,9 @@ def test_step_adaptation_scales_the_action_by_what_earlier_steps_earned(
 
 
 def test_a_rolled_back_degraded_config_is_not_proposed_again(config: Path, policy_up: Path) -> None:
-    remember = replace(SETTINGS, remember_degraded=True, repeat_tolerance=0.05)
+    remember = replace(
+        SETTINGS, remember_degraded=True, repeat_tolerance=0.05, retry_more_epochs=False
+    )
     fake = FakeSource()
     fake.add(HP, "run-1", val_loss=0.5)
     first = run(config, fake, policy_up, settings=remember)
@@ -839,3 +841,27 @@ def test_the_return_to_the_best_never_leaves_the_trust_region(config: Path, tmp_
         batch_size=2 * HP.batch_size, learning_rate=0.05, num_layers=18, epochs=30
     )
     assert step_towards(constraints, near, HP) == HP
+
+
+def test_a_degraded_step_is_retried_once_with_more_epochs(config: Path, policy_up: Path) -> None:
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up)
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    assert first.after.epochs == HP.epochs
+    fake.add(first.after, "run-2", val_loss=0.8)  # 60 % worse: rolled back
+    assert run(config, fake, policy_up).status is SuggestStatus.ROLLED_BACK
+    fake.add(HP, "run-3", val_loss=0.5)
+    # the policy asks for the same step; it comes back with the epochs one step up (x1.5)
+    third = run(config, fake, policy_up)
+    assert third.status is SuggestStatus.CHANGED and third.after is not None
+    assert third.after.batch_size == first.after.batch_size
+    assert third.after.epochs == 45
+    assert any("retried with more epochs" in n for n in third.notes)
+    # that longer step degraded too: both are remembered, and nothing else is tried
+    fake.add(third.after, "run-4", val_loss=0.8)
+    assert run(config, fake, policy_up).status is SuggestStatus.ROLLED_BACK
+    fake.add(HP, "run-5", val_loss=0.5)
+    fifth = run(config, fake, policy_up)
+    assert fifth.status is SuggestStatus.UNCHANGED
+    assert f"epochs = {HP.epochs}" in config.read_text()
