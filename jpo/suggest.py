@@ -622,7 +622,11 @@ def suggest(
     failures = _failed_configs(
         records, table, summary, run_id, include_degraded=settings.remember_degraded
     ) + tuple(
-        FailedConfig(r.hyperparameters, "worse", r.run_id)
+        FailedConfig(
+            r.hyperparameters,
+            "worse" if r.holds_quality(settings.incumbent) else "drifted",
+            r.run_id,
+        )
         for r in worse_runs(scored, settings.incumbent)
     )
     near = settings.repeat_tolerance
@@ -646,7 +650,10 @@ def suggest(
         and guard.hyperparameters == current != proposed
         and "epochs" in constraints.tunable
         and check_failed_configs(
-            current, proposed, [f for f in failures if f.failure == "degraded"], near=near
+            current,
+            proposed,
+            [f for f in failures if f.failure in ("degraded", "drifted")],
+            near=near,
         ).hyperparameters
         == current
     ):

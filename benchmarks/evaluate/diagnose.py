@@ -220,6 +220,16 @@ CI_STAGE_VARIANTS: dict[str, dict[str, Any]] = {
         "retry_more_epochs": True,
         "val_loss_tolerance": 0.03,
     },
+    "inc epochs-retry drift3": {
+        "incumbent_enabled": True,
+        "retry_more_epochs": True,
+        "incumbent_val_loss_tolerance": 0.03,
+    },
+    "inc epochs-retry drift2": {
+        "incumbent_enabled": True,
+        "retry_more_epochs": True,
+        "incumbent_val_loss_tolerance": 0.02,
+    },
     "inc epochs-retry tol2": {
         "incumbent_enabled": True,
         "retry_more_epochs": True,

@@ -865,3 +865,32 @@ def test_a_degraded_step_is_retried_once_with_more_epochs(config: Path, policy_u
     fifth = run(config, fake, policy_up)
     assert fifth.status is SuggestStatus.UNCHANGED
     assert f"epochs = {HP.epochs}" in config.read_text()
+
+
+def test_a_run_that_drifted_from_the_reference_is_not_kept(config: Path, policy_up: Path) -> None:
+    drift = replace(SETTINGS, incumbent_val_loss_tolerance=0.03)
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up, settings=drift)
+    assert first.after is not None
+    # +4 % against run-1: inside the rollback tolerance (5 %), outside the drift check (3 %)
+    fake.add(first.after, "run-2", val_loss=0.52)
+    second = run(config, fake, policy_up, settings=drift)
+    assert second.status is SuggestStatus.ROLLED_BACK
+    assert second.after == HP
+    assert any("val loss +4.0% against the reference run" in n for n in second.notes)
+    # the same step again is refused as drifted, and retried with more epochs
+    fake.add(HP, "run-3", val_loss=0.5)
+    third = run(config, fake, policy_up, settings=drift)
+    assert third.status is SuggestStatus.CHANGED and third.after is not None
+    assert third.after.epochs == 45
+    assert any("retried with more epochs" in n for n in third.notes)
+    # without the drift check the +4 % run is kept and the policy goes on from it
+    config.write_text(CONFIG)
+    log_of(config).unlink()
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up)
+    assert first.after is not None
+    fake.add(first.after, "run-2", val_loss=0.52)
+    assert run(config, fake, policy_up).status is SuggestStatus.CHANGED
