@@ -742,16 +742,21 @@ def test_failure_recovery_can_be_switched_off(config: Path, policy_up: Path) -> 
     assert config.read_text() == CONFIG
 
 
+def _step_then_idle(config: Path, policy: Path, settings: SuggestSettings = SETTINGS):  # type: ignore[no-untyped-def]
+    """run-1, one policy step, then run-2 with it: trained, val loss +4 % (inside the
+    rollback tolerance), GPU and CPU idle. Return the source, both suggestions' results."""
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy, settings=settings)
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    fake.add(first.after, "run-2", val_loss=0.52, gpu_util=0.02, cpu_util=0.02)
+    return fake, first, run(config, fake, policy, settings=settings)
+
+
 def test_a_step_that_scored_lower_returns_to_the_best_known_good_values(
     config: Path, policy_up: Path
 ) -> None:
-    fake = FakeSource()
-    fake.add(HP, "run-1", val_loss=0.5)
-    first = run(config, fake, policy_up)
-    assert first.status is SuggestStatus.CHANGED and first.after is not None
-    # trained, val loss within the rollback tolerance (+4 %), but the GPU and CPU idled
-    fake.add(first.after, "run-2", val_loss=0.52, gpu_util=0.02, cpu_util=0.02)
-    second = run(config, fake, policy_up)
+    fake, _, second = _step_then_idle(config, policy_up)
     assert second.status is SuggestStatus.ROLLED_BACK
     assert second.after == HP
     assert any(
@@ -771,24 +776,14 @@ def test_a_step_that_scored_lower_returns_to_the_best_known_good_values(
 
 def test_returning_to_the_best_can_be_switched_off(config: Path, policy_up: Path) -> None:
     off = replace(SETTINGS, incumbent_enabled=False)
-    fake = FakeSource()
-    fake.add(HP, "run-1", val_loss=0.5)
-    first = run(config, fake, policy_up, settings=off)
-    assert first.after is not None
-    fake.add(first.after, "run-2", val_loss=0.52, gpu_util=0.02, cpu_util=0.02)
-    second = run(config, fake, policy_up, settings=off)
+    _, first, second = _step_then_idle(config, policy_up, off)
     assert second.status is SuggestStatus.CHANGED and second.after is not None
     assert second.after.batch_size > first.after.batch_size
 
 
 def test_a_lower_score_within_the_margin_keeps_going(config: Path, policy_up: Path) -> None:
     wide = replace(SETTINGS, incumbent_margin=10.0)  # no objective gap is this large
-    fake = FakeSource()
-    fake.add(HP, "run-1", val_loss=0.5)
-    first = run(config, fake, policy_up, settings=wide)
-    assert first.after is not None
-    fake.add(first.after, "run-2", val_loss=0.52, gpu_util=0.02, cpu_util=0.02)
-    second = run(config, fake, policy_up, settings=wide)
+    _, _, second = _step_then_idle(config, policy_up, wide)
     assert second.status is SuggestStatus.CHANGED
     assert not any("best known-good" in n for n in second.notes)
 
