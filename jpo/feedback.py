@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jpo.errors import ConfigError
+from jpo.errors import ConfigError, TelemetryError
 from jpo.guards import FailedConfig
 from jpo.schema import RunSummary
 from jpo.workload import Hyperparameters, WorkloadKey
@@ -43,6 +43,7 @@ __all__ = [
     "failed_configs",
     "feedback",
     "last_known_good",
+    "outcome_hyperparameters",
     "pending_feedback",
     "run_outcome_is_bad",
     "val_loss_change",
@@ -135,6 +136,18 @@ def record_after(record: AuditRecord) -> Hyperparameters | None:
 def record_applied(record: AuditRecord) -> Hyperparameters | None:
     """Return the values in the file after the decision (``after`` if written, else ``before``)."""
     return record_after(record) if record.changed else record_before(record)
+
+
+def outcome_hyperparameters(record: AuditRecord) -> Hyperparameters | None:
+    """Return the values the outcome's run used, else those the suggestion left in the file.
+
+    The run's own ``hp_*`` telemetry, when feedback recorded it, wins: the two differ when
+    someone edited ``config.ini`` between the suggestion and the run.
+    """
+    outcome = record_outcome(record) or {}
+    ran = outcome.get("hyperparameters")
+    own = _hp(ran) if isinstance(ran, dict) else None
+    return own if own is not None else record_applied(record)
 
 
 def record_summary(record: AuditRecord) -> RunSummary | None:
@@ -259,7 +272,7 @@ def failed_configs(
     out: list[FailedConfig] = []
     for record in records:
         outcome = record_outcome(record)
-        applied = record_applied(record)
+        applied = outcome_hyperparameters(record)
         got = outcome_summary(outcome)
         if applied is None or not outcome or got is None:
             continue
@@ -325,7 +338,7 @@ def score_run(
     degraded = summary.failure != "none" or change > settings.val_loss_tolerance
     from dataclasses import asdict
 
-    outcome = {
+    outcome: dict[str, Any] = {
         "run_id": run_id,
         "summary": summary_dict(summary),
         "reward": reward.total,
@@ -333,6 +346,10 @@ def score_run(
         "val_loss_change": change if math.isfinite(change) else None,
         "degraded": degraded,
     }
+    from jpo.features import run_hyperparameters
+
+    with contextlib.suppress(TelemetryError):
+        outcome["hyperparameters"] = run_hyperparameters(table).as_dict()
     sid = record_id(record)
     verdict = "degraded" if degraded else "ok"
     message = (

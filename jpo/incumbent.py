@@ -22,7 +22,9 @@ trust-region step at a time (``configs/suggest.toml`` ``[incumbent]``). The
 lower-scoring configuration joins the failed-config memory as ``"worse"`` so the policy
 is not sent back to it.
 
-Only the newest ``window`` records count, so a long-lived workload compares runs from
+A run is scored with the values it ran (its own ``hp_*`` telemetry, which feedback
+records), so a hand edit of ``config.ini`` between suggestion and run is not credited to
+the suggestion. Only the newest ``window`` records count, so a long-lived workload compares runs from
 similar cluster conditions rather than from months apart.
 """
 
@@ -86,8 +88,8 @@ def scored_runs(records: Sequence[Any], settings: IncumbentSettings) -> list[Sco
     """
     from jpo.feedback import (
         outcome_degraded,
+        outcome_hyperparameters,
         outcome_summary,
-        record_applied,
         record_before,
         record_outcome,
         record_run_id,
@@ -112,7 +114,7 @@ def scored_runs(records: Sequence[Any], settings: IncumbentSettings) -> list[Sco
     for record in window:
         outcome = record_outcome(record)
         summary = outcome_summary(outcome)
-        applied = record_applied(record)
+        applied = outcome_hyperparameters(record)  # what ran, also after a hand edit
         if summary is None or applied is None or summary.failure != "none":
             continue
         if outcome_degraded(outcome):

@@ -889,3 +889,23 @@ def test_a_run_that_drifted_from_the_reference_is_not_kept(config: Path, policy_
     assert first.after is not None
     fake.add(first.after, "run-2", val_loss=0.52)
     assert run(config, fake, policy_up).status is SuggestStatus.CHANGED
+
+
+def test_a_hand_edited_run_is_scored_with_the_values_it_ran(config: Path, policy_up: Path) -> None:
+    from jpo.feedback import outcome_hyperparameters
+    from jpo.incumbent import IncumbentSettings, scored_runs
+
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up)
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    # someone trains longer by hand before the next run
+    config.write_text(config.read_text().replace("epochs = 30", "epochs = 45"))
+    edited = replace(first.after, epochs=45)
+    fake.add(edited, "run-2", val_loss=0.5)
+    run(config, fake, policy_up)
+    record = audit.read_records(log_of(config))[0]
+    assert record.outcome is not None and record.outcome["hyperparameters"]["epochs"] == 45
+    assert outcome_hyperparameters(record) == edited
+    runs = scored_runs([record], IncumbentSettings())
+    assert [r.hyperparameters for r in runs] == [HP, edited]
