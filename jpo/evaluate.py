@@ -1213,7 +1213,9 @@ def _markdown(
         "scores are noise-free (`envs.response.predict`), choices use measured runs.",
         "`oracle_fraction` is relative to the global oracle (the whole constraint box: the "
         "quality bar's figure); `oracle_reach_fraction` to the reach-box oracle (the best "
-        f"configuration within {s.rounds} trust-region steps of the default).",
+        f"configuration within {s.rounds} trust-region steps of the default). Both score "
+        "each method's incumbent, the best run it observed; `oracle_fraction_last_mean` "
+        f"scores the configuration it ran in round {s.rounds}, what `config.ini` holds.",
         "",
         "## Overall (mean over workloads; counts are totals over tuning rounds)",
         "",
