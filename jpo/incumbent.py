@@ -24,8 +24,9 @@ is not sent back to it.
 
 A run is scored with the values it ran (its own ``hp_*`` telemetry, which feedback
 records), so a hand edit of ``config.ini`` between suggestion and run is not credited to
-the suggestion. Only the newest ``window`` records count, so a long-lived workload compares runs from
-similar cluster conditions rather than from months apart.
+the suggestion. Only the newest ``window`` records count, so a long-lived workload
+compares runs from similar cluster conditions rather than from months apart. ``jpo log``
+names each workload's best known-good run.
 """
 
 from __future__ import annotations

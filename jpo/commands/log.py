@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from jpo.audit import AuditRecord
+    from jpo.workload import WorkloadKey
 
 
 def register(app: typer.Typer) -> None:
@@ -46,11 +51,11 @@ def log_command(
     from jpo.console import err_console, out_console
 
     log_path = Path(path) if path is not None else default_audit_path(config)
-    records = read_records(log_path)
+    every = read_records(log_path)
     if workload:
         w = workload.strip()
-        records = [r for r in records if w in (r.key.slug(), r.dataset, r.model, r.framework)]
-    records = records[-limit:]
+        every = [r for r in every if w in (r.key.slug(), r.dataset, r.model, r.framework)]
+    records = every[-limit:]
     if as_json:
         for r in records:
             typer.echo(r.model_dump_json())
@@ -79,4 +84,28 @@ def log_command(
             outcome,
         )
     out_console().print(table)
+    for line in _best_runs(every, {r.key for r in records}):
+        out_console().print(line, markup=False)
     err_console().print(f"{len(records)} record(s) shown", markup=False)
+
+
+def _best_runs(records: Sequence[AuditRecord], keys: Iterable[WorkloadKey]) -> list[str]:
+    """One line per shown workload: its best known-good run (jpo.incumbent), if scored."""
+    from jpo.incumbent import scored_runs
+    from jpo.suggest import load_suggest_settings
+
+    settings = load_suggest_settings().incumbent
+    lines = []
+    for key in sorted(keys, key=lambda k: k.slug()):
+        runs = scored_runs([r for r in records if r.key == key], settings)
+        candidates = [r for r in runs if r.holds_quality(settings)]
+        if len(runs) < 2 or not candidates:
+            continue
+        best = max(candidates, key=lambda r: r.objective)
+        values = ", ".join(f"{k}={_fmt(v)}" for k, v in best.hyperparameters.as_dict().items())
+        lines.append(
+            f"best known-good run of {key.slug()}: {best.run_id} ({values}), objective "
+            f"{best.objective:.3f} against its first run {runs[0].run_id} "
+            f"({runs[0].objective:.3f}; configs/suggest.toml [incumbent])"
+        )
+    return lines

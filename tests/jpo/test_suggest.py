@@ -909,3 +909,19 @@ def test_a_hand_edited_run_is_scored_with_the_values_it_ran(config: Path, policy
     assert outcome_hyperparameters(record) == edited
     runs = scored_runs([record], IncumbentSettings())
     assert [r.hyperparameters for r in runs] == [HP, edited]
+
+
+def test_jpo_log_names_each_workloads_best_known_good_run(
+    config: Path,
+    policy_up: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jpo import cli
+
+    monkeypatch.setenv("COLUMNS", "250")
+    _step_then_idle(config, policy_up)  # run-2 scored below run-1: back to run-1's values
+    assert cli.main(["log", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "best known-good run of cifar10.resnet18.pytorch: run-1 (batch_size=64," in out
+    assert "against its first run run-1" in out
