@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IncumbentSettings",
     "ScoredRun",
+    "best_run",
     "lower_than_incumbent",
     "scored_runs",
     "step_towards",
@@ -126,6 +127,12 @@ def scored_runs(records: Sequence[Any], settings: IncumbentSettings) -> list[Sco
     return out
 
 
+def best_run(runs: Sequence[ScoredRun], settings: IncumbentSettings) -> ScoredRun | None:
+    """Return the incumbent: the highest-scoring run that holds the val-loss tolerance."""
+    candidates = [r for r in runs if r.holds_quality(settings)]
+    return max(candidates, key=lambda r: r.objective) if candidates else None
+
+
 def lower_than_incumbent(
     runs: Sequence[ScoredRun], latest_run_id: str, settings: IncumbentSettings
 ) -> tuple[ScoredRun, ScoredRun, str] | None:
@@ -141,8 +148,8 @@ def lower_than_incumbent(
     if not settings.enabled or len(runs) < 2 or runs[-1].run_id != latest_run_id:
         return None
     latest = runs[-1]
-    best = max((r for r in runs if r.holds_quality(settings)), key=lambda r: r.objective)
-    if best.hyperparameters == latest.hyperparameters:
+    best = best_run(runs, settings)
+    if best is None or best.hyperparameters == latest.hyperparameters:
         return None
     if not latest.holds_quality(settings):
         why = (
@@ -164,13 +171,13 @@ def worse_runs(runs: Sequence[ScoredRun], settings: IncumbentSettings) -> list[S
 
     The reference run's values (the workload's own baseline) are never among them.
     """
-    if not (settings.enabled and settings.remember_worse) or not runs:
+    best = best_run(runs, settings)
+    if not (settings.enabled and settings.remember_worse) or best is None:
         return []
-    best = max(r.objective for r in runs if r.holds_quality(settings))
     return [
         r
         for r in runs[1:]
-        if (best - r.objective > settings.margin or not r.holds_quality(settings))
+        if (best.objective - r.objective > settings.margin or not r.holds_quality(settings))
         and r.hyperparameters != runs[0].hyperparameters
     ]
 

@@ -91,17 +91,16 @@ def log_command(
 
 def _best_runs(records: Sequence[AuditRecord], keys: Iterable[WorkloadKey]) -> list[str]:
     """One line per shown workload: its best known-good run (jpo.incumbent), if scored."""
-    from jpo.incumbent import scored_runs
+    from jpo.incumbent import best_run, scored_runs
     from jpo.suggest import load_suggest_settings
 
     settings = load_suggest_settings().incumbent
     lines = []
     for key in sorted(keys, key=lambda k: k.slug()):
         runs = scored_runs([r for r in records if r.key == key], settings)
-        candidates = [r for r in runs if r.holds_quality(settings)]
-        if len(runs) < 2 or not candidates:
+        best = best_run(runs, settings)
+        if len(runs) < 2 or best is None:
             continue
-        best = max(candidates, key=lambda r: r.objective)
         values = ", ".join(f"{k}={_fmt(v)}" for k, v in best.hyperparameters.as_dict().items())
         lines.append(
             f"best known-good run of {key.slug()}: {best.run_id} ({values}), objective "
