@@ -21,9 +21,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "jpo"))
+sys.path.insert(0, str(REPO / "tests"))
 
-from test_suggest import CONFIG, HP, FakeSource, log_of, make_policy, run  # noqa: E402
+from fakes.suggest_campaign import CONFIG, HP, FakeSource, log_of, make_policy, run  # noqa: E402
 
 from jpo import audit  # noqa: E402
 from jpo.incumbent import (  # noqa: E402

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_suggest import CONFIG, HP, FakeSource, make_policy
+from fakes.suggest_campaign import CONFIG, HP, FakeSource, make_policy
 
 from jpo import audit
 from jpo.errors import ConfigError

@@ -19,109 +19,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from fakes.suggest_campaign import (
+    CONFIG,
+    HP,
+    FakeSource,
+    log_of,
+    make_policy,
+    run,
+    run_table,
+)
 
 from envs.response import ClusterConditions, load_profile, simulate_run
 from jpo import audit
 from jpo.errors import ConfigError, ExitCode
-from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-from jpo.policy import write_artifact
-from jpo.prometheus import EmptyResult
+from jpo.features import OBSERVATION_NAMES
 from jpo.suggest import SuggestOptions, SuggestSettings, SuggestStatus, suggest
-from jpo.telemetry import MetricSource
-from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
+from jpo.workload import Hyperparameters, WorkloadKey
 
-KEY = WorkloadKey("cifar10", "resnet18", "pytorch")
-HP = Hyperparameters(64, 0.05, 18, 30)
-CONFIG = """\
-# ResNet-18 on CIFAR-10
-[workload]
-dataset = cifar10
-model = resnet18
-framework = pytorch
-
-[hyperparameters]
-batch_size = 64       ; samples per step
-learning_rate = 0.05
-num_layers = 18
-epochs = 30
-"""
 SETTINGS = SuggestSettings()
-
-
-def make_policy(
-    folder: Path, action: tuple[float, ...], version: int = 1, coupling: float | None = None
-) -> Path:
-    n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
-    bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
-    return write_artifact(
-        folder,
-        {"w": np.zeros((2 * n_act, n_obs), "f4"), "b": bias},
-        {
-            "policy_version": version,
-            "feature_spec_version": FEATURE_SPEC_VERSION,
-            "observation": {
-                "names": list(OBSERVATION_NAMES),
-                "mean": [0.0] * n_obs,
-                "std": [1.0] * n_obs,
-            },
-            "action": {
-                "names": list(HYPERPARAMETER_NAMES),
-                **({} if coupling is None else {"learning_rate_follows_batch": coupling}),
-            },
-            "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
-        },
-    )
-
-
-def run_table(
-    hp: Hyperparameters,
-    run_id: str,
-    *,
-    start: float,
-    overrides: dict[str, float] | None = None,
-) -> pa.Table:
-    """A simulated run of cifar10-resnet18; ``overrides`` pins a metric's every sample."""
-    run = simulate_run(
-        load_profile("cifar10-resnet18"),
-        hp,
-        ClusterConditions(),
-        rng=np.random.default_rng(0),
-        run_id=run_id,
-        start=start,
-    )
-    table = run.table
-    for metric, value in (overrides or {}).items():
-        mask = pc.equal(table["metric"], metric)
-        values = pc.if_else(mask, pa.scalar(float(value)), table["value"])
-        table = table.set_column(table.schema.get_field_index("value"), "value", values)
-    return table
-
-
-class FakeSource(MetricSource):
-    """Serves the runs it was given; the latest is the last appended."""
-
-    def __init__(self) -> None:
-        self.runs: list[pa.Table] = []
-        self.error: Exception | None = None
-
-    def add(self, hp: Hyperparameters, run_id: str, **overrides: float) -> None:
-        start = time.time() - 3600 + 700 * len(self.runs)
-        self.runs.append(run_table(hp, run_id, start=start, overrides=overrides))
-
-    def list_runs(self, key: WorkloadKey) -> list[str]:
-        return [t["run_id"][0].as_py() for t in self.runs]
-
-    def run_table(self, key, run_id=None, *, lookback=None):  # type: ignore[no-untyped-def]
-        if self.error is not None:
-            raise self.error
-        if not self.runs:
-            raise EmptyResult(f"workload {key.slug()}: no series (fake)")
-        if run_id is None:
-            return self.runs[-1]
-        return next(t for t in self.runs if t["run_id"][0].as_py() == run_id)
-
-    def history(self, start, end, step):  # type: ignore[no-untyped-def]
-        return pa.concat_tables(self.runs)
 
 
 @pytest.fixture
@@ -143,21 +58,6 @@ def source() -> FakeSource:
 def policy_up(tmp_path: Path) -> Path:
     """Batch size up by half the trust region, everything else kept."""
     return make_policy(tmp_path / "policy-up", (0.5, 0.0, 0.0, 0.0))
-
-
-def run(
-    config: Path,
-    source: MetricSource,
-    policy: Path,
-    settings: SuggestSettings = SETTINGS,
-    **kw: object,
-):  # type: ignore[no-untyped-def]
-    options = SuggestOptions(config=config, policy_path=policy, **kw)  # type: ignore[arg-type]
-    return suggest(options, metric_source=source, settings=settings)
-
-
-def log_of(config: Path) -> Path:
-    return config.parent / ".jpo" / "audit.jsonl"
 
 
 def test_changed_writes_the_file_keeps_comments_and_audits(
