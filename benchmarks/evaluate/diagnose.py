@@ -603,7 +603,9 @@ def teacher_proposer(hold: Sequence[str], epochs_rule: str = "oracle") -> Iterat
 
 def cmd_teacher(args: argparse.Namespace) -> None:
     """Scores of the imitation teacher (steps towards the oracle), per held hyperparameters."""
-    catalog = validation_profiles(args.profiles, args.val_seed)
+    catalog = (
+        validation_profiles(args.profiles, args.val_seed) if "validation" in args.splits else {}
+    )
     policy = LocalPolicy.load(BUNDLED)  # not consulted: the teacher replaces its proposals
     variants = (
         ("", "oracle"),
@@ -622,6 +624,8 @@ def cmd_teacher(args: argparse.Namespace) -> None:
                 ("train", args.train_seeds, None),
                 ("validation", args.seeds, catalog),
             ):
+                if split not in args.splits:
+                    continue
                 result = _score(
                     policy,
                     None,
@@ -899,6 +903,13 @@ def main() -> None:
     s.add_argument("--starts", type=int, default=8, help="recorded runs per workload")
     commands["coverage"] = cmd_coverage
     s = sub.add_parser("teacher", help=cmd_teacher.__doc__)
+    s.add_argument(
+        "--splits",
+        nargs="+",
+        default=["holdout", "train", "validation"],
+        choices=["holdout", "train", "validation"],
+        help="splits to score (validation builds 48 profiles' oracles: the slow part)",
+    )
     s.add_argument("--train-seeds", type=int, default=3, help="noise seeds per training workload")
     s.add_argument(
         "--only-rule",
