@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from fakes.policy import fixed_action_policy
 
 from envs.response import ClusterConditions, load_profile, simulate_run
-from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-from jpo.policy import write_artifact
 from jpo.prometheus import EmptyResult
 from jpo.suggest import SuggestOptions, SuggestSettings, suggest
 from jpo.telemetry import MetricSource
-from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
+from jpo.workload import Hyperparameters, WorkloadKey
 
 KEY = WorkloadKey("cifar10", "resnet18", "pytorch")
 HP = Hyperparameters(64, 0.05, 18, 30)
@@ -35,29 +34,7 @@ epochs = 30
 _DEFAULT_SETTINGS = SuggestSettings()
 
 
-def make_policy(
-    folder: Path, action: tuple[float, ...], version: int = 1, coupling: float | None = None
-) -> Path:
-    n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
-    bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
-    return write_artifact(
-        folder,
-        {"w": np.zeros((2 * n_act, n_obs), "f4"), "b": bias},
-        {
-            "policy_version": version,
-            "feature_spec_version": FEATURE_SPEC_VERSION,
-            "observation": {
-                "names": list(OBSERVATION_NAMES),
-                "mean": [0.0] * n_obs,
-                "std": [1.0] * n_obs,
-            },
-            "action": {
-                "names": list(HYPERPARAMETER_NAMES),
-                **({} if coupling is None else {"learning_rate_follows_batch": coupling}),
-            },
-            "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
-        },
-    )
+make_policy = fixed_action_policy
 
 
 def run_table(

@@ -19,10 +19,10 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import uvicorn
+from fakes.policy import fixed_action_policy
 
 from jpo.errors import PolicyError
 from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-from jpo.policy import write_artifact
 from jpo.policy_source import (
     EndpointPolicySource,
     FallbackPolicySource,
@@ -40,23 +40,7 @@ CURRENT = Hyperparameters(64, 0.01, 18, 30)
 
 
 def make_policy(folder: Path, action: tuple[float, ...] = ACTION, version: int = 3) -> Path:
-    n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
-    bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
-    return write_artifact(
-        folder,
-        {"w": np.zeros((2 * n_act, n_obs), "f4"), "b": bias},
-        {
-            "policy_version": version,
-            "feature_spec_version": FEATURE_SPEC_VERSION,
-            "observation": {
-                "names": list(OBSERVATION_NAMES),
-                "mean": [0.0] * n_obs,
-                "std": [1.0] * n_obs,
-            },
-            "action": {"names": list(HYPERPARAMETER_NAMES)},
-            "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
-        },
-    )
+    return fixed_action_policy(folder, action, version)
 
 
 def query() -> PolicyQuery:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fakes.policy import fixed_action_policy
 from fastapi.testclient import TestClient
 
 from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-from jpo.policy import write_artifact
 from jpo.workload import HYPERPARAMETER_NAMES
 from serve.api import PolicyService, create_api
 
@@ -23,26 +22,7 @@ def make_policy(
     coupling: float | None = None,
 ) -> Path:
     """Tiny artifact whose deterministic action is ``action`` whatever the observation."""
-    n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
-    bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
-    return write_artifact(
-        folder,
-        {"w": np.zeros((2 * n_act, n_obs), "f4"), "b": bias},
-        {
-            "policy_version": version,
-            "feature_spec_version": FEATURE_SPEC_VERSION,
-            "observation": {
-                "names": list(OBSERVATION_NAMES),
-                "mean": [0.0] * n_obs,
-                "std": [1.0] * n_obs,
-            },
-            "action": {
-                "names": list(HYPERPARAMETER_NAMES),
-                **({} if coupling is None else {"learning_rate_follows_batch": coupling}),
-            },
-            "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
-        },
-    )
+    return fixed_action_policy(folder, action, version, coupling)
 
 
 SUMMARY = {

@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
+from fakes.policy import fixed_action_policy
 
 from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-from jpo.policy import set_latest, write_artifact
-from jpo.workload import HYPERPARAMETER_NAMES
+from jpo.policy import set_latest
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -26,24 +25,7 @@ BODY = {
 }
 
 
-def make_policy(folder: Path, action: tuple[float, ...], version: int) -> Path:
-    n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
-    bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
-    return write_artifact(
-        folder,
-        {"w": np.zeros((2 * n_act, n_obs), "f4"), "b": bias},
-        {
-            "policy_version": version,
-            "feature_spec_version": FEATURE_SPEC_VERSION,
-            "observation": {
-                "names": list(OBSERVATION_NAMES),
-                "mean": [0.0] * n_obs,
-                "std": [1.0] * n_obs,
-            },
-            "action": {"names": list(HYPERPARAMETER_NAMES)},
-            "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
-        },
-    )
+make_policy = fixed_action_policy
 
 
 def free_port() -> int:
