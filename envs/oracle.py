@@ -268,7 +268,7 @@ def best_config(
         if best is None:
             break
         steps = {k: math.sqrt(v) for k, v in steps.items()}
-        for hp in list(neighbourhood(best.hp, steps)):
+        for hp in neighbourhood(best.hp, steps):  # its axes are fixed when it is made
             value(hp)
     for start_value, start in heapq.nlargest(s.starts, feasible, key=lambda t: t[0]):
         current, current_value, steps = start, start_value, grid_steps
@@ -277,7 +277,7 @@ def best_config(
                 steps = {k: math.sqrt(v) for k, v in steps.items()}
             for _move in range(s.max_moves):
                 moved = False
-                for hp in list(neighbourhood(current, steps)):
+                for hp in neighbourhood(current, steps):
                     v = value(hp)
                     if v is not None and v > current_value:
                         current, current_value, moved = hp, v, True
