@@ -19,6 +19,7 @@ Layout (SPEC §2)::
     batch_size_min = 32                   ; <name>_min / _max / _trust_region narrow the
     batch_size_max = 512                  ; global limits of configs/constraints.toml
     batch_size_power_of_two = true        ; round batch_size to powers of two
+    device = cpu                          ; trains without a GPU (default: gpu)
 
 Reading never writes. ``configparser`` runs with ``interpolation=None`` (a ``%`` is just a
 character) and a default section nobody can name (``[DEFAULT]`` is an ordinary, unknown
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jpo.errors import ConfigError
-from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
+from jpo.workload import DEVICES, HYPERPARAMETER_NAMES, Device, Hyperparameters, WorkloadKey
 
 if TYPE_CHECKING:
     from jpo.constraints import Constraints, ParamLimits
@@ -156,6 +157,7 @@ class JpoSection:
     frozen: tuple[str, ...] = ()
     limits: Mapping[str, ParamLimits] = field(default_factory=dict)
     source: str = "config.ini"
+    device: Device = "gpu"
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ class CheckReport:
                 "hyperparameters": wl.hyperparameters.as_dict(),
                 "tunable": list(wl.jpo.tunable),
                 "frozen": list(wl.jpo.frozen),
+                "device": wl.jpo.device,
             },
         }
 
@@ -616,6 +619,7 @@ def _analyse_text(
     tunable: tuple[str, ...] = HYPERPARAMETER_NAMES
     frozen: tuple[str, ...] = ()
     limits: dict[str, ParamLimits] = {}
+    device: Device = "gpu"
     jpo_ok = True
     if cp.has_section(JPO_SECTION):
         sec = cp[JPO_SECTION]
@@ -640,6 +644,19 @@ def _analyse_text(
                 else:
                     freeze_names = names_list
                 continue
+            if k == "device":
+                text = v.strip().lower()
+                if text not in DEVICES:
+                    jpo_ok = False
+                    add(
+                        JPO_SECTION,
+                        k,
+                        f"device = {_short(v)} is not one of {', '.join(DEVICES)}",
+                        "write gpu (the default) or cpu (a workload that trains without a GPU)",
+                    )
+                    continue
+                device = "cpu" if text == "cpu" else "gpu"
+                continue
             suffix = next((s for s in _LIMIT_SUFFIXES if k.endswith(s)), None)
             pname = k[: -len(suffix)] if suffix else ""
             if suffix is None or pname not in HYPERPARAMETER_NAMES:
@@ -648,7 +665,7 @@ def _analyse_text(
                     JPO_SECTION,
                     k,
                     f"unknown key {k!r} in [jpo]",
-                    "use tune, freeze, or <param>_min/_max/_trust_region/_power_of_two",
+                    "use tune, freeze, device, or <param>_min/_max/_trust_region/_power_of_two",
                 )
                 continue
             if suffix == "_power_of_two":
@@ -688,7 +705,7 @@ def _analyse_text(
         tunable = tuple(n for n in HYPERPARAMETER_NAMES if n in base and n not in freeze_names)
         frozen = tuple(n for n in HYPERPARAMETER_NAMES if n not in tunable)
         limits = {n: ParamLimits(**d) for n, d in raw_limits.items()}
-    jpo = JpoSection(tunable=tunable, frozen=frozen, limits=limits, source=file)
+    jpo = JpoSection(tunable=tunable, frozen=frozen, limits=limits, source=file, device=device)
 
     # constraints
     effective = constraints

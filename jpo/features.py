@@ -37,6 +37,15 @@ field               definition
 
 Required metrics: the four utilizations, ``throughput`` (or ``samples_total``), ``val_loss``
 and ``run_status``.
+
+A workload that trains without a GPU (``[jpo] device = cpu`` in its config.ini;
+``device="cpu"`` here) has no DCGM series. Its pod is its accelerator: ``gpu_util_*`` are
+its ``cpu_util`` samples and ``gpu_mem_util_*`` its ``mem_util`` samples (the busy fraction
+and the memory that an OOM is measured against, as on a GPU), and ``gpu_hours`` counts the
+pod as one device (pod-hours). GPU samples of such a run are ignored. The observation's
+layout and the policy are the same; the policy was trained on GPU workloads only, so its
+suggestions for a CPU workload are an extrapolation that the CI stage's guards and
+rollback keep in check (README, Known limitations).
 A missing required metric raises :class:`MissingMetricError`; a NaN or infinite sample
 raises :class:`NonFiniteMetricError`. Nothing is ever filled with 0, with two documented
 exceptions for runs whose ``run_status`` says they FAILED (the reward ignores both values
@@ -85,7 +94,7 @@ import pyarrow.compute as pc
 from jpo.errors import ConfigError, TelemetryError
 from jpo.prometheus import EmptyResult, NonFiniteSample
 from jpo.schema import HISTORY_SCHEMA, PARTITION_COLUMNS, Failure, RunSummary
-from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
+from jpo.workload import HYPERPARAMETER_NAMES, Device, Hyperparameters, WorkloadKey
 
 if TYPE_CHECKING:
     from jpo.constraints import Constraints
@@ -113,6 +122,9 @@ FEATURES_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "fea
 
 UTILIZATION_METRICS: tuple[str, ...] = ("cpu_util", "mem_util", "gpu_util", "gpu_mem_util")
 """Utilization metrics summarized as mean and p95, in observation order."""
+
+_CPU_DEVICE_SOURCES: dict[str, str] = {"gpu_util": "cpu_util", "gpu_mem_util": "mem_util"}
+"""The metric a cpu-device run's GPU utilization is read from (module docstring)."""
 
 _REQUIRED_METRICS: tuple[str, ...] = (*UTILIZATION_METRICS, "throughput", "val_loss", "run_status")
 _FAILURE_BY_STATUS: dict[int, Failure] = {
@@ -252,12 +264,14 @@ def _columns(table: pa.Table) -> tuple[np.ndarray, list[str], np.ndarray, np.nda
     return codes, names, value, ts
 
 
-def summarize_run(table: pa.Table, *, gpus: int = 1) -> RunSummary:
+def summarize_run(table: pa.Table, *, gpus: int = 1, device: Device = "gpu") -> RunSummary:
     """Condense one run's HISTORY_SCHEMA rows into a RunSummary (spec in module docstring).
 
     Args:
         table: rows of exactly one run (one ``run_id`` of one workload), any order.
         gpus: GPUs of the run's pod (``gpu_hours = duration_s / 3600 * gpus``).
+        device: ``cpu`` for a workload that trains without a GPU: its CPU and memory stand
+            in for the GPU's utilization and memory, and ``gpus`` must be 1 (the pod).
 
     Returns:
         The run's summary.
@@ -280,8 +294,10 @@ def summarize_run(table: pa.Table, *, gpus: int = 1) -> RunSummary:
                 f"summarize_run got rows of several runs ({column} = {distinct[:3]}...); pass "
                 "one run's rows, or use summarize_runs for a whole history table"
             )
+    if device == "cpu" and gpus != 1:
+        raise ValueError(f"a cpu-device run counts its pod as 1 device, got gpus={gpus!r}")
     codes, names, value, ts = _columns(table)
-    return _summarize_arrays(codes, names, value, ts, label, _check_gpus(gpus))
+    return _summarize_arrays(codes, names, value, ts, label, _check_gpus(gpus), device)
 
 
 def _check_gpus(gpus: int) -> int:
@@ -298,10 +314,17 @@ def _summarize_arrays(
     ts: np.ndarray,
     label: str,
     gpus: int,
+    device: Device = "gpu",
 ) -> RunSummary:
     """Summarize one run given its columns as numpy arrays (see :func:`_columns`)."""
     present = set(np.unique(codes).tolist())
     index = {n: i for i, n in enumerate(names) if i in present}
+    if device == "cpu":
+        # The pod is the accelerator (module docstring): read its CPU and memory instead.
+        for gpu_name, pod_name in _CPU_DEVICE_SOURCES.items():
+            index.pop(gpu_name, None)
+            if pod_name in index:
+                index[gpu_name] = index[pod_name]
 
     def samples(name: str) -> tuple[np.ndarray, np.ndarray] | None:
         i = index.get(name)

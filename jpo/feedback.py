@@ -406,6 +406,7 @@ class FeedbackOptions:
     log_path: Path | None = None
     history_root: Path | None = None
     settings_path: Path | None = None
+    metrics_path: Path | None = None
 
 
 def feedback(
@@ -420,22 +421,16 @@ def feedback(
     whose values the run used). Raises TelemetryError when the run cannot be read and
     ConfigError when there is no suggestion to attach it to.
     """
-    import os
-
     from jpo import audit
     from jpo.config_file import read_workload
-    from jpo.features import summarize_run
-    from jpo.suggest import PROMETHEUS_ENV, load_suggest_settings, resolve_under, run_gpus
+    from jpo.suggest import load_suggest_settings, prometheus_source, resolve_under, run_summary
 
     settings = settings or load_suggest_settings(options.settings_path)
     workload = read_workload(options.config)
     key = workload.key
     log_path = options.log_path or audit.default_audit_path(options.config)
     if metric_source is None:
-        from jpo.telemetry import PrometheusSource
-
-        url = options.prometheus_url or os.environ.get(PROMETHEUS_ENV) or settings.prometheus_url
-        metric_source = PrometheusSource.from_url(url)
+        metric_source = prometheus_source(options.prometheus_url, options.metrics_path, settings)
     table = metric_source.run_table(key, options.run_id)
     if not _run_finished(table):
         from jpo.prometheus import RunStillRunning
@@ -444,8 +439,9 @@ def feedback(
             f"run {options.run_id!r} of {key.slug()} is still running (its latest run_status"
             f" is 0): rerun `jpo feedback --run-id {options.run_id}` after the run finishes"
         )
-    gpus, gpu_note = run_gpus(metric_source, key, options.run_id)
-    summary = summarize_run(table, gpus=gpus)
+    summary, gpus, gpu_note = run_summary(
+        metric_source, key, options.run_id, table, workload.jpo.device
+    )
     records = audit.read_records(log_path) if log_path.exists() else []
     records = [r for r in records if record_key(r) == key]
     pending = [r for r in records if record_outcome(r) is None]
@@ -459,9 +455,10 @@ def feedback(
     outcome["gpus"] = gpus
     if gpu_note:
         outcome["notes"] = [gpu_note]
-    history_root = options.history_root or resolve_under(options.config, settings.history_root)
-    from jpo.history import append_history
+    if workload.jpo.device == "gpu":  # the replay env trains on GPU workloads only
+        from jpo.history import append_history
 
-    append_history(history_root, table)
+        root = options.history_root or resolve_under(options.config, settings.history_root)
+        append_history(root, table)
     audit.update_outcome(log_path, record_id(record), outcome)
     return result

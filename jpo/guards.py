@@ -120,12 +120,14 @@ def memory_guard(
     gpu_memory_total_mib: float | None,
     max_fraction: float,
     activation_fraction: float,
+    memory: str = "GPU memory",
 ) -> GuardResult:
     """Refuse a batch size / depth predicted not to fit the GPU memory.
 
-    ``observed_fraction`` is the last run's peak (p95) GPU memory fraction; None (no GPU
-    telemetry, e.g. a CPU workload) disables the guard. A refused proposal keeps the
-    current batch size and depth (other parameters pass through).
+    ``observed_fraction`` is the last run's peak (p95) GPU memory fraction (a cpu-device
+    workload's pod memory fraction, named by ``memory`` in the note); None (no telemetry)
+    disables the guard. A refused proposal keeps the current batch size and depth (other
+    parameters pass through).
     """
     if observed_fraction is None or not math.isfinite(observed_fraction):
         return GuardResult(proposed)
@@ -138,7 +140,7 @@ def memory_guard(
     total = f" of {gpu_memory_total_mib:.0f} MiB" if gpu_memory_total_mib else ""
     note = (
         f"memory guard: batch_size={proposed.batch_size}, num_layers={proposed.num_layers} "
-        f"predicted to use {predicted:.0%} of GPU memory{total} (limit {max_fraction:.0%}, "
+        f"predicted to use {predicted:.0%} of {memory}{total} (limit {max_fraction:.0%}, "
         f"configs/suggest.toml [memory]); kept batch_size={current.batch_size}, "
         f"num_layers={current.num_layers}"
     )

@@ -50,7 +50,7 @@ from jpo.errors import (
     PolicyError,
     TelemetryError,
 )
-from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
+from jpo.workload import HYPERPARAMETER_NAMES, Device, Hyperparameters, WorkloadKey
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -245,6 +245,7 @@ class SuggestOptions:
     log_path: Path | None = None
     settings_path: Path | None = None
     constraints_path: Path | None = None
+    metrics_path: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,20 +379,47 @@ def _memory_inputs(table: pa.Table, summary: RunSummary) -> tuple[float | None, 
 # --------------------------------------------------------------------------- pipeline
 
 
-def run_gpus(metric_source: MetricSource, key: WorkloadKey, run_id: str) -> tuple[int, str]:
-    """Return (GPUs of the run's pods, note); the note is set when 1 is only a default.
+def prometheus_source(
+    url: str | None, metrics_path: Path | None, settings: SuggestSettings
+) -> MetricSource:
+    """Return the CI stage's Prometheus source (URL: given, $JPO_PROMETHEUS_URL, settings).
 
-    The count comes from the pods' ``nvidia_com_gpu`` limits (``[gpus]`` in
-    configs/metrics.toml); GPU-hours are the run's duration times this count.
+    The metric catalog is ``metrics_path`` when given, else configs/metrics.toml.
     """
+    from jpo.promql import load_catalog
+    from jpo.telemetry import PrometheusSource
+
+    url = url or os.environ.get(PROMETHEUS_ENV) or settings.prometheus_url
+    return PrometheusSource.from_url(url, load_catalog(metrics_path) if metrics_path else None)
+
+
+def run_summary(
+    metric_source: MetricSource,
+    key: WorkloadKey,
+    run_id: str,
+    table: pa.Table,
+    device: Device,
+) -> tuple[RunSummary, int, str]:
+    """Return (summary, GPUs, note) of a run; the note is set when 1 GPU is only a default.
+
+    A GPU workload's count comes from its pods' ``nvidia_com_gpu`` limits (``[gpus]`` in
+    configs/metrics.toml) and GPU-hours are the run's duration times it; a cpu-device
+    workload (``[jpo] device = cpu``) counts its pod as its one device.
+    """
+    from jpo.features import summarize_run
+
+    if device == "cpu":
+        return summarize_run(table, device="cpu"), 1, ""
     gpus = metric_source.run_gpus(key, run_id)
-    if gpus is not None:
-        return gpus, ""
-    return 1, (
-        f"GPU count of run {run_id!r} unknown (no kube_pod_container_resource_limits"
-        '{resource="nvidia_com_gpu"} for its pods, see [gpus] in configs/metrics.toml): '
-        "gpu_hours assume 1 GPU"
-    )
+    note = ""
+    if gpus is None:
+        gpus = 1
+        note = (
+            f"GPU count of run {run_id!r} unknown (no kube_pod_container_resource_limits"
+            '{resource="nvidia_com_gpu"} for its pods, see [gpus] in configs/metrics.toml): '
+            "gpu_hours assume 1 GPU"
+        )
+    return summarize_run(table, gpus=gpus), gpus, note
 
 
 def suggest(
@@ -417,7 +445,6 @@ def suggest(
         FEATURE_SPEC_VERSION,
         MissingMetricError,
         build_observation,
-        summarize_run,
     )
     from jpo.feedback import (
         RECOVERY_STEPS,
@@ -468,19 +495,14 @@ def suggest(
 
     # 2. telemetry of the latest run
     if metric_source is None:
-        from jpo.telemetry import PrometheusSource
-
-        url = options.prometheus_url or os.environ.get(PROMETHEUS_ENV) or settings.prometheus_url
-        metric_source = PrometheusSource.from_url(url)
+        metric_source = prometheus_source(options.prometheus_url, options.metrics_path, settings)
     from jpo.prometheus import RunStillRunning
 
-    gpu_note = ""
     try:
         choice = metric_source.select_run(key)  # the most recent FINISHED run
         run_id = choice.run_id
         table = metric_source.run_table(key, run_id)
-        gpus, gpu_note = run_gpus(metric_source, key, run_id)
-        summary = summarize_run(table, gpus=gpus)
+        summary, _, gpu_note = run_summary(metric_source, key, run_id, table, workload.jpo.device)
     except RunStillRunning as err:
         return result(SuggestStatus.NO_DATA, f"{path} left unchanged: {err}")
     except TelemetryError as err:
@@ -489,12 +511,12 @@ def suggest(
             "gpu_util",
             "gpu_mem_util",
         )
-        if gpu_note and gpu_missing:
+        if gpu_missing and metric_source.run_gpus(key, run_id) is None:
             # No DCGM series and no GPU limit: most likely a CPU-only workload.
             hint = (
-                "; its pods have no nvidia_com_gpu limit either: if the workload runs "
-                "without a GPU, JPO cannot tune it yet (feature spec "
-                f"{FEATURE_SPEC_VERSION} describes GPU workloads; README, Known limitations)"
+                "; its pods have no nvidia_com_gpu limit either: if the workload trains "
+                f"without a GPU, add `device = cpu` to the [jpo] section of {path} "
+                "(README, CPU workloads)"
             )
         return result(
             SuggestStatus.NO_DATA,
@@ -516,7 +538,8 @@ def suggest(
             summary,
             run_id,
             log_path=log_path,
-            history_root=history_root,
+            # the replay env trains on GPU workloads only (features module docstring)
+            history_root=history_root if workload.jpo.device == "gpu" else None,
             settings=settings,
         )
     if fed is not None:
@@ -679,6 +702,7 @@ def suggest(
         gpu_memory_total_mib=total,
         max_fraction=settings.max_gpu_memory_fraction,
         activation_fraction=settings.activation_fraction,
+        memory="GPU memory" if workload.jpo.device == "gpu" else "pod memory",
     )
     notes.extend(guard.notes)
     after = guard.hyperparameters

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
+
+Device = Literal["gpu", "cpu"]
+"""What a workload trains on (``[jpo] device`` in config.ini; default ``gpu``)."""
+
+DEVICES: tuple[Device, ...] = ("gpu", "cpu")
 
 HYPERPARAMETER_NAMES: tuple[str, ...] = ("batch_size", "learning_rate", "num_layers", "epochs")
 """The tunable hyperparameters, in the fixed order used by action and feature vectors."""

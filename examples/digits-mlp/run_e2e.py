@@ -8,15 +8,20 @@ Steps:
    (``local_pod_exporter.py``: cAdvisor / kube-state-metrics names for the app's process;
    like kube-state-metrics it keeps a completed pod's labels and limits);
 3. run ``train.py`` with the copied config (run 1), measure it;
-4. run ``jpo suggest --config <copy> --prometheus <url> [--policy P] --approve --json``;
-5. run ``train.py`` again with whatever config.ini now holds (run 2), measure it;
+4. run ``jpo suggest --config <copy> --prometheus <url> --metrics <catalog> [--policy P]
+   --approve --json``;
+5. run ``train.py`` again with whatever config.ini now holds (run 2), measure it, and
+   record its outcome with ``jpo feedback --run-id run-2`` (reward, degraded or not);
 6. print before/after: hyperparameters, wall time, validation loss and accuracy,
    throughput, and the CPU and memory utilization Prometheus measured for each run.
 
-The app is CPU-only: no DCGM series exist for it, so ``jpo suggest`` sees no GPU metrics.
-Whatever ``jpo suggest`` decides (including "no trustworthy telemetry") is printed with its
-exit code; the script fails only if something is broken (a run crashes, Prometheus does
-not come up, suggest exits with an error code).
+The app is CPU-only: no DCGM series exist for it. Its config.ini says so (``[jpo] device =
+cpu``), and JPO reads the pod's CPU and memory in place of the GPU's (README, CPU
+workloads). This Prometheus scrapes every second, so ``jpo suggest`` and ``jpo feedback``
+get a copy of configs/metrics.toml whose query steps match that interval (the shipped
+15 s / 60 s steps assume the usual 15 s scrapes). Whatever ``jpo suggest`` decides is
+printed with its exit code; the script fails only if something is broken (a run crashes,
+Prometheus does not come up, suggest or feedback exits with an error code).
 
 Usage::
 
@@ -39,6 +44,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OK_SUGGEST_CODES = {0, 10, 11, 12}  # changed, unchanged by choice, no data, needs approval
+# configs/metrics.toml [query] for this script's 1 s scrape interval (see the docstring)
+LOCAL_QUERY = {"rate_window": '"3s"', "run_step_s": "1", "discovery_step_s": "2"}
 CPU_LIMIT_CORES = 1.0  # the "pod's" CPU limit: train.py runs torch with one thread
 MEMORY_LIMIT_BYTES = 2.0 * 1024**3  # its memory limit
 sys.path.insert(0, str(HERE))
@@ -225,13 +232,24 @@ def measure(prom: Prometheus, run: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def suggest(config: Path, prom: Prometheus, policy: str | None, out: Path) -> dict[str, Any]:
-    """Run `jpo suggest` as CI would; return its exit code and output."""
-    jpo = Path(sys.executable).with_name("jpo")
-    cmd = [str(jpo) if jpo.exists() else "jpo", "suggest", "--config", str(config)]
-    cmd += ["--prometheus", prom.url, "--approve", "--json", "--log", str(out / "audit.jsonl")]
-    if policy:
-        cmd += ["--policy", policy]
+def local_catalog(out: Path) -> Path:
+    """Write configs/metrics.toml with LOCAL_QUERY's steps into ``out``; return its path."""
+    text = (HERE.parent.parent / "configs" / "metrics.toml").read_text()
+    for key, value in LOCAL_QUERY.items():
+        text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+        if n != 1:
+            raise RuntimeError(f"configs/metrics.toml has no line `{key} = ...` to adapt")
+    path = out / "metrics.toml"
+    path.write_text(text)
+    return path
+
+
+def jpo(command: str, config: Path, prom: Prometheus, out: Path, *extra: str) -> dict[str, Any]:
+    """Run `jpo <command>` as CI would; return its exit code and output."""
+    exe = Path(sys.executable).with_name("jpo")
+    cmd = [str(exe) if exe.exists() else "jpo", command, "--config", str(config)]
+    cmd += ["--prometheus", prom.url, "--metrics", str(out / "metrics.toml")]
+    cmd += ["--json", "--log", str(out / "audit.jsonl"), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     return {"cmd": cmd, "exit_code": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
 
@@ -244,7 +262,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def report(before: dict[str, Any], after: dict[str, Any], suggested: dict[str, Any]) -> str:
+def report(
+    before: dict[str, Any],
+    after: dict[str, Any],
+    suggested: dict[str, Any],
+    fed: dict[str, Any] | None,
+) -> str:
     rows = [
         ("batch_size", lambda r: r["hyperparameters"]["batch_size"]),
         ("learning_rate", lambda r: r["hyperparameters"]["learning_rate"]),
@@ -265,6 +288,10 @@ def report(before: dict[str, Any], after: dict[str, Any], suggested: dict[str, A
     lines.append(f"jpo suggest exit code: {suggested['exit_code']}")
     text = (suggested["stdout"] or "").strip() or (suggested["stderr"] or "").strip()
     lines.append("jpo suggest said: " + text[-1500:])
+    if fed is not None:
+        lines.append(f"jpo feedback (run-2) exit code: {fed['exit_code']}")
+        text = (fed["stdout"] or "").strip() or (fed["stderr"] or "").strip()
+        lines.append("jpo feedback said: " + text[-1500:])
     return "\n".join(lines)
 
 
@@ -275,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     config = out / "config.ini"
     shutil.copyfile(HERE / "config.ini", config)
+    local_catalog(out)
+    history = ("--history", str(out / "history"))
     if args.short:
         text = re.sub(r"^epochs = \d+", "epochs = 2", config.read_text(), flags=re.M)
         config.write_text(text)
@@ -292,21 +321,32 @@ def main(argv: list[str] | None = None) -> int:
         before = train(config, "run-1", app_port, pods, augment, out)
         time.sleep(2.0)  # one more scrape after the run's final samples
         before["measured"] = measure(prom, before)
-        suggested = suggest(config, prom, args.policy, out)
+        policy = ("--policy", args.policy) if args.policy else ()
+        suggested = jpo("suggest", config, prom, out, "--approve", *policy)
         after = train(config, "run-2", app_port, pods, augment, out)
         time.sleep(2.0)
         after["measured"] = measure(prom, after)
+        fed = None
+        if suggested["exit_code"] == 0:  # a change is waiting for its outcome
+            fed = jpo("feedback", config, prom, out, "--run-id", "run-2", *history)
     finally:
         prom.stop()
         server.shutdown()  # type: ignore[attr-defined]
-    summary = {"before": before, "after": after, "suggest": suggested, "out": str(out)}
+    summary = {
+        "before": before,
+        "after": after,
+        "suggest": suggested,
+        "feedback": fed,
+        "out": str(out),
+    }
     (out / "e2e.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(report(before, after, suggested))
+    print(report(before, after, suggested, fed))
     print(f"work folder: {out}")
     broken = (
         before["exit_code"] != 0
         or after["exit_code"] != 0
         or suggested["exit_code"] not in OK_SUGGEST_CODES
+        or (fed is not None and fed["exit_code"] != 0)
     )
     return 1 if broken else 0
 

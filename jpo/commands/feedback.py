@@ -29,6 +29,10 @@ def feedback_command(
         Path | None,
         typer.Option("--history", help="History store root (default: .jpo/history)."),
     ] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option("--metrics", help="Metric catalog (default configs/metrics.toml)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> int:
     """Fetch a finished run from Prometheus, score it, store it in the history and the log."""
@@ -41,6 +45,7 @@ def feedback_command(
             prometheus_url=prometheus,
             log_path=log,
             history_root=history,
+            metrics_path=metrics,
         )
     )
     if as_json:

@@ -56,6 +56,10 @@ def suggest_command(
     settings: Annotated[
         Path | None, typer.Option("--settings", help="Settings TOML (configs/suggest.toml).")
     ] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option("--metrics", help="Metric catalog (default configs/metrics.toml)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> int:
     """Suggest new hyperparameters for a workload and write them into its config.ini.
@@ -79,6 +83,7 @@ def suggest_command(
         approve=approve,
         log_path=log,
         settings_path=settings,
+        metrics_path=metrics,
     )
     with without_pandas():  # the CI stage must start fast (SPEC section 1): no pandas
         result = suggest(options)

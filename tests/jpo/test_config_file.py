@@ -132,6 +132,24 @@ def test_jpo_section(tmp_path: Path) -> None:
     assert narrow.tunable == ("batch_size", "learning_rate")
 
 
+def test_jpo_device(tmp_path: Path) -> None:
+    assert read_workload(_write(tmp_path, GOOD)).jpo.device == "gpu"
+    wf = read_workload(_write(tmp_path, GOOD + "\n[jpo]\ndevice = CPU  ; no GPU\n"))
+    assert wf.jpo.device == "cpu"
+    assert (
+        check_workload(_write(tmp_path, GOOD + "\n[jpo]\ndevice = cpu\n")).to_dict()["workload"][
+            "device"
+        ]
+        == "cpu"
+    )
+    p = _write(tmp_path, GOOD + "\n[jpo]\ndevice = tpu\n")
+    (problem,) = check_workload(p).problems
+    assert (problem.section, problem.key) == ("jpo", "device")
+    assert problem.line == GOOD.count("\n") + 3
+    assert "'tpu'" in problem.message or "tpu" in problem.message
+    assert "gpu" in problem.fix and "cpu" in problem.fix
+
+
 def test_jpo_narrowing_is_applied_by_check(tmp_path: Path) -> None:
     p = _write(tmp_path, GOOD + "\n[jpo]\nepochs_max = 20\n")
     (problem,) = check_workload(p).problems

@@ -87,6 +87,26 @@ def test_summarize_run_hand_computed() -> None:
     assert s.failure == "none"
 
 
+def test_a_cpu_device_run_reads_its_pod_in_place_of_a_gpu() -> None:
+    """[jpo] device = cpu: no DCGM series; the pod's CPU and memory are the device's."""
+    cpu_only = {k: v for k, v in GOOD.items() if k not in ("gpu_util", "gpu_mem_util")}
+    s = summarize_run(make_run(cpu_only), device="cpu")
+    assert (s.gpu_util_mean, s.gpu_util_p95) == (s.cpu_util_mean, s.cpu_util_p95)
+    assert s.cpu_util_mean == pytest.approx(0.3) and s.cpu_util_p95 == pytest.approx(0.48)
+    assert (s.gpu_mem_util_mean, s.gpu_mem_util_p95) == (s.mem_util_mean, s.mem_util_p95)
+    assert s.gpu_hours == pytest.approx(60.0 / 3600.0)  # the pod counts as one device
+    # GPU samples of a run declared cpu are not read
+    assert summarize_run(make_run(GOOD), device="cpu") == s
+    with pytest.raises(MissingMetricError, match="gpu_util"):
+        summarize_run(make_run(cpu_only))  # a GPU workload never reads a gap as 0 %
+    with pytest.raises(MissingMetricError, match="cpu_util"):
+        summarize_run(
+            make_run({k: v for k, v in cpu_only.items() if k != "cpu_util"}), device="cpu"
+        )
+    with pytest.raises(ValueError, match="1 device"):
+        summarize_run(make_run(cpu_only), gpus=2, device="cpu")
+
+
 def test_throughput_comes_from_the_samples_counter_when_exported() -> None:
     # 4 scrapes of 15 s; the counter (started at 0 with the run) counted 36,000 samples:
     # 600 samples/s over the run, whatever the gauge's few samples average to.

@@ -123,15 +123,47 @@ def test_a_run_without_gpu_series_says_whether_the_pod_has_a_gpu(
     """No DCGM series: the message names the metric, and a CPU-only pod as the likely cause."""
     source = _GpuLimitSource() if knows_gpus else FakeSource()
     source.add(HP, "run-1")
-    table = source.runs[0]
-    keep = pc.invert(pc.is_in(table["metric"], pa.array(["gpu_util", "gpu_mem_util"])))
-    source.runs[0] = table.filter(keep)
+    source.runs[0] = _without_gpu_series(source.runs[0])
     result = run(config, source, policy_up)
     assert result.exit_code == ExitCode.UNCHANGED_NO_DATA
     assert "no 'gpu_util' samples" in result.message
     cpu_only = "no nvidia_com_gpu limit either" in result.message
     assert cpu_only is not knows_gpus  # a GPU pod without DCGM data is a telemetry gap
+    assert ("add `device = cpu` to the [jpo] section of" in result.message) is cpu_only
     assert config.read_text() == CONFIG
+
+
+def _without_gpu_series(table: pa.Table) -> pa.Table:
+    """The run as a CPU-only pod exports it: no DCGM series."""
+    return table.filter(
+        pc.invert(pc.is_in(table["metric"], pa.array(["gpu_util", "gpu_mem_util"])))
+    )
+
+
+def test_a_cpu_device_workload_is_tuned_from_its_pods_cpu_and_memory(
+    config: Path, policy_up: Path
+) -> None:
+    """[jpo] device = cpu: suggest, feedback and rollback work without GPU series."""
+    config.write_text(CONFIG + "\n[jpo]\ndevice = cpu\n")
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    fake.runs[0] = _without_gpu_series(fake.runs[0])
+    first = run(config, fake, policy_up)
+    assert first.status is SuggestStatus.CHANGED and first.after is not None
+    assert first.after.batch_size > HP.batch_size
+    assert not any("GPU count" in n for n in first.notes)  # the pod is the one device
+    (record,) = audit.read_records(log_of(config))
+    summary = record.telemetry["summary"]
+    assert summary["gpu_util_mean"] == summary["cpu_util_mean"]
+    assert summary["gpu_mem_util_p95"] == summary["mem_util_p95"]
+    fake.add(first.after, "run-2", val_loss=0.8)  # 60 % worse than run-1
+    fake.runs[1] = _without_gpu_series(fake.runs[1])
+    second = run(config, fake, policy_up)
+    assert second.status is SuggestStatus.ROLLED_BACK and second.after == HP
+    outcome = audit.read_records(log_of(config))[0].outcome
+    assert outcome is not None and outcome["degraded"] is True and outcome["run_id"] == "run-2"
+    # the replay env trains on GPU workloads only: the run is not added to its history
+    assert not (config.parent / ".jpo" / "history").exists()
 
 
 def test_invalid_config_is_an_input_error_and_untouched(
