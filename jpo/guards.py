@@ -196,14 +196,15 @@ def apply_hysteresis(
     proposed: Hyperparameters,
     *,
     min_relative_change: float,
-    min_predicted_gain: float,
+    min_predicted_gain: float | None,
 ) -> GuardResult:
     """Drop changes too small to be worth a new config (so the file does not flap).
 
     Each parameter whose relative change is below ``min_relative_change`` keeps its
     current value. A batch-size *increase* whose predicted throughput gain
     (:func:`predicted_throughput_gain`) is below ``min_predicted_gain`` keeps the current
-    batch size: the GPU is already busy, a bigger batch would only cost quality.
+    batch size: the GPU is already busy, a bigger batch would only cost quality (None: no
+    such check, for a device the roofline model does not describe).
     Decreases pass (the policy lowers the batch for quality, which this model cannot price).
     """
     notes: list[str] = []
@@ -218,7 +219,7 @@ def apply_hysteresis(
             )
             values[name] = cur[name]
     kept = Hyperparameters.from_mapping(values)
-    if kept.batch_size > current.batch_size:
+    if min_predicted_gain is not None and kept.batch_size > current.batch_size:
         gain = predicted_throughput_gain(summary, current, kept)
         if gain < min_predicted_gain:
             notes.append(

@@ -142,6 +142,10 @@ def test_hysteresis_refuses_batch_increase_on_a_saturated_gpu() -> None:
     )
     assert busy.hyperparameters == CUR
     assert idle.hyperparameters == proposed and not idle.notes
+    unpriced = apply_hysteresis(
+        _summary(gpu=0.995), CUR, proposed, min_relative_change=0.05, min_predicted_gain=None
+    )
+    assert unpriced.hyperparameters == proposed and not unpriced.notes
 
 
 def test_hysteresis_lets_batch_decreases_through() -> None:

@@ -146,11 +146,19 @@ def test_a_cpu_device_workload_is_tuned_from_its_pods_cpu_and_memory(
     """[jpo] device = cpu: suggest, feedback and rollback work without GPU series."""
     config.write_text(CONFIG + "\n[jpo]\ndevice = cpu\n")
     fake = FakeSource()
-    fake.add(HP, "run-1", val_loss=0.5)
+    # A CPU job's training loop keeps its CPU ~busy whatever the batch: the GPU roofline's
+    # predicted gain (+0.7 % here) must not veto the batch step as it would on a GPU.
+    fake.add(HP, "run-1", val_loss=0.5, cpu_util=0.97)
     fake.runs[0] = _without_gpu_series(fake.runs[0])
     first = run(config, fake, policy_up)
     assert first.status is SuggestStatus.CHANGED and first.after is not None
-    assert first.after.batch_size > HP.batch_size
+    assert first.after.batch_size > HP.batch_size and first.predicted_gain is None
+    gpu = FakeSource()
+    gpu.add(HP, "run-1", val_loss=0.5, gpu_util=0.97)
+    gpu_config = config.with_name("gpu.ini")
+    gpu_config.write_text(CONFIG)
+    on_gpu = run(gpu_config, gpu, policy_up, dry_run=True)
+    assert on_gpu.after is not None and on_gpu.after.batch_size == HP.batch_size
     assert not any("GPU count" in n for n in first.notes)  # the pod is the one device
     (record,) = audit.read_records(log_of(config))
     summary = record.telemetry["summary"]
