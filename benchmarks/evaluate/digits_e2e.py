@@ -2,9 +2,10 @@
 
 Each repeat is one ``examples/digits-mlp/run_e2e.py`` (full mode unless ``--short``): run 1
 with the example's config.ini, ``jpo suggest``, run 2 with what config.ini then holds,
-``jpo feedback``. Before and after of one repeat run back to back on the same machine, so
-their ratio is the figure to read; wall times of different repeats drift with the
-machine's load. Nothing else should run meanwhile.
+``jpo feedback``, and what the next ``jpo suggest`` would do. Before and after of one
+repeat run back to back on the same machine, so their ratio is the figure to read; wall
+times of different repeats drift with the machine's load. Nothing else should run
+meanwhile.
 
 Usage::
 
@@ -42,6 +43,7 @@ def row(summary: dict[str, Any]) -> dict[str, Any]:
     before, after = summary["before"], summary["after"]
     suggested = json.loads(summary["suggest"]["stdout"])
     fed = json.loads(summary["feedback"]["stdout"]) if summary["feedback"] else None
+    following = json.loads(summary["next_suggest"]["stdout"]) if summary["next_suggest"] else None
     figures: dict[str, Any] = {
         "suggest_exit_code": summary["suggest"]["exit_code"],
         "hp_before": before["hyperparameters"],
@@ -49,6 +51,8 @@ def row(summary: dict[str, Any]) -> dict[str, Any]:
         "proposed": suggested.get("after"),
         "reward": fed["reward"] if fed else None,
         "degraded": fed["degraded"] if fed else None,
+        # the next suggestion after run 2 (dry run): back to run 1's values after a degraded run
+        "next_after": following.get("after") if following else None,
     }
     for name, get in (
         ("wall_s", lambda r: r["wall_s"]),

@@ -10,8 +10,9 @@ Steps:
 3. run ``train.py`` with the copied config (run 1), measure it;
 4. run ``jpo suggest --config <copy> --prometheus <url> --metrics <catalog> [--policy P]
    --approve --json``;
-5. run ``train.py`` again with whatever config.ini now holds (run 2), measure it, and
-   record its outcome with ``jpo feedback --run-id run-2`` (reward, degraded or not);
+5. run ``train.py`` again with whatever config.ini now holds (run 2), measure it,
+   record its outcome with ``jpo feedback --run-id run-2`` (reward, degraded or not) and
+   show what the next ``jpo suggest`` would do (``--dry-run``: a rollback if degraded);
 6. print before/after: hyperparameters, wall time, validation loss and accuracy,
    throughput, and the CPU and memory utilization Prometheus measured for each run.
 
@@ -267,6 +268,7 @@ def report(
     after: dict[str, Any],
     suggested: dict[str, Any],
     fed: dict[str, Any] | None,
+    following: dict[str, Any] | None,
 ) -> str:
     rows = [
         ("batch_size", lambda r: r["hyperparameters"]["batch_size"]),
@@ -288,10 +290,11 @@ def report(
     lines.append(f"jpo suggest exit code: {suggested['exit_code']}")
     text = (suggested["stdout"] or "").strip() or (suggested["stderr"] or "").strip()
     lines.append("jpo suggest said: " + text[-1500:])
-    if fed is not None:
-        lines.append(f"jpo feedback (run-2) exit code: {fed['exit_code']}")
-        text = (fed["stdout"] or "").strip() or (fed["stderr"] or "").strip()
-        lines.append("jpo feedback said: " + text[-1500:])
+    for title, got in (("jpo feedback (run-2)", fed), ("next jpo suggest (--dry-run)", following)):
+        if got is not None:
+            lines.append(f"{title} exit code: {got['exit_code']}")
+            text = (got["stdout"] or "").strip() or (got["stderr"] or "").strip()
+            lines.append(f"{title} said: " + text[-1500:])
     return "\n".join(lines)
 
 
@@ -326,9 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         after = train(config, "run-2", app_port, pods, augment, out)
         time.sleep(2.0)
         after["measured"] = measure(prom, after)
-        fed = None
+        fed = following = None
         if suggested["exit_code"] == 0:  # a change is waiting for its outcome
             fed = jpo("feedback", config, prom, out, "--run-id", "run-2", *history)
+            # what the pipeline's next run would do after run 2 (a rollback if degraded)
+            following = jpo("suggest", config, prom, out, "--approve", "--dry-run", *policy)
     finally:
         prom.stop()
         server.shutdown()  # type: ignore[attr-defined]
@@ -337,16 +342,18 @@ def main(argv: list[str] | None = None) -> int:
         "after": after,
         "suggest": suggested,
         "feedback": fed,
+        "next_suggest": following,
         "out": str(out),
     }
     (out / "e2e.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(report(before, after, suggested, fed))
+    print(report(before, after, suggested, fed, following))
     print(f"work folder: {out}")
     broken = (
         before["exit_code"] != 0
         or after["exit_code"] != 0
         or suggested["exit_code"] not in OK_SUGGEST_CODES
         or (fed is not None and fed["exit_code"] != 0)
+        or (following is not None and following["exit_code"] not in OK_SUGGEST_CODES)
     )
     return 1 if broken else 0
 

@@ -62,6 +62,13 @@ def test_short_end_to_end_run(tmp_path: Path) -> None:
     assert outcome["run_id"] == "run-2" and math.isfinite(outcome["reward"])
     assert outcome["summary"]["gpu_util_mean"] == outcome["summary"]["cpu_util_mean"]
     assert not (tmp_path / "history").exists()  # the replay env trains on GPU runs only
+    # the pipeline's next suggestion (a dry run) sees run 2's outcome: back to run 1's
+    # values after a degraded run, else a step from run 2's
+    following = json.loads(summary["next_suggest"]["stdout"])
+    assert summary["next_suggest"]["exit_code"] in {0, 10}, following["message"]
+    assert following["run_id"] == "run-2" and following["before"] == used
+    if outcome["degraded"]:
+        assert following["after"] == summary["before"]["hyperparameters"]
     # the example's own config.ini is never edited: the script works on a copy
     assert (EXAMPLE / "config.ini").read_bytes() == original
 
