@@ -714,7 +714,7 @@ def suggest(
         min_relative_change=settings.min_relative_change,
         # The roofline gain model reads idle device time as per-step overhead. On a CPU the
         # training loop's overhead is busy CPU time, so it cannot price a CPU job's batch
-        # step (digits-mlp at 96 % CPU: predicted +2 %, measured +41-47 %; BENCHMARKS.md).
+        # step (digits-mlp at 96 % CPU: predicted +2 %, measured +20-70 %; BENCHMARKS.md).
         min_predicted_gain=settings.min_predicted_gain if on_gpu else None,
     )
     notes.extend(guard.notes)
