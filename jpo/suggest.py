@@ -406,20 +406,31 @@ def run_summary(
     configs/metrics.toml) and GPU-hours are the run's duration times it; a cpu-device
     workload (``[jpo] device = cpu``) counts its pod as its one device.
     """
-    from jpo.features import summarize_run
+    from jpo.features import MissingMetricError, summarize_run
 
     if device == "cpu":
         return summarize_run(table, device="cpu"), 1, ""
     gpus = metric_source.run_gpus(key, run_id)
-    note = ""
-    if gpus is None:
-        gpus = 1
-        note = (
-            f"GPU count of run {run_id!r} unknown (no kube_pod_container_resource_limits"
-            '{resource="nvidia_com_gpu"} for its pods, see [gpus] in configs/metrics.toml): '
-            "gpu_hours assume 1 GPU"
-        )
-    return summarize_run(table, gpus=gpus), gpus, note
+    try:
+        summary = summarize_run(table, gpus=gpus or 1)
+    except MissingMetricError as err:
+        if gpus is None and err.metric in ("gpu_util", "gpu_mem_util"):
+            # No DCGM series and no GPU limit: most likely a CPU-only workload.
+            raise MissingMetricError(
+                f"{err}; its pods have no nvidia_com_gpu limit either: if the workload "
+                "trains without a GPU, add `device = cpu` to the [jpo] section of its "
+                "config.ini (README, CPU workloads)",
+                metric=err.metric,
+            ) from err
+        raise
+    if gpus is not None:
+        return summary, gpus, ""
+    note = (
+        f"GPU count of run {run_id!r} unknown (no kube_pod_container_resource_limits"
+        '{resource="nvidia_com_gpu"} for its pods, see [gpus] in configs/metrics.toml): '
+        "gpu_hours assume 1 GPU"
+    )
+    return summary, 1, note
 
 
 def suggest(
@@ -443,7 +454,6 @@ def suggest(
     from jpo.constraints import load_constraints
     from jpo.features import (
         FEATURE_SPEC_VERSION,
-        MissingMetricError,
         build_observation,
     )
     from jpo.feedback import (
@@ -493,6 +503,8 @@ def suggest(
             **kw,
         )
 
+    on_gpu = workload.jpo.device == "gpu"
+
     # 2. telemetry of the latest run
     if metric_source is None:
         metric_source = prometheus_source(options.prometheus_url, options.metrics_path, settings)
@@ -506,21 +518,9 @@ def suggest(
     except RunStillRunning as err:
         return result(SuggestStatus.NO_DATA, f"{path} left unchanged: {err}")
     except TelemetryError as err:
-        hint = ""
-        gpu_missing = isinstance(err, MissingMetricError) and err.metric in (
-            "gpu_util",
-            "gpu_mem_util",
-        )
-        if gpu_missing and metric_source.run_gpus(key, run_id) is None:
-            # No DCGM series and no GPU limit: most likely a CPU-only workload.
-            hint = (
-                "; its pods have no nvidia_com_gpu limit either: if the workload trains "
-                f"without a GPU, add `device = cpu` to the [jpo] section of {path} "
-                "(README, CPU workloads)"
-            )
         return result(
             SuggestStatus.NO_DATA,
-            f"no trustworthy telemetry for {key.slug()}: {err}{hint}; {path} left unchanged",
+            f"no trustworthy telemetry for {key.slug()}: {err}; {path} left unchanged",
         )
     if choice.skipped:
         notes.append(choice.note())
@@ -539,7 +539,7 @@ def suggest(
             run_id,
             log_path=log_path,
             # the replay env trains on GPU workloads only (features module docstring)
-            history_root=history_root if workload.jpo.device == "gpu" else None,
+            history_root=history_root if on_gpu else None,
             settings=settings,
         )
     if fed is not None:
@@ -694,7 +694,6 @@ def suggest(
             guard = retried
             notes.append("failed-config memory: the degraded step retried with more epochs")
     after = guard.hyperparameters
-    on_gpu = workload.jpo.device == "gpu"
     fraction, total = _memory_inputs(table, summary)
     guard = memory_guard(
         current,
