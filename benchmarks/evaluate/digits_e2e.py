@@ -1,15 +1,16 @@
 """Repeat the real digits-mlp end-to-end run and report medians of its before/after figures.
 
 Each repeat is one ``examples/digits-mlp/run_e2e.py`` (full mode unless ``--short``): run 1
-with the example's config.ini, ``jpo suggest``, run 2 with what config.ini then holds,
-``jpo feedback``, and what the next ``jpo suggest`` would do. Before and after of one
-repeat run back to back on the same machine, so their ratio is the figure to read; wall
-times of different repeats drift with the machine's load. Nothing else should run
-meanwhile.
+with the example's config.ini, then ``--rounds`` rounds of ``jpo suggest``, a run with what
+config.ini then holds and ``jpo feedback``, and what the next ``jpo suggest`` would do.
+It reports each run and two ratios to run 1: the first step's run, and the incumbent (the
+fastest run whose val loss stayed within 1 % of run 1's). The runs of one repeat run back
+to back on the same machine, so their ratios are the figures to read; wall times of
+different repeats drift with the machine's load. Nothing else should run meanwhile.
 
 Usage::
 
-    python benchmarks/evaluate/digits_e2e.py --repeats 3 --out /tmp/digits-e2e
+    python benchmarks/evaluate/digits_e2e.py --repeats 3 --rounds 5 --out /tmp/digits-e2e
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 E2E = ROOT / "examples" / "digits-mlp" / "run_e2e.py"
 
 
-def one_repeat(out: Path, short: bool) -> dict[str, Any]:
+def one_repeat(out: Path, short: bool, rounds: int) -> dict[str, Any]:
     """Run run_e2e.py once into ``out``; return its e2e.json."""
-    cmd = [sys.executable, str(E2E), "--out", str(out), *(["--short"] if short else [])]
+    cmd = [sys.executable, str(E2E), "--out", str(out), "--rounds", str(rounds)]
+    cmd += ["--short"] if short else []
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}")
@@ -38,33 +41,50 @@ def one_repeat(out: Path, short: bool) -> dict[str, Any]:
     return summary
 
 
+FIGURES: dict[str, Callable[[dict[str, Any]], float]] = {
+    "wall_s": lambda r: r["wall_s"],
+    "final_val_loss": lambda r: r["final_val_loss"],
+    "val_accuracy": lambda r: r["val_accuracy"],
+    "throughput": lambda r: r["throughput_mean"],
+    "cpu_util": lambda r: r["measured"]["cpu_util_mean"],
+    "mem_util": lambda r: r["measured"]["mem_util_mean"],
+}
+"""What each run reports, by name."""
+
+
 def row(summary: dict[str, Any]) -> dict[str, Any]:
-    """Return the figures of one repeat: before, after and after/before."""
-    before, after = summary["before"], summary["after"]
-    suggested = json.loads(summary["suggest"]["stdout"])
-    fed = json.loads(summary["feedback"]["stdout"]) if summary["feedback"] else None
-    following = json.loads(summary["next_suggest"]["stdout"]) if summary["next_suggest"] else None
-    figures: dict[str, Any] = {
-        "suggest_exit_code": summary["suggest"]["exit_code"],
-        "hp_before": before["hyperparameters"],
-        "hp_after": after["hyperparameters"],
-        "proposed": suggested.get("after"),
-        "reward": fed["reward"] if fed else None,
-        "degraded": fed["degraded"] if fed else None,
-        # the next suggestion after run 2 (dry run): back to run 1's values after a degraded run
-        "next_after": following.get("after") if following else None,
+    """Return one repeat's runs and its ratios: first step / run 1, incumbent / run 1."""
+    runs, steps = summary["runs"], summary["steps"]
+    best = next(r for r in runs if r["run_id"] == summary["incumbent"])
+    per_run = []
+    for i, run in enumerate(runs):
+        step = steps[i - 1] if i else None
+        said = json.loads(step["suggest"]["stdout"]) if step else {}
+        fed = json.loads(step["feedback"]["stdout"]) if step and step["feedback"] else {}
+        per_run.append(
+            {
+                "run_id": run["run_id"],
+                "hyperparameters": run["hyperparameters"],
+                "decision": said.get("status"),
+                "degraded": fed.get("degraded"),
+                "reward": fed.get("reward"),
+                **{name: get(run) for name, get in FIGURES.items()},
+            }
+        )
+    following = json.loads(summary["next_suggest"]["stdout"])
+    ratios = {
+        name: {
+            "first_step": get(runs[1]) / get(runs[0]),
+            "incumbent": get(best) / get(runs[0]),
+        }
+        for name, get in FIGURES.items()
     }
-    for name, get in (
-        ("wall_s", lambda r: r["wall_s"]),
-        ("final_val_loss", lambda r: r["final_val_loss"]),
-        ("val_accuracy", lambda r: r["val_accuracy"]),
-        ("throughput", lambda r: r["throughput_mean"]),
-        ("cpu_util", lambda r: r["measured"]["cpu_util_mean"]),
-        ("mem_util", lambda r: r["measured"]["mem_util_mean"]),
-    ):
-        b, a = get(before), get(after)
-        figures[name] = {"before": b, "after": a, "ratio": a / b if b else None}
-    return figures
+    return {
+        "runs": per_run,
+        "incumbent": summary["incumbent"],
+        "next_after": following.get("after"),
+        "ratios": ratios,
+    }
 
 
 def machine() -> str:
@@ -85,29 +105,22 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="run_e2e.py --rounds")
     parser.add_argument("--short", action="store_true", help="run_e2e.py --short (smoke)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     rows = []
     for i in range(args.repeats):
-        rows.append(row(one_repeat(args.out / f"repeat-{i}", args.short)))
+        rows.append(row(one_repeat(args.out / f"repeat-{i}", args.short, args.rounds)))
         print(json.dumps(rows[-1]), flush=True)
     medians = {
-        name: {k: statistics.median(r[name][k] for r in rows) for k in ("before", "after", "ratio")}
-        for name in (
-            "wall_s",
-            "final_val_loss",
-            "val_accuracy",
-            "throughput",
-            "cpu_util",
-            "mem_util",
-        )
+        name: {
+            which: statistics.median(r["ratios"][name][which] for r in rows)
+            for which in ("first_step", "incumbent")
+        }
+        for name in FIGURES
     }
-    result = {
-        "machine": machine(),
-        "repeats": rows,
-        "medians": medians,
-    }
+    result = {"machine": machine(), "rounds": args.rounds, "repeats": rows, "medians": medians}
     (args.out / "digits_e2e.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(medians, indent=2))
     return 0

@@ -8,13 +8,14 @@ Steps:
    (``local_pod_exporter.py``: cAdvisor / kube-state-metrics names for the app's process;
    like kube-state-metrics it keeps a completed pod's labels and limits);
 3. run ``train.py`` with the copied config (run 1), measure it;
-4. run ``jpo suggest --config <copy> --prometheus <url> --metrics <catalog> [--policy P]
-   --approve --json``;
-5. run ``train.py`` again with whatever config.ini now holds (run 2), measure it,
-   record its outcome with ``jpo feedback --run-id run-2`` (reward, degraded or not) and
-   show what the next ``jpo suggest`` would do (``--dry-run``: a rollback if degraded);
-6. print before/after: hyperparameters, wall time, validation loss and accuracy,
-   throughput, and the CPU and memory utilization Prometheus measured for each run.
+4. each of ``--rounds`` rounds (default 1), as a CI pipeline would: ``jpo suggest --config
+   <copy> --prometheus <url> --metrics <catalog> [--policy P] --approve --json``, run
+   ``train.py`` again with whatever config.ini now holds (run 2, 3, ...), measure it, and
+   record its outcome with ``jpo feedback --run-id run-N`` (reward, degraded or not);
+5. show what the next ``jpo suggest`` would do (``--dry-run``: a rollback if degraded);
+6. print per run: hyperparameters, wall time, validation loss and accuracy, throughput,
+   and the CPU and memory utilization Prometheus measured; and the incumbent, the fastest
+   run whose validation loss stayed within 1 % of run 1's.
 
 The app is CPU-only: no DCGM series exist for it. Its config.ini says so (``[jpo] device =
 cpu``), and JPO reads the pod's CPU and memory in place of the GPU's (README, CPU
@@ -26,7 +27,7 @@ Prometheus does not come up, suggest or feedback exits with an error code).
 
 Usage::
 
-    python examples/digits-mlp/run_e2e.py [--short] [--policy PATH] [--out DIR]
+    python examples/digits-mlp/run_e2e.py [--short] [--rounds N] [--policy PATH] [--out DIR]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OK_SUGGEST_CODES = {0, 10, 11, 12}  # changed, unchanged by choice, no data, needs approval
+LOSS_TOLERANCE = 0.01  # a run counts if its val loss is within 1 % of run 1's (issue 8)
 # configs/metrics.toml [query] for this script's 1 s scrape interval (see the docstring)
 LOCAL_QUERY = {"rate_window": '"3s"', "run_step_s": "1", "discovery_step_s": "2"}
 CPU_LIMIT_CORES = 1.0  # the "pod's" CPU limit: train.py runs torch with one thread
@@ -64,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--policy", default=None, help="policy artifact (default: bundled)")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: temp)")
     parser.add_argument("--prometheus", default=shutil.which("prometheus") or "prometheus")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="tuning rounds: jpo suggest, train, jpo feedback (default 1)",
+    )
     parser.add_argument(
         "--augment",
         type=int,
@@ -263,13 +271,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _said(result: dict[str, Any]) -> str:
+    """Return what a jpo command printed (its JSON line or its error)."""
+    return ((result["stdout"] or "").strip() or (result["stderr"] or "").strip())[-1500:]
+
+
+def incumbent(runs: list[dict[str, Any]]) -> int:
+    """Index of the fastest run whose val loss is within LOSS_TOLERANCE of run 1's."""
+    limit = runs[0]["final_val_loss"] * (1.0 + LOSS_TOLERANCE)
+    ok = [i for i, r in enumerate(runs) if r["exit_code"] == 0 and r["final_val_loss"] <= limit]
+    return min(ok, key=lambda i: runs[i]["wall_s"])
+
+
 def report(
-    before: dict[str, Any],
-    after: dict[str, Any],
-    suggested: dict[str, Any],
-    fed: dict[str, Any] | None,
-    following: dict[str, Any] | None,
+    runs: list[dict[str, Any]], steps: list[dict[str, Any]], following: dict[str, Any]
 ) -> str:
+    """Return the per-run table and what each jpo command said."""
     rows = [
         ("batch_size", lambda r: r["hyperparameters"]["batch_size"]),
         ("learning_rate", lambda r: r["hyperparameters"]["learning_rate"]),
@@ -284,17 +301,24 @@ def report(
         ("GPU util", lambda r: r["measured"]["gpu_util_mean"]),
         ("Prometheus samples", lambda r: r["measured"]["scrapes"]),
     ]
-    lines = [f"{'':<24}{'before':>14}{'after':>14}"]
+    lines = [f"{'':<24}" + "".join(f"{r['run_id']:>14}" for r in runs)]
     for label, get in rows:
-        lines.append(f"{label:<24}{_fmt(get(before)):>14}{_fmt(get(after)):>14}")
-    lines.append(f"jpo suggest exit code: {suggested['exit_code']}")
-    text = (suggested["stdout"] or "").strip() or (suggested["stderr"] or "").strip()
-    lines.append("jpo suggest said: " + text[-1500:])
-    for title, got in (("jpo feedback (run-2)", fed), ("next jpo suggest (--dry-run)", following)):
-        if got is not None:
-            lines.append(f"{title} exit code: {got['exit_code']}")
-            text = (got["stdout"] or "").strip() or (got["stderr"] or "").strip()
-            lines.append(f"{title} said: " + text[-1500:])
+        lines.append(f"{label:<24}" + "".join(f"{_fmt(get(r)):>14}" for r in runs))
+    for i, step in enumerate(steps, start=1):
+        for title, got in (
+            (f"jpo suggest ({i})", step["suggest"]),
+            (f"jpo feedback (run-{i + 1})", step["feedback"]),
+        ):
+            if got is not None:
+                lines.append(f"{title} exit code {got['exit_code']}: {_said(got)}")
+    title = "next jpo suggest (--dry-run)"
+    lines.append(f"{title} exit code {following['exit_code']}: {_said(following)}")
+    best = runs[incumbent(runs)]
+    share = best["wall_s"] / runs[0]["wall_s"]
+    lines.append(
+        f"incumbent: {best['run_id']} (the fastest run with val loss within "
+        f"{LOSS_TOLERANCE:.0%} of run-1's), wall time {share:.3f} of run-1's"
+    )
     return "\n".join(lines)
 
 
@@ -321,39 +345,43 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prom.wait_ready()
         prom.wait_scraping("digits-pod")  # the app's own target is up only while it runs
-        before = train(config, "run-1", app_port, pods, augment, out)
+        runs = [train(config, "run-1", app_port, pods, augment, out)]
         time.sleep(2.0)  # one more scrape after the run's final samples
-        before["measured"] = measure(prom, before)
+        runs[0]["measured"] = measure(prom, runs[0])
         policy = ("--policy", args.policy) if args.policy else ()
-        suggested = jpo("suggest", config, prom, out, "--approve", *policy)
-        after = train(config, "run-2", app_port, pods, augment, out)
-        time.sleep(2.0)
-        after["measured"] = measure(prom, after)
-        fed = following = None
-        if suggested["exit_code"] == 0:  # a change is waiting for its outcome
-            fed = jpo("feedback", config, prom, out, "--run-id", "run-2", *history)
-            # what the pipeline's next run would do after run 2 (a rollback if degraded)
-            following = jpo("suggest", config, prom, out, "--approve", "--dry-run", *policy)
+        steps: list[dict[str, Any]] = []
+        for n in range(2, args.rounds + 2):
+            suggested = jpo("suggest", config, prom, out, "--approve", *policy)
+            run = train(config, f"run-{n}", app_port, pods, augment, out)
+            time.sleep(2.0)
+            run["measured"] = measure(prom, run)
+            fed = None
+            if suggested["exit_code"] == 0:  # a change is waiting for its outcome
+                fed = jpo("feedback", config, prom, out, "--run-id", f"run-{n}", *history)
+            runs.append(run)
+            steps.append({"suggest": suggested, "feedback": fed})
+        # what the pipeline's next run would do (a rollback after a degraded run)
+        following = jpo("suggest", config, prom, out, "--approve", "--dry-run", *policy)
     finally:
         prom.stop()
         server.shutdown()  # type: ignore[attr-defined]
     summary = {
-        "before": before,
-        "after": after,
-        "suggest": suggested,
-        "feedback": fed,
+        "runs": runs,
+        "steps": steps,
         "next_suggest": following,
+        "incumbent": runs[incumbent(runs)]["run_id"],
         "out": str(out),
     }
     (out / "e2e.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(report(before, after, suggested, fed, following))
+    print(report(runs, steps, following))
     print(f"work folder: {out}")
+    codes = [step["suggest"]["exit_code"] for step in steps] + [following["exit_code"]]
     broken = (
-        before["exit_code"] != 0
-        or after["exit_code"] != 0
-        or suggested["exit_code"] not in OK_SUGGEST_CODES
-        or (fed is not None and fed["exit_code"] != 0)
-        or (following is not None and following["exit_code"] not in OK_SUGGEST_CODES)
+        any(run["exit_code"] != 0 for run in runs)
+        or any(code not in OK_SUGGEST_CODES for code in codes)
+        or any(
+            step["feedback"] is not None and step["feedback"]["exit_code"] != 0 for step in steps
+        )
     )
     return 1 if broken else 0
 

@@ -28,18 +28,29 @@ def test_config_ini_passes_the_workload_checker() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus missing")
 def test_short_end_to_end_run(tmp_path: Path) -> None:
+    """Two CI rounds on the real app: suggest, train, feedback; then the next suggestion."""
     original = (EXAMPLE / "config.ini").read_bytes()
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLE / "run_e2e.py"), "--short", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(EXAMPLE / "run_e2e.py"),
+            "--short",
+            "--rounds",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "before" in proc.stdout and "jpo suggest exit code" in proc.stdout
+    assert "jpo suggest (2) exit code" in proc.stdout and "incumbent: run-" in proc.stdout
     summary = json.loads((tmp_path / "e2e.json").read_text())
-    for run in (summary["before"], summary["after"]):
+    runs, steps = summary["runs"], summary["steps"]
+    assert [run["run_id"] for run in runs] == ["run-1", "run-2", "run-3"]
+    for run in runs:
         assert run["status"] == "ok"
         assert math.isfinite(run["final_val_loss"]) and run["final_val_loss"] > 0
         assert run["throughput_mean"] > 0
@@ -51,24 +62,29 @@ def test_short_end_to_end_run(tmp_path: Path) -> None:
     # config.ini says `device = cpu`: the pod's CPU and memory stand in for the GPU's, the
     # script's catalog matches its 1 s scrapes, and the bundled policy's step on this
     # workload (batch size up nearly a full trust region) is far above the hysteresis.
-    suggested = json.loads(summary["suggest"]["stdout"])
-    assert summary["suggest"]["exit_code"] == 0, suggested["message"]
-    assert suggested["status"] == "changed" and suggested["run_id"] == "run-1"
-    used = summary["after"]["hyperparameters"]
-    assert used == suggested["after"] != summary["before"]["hyperparameters"]
-    fed = summary["feedback"]
+    first = json.loads(steps[0]["suggest"]["stdout"])
+    assert steps[0]["suggest"]["exit_code"] == 0, first["message"]
+    assert first["status"] == "changed" and first["run_id"] == "run-1"
+    assert runs[1]["hyperparameters"] == first["after"] != runs[0]["hyperparameters"]
+    fed = steps[0]["feedback"]
     assert fed is not None and fed["exit_code"] == 0, fed
     outcome = json.loads(fed["stdout"])
     assert outcome["run_id"] == "run-2" and math.isfinite(outcome["reward"])
     assert outcome["summary"]["gpu_util_mean"] == outcome["summary"]["cpu_util_mean"]
     assert not (tmp_path / "history").exists()  # the replay env trains on GPU runs only
-    # the pipeline's next suggestion (a dry run) sees run 2's outcome: back to run 1's
-    # values after a degraded run, else a step from run 2's
+    # round 2 starts from run 2's outcome: back to run 1's values after a degraded run,
+    # else a step from run 2's values
+    second = json.loads(steps[1]["suggest"]["stdout"])
+    assert steps[1]["suggest"]["exit_code"] in {0, 10}, second["message"]
+    assert second["run_id"] == "run-2" and second["before"] == runs[1]["hyperparameters"]
+    if outcome["degraded"]:
+        assert second["status"] == "rolled_back"
+        assert second["after"] == runs[0]["hyperparameters"]
+    assert runs[2]["hyperparameters"] == second["after"]
     following = json.loads(summary["next_suggest"]["stdout"])
     assert summary["next_suggest"]["exit_code"] in {0, 10}, following["message"]
-    assert following["run_id"] == "run-2" and following["before"] == used
-    if outcome["degraded"]:
-        assert following["after"] == summary["before"]["hyperparameters"]
+    assert following["run_id"] == "run-3"
+    assert summary["incumbent"] in {"run-1", "run-2", "run-3"}
     # the example's own config.ini is never edited: the script works on a copy
     assert (EXAMPLE / "config.ini").read_bytes() == original
 
