@@ -61,6 +61,12 @@ def run_table(
     return table
 
 
+def without_gpu_series(table: pa.Table) -> pa.Table:
+    """The run as a CPU-only pod exports it: no DCGM series."""
+    gpu = pa.array(["gpu_util", "gpu_mem_util"])
+    return table.filter(pc.invert(pc.is_in(table["metric"], gpu)))
+
+
 class FakeSource(MetricSource):
     """Serves the runs it was given; the latest is the last appended."""
 

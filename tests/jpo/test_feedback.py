@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fakes.suggest_campaign import CONFIG, HP, FakeSource, make_policy
+from fakes.suggest_campaign import CONFIG, HP, FakeSource, make_policy, without_gpu_series
 
 from jpo import audit
 from jpo.errors import ConfigError
@@ -59,16 +59,12 @@ def test_feedback_scores_the_run_and_stores_it(config: Path, tmp_path: Path) -> 
 
 def test_feedback_of_a_cpu_device_workload(config: Path, tmp_path: Path) -> None:
     """[jpo] device = cpu: scored from the pod's CPU and memory, kept out of the history."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     config.write_text(CONFIG + "\n[jpo]\ndevice = cpu\n")
     source = FakeSource()
     source.add(HP, "run-1", val_loss=0.5)
     new = _suggested(config, tmp_path, source)
     source.add(new, "run-2", val_loss=0.45)
-    gpu = pa.array(["gpu_util", "gpu_mem_util"])
-    source.runs = [t.filter(pc.invert(pc.is_in(t["metric"], gpu))) for t in source.runs]
+    source.runs = [without_gpu_series(t) for t in source.runs]
     result = feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source)
     assert result.run_id == "run-2" and not result.degraded
     (record,) = audit.read_records(config.parent / ".jpo" / "audit.jsonl")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 from fakes.suggest_campaign import (
     CONFIG,
@@ -27,6 +26,7 @@ from fakes.suggest_campaign import (
     make_policy,
     run,
     run_table,
+    without_gpu_series,
 )
 
 from envs.response import ClusterConditions, load_profile, simulate_run
@@ -123,7 +123,7 @@ def test_a_run_without_gpu_series_says_whether_the_pod_has_a_gpu(
     """No DCGM series: the message names the metric, and a CPU-only pod as the likely cause."""
     source = _GpuLimitSource() if knows_gpus else FakeSource()
     source.add(HP, "run-1")
-    source.runs[0] = _without_gpu_series(source.runs[0])
+    source.runs[0] = without_gpu_series(source.runs[0])
     result = run(config, source, policy_up)
     assert result.exit_code == ExitCode.UNCHANGED_NO_DATA
     assert "no 'gpu_util' samples" in result.message
@@ -131,13 +131,6 @@ def test_a_run_without_gpu_series_says_whether_the_pod_has_a_gpu(
     assert cpu_only is not knows_gpus  # a GPU pod without DCGM data is a telemetry gap
     assert ("add `device = cpu` to the [jpo] section of" in result.message) is cpu_only
     assert config.read_text() == CONFIG
-
-
-def _without_gpu_series(table: pa.Table) -> pa.Table:
-    """The run as a CPU-only pod exports it: no DCGM series."""
-    return table.filter(
-        pc.invert(pc.is_in(table["metric"], pa.array(["gpu_util", "gpu_mem_util"])))
-    )
 
 
 def test_a_cpu_device_workload_is_tuned_from_its_pods_cpu_and_memory(
@@ -149,7 +142,7 @@ def test_a_cpu_device_workload_is_tuned_from_its_pods_cpu_and_memory(
     # A CPU job's training loop keeps its CPU ~busy whatever the batch: the GPU roofline's
     # predicted gain (+0.7 % here) must not veto the batch step as it would on a GPU.
     fake.add(HP, "run-1", val_loss=0.5, cpu_util=0.97)
-    fake.runs[0] = _without_gpu_series(fake.runs[0])
+    fake.runs[0] = without_gpu_series(fake.runs[0])
     first = run(config, fake, policy_up)
     assert first.status is SuggestStatus.CHANGED and first.after is not None
     assert first.after.batch_size > HP.batch_size and first.predicted_gain is None
@@ -165,7 +158,7 @@ def test_a_cpu_device_workload_is_tuned_from_its_pods_cpu_and_memory(
     assert summary["gpu_util_mean"] == summary["cpu_util_mean"]
     assert summary["gpu_mem_util_p95"] == summary["mem_util_p95"]
     fake.add(first.after, "run-2", val_loss=0.8)  # 60 % worse than run-1
-    fake.runs[1] = _without_gpu_series(fake.runs[1])
+    fake.runs[1] = without_gpu_series(fake.runs[1])
     second = run(config, fake, policy_up)
     assert second.status is SuggestStatus.ROLLED_BACK and second.after == HP
     outcome = audit.read_records(log_of(config))[0].outcome
