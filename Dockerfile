@@ -41,7 +41,7 @@ COPY pyproject.toml README.md ./
 COPY jpo/ jpo/
 COPY envs/ envs/
 COPY serve/ serve/
-RUN pip install -e . \
+RUN pip install -e ".[all]" \
     && pip check
 
 # ---------------------------------------------------------------- runtime
