@@ -5,21 +5,37 @@ Every line is one JSON object with a ``kind``:
 * ``"suggestion"``: an :class:`AuditRecord` (what changed, why, on which telemetry, by which
   policy version);
 * ``"outcome"``: ``{"kind": "outcome", "suggestion_id", "timestamp", "outcome"}``, written by
-  ``jpo feedback`` after the training run.
+  ``jpo feedback`` after the training run;
+* ``"intent"`` and ``"abort"``: the write protocol's journal (:mod:`jpo.transaction`): an
+  intent carries the suggestion record about to be applied; the record itself (or an
+  abort line) completes it.
 
-The file is never rewritten: :func:`update_outcome` appends an outcome line, and
+Records are appended, never edited: :func:`update_outcome` appends an outcome line, and
 :func:`read_records` folds the latest outcome of each suggestion into its record. Each
-append is a single ``write(2)`` on an ``O_APPEND`` descriptor, done while holding
-``<log>.lock``, so concurrent appenders (CI jobs sharing a log) never interleave or lose a
-line. The default path is ``$JPO_AUDIT_LOG`` or ``.jpo/audit.jsonl`` beside config.ini.
+append is one ``O_APPEND`` write, fsynced, done while holding the log's lock
+(``.jpo/locks/audit.jsonl.lock``, :meth:`jpo.workspace.Workspace.for_log`), so concurrent
+appenders (CI jobs sharing a log) never interleave or lose a line; an append that fails
+half-way (a full disk) is cut back to the old length.
+
+Unreadable lines (a torn tail, garbage, non-objects, nesting deeper than
+:data:`MAX_DEPTH`, numbers that overflow a float) never stop a command: :func:`read_log`
+skips and reports them, and :func:`quarantine_bad_lines` (run by the commands that write)
+moves them into ``.jpo/quarantine/`` and rewrites the log without them, the only rewrite
+the log ever gets. :func:`read_records` stays strict (it raises ConfigError naming the
+line). Parsing raises nothing but :class:`~jpo.errors.JpoError` subclasses. The default
+path is ``$JPO_AUDIT_LOG`` or ``.jpo/audit.jsonl`` beside config.ini.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -30,18 +46,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jpo.errors import ConfigError, WriteError
 from jpo.workload import Hyperparameters, WorkloadKey
+from jpo.workspace import Workspace
 
 __all__ = [
+    "AuditLog",
     "AuditRecord",
+    "BadLine",
+    "Intent",
+    "append_abort",
+    "append_intent",
     "append_record",
     "default_audit_path",
+    "log_lock",
+    "quarantine_bad_lines",
+    "read_log",
     "read_records",
     "update_outcome",
 ]
 
 AUDIT_ENV = "JPO_AUDIT_LOG"
 LOCK_TIMEOUT_S = 30.0
-"""How long an appender waits for ``<log>.lock`` before giving up (WriteError)."""
+"""How long an appender waits for the log's lock before giving up (WriteError)."""
+MAX_DEPTH = 16
+"""Deepest JSON nesting an audit line may have; JPO's own lines are 4 levels deep."""
+_MAX_INT = 2**63
 
 
 def _now() -> datetime:
@@ -128,47 +156,89 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _append_line(path: Path, payload: dict[str, Any]) -> None:
+@contextmanager
+def log_lock(path: Path) -> Iterator[None]:
+    """Hold the audit log's lock (``.jpo/locks/<log>.lock``), creating its folder.
+
+    Raises:
+        WriteError: the lock timed out or cannot be created.
+    """
+    from jpo.safe_write import os_write_error
+
+    lock_path = Workspace.for_log(path).lock_for(path)
     try:
-        line = json.dumps(_finite(payload), separators=(",", ":"), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise WriteError(f"{path}: audit record is not JSON-serializable: {err}") from err
-    data = (line + "\n").encode("utf-8")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                # A previous writer killed mid-write may have left a torn last line; start on
-                # a fresh line so that at most that one line is damaged.
-                size = os.fstat(fd).st_size
-                if size:
-                    with path.open("rb") as fh:
-                        fh.seek(size - 1)
-                        if fh.read(1) != b"\n":
-                            data = b"\n" + data
-                n = os.write(fd, data)
-                if n != len(data):
-                    raise OSError(f"short write ({n} of {len(data)} bytes)")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S)
+        lock.acquire()
     except LockTimeout as err:
         raise WriteError(
-            f"{path}: audit log lock {path}.lock busy for {LOCK_TIMEOUT_S:g}s "
+            f"{path}: audit log lock {lock_path} busy for {LOCK_TIMEOUT_S:g}s "
             "(fix: retry; remove a stale lock if no JPO process runs)"
         ) from err
     except OSError as err:
-        parent = next((p for p in path.parents if p.exists()), None)
-        why = (
-            f"{parent} is a file, not a folder"
-            if parent is not None and not parent.is_dir()
-            else str(err)
-        )
-        raise WriteError(
-            f"{path}: cannot append to the audit log ({why}); pass a writable --log path or"
-            f" set {AUDIT_ENV}"
-        ) from err
+        raise os_write_error(path, err, "lock the audit log") from err
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _dump(path: Path, payload: dict[str, Any]) -> bytes:
+    try:
+        line = json.dumps(_finite(payload), separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise WriteError(f"{path}: audit record is not JSON-serializable: {err}") from err
+    return (line + "\n").encode("utf-8")
+
+
+def _append_locked(path: Path, data: bytes) -> None:
+    """Append ``data`` in full or not at all (a failed write is cut back), then fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            # A previous writer killed mid-write may have left a torn last line; start on
+            # a fresh line so that at most that one line is damaged.
+            with path.open("rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    data = b"\n" + data
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, f"short write ({len(data) - len(view)} bytes)")
+                view = view[n:]
+            os.fsync(fd)
+        except OSError:
+            try:  # no torn line from us: back to the old length
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            except OSError:
+                pass  # the torn tail stays; the next writer quarantines it
+            raise
+    finally:
+        os.close(fd)
+    if size == 0:
+        from jpo.safe_write import _fsync_dir
+
+        _fsync_dir(path.parent)  # a new log's directory entry is durable too
+
+
+def _append_line(path: Path, payload: dict[str, Any]) -> None:
+    from jpo.safe_write import os_write_error
+
+    data = _dump(path, payload)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise os_write_error(path, err, "append to the audit log") from err
+    with log_lock(path):
+        try:
+            _append_locked(path, data)
+        except OSError as err:
+            raise os_write_error(path, err, "append to the audit log") from err
 
 
 def append_record(path: str | os.PathLike[str], record: AuditRecord) -> None:
@@ -177,68 +247,274 @@ def append_record(path: str | os.PathLike[str], record: AuditRecord) -> None:
     Raises:
         WriteError: the log cannot be written.
     """
+    _append_line(Path(path), _payload(path, record))
+
+
+def _payload(path: str | os.PathLike[str], record: AuditRecord) -> dict[str, Any]:
     try:
-        payload = record.model_dump(mode="json")
+        return record.model_dump(mode="json")
     except ValueError as err:
         raise WriteError(f"{path}: audit record cannot be serialized: {err}") from err
+
+
+def append_intent(
+    path: str | os.PathLike[str], record: AuditRecord, *, before_sha256: str, after_sha256: str
+) -> None:
+    """Append the journal line announcing that ``record``'s change is about to be written.
+
+    Raises:
+        WriteError: the log cannot be written.
+    """
+    payload = {
+        "kind": "intent",
+        "suggestion_id": str(record.suggestion_id),
+        "timestamp": _now().isoformat(),
+        "config_path": record.config_path,
+        "before_sha256": before_sha256,
+        "after_sha256": after_sha256,
+        "record": _payload(path, record),
+    }
     _append_line(Path(path), payload)
 
 
-def _read_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def append_abort(path: str | os.PathLike[str], suggestion_id: uuid.UUID, reason: str) -> None:
+    """Append the journal line closing an intent whose change was not (or no longer) made.
+
+    Raises:
+        WriteError: the log cannot be written.
+    """
+    payload = {
+        "kind": "abort",
+        "suggestion_id": str(suggestion_id),
+        "timestamp": _now().isoformat(),
+        "reason": reason,
+    }
+    _append_line(Path(path), payload)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """An audit-log line that cannot be read: its number, its bytes, why."""
+
+    lineno: int
+    raw: bytes
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A journal intent: the record of a change to config.ini, and the file's two hashes."""
+
+    record: AuditRecord
+    before_sha256: str
+    after_sha256: str
+    lineno: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLog:
+    """What :func:`read_log` found: records, intents still open, unreadable lines."""
+
+    path: Path
+    records: list[AuditRecord]
+    pending: list[Intent]
+    bad: tuple[BadLine, ...]
+
+    def bad_summary(self) -> str:
+        """Return the unreadable lines in a few words (``line 7: not valid JSON; ...``)."""
+        shown = "; ".join(f"line {b.lineno}: {b.why}" for b in self.bad[:3])
+        more = f"; {len(self.bad) - 3} more" if len(self.bad) > 3 else ""
+        return shown + more
+
+
+class _Bad(Exception):
+    """One line cannot be read (internal; becomes a BadLine or a ConfigError)."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} overflows a float")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > _MAX_INT:
+        raise ValueError(f"integer {text[:20]}... is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(obj: Any) -> int:
+    """Return the nesting depth of parsed JSON, stopping once beyond MAX_DEPTH."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack and deepest <= MAX_DEPTH:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def _parse_line(line: bytes) -> dict[str, Any]:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
+        obj = json.loads(
+            line,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+            parse_constant=_no_constant,
+        )
+    except RecursionError as err:
+        raise _Bad(f"nested deeper than {MAX_DEPTH} levels") from err
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        why = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise _Bad(f"not valid JSON ({why})") from err
+    if not isinstance(obj, dict):
+        raise _Bad(f"not a JSON object (a {type(obj).__name__})")
+    if _depth(obj) > MAX_DEPTH:
+        raise _Bad(f"nested deeper than {MAX_DEPTH} levels")
+    return obj
+
+
+@dataclass
+class _Fold:
+    records: dict[uuid.UUID, AuditRecord]
+    intents: dict[uuid.UUID, Intent]
+    closed: set[uuid.UUID]
+
+
+def _apply(fold: _Fold, obj: dict[str, Any], no: int) -> None:
+    """Fold one parsed line into the log's state; raise _Bad if it is not a valid line."""
+    kind = obj.get("kind", "suggestion")
+    try:
+        if kind == "suggestion":
+            rec = AuditRecord.model_validate(obj)
+            fold.records[rec.suggestion_id] = rec
+            fold.closed.add(rec.suggestion_id)
+        elif kind == "outcome":
+            sid = uuid.UUID(str(obj["suggestion_id"]))
+            outcome = obj["outcome"]
+            if not isinstance(outcome, dict):
+                raise ValueError("outcome must be an object")
+            if sid in fold.records:
+                fold.records[sid] = fold.records[sid].model_copy(update={"outcome": outcome})
+        elif kind == "intent":
+            rec = AuditRecord.model_validate(obj["record"])
+            hashes = (str(obj["before_sha256"]), str(obj["after_sha256"]))
+            fold.intents[rec.suggestion_id] = Intent(rec, *hashes, no)
+        elif kind == "abort":
+            fold.closed.add(uuid.UUID(str(obj["suggestion_id"])))
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+    except (ValidationError, ValueError, KeyError, TypeError, OverflowError) as err:
+        msg = str(err).splitlines()[0] if str(err) else repr(err)
+        raise _Bad(f"invalid audit record ({msg[:160]})") from err
+    except RecursionError as err:
+        raise _Bad(f"nested deeper than {MAX_DEPTH} levels") from err
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return b""
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read the audit log ({err})") from err
-    out: list[tuple[int, dict[str, Any]]] = []
+        raise ConfigError(
+            f"{path}: cannot read the audit log ({err.strerror or err}); fix: check that path "
+            "and its permissions"
+        ) from err
+
+
+def _scan(path: Path, raw: bytes, *, strict: bool) -> tuple[_Fold, list[BadLine]]:
+    fold = _Fold({}, {}, set())
+    bad: list[BadLine] = []
     for no, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(
-                f"{path}:{no}: audit log line is not valid JSON ({err}); "
-                "fix: delete or repair that line"
-            ) from err
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{path}:{no}: audit log line is not a JSON object; fix that line")
-        out.append((no, obj))
-    return out
+            _apply(fold, _parse_line(line), no)
+        except _Bad as err:
+            if strict:
+                raise ConfigError(
+                    f"{path}:{no}: audit log line: {err}; fix: delete or repair that line"
+                ) from err
+            bad.append(BadLine(no, line, str(err)))
+    return fold, bad
+
+
+def read_log(path: str | os.PathLike[str]) -> AuditLog:
+    """Read the log tolerantly: every readable record, open intents, and the bad lines.
+
+    A missing file is an empty log. Never raises for the log's contents.
+
+    Raises:
+        ConfigError: the file exists but cannot be read at all.
+    """
+    p = Path(path)
+    fold, bad = _scan(p, _read_bytes(p), strict=False)
+    pending = [i for sid, i in fold.intents.items() if sid not in fold.closed]
+    return AuditLog(p, list(fold.records.values()), pending, tuple(bad))
 
 
 def read_records(path: str | os.PathLike[str]) -> list[AuditRecord]:
     """Return all suggestion records in file order, each with its latest outcome folded in.
 
-    A missing file is an empty log.
+    A missing file is an empty log. Strict: the commands use :func:`read_log`.
 
     Raises:
         ConfigError: a line is corrupt (the message names the line).
     """
     p = Path(path)
-    records: dict[uuid.UUID, AuditRecord] = {}
-    for no, obj in _read_lines(p):
-        kind = obj.get("kind", "suggestion")
+    fold, _ = _scan(p, _read_bytes(p), strict=True)
+    return list(fold.records.values())
+
+
+def quarantine_bad_lines(path: str | os.PathLike[str]) -> str | None:
+    """Move the log's unreadable lines into ``.jpo/quarantine/``; return what was done.
+
+    Under the log's lock: the bad lines are written (byte for byte, one per line) to
+    ``.jpo/quarantine/<log>.<UTC time>.lines`` and fsynced *before* the log is atomically
+    replaced by its readable lines, so a crash in between keeps them twice, never zero
+    times. Returns None when every line is readable.
+
+    Raises:
+        WriteError: the quarantine or the log cannot be written (the log is unchanged).
+    """
+    from jpo.safe_write import atomic_write_bytes, os_write_error, temp_file_patterns
+
+    p = Path(path)
+    if not read_log(p).bad:
+        return None
+    with log_lock(p):
+        for pattern in temp_file_patterns(p):  # temps of an interrupted rewrite
+            for stale in pattern.parent.glob(pattern.name):
+                stale.unlink(missing_ok=True)
+        raw = _read_bytes(p)
+        _, bad = _scan(p, raw, strict=False)
+        if not bad:
+            return None
+        drop = {b.lineno for b in bad}
+        keep = [ln for no, ln in enumerate(raw.split(b"\n"), 1) if no not in drop and ln.strip()]
+        stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
+        target = Workspace.for_log(p).quarantine / f"{p.name}.{stamp}.lines"
         try:
-            if kind == "suggestion":
-                rec = AuditRecord.model_validate(obj)
-                records[rec.suggestion_id] = rec
-            elif kind == "outcome":
-                sid = uuid.UUID(str(obj["suggestion_id"]))
-                outcome = obj["outcome"]
-                if not isinstance(outcome, dict):
-                    raise ValueError("outcome must be an object")
-                if sid in records:
-                    records[sid] = records[sid].model_copy(update={"outcome": outcome})
-            else:
-                raise ValueError(f"unknown kind {kind!r}")
-        except (ValidationError, ValueError, KeyError) as err:
-            msg = str(err).splitlines()[0] if str(err) else repr(err)
-            raise ConfigError(
-                f"{p}:{no}: invalid audit record ({msg}); fix: delete or repair that line"
-            ) from err
-    return list(records.values())
+            mode = os.stat(p).st_mode & 0o7777
+        except OSError as err:
+            raise os_write_error(p, err, "quarantine unreadable audit lines") from err
+        atomic_write_bytes(target, b"".join(b.raw + b"\n" for b in bad))
+        atomic_write_bytes(p, b"".join(ln + b"\n" for ln in keep), mode=mode)
+    where = ", ".join(str(b.lineno) for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
+    return (
+        f"{p}: {len(bad)} unreadable line(s) (line {where}: {bad[0].why}) moved to {target}; "
+        "every readable record is kept (fix: inspect that file; nothing else to do)"
+    )
 
 
 def update_outcome(
@@ -255,7 +531,7 @@ def update_outcome(
         sid = uuid.UUID(str(suggestion_id))
     except ValueError as err:
         raise ConfigError(f"{suggestion_id!r} is not a suggestion id (a UUID)") from err
-    if not any(r.suggestion_id == sid for r in read_records(p)):
+    if not any(r.suggestion_id == sid for r in read_log(p).records):
         raise ConfigError(
             f"{p}: no suggestion {sid} in the audit log; fix: pass an id from `jpo log`"
         )

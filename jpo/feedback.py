@@ -5,6 +5,10 @@ previous suggestion has no outcome yet) fetches the run from Prometheus, condens
 :func:`jpo.features.summarize_run` (the same code as training), scores it with
 :func:`jpo.reward.compute_reward` against the run the suggestion was based on, appends the
 run to the Parquet history and stores the outcome on the suggestion's audit record.
+It first settles what an interrupted earlier command left (:func:`jpo.transaction.reconcile`).
+Its writes are crash-safe one by one: the history append skips rows already stored, and
+the outcome is one appended line, so a crash in between is repaired by running the same
+``jpo feedback`` again (a torn outcome line is quarantined, the suggestion stays pending).
 
 An outcome is *bad* — and the next ``jpo suggest`` rolls back to the last known-good
 values — when the run failed (OOM, divergence, crash) or its final validation loss is
@@ -429,6 +433,9 @@ def feedback(
     workload = read_workload(options.config)
     key = workload.key
     log_path = options.log_path or audit.default_audit_path(options.config)
+    from jpo.transaction import reconcile
+
+    reconcile(options.config, log_path, key)  # an interrupted earlier command (says so)
     if metric_source is None:
         metric_source = prometheus_source(options.prometheus_url, options.metrics_path, settings)
     table = metric_source.run_table(key, options.run_id)
@@ -442,8 +449,7 @@ def feedback(
     summary, gpus, gpu_note = run_summary(
         metric_source, key, options.run_id, table, workload.jpo.device
     )
-    records = audit.read_records(log_path) if log_path.exists() else []
-    records = [r for r in records if record_key(r) == key]
+    records = [r for r in audit.read_log(log_path).records if record_key(r) == key]
     pending = [r for r in records if record_outcome(r) is None]
     if not pending:
         raise ConfigError(

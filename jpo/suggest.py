@@ -24,10 +24,12 @@ order (each owned by one module):
    step is retried once with more epochs), memory guard, hysteresis —
    nothing left to change: exit 10;
 8. validate; approval above the configured change size (exit 12 without ``--approve``);
-9. write atomically (:func:`jpo.safe_write.write_hyperparameters`) and append the audit
-   record (:mod:`jpo.audit`).
+9. write atomically and append the audit record, crash-consistently
+   (:func:`jpo.transaction.commit_change`; the protocol is documented there).
 
-The file is touched only in step 9, and only with values that passed validation. This
+The file is touched only in step 9, and only with values that passed validation. Before
+step 2 an interrupted earlier command is settled (:func:`jpo.transaction.reconcile`; a
+dry run only reports it). This
 module (and everything it imports at module level) must not import ray or torch.
 """
 
@@ -46,7 +48,6 @@ from jpo.errors import (
     ConfigError,
     ConstraintViolation,
     ExitCode,
-    JpoError,
     PolicyError,
     TelemetryError,
 )
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from jpo.schema import RunSummary
     from jpo.stepping import StepSettings
     from jpo.telemetry import MetricSource
+    from jpo.transaction import StepHook
 
 __all__ = [
     "SuggestOptions",
@@ -439,8 +441,11 @@ def suggest(
     metric_source: MetricSource | None = None,
     policy_source: PolicySource | None = None,
     settings: SuggestSettings | None = None,
+    step_hook: StepHook | None = None,
 ) -> SuggestResult:
     """Run the CI stage once (see the module docstring); raise JpoError on bad input.
+
+    ``step_hook`` is passed to :func:`jpo.transaction.commit_change` (fault injection).
 
     Raises:
         ConfigError: the config file (or a settings file) is invalid (exit 2).
@@ -505,6 +510,14 @@ def suggest(
 
     on_gpu = workload.jpo.device == "gpu"
 
+    # 1b. settle what an interrupted command left (a dry run only reports it)
+    from jpo.transaction import describe_pending, reconcile
+
+    if options.dry_run:
+        describe_pending(path, log_path, key)
+    else:
+        notes.extend(reconcile(path, log_path, key))
+
     # 2. telemetry of the latest run
     if metric_source is None:
         metric_source = prometheus_source(options.prometheus_url, options.metrics_path, settings)
@@ -528,8 +541,7 @@ def suggest(
         notes.append(gpu_note)
 
     # 3. outcome of the previous suggestion, if still pending
-    records = audit.read_records(log_path) if log_path.exists() else []
-    records = [r for r in records if _record_key(r) == key]
+    records = [r for r in audit.read_log(log_path).records if _record_key(r) == key]
     fed = None
     if not options.dry_run:  # a dry run writes nothing, the log included
         fed = pending_feedback(
@@ -544,11 +556,12 @@ def suggest(
         )
     if fed is not None:
         notes.append(fed.message)
-        records = [r for r in audit.read_records(log_path) if _record_key(r) == key]
+        records = [r for r in audit.read_log(log_path).records if _record_key(r) == key]
 
     # 4. rollback; or wait for a run with the values last written
     last = records[-1] if records else None
     decide = _Decider(options, key, current, summary, run_id, notes, log_path)
+    decide.step_hook = step_hook
     bad = run_outcome_is_bad(last, settings) if last is not None else None
     if last is not None and bad is not None and _record_applied(last) == current:
         good = _last_known_good(records)
@@ -782,13 +795,14 @@ class _Decider:
         self.observation: Any = None
         self.proposed: Hyperparameters | None = None
         self.predicted_gain: float | None = None
+        self.step_hook: Any = None
 
     def __call__(
         self, status: SuggestStatus, message: str, *, after: Hyperparameters, reason: str
     ) -> SuggestResult:
         from jpo import audit
         from jpo.feedback import summary_dict
-        from jpo.safe_write import write_hyperparameters
+        from jpo.transaction import commit_change
 
         path = self.options.config
         answer = self.answer
@@ -818,15 +832,14 @@ class _Decider:
             config_path=str(path.resolve()),
             changed=write,
         )
-        if write:
-            write_hyperparameters(path, after, backup=True, expected=self.current)
-        if not self.options.dry_run:
-            try:
-                audit.append_record(self.log_path, record)
-            except JpoError:
-                if write:  # no change without its audit record: put the old values back
-                    write_hyperparameters(path, self.current, backup=False, expected=after)
-                raise
+        if write:  # config.ini and its record, crash-consistently (jpo.transaction)
+            done = commit_change(
+                path, after, record, self.log_path, expected=self.current, step=self.step_hook
+            )
+            write = done.written
+            self.notes.extend(done.notes)
+        elif not self.options.dry_run:
+            audit.append_record(self.log_path, record)
         return SuggestResult(
             status=status,
             config=path,

@@ -44,6 +44,17 @@ class Workspace:
         """Return the workspace beside ``config_path`` (the file's folder, resolved)."""
         return cls(Path(config_path).resolve().parent)
 
+    @classmethod
+    def for_log(cls, log_path: str | os.PathLike[str]) -> Workspace:
+        """Return the workspace whose locks, temp files and quarantine serve an audit log.
+
+        The default log ``<dir>/.jpo/audit.jsonl`` belongs to ``<dir>``; a log elsewhere
+        (``$JPO_AUDIT_LOG``, ``--log``) gets a ``.jpo/`` folder beside it. Every appender of
+        one log so finds the same lock, whichever config.ini it works on.
+        """
+        folder = Path(log_path).resolve().parent
+        return cls(folder.parent if folder.name == STATE_DIR_NAME else folder)
+
     @property
     def root(self) -> Path:
         """The ``.jpo/`` folder."""

@@ -132,11 +132,14 @@ def demo_command(
 
 def _workload_files(row: Any) -> dict[str, Path]:
     """The files the CI stage wrote for one workload (only those that exist)."""
+    from jpo.workspace import Workspace
+
     folder = row.config.parent
+    workspace = Workspace.for_config(row.config)
     candidates = {
         "config": row.config,
-        "backup": row.config.with_name(row.config.name + ".bak"),
-        "audit_log": folder / ".jpo" / "audit.jsonl",
+        "backup": workspace.backup_for(row.config),
+        "audit_log": workspace.audit_log,
         "history": folder / ".jpo" / "history",
     }
     return {label: path for label, path in candidates.items() if path.exists()}

@@ -47,11 +47,13 @@ def log_command(
     """Show suggested changes: when, which workload, before -> after, why, outcome."""
     from rich.table import Table
 
-    from jpo.audit import default_audit_path, read_records
+    from jpo.audit import default_audit_path, read_log
     from jpo.console import err_console, out_console
+    from jpo.transaction import describe_pending
 
     log_path = Path(path) if path is not None else default_audit_path(config)
-    every = read_records(log_path)
+    describe_pending(config, log_path, None)  # unreadable lines, interrupted writes: stderr
+    every = read_log(log_path).records
     if workload:
         w = workload.strip()
         every = [r for r in every if w in (r.key.slug(), r.dataset, r.model, r.framework)]

@@ -53,7 +53,11 @@ def cfg(tmp_path: Path) -> Path:
 
 
 def _tmp_files(d: Path) -> list[Path]:
-    return sorted(d.glob("*.jpo-tmp"))
+    return sorted([*d.glob("*.jpo-tmp"), *d.glob(".jpo/tmp/*.jpo-tmp")])
+
+
+def _bak(d: Path) -> Path:
+    return d / ".jpo" / "backup" / "config.ini.bak"
 
 
 def test_no_change_is_byte_identical_and_writes_nothing(cfg: Path) -> None:
@@ -61,7 +65,7 @@ def test_no_change_is_byte_identical_and_writes_nothing(cfg: Path) -> None:
     result = write_hyperparameters(cfg, BASE)
     assert not result.changed and result.diff == "" and result.backup_path is None
     assert cfg.read_text() == TEXT and cfg.stat().st_mtime_ns == mtime
-    assert not (cfg.parent / "config.ini.bak").exists()
+    assert not _bak(cfg.parent).exists()
 
 
 def test_example_round_trip_is_byte_identical(tmp_path: Path) -> None:
@@ -144,7 +148,9 @@ def test_invalid_current_file_is_not_touched(tmp_path: Path) -> None:
 
 
 def test_lock_timeout(cfg: Path) -> None:
-    with FileLock(str(cfg) + ".lock"), pytest.raises(WriteError, match="lock"):
+    lock = cfg.parent / ".jpo" / "locks" / "config.ini.lock"
+    lock.parent.mkdir(parents=True)
+    with FileLock(str(lock)), pytest.raises(WriteError, match="lock"):
         write_hyperparameters(cfg, Hyperparameters(256, 0.01, 18, 30), lock_timeout_s=0.05)
     assert cfg.read_text() == TEXT
 
@@ -154,7 +160,7 @@ def test_failing_replace_leaves_original_and_no_temp_file(
     cfg: Path, monkeypatch: pytest.MonkeyPatch, fail_on: str
 ) -> None:
     real_replace = os.replace
-    target = cfg if fail_on == "config" else cfg.with_name("config.ini.bak")
+    target = cfg if fail_on == "config" else _bak(cfg.parent)
 
     def failing_replace(src: str, dst: str | Path) -> None:
         if Path(dst) == target:
@@ -231,7 +237,7 @@ def test_sigkill_mid_loop_always_leaves_a_parseable_file(tmp_path: Path) -> None
     for delay in (0.05, 0.13, 0.21, 0.34, 0.55, 0.8):
         proc = subprocess.Popen([sys.executable, "-c", LOOPER, str(p)])
         deadline = time.monotonic() + 60
-        while not (tmp_path / "config.ini.bak").exists() and time.monotonic() < deadline:
+        while not _bak(tmp_path).exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -239,7 +245,7 @@ def test_sigkill_mid_loop_always_leaves_a_parseable_file(tmp_path: Path) -> None
         wf = read_workload(p)  # parseable, valid, whole
         assert wf.hyperparameters.batch_size in (64, 128)
         assert wf.key.slug() == "cifar10.resnet18.pytorch"
-        read_workload(tmp_path / "config.ini.bak")
+        read_workload(_bak(tmp_path))
         for stale in _tmp_files(tmp_path):  # a kill between mkstemp and replace may leave one
             stale.unlink()
 
