@@ -13,7 +13,7 @@ Every line is one JSON object with a ``kind``:
 Records are appended, never edited: :func:`update_outcome` appends an outcome line, and
 :func:`read_records` folds the latest outcome of each suggestion into its record. Each
 append is one ``O_APPEND`` write, fsynced, done while holding the log's lock
-(``.jpo/locks/audit.jsonl.lock``, :meth:`jpo.workspace.Workspace.for_log`), so concurrent
+(``.jpo/locks/audit.jsonl.lock``, :meth:`jpo.workspace.Workspace.for_file`), so concurrent
 appenders (CI jobs sharing a log) never interleave or lose a line; an append that fails
 half-way (a full disk) is cut back to the old length.
 
@@ -165,7 +165,7 @@ def log_lock(path: Path) -> Iterator[None]:
     """
     from jpo.safe_write import os_write_error
 
-    lock_path = Workspace.for_log(path).lock_for(path)
+    lock_path = Workspace.for_file(path).lock_for(path)
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S)
@@ -495,7 +495,10 @@ def quarantine_bad_lines(path: str | os.PathLike[str]) -> str | None:
     with log_lock(p):
         for pattern in temp_file_patterns(p):  # temps of an interrupted rewrite
             for stale in pattern.parent.glob(pattern.name):
-                stale.unlink(missing_ok=True)
+                try:
+                    stale.unlink(missing_ok=True)
+                except OSError as err:
+                    raise os_write_error(stale, err, "remove a stale temp file") from err
         raw = _read_bytes(p)
         _, bad = _scan(p, raw, strict=False)
         if not bad:
@@ -503,7 +506,7 @@ def quarantine_bad_lines(path: str | os.PathLike[str]) -> str | None:
         drop = {b.lineno for b in bad}
         keep = [ln for no, ln in enumerate(raw.split(b"\n"), 1) if no not in drop and ln.strip()]
         stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
-        target = Workspace.for_log(p).quarantine / f"{p.name}.{stamp}.lines"
+        target = Workspace.for_file(p).quarantine / f"{p.name}.{stamp}.lines"
         try:
             mode = os.stat(p).st_mode & 0o7777
         except OSError as err:

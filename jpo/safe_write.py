@@ -168,7 +168,7 @@ def _tmp_dir(path: Path) -> Path:
     A rename is atomic only within one file system; when ``.jpo/tmp`` is elsewhere (a
     mount), the temp file goes into ``path``'s own folder instead.
     """
-    tmp = Workspace.for_config(path).tmp
+    tmp = Workspace.for_file(path).tmp
     tmp.mkdir(parents=True, exist_ok=True)
     if os.stat(tmp).st_dev != os.stat(path.parent).st_dev:
         return path.parent
@@ -177,7 +177,7 @@ def _tmp_dir(path: Path) -> Path:
 
 def temp_file_patterns(path: Path) -> tuple[Path, ...]:
     """Return glob patterns (as paths) of temp files an interrupted write of ``path`` leaves."""
-    ws = Workspace.for_config(path)
+    ws = Workspace.for_file(path)
     return (
         ws.tmp / f"{path.name}.*{TMP_SUFFIX}",
         path.parent / f".{path.name}.*{TMP_SUFFIX}",  # fallback folder, and JPO before .jpo/

@@ -45,15 +45,20 @@ class Workspace:
         return cls(Path(config_path).resolve().parent)
 
     @classmethod
-    def for_log(cls, log_path: str | os.PathLike[str]) -> Workspace:
-        """Return the workspace whose locks, temp files and quarantine serve an audit log.
+    def for_file(cls, path: str | os.PathLike[str]) -> Workspace:
+        """Return the workspace serving ``path``: its folder's, or the one it lives in.
 
-        The default log ``<dir>/.jpo/audit.jsonl`` belongs to ``<dir>``; a log elsewhere
-        (``$JPO_AUDIT_LOG``, ``--log``) gets a ``.jpo/`` folder beside it. Every appender of
-        one log so finds the same lock, whichever config.ini it works on.
+        A file in a ``.jpo/`` folder or one of its subfolders (the default audit log, a
+        backup) belongs to the
+        workspace of that folder's parent; any other file (config.ini, a log given by
+        ``$JPO_AUDIT_LOG`` or ``--log``) to its own folder's. Every writer of one file so
+        finds the same lock and temp folder, whichever config.ini it works on.
         """
-        folder = Path(log_path).resolve().parent
-        return cls(folder.parent if folder.name == STATE_DIR_NAME else folder)
+        folder = Path(path).resolve().parent
+        for above in (folder, folder.parent):  # .jpo/audit.jsonl, .jpo/backup/config.ini.bak
+            if above.name == STATE_DIR_NAME:
+                return cls(above.parent)
+        return cls(folder)
 
     @property
     def root(self) -> Path:
