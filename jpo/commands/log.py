@@ -47,13 +47,21 @@ def log_command(
     """Show suggested changes: when, which workload, before -> after, why, outcome."""
     from rich.table import Table
 
-    from jpo.audit import default_audit_path, read_log
+    from jpo.audit import AUDIT_ENV, default_audit_path, read_log
     from jpo.console import err_console, out_console
+    from jpo.errors import ConfigError
     from jpo.transaction import describe_pending
 
     log_path = Path(path) if path is not None else default_audit_path(config)
+    log = read_log(log_path)
+    if log.bad and not log.records and not log.pending:
+        first = log.bad[0]  # not a damaged audit log: no line of it is one (a wrong --path?)
+        raise ConfigError(
+            f"{log_path}:{first.lineno}: not an audit log, no line of it is readable "
+            f"({first.why}); fix: check the path (--path, --config, ${AUDIT_ENV})"
+        )
     describe_pending(config, log_path, None)  # unreadable lines, interrupted writes: stderr
-    every = read_log(log_path).records
+    every = log.records
     if workload:
         w = workload.strip()
         every = [r for r in every if w in (r.key.slug(), r.dataset, r.model, r.framework)]

@@ -335,6 +335,22 @@ def test_hostile_lines_block_neither_log_nor_dry_run_and_are_quarantined(
     _assert_consistent(config)
 
 
+def test_a_log_whose_only_line_is_torn_blocks_no_suggestion(
+    config: Path, source: FakeSource, policy_up: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The very first append was torn: the CI stage goes on (`jpo log` alone calls such a
+    file "not an audit log", exit 2, as tests/jpo/test_cli.py expects of a wrong --path)."""
+    _log(config).parent.mkdir()
+    _log(config).write_bytes(HOSTILE["torn-tail"])
+    assert run(config, source, policy_up, dry_run=True).status is SuggestStatus.DRY_RUN
+    assert jpo_main(["log", "--config", str(config)]) == ExitCode.INVALID_INPUT
+    assert "audit.jsonl:1: not an audit log" in capsys.readouterr().err
+    assert run(config, source, policy_up).status is SuggestStatus.CHANGED
+    assert "moved to" in _warnings(capsys.readouterr().err)[0]
+    assert jpo_main(["log", "--config", str(config)]) == 0
+    _assert_consistent(config)
+
+
 def test_a_torn_outcome_does_not_block_feedback(
     config: Path, source: FakeSource, policy_up: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
