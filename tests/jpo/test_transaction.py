@@ -14,8 +14,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -502,15 +503,65 @@ def test_a_folder_where_the_lock_goes_is_exit_7(
     assert config.read_bytes() == ODD.encode()
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root ignores folder permissions (the mount tests cover it)")
-def test_a_read_only_folder_is_exit_7(config: Path, source: FakeSource, policy_up: Path) -> None:
-    config.parent.chmod(0o555)
+def _as_nobody(work: Callable[[], str]) -> str:
+    """Run ``work`` in a forked child without root's powers (uid/gid 65534); its result."""
+    # codecs imported lazily (zipfile, BOM sniffing): load them while still root, since
+    # nobody cannot read root's interpreter files
+    import encodings.cp437
+    import encodings.utf_8_sig
+
+    assert encodings.cp437 and encodings.utf_8_sig
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, work().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        out = fh.read().decode()
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_a_read_only_folder_is_exit_7(tmp_path: Path, source: FakeSource) -> None:
+    """A folder the user cannot write (as root: run as nobody in a forked child)."""
+    base = Path(tempfile.mkdtemp(prefix="jpo-ro-"))  # traversable by nobody, unlike tmp_path
     try:
-        with pytest.raises(WriteError, match="permission denied") as err:
-            run(config, source, policy_up)
+        base.chmod(0o755)
+        app = base / "app"
+        app.mkdir()
+        config = app / "config.ini"
+        config.write_text(ODD)
+        config.chmod(0o666)  # the file is writable: only the folder is not
+        policy = Path(make_policy(base / "policy", (0.5, 0.0, 0.0, 0.0)))
+        for path in [policy, *policy.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        app.chmod(0o555)
+
+        def attempt() -> str:
+            try:
+                run(config, source, policy)
+            except JpoError as err:
+                return f"{int(err.exit_code)} {err}"
+            except BaseException as err:  # what the test must rule out
+                return f"1 {type(err).__name__}: {err}"
+            return "0 written"
+
+        out = attempt() if not IS_ROOT else _as_nobody(attempt)
+        code, message = out.split(" ", 1)
+        assert int(code) == ExitCode.WRITE_FAILED, out
+        assert "permission denied" in message and "chmod u+w" in message, message
+        assert str(config) in message and "\n" not in message
+        assert config.read_bytes() == ODD.encode()
     finally:
-        config.parent.chmod(0o755)
-    assert str(config) in str(err.value) and config.read_bytes() == ODD.encode()
+        (base / "app").chmod(0o755)
+        shutil.rmtree(base)
 
 
 @pytest.fixture
