@@ -636,6 +636,31 @@ def test_a_read_only_mount_is_exit_7_and_dry_run_still_works(
     assert config.read_bytes() == ODD.encode()
 
 
+def test_a_tmp_folder_on_another_file_system_is_not_used_for_the_rename(
+    config: Path, source: FakeSource, policy_up: Path
+) -> None:
+    """.jpo/tmp on another mount: the temp file goes beside config.ini, the rename stays
+    atomic (a cross-device rename would fail with EXDEV)."""
+    tmp = config.parent / ".jpo" / "tmp"
+    tmp.mkdir(parents=True)
+    if not IS_ROOT:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tmp)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        assert os.stat(tmp).st_dev != os.stat(config.parent).st_dev
+        result = run(config, source, policy_up)
+        assert result.status is SuggestStatus.CHANGED and result.written
+        assert read_workload(config).hyperparameters == result.after
+        assert list(tmp.iterdir()) == [] and _temps(config) == []
+    finally:
+        subprocess.run(["umount", "-l", str(tmp)], check=False)
+    _assert_consistent(config)
+
+
 def test_commit_change_refuses_values_edited_since_they_were_read(config: Path) -> None:
     record = audit.AuditRecord.for_change(KEY, HP, AFTER, "policy", config_path=str(config))
     with pytest.raises(WriteError, match="changed since"):
