@@ -29,8 +29,8 @@ order (each owned by one module):
 
 The file is touched only in step 9, and only with values that passed validation. Before
 step 2 an interrupted earlier command is settled (:func:`jpo.transaction.reconcile`; a
-dry run only reports it). This
-module (and everything it imports at module level) must not import ray or torch.
+dry run only reports it). This module (and everything it imports at module level) must
+not import ray or torch.
 """
 
 from __future__ import annotations
@@ -795,7 +795,7 @@ class _Decider:
         self.observation: Any = None
         self.proposed: Hyperparameters | None = None
         self.predicted_gain: float | None = None
-        self.step_hook: Any = None
+        self.step_hook: StepHook | None = None
 
     def __call__(
         self, status: SuggestStatus, message: str, *, after: Hyperparameters, reason: str
