@@ -197,6 +197,7 @@ def test_a_crash_is_settled_by_the_next_feedback_too(
     _assert_consistent(config)
 
 
+@pytest.mark.slow  # the real CLI in a subprocess (imports, a refused connection)
 def test_the_cli_reports_a_settled_crash_in_one_line(config: Path, tmp_path: Path) -> None:
     """Real `jpo suggest` in a subprocess: Prometheus is down (exit 11), but first the
     interrupted write is settled, and said so in one line."""
