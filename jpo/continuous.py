@@ -199,12 +199,12 @@ def _degraded_runs(conf: ContinuousConfig, source: MetricSource | None) -> tuple
     """Return (degraded runs in the feedback log, how many had to be added to history)."""
     if not conf.audit_log or not Path(conf.audit_log).is_file():
         return 0, 0
-    from jpo.audit import read_records
+    from jpo.audit import read_log
     from jpo.feedback import outcome_degraded, record_key, record_outcome
     from jpo.history import append_history, read_history
 
     degraded = []
-    for record in read_records(conf.audit_log):
+    for record in read_log(conf.audit_log).records:
         outcome = record_outcome(record)
         if outcome_degraded(outcome) and outcome and outcome.get("run_id"):
             degraded.append((record_key(record), str(outcome["run_id"])))

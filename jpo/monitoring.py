@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, generate_latest, write_to_textf
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from jpo.audit import AuditRecord, read_records
+from jpo.audit import AuditRecord, read_log
 from jpo.errors import JpoError
 
 __all__ = [
@@ -101,10 +101,17 @@ class AuditLogCollector(Collector):
         if cached is not None and cached.stamp == stamp:
             return cached.records
         try:
-            records = tuple(read_records(path))
+            audit_log = read_log(path)
         except (JpoError, OSError) as err:
             log.warning("%s: audit log not exported: %s", path, err)
             return None
+        if audit_log.bad and not audit_log.records:
+            log.warning("%s: not an audit log: %s", path, audit_log.bad_summary())
+            return None
+        if audit_log.bad:
+            # The CI stage quarantines such lines on its next run; until then export the rest.
+            log.warning("%s: unreadable lines skipped: %s", path, audit_log.bad_summary())
+        records = tuple(audit_log.records)
         self._cache[path] = _Snapshot(stamp, records)
         return records
 

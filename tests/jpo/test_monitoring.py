@@ -192,3 +192,11 @@ def test_prometheus_scrapes_jpo_metrics(audit_log: Path, prometheus_factory) -> 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_torn_tail_skips_the_line_and_exports_the_rest(audit_log: Path) -> None:
+    with audit_log.open("ab") as f:
+        f.write(b'{"kind": "suggestion", "datas')  # a short write on a full disk
+    got = _samples(render_metrics([audit_log]))
+    assert got[("jpo_audit_log_up", frozenset({("path", str(audit_log))}))] == 1
+    assert got[("jpo_suggestions_total", _labels(CIFAR, decision="changed"))] == 2
