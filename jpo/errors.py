@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     POLICY = 5  # policy artifact or endpoint unusable
     TRAINING = 6  # training or Ray job failed
     WRITE_FAILED = 7  # config.ini, backup, audit log or history not written; originals intact
+    AUTH_FAILED = 8  # a Serve endpoint or Prometheus refused the credentials (401/403)
     UNCHANGED_BY_CHOICE = 10  # `jpo suggest`: policy/hysteresis kept the current values
     UNCHANGED_NO_DATA = 11  # `jpo suggest`: no trustworthy telemetry, file untouched
     NEEDS_APPROVAL = 12  # `jpo suggest`: change larger than allowed without --approve
@@ -55,16 +56,47 @@ class TelemetryError(JpoError):
     exit_code = ExitCode.TELEMETRY
 
 
+class NoTrustworthyTelemetry(TelemetryError):
+    """The CI stage (``jpo suggest``, ``jpo feedback``) could not trust its telemetry.
+
+    Every telemetry fault of the CI stage (unreachable, timeout, malformed URL or answer,
+    non-numeric or missing samples, no finished run) maps to one code: config.ini is
+    unchanged and a pipeline carries on (README, "Exit codes").
+    """
+
+    exit_code = ExitCode.UNCHANGED_NO_DATA
+
+
+class AuthFailed(JpoError):
+    """A server refused JPO's credentials (HTTP 401/403); never hidden by a fallback."""
+
+    exit_code = ExitCode.AUTH_FAILED
+
+
 class PolicyError(JpoError):
     """A policy artifact or Serve endpoint is missing, corrupt or incompatible."""
 
     exit_code = ExitCode.POLICY
 
 
+class PolicyAuthError(PolicyError, AuthFailed):
+    """The Serve endpoint answered 401/403: wrong or missing ``JPO_SERVE_TOKEN``."""
+
+    exit_code = ExitCode.AUTH_FAILED
+
+
 class TrainingError(JpoError):
     """Training, checkpointing or a Ray job failed."""
 
     exit_code = ExitCode.TRAINING
+
+
+CARRY_ON_CODES: frozenset[ExitCode] = frozenset(
+    {ExitCode.OK, ExitCode.UNCHANGED_BY_CHOICE, ExitCode.UNCHANGED_NO_DATA}
+)
+"""Codes after which a pipeline may continue its build: config.ini is valid as it stands
+(changed by JPO, or left as it was). Every other code means "stop" (README, "Exit codes");
+12 stops for a person's approval."""
 
 
 def exit_code_for(err: BaseException) -> ExitCode:

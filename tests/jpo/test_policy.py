@@ -112,7 +112,10 @@ def test_feature_spec_mismatch_is_refused(artifact: Path) -> None:
 def test_default_expected_feature_spec_is_jpo_features(tmp_path: Path) -> None:
     from jpo.features import FEATURE_SPEC_VERSION
 
-    ok = write_artifact(tmp_path / "ok", _weights(), _manifest(fsv=FEATURE_SPEC_VERSION))
+    from fakes.policy import fixed_action_policy
+
+    # an artifact claiming the running spec must also carry its names (LocalPolicy.load)
+    ok = fixed_action_policy(tmp_path / "ok", (0.0, 0.0, 0.0, 0.0))
     assert LocalPolicy.load(ok).manifest.feature_spec_version == FEATURE_SPEC_VERSION
     stale = write_artifact(tmp_path / "stale", _weights(), _manifest(fsv="0-stale"))
     with pytest.raises(PolicyError, match="feature spec version"):
