@@ -29,7 +29,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from filelock import FileLock
 
-from jpo.errors import ConfigError
+from jpo.errors import ConfigError, WriteError
 from jpo.schema import HISTORY_SCHEMA, PARTITION_COLUMNS
 from jpo.workload import WorkloadKey
 
@@ -105,7 +105,7 @@ def append_history(root: str | Path, table: pa.Table) -> int:
             tmp.unlink(missing_ok=True)  # no half-written part file stays behind
         why = err.strerror or str(err)
         at = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        raise ConfigError(
+        raise WriteError(
             f"{root}: cannot write the history store: {why}{at}; pass a writable folder"
             " (--out, or [paths] history_root in configs/suggest.toml)"
         ) from err

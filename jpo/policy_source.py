@@ -3,9 +3,13 @@
 :class:`PolicySource` is the small abstract base; :class:`LocalPolicySource` runs an
 exported artifact with numpy (:class:`jpo.policy.LocalPolicy`), and
 :class:`EndpointPolicySource` asks the Serve app over HTTP (``POST /v1/suggest``) with a
-timeout and bounded retries. :class:`FallbackPolicySource` tries the endpoint first and,
-when it is unreachable, slow, answers 5xx or answers something malformed, uses the local
-policy if allowed — otherwise it raises :class:`PolicyUnavailable` with a clear message.
+total deadline per attempt (:mod:`jpo.http_deadline`: a server that drips bytes is cut off
+at ``timeout_s``) and bounded retries. :class:`FallbackPolicySource` tries the endpoint
+first and, when it is unreachable, slow, answers 5xx or answers something malformed, uses
+the local policy if allowed — otherwise it raises :class:`PolicyUnavailable` with a clear
+message. A 401/403 is never hidden by the fallback: it raises
+:class:`jpo.errors.PolicyAuthError` (exit 8), since a wrong token would otherwise go
+unnoticed behind the bundled policy.
 
 Nothing here imports ray or torch; httpx is imported only when an endpoint is used.
 """
@@ -22,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from jpo.errors import PolicyError
+from jpo.errors import PolicyAuthError, PolicyError
 from jpo.schema import RunSummary
 from jpo.workload import Hyperparameters, WorkloadKey
 
@@ -150,8 +154,12 @@ class LocalPolicySource(PolicySource):
         )
 
 
+MAX_ANSWER_DEPTH = 16
+"""Deepest JSON nesting accepted in an endpoint's answer (the SuggestResponse needs 3)."""
+
+
 class EndpointPolicySource(PolicySource):
-    """The Serve app over HTTP, with a per-request timeout and bounded retries.
+    """The Serve app over HTTP, with a total deadline per attempt and bounded retries.
 
     Retries (with doubling back-off) happen only on connection errors, timeouts and 5xx;
     4xx answers and malformed bodies fail at once. Every failure is a PolicyError whose
@@ -185,6 +193,10 @@ class EndpointPolicySource(PolicySource):
     def _request(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
         import httpx
 
+        from jpo.http_deadline import DeadlineTransport, deadline
+        from jpo.safe_json import loads_bounded
+
+        transport = self._transport if self._transport is not None else DeadlineTransport()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = f"{self.url}{route}"
         last = ""
@@ -192,7 +204,10 @@ class EndpointPolicySource(PolicySource):
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                with httpx.Client(timeout=self.timeout_s, transport=self._transport) as client:
+                with (
+                    deadline(self.timeout_s),  # total per attempt, however slow the bytes
+                    httpx.Client(timeout=self.timeout_s, transport=transport) as client,
+                ):
                     response = client.request(method, url, json=body, headers=headers)
             except httpx.TimeoutException:
                 last = f"no answer within {self.timeout_s:g} s"
@@ -204,19 +219,23 @@ class EndpointPolicySource(PolicySource):
                 last = f"server error {response.status_code}"
                 continue
             if response.status_code in (401, 403):
-                raise PolicyError(
+                raise PolicyAuthError(
                     f"{url}: {response.status_code} unauthorized; set {TOKEN_ENV} to the "
-                    "endpoint's bearer token"
+                    "endpoint's bearer token (never hidden by --fallback-local)"
                 )
             if response.status_code != 200:
                 raise PolicyError(
                     f"{url}: rejected the request with {response.status_code}: "
-                    f"{response.text[:300]}"
+                    f"{' '.join(response.text[:300].split())}"
                 )
             try:
-                return response.json()
+                return loads_bounded(
+                    response.text, max_depth=MAX_ANSWER_DEPTH, allow_constants=True
+                )
             except ValueError as err:
-                raise PolicyError(f"{url}: answered 200 with a body that is not JSON") from err
+                raise PolicyError(
+                    f"{url}: answered 200 with a body that is not JSON ({str(err)[:100]})"
+                ) from err
         raise PolicyError(
             f"{url}: {last} after {self.retries + 1} attempt(s); check the endpoint or use "
             "--policy / --fallback-local"
@@ -292,6 +311,8 @@ class FallbackPolicySource(PolicySource):
         for source in self.sources:
             try:
                 return source.version()
+            except PolicyAuthError:
+                raise
             except PolicyError as err:
                 errors.append(str(err))
         raise PolicyUnavailable("; ".join(errors))
@@ -302,6 +323,8 @@ class FallbackPolicySource(PolicySource):
         for source in self.sources:
             try:
                 got = source.answer(query)
+            except PolicyAuthError:
+                raise  # a wrong token must stop the stage, not fall back
             except PolicyError as err:
                 notes.append(f"policy source failed: {err}")
                 continue

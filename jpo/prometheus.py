@@ -5,9 +5,12 @@ names the URL and query at fault and the fix; none is ever read as 0 % utilizati
 
 =====================  ===============================================================
 PrometheusUnreachable  connection refused/reset, DNS failure, 5xx other than 503/504,
-                       401/403 (bad bearer token)
-PrometheusTimeout      the HTTP timeout expired, or the server answered 503/504
-                       (Prometheus's own query timeout or overload)
+                       401/403 (bad bearer token), a malformed URL
+PrometheusTimeout      one attempt outlasted ``timeout_s`` (a total deadline per
+                       attempt, :mod:`jpo.http_deadline`: a server dripping bytes is cut
+                       off too), or the server answered 503/504
+MalformedResponse      the answer is not a Prometheus result: a sample value that is
+                       not a number (``"abc"``), a pair without a value, wrong shapes
 BadQuery               400/422: the PromQL does not parse or cannot be executed
 PartialData            the response carries ``warnings`` (some data is missing)
 EmptyResult            the query succeeded but returned no series
@@ -16,6 +19,9 @@ NonFiniteSample        a NaN, +Inf or -Inf sample (e.g. a division by a zero lim
 TooFewPoints           fewer samples than needed to trust a statistic
 RunStillRunning        the workload's runs are all still running (latest run_status 0)
 =====================  ===============================================================
+
+One query makes at most ``retries + 1`` attempts of at most ``timeout_s`` each (plus the
+back-off between them): that bounds how long any Prometheus call can hold the CI stage.
 
 Results are parsed into numpy arrays per series (no Python loop per sample; see
 :class:`Series`). Importing this module pulls in httpx and numpy only.
@@ -36,10 +42,15 @@ import httpx
 import numpy as np
 
 from jpo.errors import TelemetryError
+from jpo.http_deadline import DeadlineTransport, deadline
 
 
 class PrometheusUnreachable(TelemetryError):
     """Prometheus could not be reached or refused the request."""
+
+
+class MalformedResponse(TelemetryError):
+    """The answer is not a well-formed Prometheus result (non-numeric values, bad shapes)."""
 
 
 class PrometheusTimeout(TelemetryError):
@@ -112,10 +123,20 @@ def _fmt_time(t: float) -> str:
 
 
 def _parse_pairs(pairs: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Parse ``[[ts, "value"], ...]`` into float arrays with numpy (C loops only)."""
+    """Parse ``[[ts, "value"], ...]`` into float arrays with numpy (C loops only).
+
+    Raises ValueError for anything else: a value that is not a number (``"abc"``), a pair
+    without a value, a list nested deeper or a scalar in place of a pair.
+    """
     if not pairs:
         return np.empty(0, np.float64), np.empty(0, np.float64)
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list) and len(p) == 2 and not isinstance(p[1], (list, dict)) for p in pairs
+    ):
+        raise ValueError("every sample must be a [timestamp, \"value\"] pair")
     arr = np.array(pairs, dtype=str)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"samples have shape {arr.shape}, not (n, 2)")
     return arr[:, 0].astype(np.float64), arr[:, 1].astype(np.float64)
 
 
@@ -124,7 +145,8 @@ class PrometheusClient:
 
     Args:
         url: base URL, e.g. ``http://prometheus.monitoring:9090``.
-        timeout_s: seconds before one HTTP request is abandoned.
+        timeout_s: total deadline (s) of one HTTP attempt: connect, send, headers and body
+            together, however slowly the server sends them.
         retries: extra attempts after a connection error, timeout or 5xx.
         backoff_s: first back-off between attempts; doubles each time.
         bearer_token: sent as ``Authorization: Bearer ...`` when given.
@@ -139,11 +161,7 @@ class PrometheusClient:
         backoff_s: float = 0.5,
         bearer_token: str | None = None,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise PrometheusUnreachable(
-                f"Prometheus URL {url!r} must start with http:// or https://; pass e.g."
-                " --prometheus http://localhost:9090"
-            )
+        _check_url(url)
         if timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0")
         self.url = url.rstrip("/")
@@ -151,7 +169,7 @@ class PrometheusClient:
         self.retries = retries
         self.backoff_s = backoff_s
         headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
-        self._http = httpx.Client(timeout=timeout_s, headers=headers)
+        self._http = httpx.Client(timeout=timeout_s, headers=headers, transport=DeadlineTransport())
 
     def close(self) -> None:
         """Close the underlying HTTP connection pool."""
@@ -241,7 +259,8 @@ class PrometheusClient:
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                response = self._http.post(url, data=params)
+                with deadline(self.timeout_s):  # total per attempt, not per socket read
+                    response = self._http.post(url, data=params)
             except httpx.TimeoutException as err:
                 last = PrometheusTimeout(
                     f"{what} timed out after {self.timeout_s:g} s ({self.retries + 1} attempts):"
@@ -297,6 +316,16 @@ class PrometheusClient:
         raise last
 
     def _parse(self, body: Mapping[str, Any], promql: str) -> QueryResult:
+        try:
+            return self._parse_result(body, promql)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as err:
+            raise MalformedResponse(
+                f"query {promql!r} on {self.url}: malformed answer ({str(err)[:200]}): the"
+                " server or a proxy in front of it is not answering like Prometheus; check"
+                " the URL and the exporters"
+            ) from err
+
+    def _parse_result(self, body: Mapping[str, Any], promql: str) -> QueryResult:
         data = body.get("data") or {}
         kind = data.get("resultType")
         raw = data.get("result") or []
@@ -308,11 +337,16 @@ class PrometheusClient:
                 f"query {promql!r} on {self.url} returned a {kind!r} result; JPO needs an"
                 " instant or range vector: fix the template in configs/metrics.toml"
             )
+        if not isinstance(raw, list):
+            raise ValueError(f"result is a {type(raw).__name__}, not a list")
         series = []
         for item in raw:
             pairs = item.get("values") if kind == "matrix" else [item.get("value")]
             ts, vals = _parse_pairs(pairs or [])
-            series.append(Series(dict(item.get("metric") or {}), ts, vals))
+            labels = item.get("metric") or {}
+            if not isinstance(labels, dict):
+                raise ValueError("a series' metric is not a label mapping")
+            series.append(Series({str(k): str(v) for k, v in labels.items()}, ts, vals))
         warnings = tuple(str(w) for w in body.get("warnings") or ())
         return QueryResult(promql, tuple(series), warnings)
 
@@ -343,11 +377,27 @@ class PrometheusClient:
         return result
 
 
+def _check_url(url: object) -> None:
+    """Refuse a URL that is not ``http(s)://host[:port][/path]`` (PrometheusUnreachable)."""
+    bad = not isinstance(url, str) or not url.startswith(("http://", "https://"))
+    if not bad:
+        try:
+            parsed = httpx.URL(str(url))
+            bad = not parsed.host or any(c.isspace() for c in str(url))
+        except (httpx.InvalidURL, ValueError, TypeError):
+            bad = True
+    if bad:
+        raise PrometheusUnreachable(
+            f"Prometheus URL {url!r} is malformed: it must be http:// or https:// with a host;"
+            " pass e.g. --prometheus http://localhost:9090"
+        )
+
+
 def _error_text(response: httpx.Response) -> str:
     try:
         body = response.json()
-        return f"{body.get('errorType', '')}: {body.get('error', '')}".strip(": ")
-    except ValueError:
+        return f"{body.get('errorType', '')}: {body.get('error', '')}".strip(": ")[:300]
+    except (ValueError, AttributeError):
         return response.text[:200]
 
 

@@ -39,15 +39,18 @@ def json_depth(text: str, limit: int | None = None) -> int:
     return deepest
 
 
-def loads_bounded(text: str, *, max_depth: int) -> Any:
+def loads_bounded(text: str, *, max_depth: int, allow_constants: bool = False) -> Any:
     """Parse ``text`` as JSON; raise JsonDepthError when it nests deeper than ``max_depth``.
 
     Also raises ``json.JSONDecodeError`` (a ValueError) for malformed JSON; ``NaN`` and
-    ``Infinity`` literals are refused too (they are not JSON).
+    ``Infinity`` literals are refused too (they are not JSON) unless ``allow_constants``
+    (the caller then checks finiteness itself, with its own message).
     """
     depth = json_depth(text, max_depth)
     if depth > max_depth:
         raise JsonDepthError(f"JSON nested more than {max_depth} levels deep")
+    if allow_constants:
+        return json.loads(text)
     return json.loads(text, parse_constant=_refuse_constant)
 
 

@@ -518,12 +518,14 @@ def suggest(
     else:
         notes.extend(reconcile(path, log_path, key))
 
-    # 2. telemetry of the latest run
-    if metric_source is None:
-        metric_source = prometheus_source(options.prometheus_url, options.metrics_path, settings)
+    # 2. telemetry of the latest run (every telemetry fault, a malformed URL included: 11)
     from jpo.prometheus import RunStillRunning
 
     try:
+        if metric_source is None:
+            metric_source = prometheus_source(
+                options.prometheus_url, options.metrics_path, settings
+            )
         choice = metric_source.select_run(key)  # the most recent FINISHED run
         run_id = choice.run_id
         table = metric_source.run_table(key, run_id)

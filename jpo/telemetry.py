@@ -519,9 +519,12 @@ class PrometheusSource(MetricSource):
 
         None when the catalog has no ``[gpus]`` template, the run has no such series (a
         CPU-only pod, or kube-state-metrics not scraped) or the query fails: the caller
-        then assumes 1 GPU and says so.
+        then assumes 1 GPU and says so. A malformed answer (MalformedResponse: values that
+        are not numbers, pairs without a value) is raised, not read as "no GPU limit": the
+        server is not answering like Prometheus, so none of its data is trusted.
         """
         from jpo.errors import TelemetryError
+        from jpo.prometheus import MalformedResponse
 
         if self.catalog.gpus is None:
             return None
@@ -542,6 +545,8 @@ class PrometheusSource(MetricSource):
                     finite = series.values[np.isfinite(series.values)]
                     if finite.size:
                         peak = max(peak, float(finite.max()))
+        except MalformedResponse:
+            raise
         except TelemetryError:
             return None
         gpus = round(peak)

@@ -10,10 +10,15 @@ Routes:
   raw telemetry ``summary``); answer :class:`SuggestResponse` (suggested hyperparameters
   after the default constraints, raw action, predicted throughput gain, policy version).
 * ``GET /healthz`` — liveness plus the loaded policy version (no auth).
-* ``GET /v1/policy`` — the policy's version and manifest.
+* ``GET /v1/policy`` — the policy's version and manifest, with every absolute filesystem
+  path in it replaced by ``<path>`` (the server's layout is not the client's business).
+* ``GET /docs``, ``/redoc``, ``/openapi.json`` — the API's documentation, behind the same
+  bearer token as the API when one is configured.
 
 Bad bodies (NaN, Inf, wrong types, unknown fields, too long lists, bodies over the size
-limit) are answered 422; a missing or wrong bearer token 401 (when a token is configured).
+limit, values the constraints refuse, a ``feature_spec_version`` the server does not run)
+are answered 422 with a one-line ``detail``; a missing or wrong bearer token 401 (when a
+token is configured); request headers over ``max_header_bytes`` in all 431.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -29,7 +35,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from jpo.errors import JpoError, PolicyError
@@ -161,7 +168,6 @@ class PolicyInfo(_Strict):
 
     version: str
     manifest: dict[str, Any]
-    path: str
 
 
 class Health(_Strict):
@@ -213,15 +219,25 @@ class PolicyService:
         return self.reload(force=True)
 
     def reload(self, *, force: bool = False) -> bool:
-        """Load the newest artifact under the policy path if it changed; True if swapped."""
+        """Load the newest artifact under the policy path if it changed; True if swapped.
+
+        Any unusable artifact (corrupt, tampered, oversize, paths leaving its folder) raises
+        PolicyError, one line; the policy loaded before stays in service.
+        """
         from jpo.policy import LocalPolicy
 
         with self._lock:
-            artifact = resolve_artifact(self._root)
-            stamp = (artifact / "manifest.json").stat().st_mtime_ns
+            try:
+                artifact = resolve_artifact(self._root)
+                stamp = (artifact / "manifest.json").stat().st_mtime_ns
+            except OSError as err:
+                raise PolicyError(f"cannot read policy artifact {self._root}: {err}") from err
             if not force and self._state is not None and self._state[1:] == (artifact, stamp):
                 return False
-            policy = LocalPolicy.load(artifact)
+            try:
+                policy = LocalPolicy.load(artifact)
+            except (OSError, ValueError) as err:
+                raise PolicyError(f"cannot load policy artifact {artifact}: {err}") from err
             old = None if self._state is None else self._state[0].version
             self._state = (policy, artifact, stamp)
         if old != policy.version:
@@ -233,9 +249,13 @@ class PolicyService:
         policy = self.policy
         manifest = policy.manifest
         as_dict = manifest if isinstance(manifest, dict) else _to_dict(manifest)
-        return PolicyInfo(
-            version=str(policy.version), manifest=as_dict, path=str(self.artifact_path)
-        )
+        return PolicyInfo(version=str(policy.version), manifest=redact_paths(as_dict))
+
+    def redact(self, text: str) -> str:
+        """Replace the server's policy folders in ``text`` by ``<policy>``."""
+        for folder in sorted({str(self._root), str(self.artifact_path)}, key=len, reverse=True):
+            text = text.replace(folder, "<policy>")
+        return text
 
     def suggest(self, request: SuggestRequest) -> SuggestResponse:
         """Answer one suggestion request with the current policy."""
@@ -286,6 +306,20 @@ class PolicyService:
         )
 
 
+_ABSOLUTE_PATH = re.compile(r"^(?:/|~|[A-Za-z]:[\\/]|file:)")
+
+
+def redact_paths(value: Any) -> Any:
+    """Return ``value`` with every string that is an absolute path replaced by ``<path>``."""
+    if isinstance(value, dict):
+        return {k: redact_paths(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_paths(v) for v in value]
+    if isinstance(value, str) and _ABSOLUTE_PATH.match(value):
+        return "<path>"
+    return value
+
+
 def _to_dict(obj: Any) -> dict[str, Any]:
     if hasattr(obj, "model_dump"):
         return dict(obj.model_dump(mode="json"))
@@ -307,16 +341,23 @@ class BodyLimitMiddleware:
     """Reject request bodies over ``max_bytes`` with 422 before they are parsed.
 
     Checks ``Content-Length`` up front and counts streamed (chunked) bytes as they arrive.
+    Request headers over ``max_header_bytes`` in all (names and values) get 431 first.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, max_header_bytes: int = 16384):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         """Run the wrapped app with a byte-counting ``receive``."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        header_bytes = sum(len(n) + len(v) for n, v in scope.get("headers", []))
+        if header_bytes > self.max_header_bytes:
+            detail = f"request headers larger than {self.max_header_bytes} bytes"
+            await _send_json(send, 431, {"detail": detail})
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
@@ -358,17 +399,24 @@ class BodyLimitMiddleware:
             await self._reject(send)
 
     async def _reject(self, send: Any) -> None:
-        body = json.dumps(
-            {"detail": f"request body larger than {self.max_bytes} bytes (or unreadable length)"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 422,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"request body larger than {self.max_bytes} bytes (or unreadable length)"
+        await _send_json(send, 422, {"detail": detail})
+
+
+async def _send_json(send: Any, status: int, content: dict[str, Any]) -> None:
+    """Send a complete JSON response through a raw ASGI ``send``."""
+    body = json.dumps(content).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_api(
@@ -376,9 +424,10 @@ def create_api(
     *,
     token: str | None = None,
     max_body_bytes: int = 65536,
+    max_header_bytes: int = 16384,
     on_suggest: Callable[[SuggestRequest, SuggestResponse], None] | None = None,
 ) -> Any:
-    """Return the FastAPI app (wrapped in the body-size limit) serving ``service``.
+    """Return the FastAPI app (wrapped in the body and header limits) serving ``service``.
 
     ``service`` may be a zero-argument callable returning the current service, so that a
     Serve replica can swap it on ``reconfigure``. ``on_suggest`` is called with each
@@ -389,7 +438,10 @@ def create_api(
     get_service: Callable[[], PolicyService] = (
         service if callable(service) and not isinstance(service, PolicyService) else lambda: service
     )
-    app = FastAPI(title="JPO policy endpoint", version="1")
+    # The documentation routes are declared below, behind the token (FastAPI's own are open).
+    app = FastAPI(
+        title="JPO policy endpoint", version="1", docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.token = token
 
     async def require_token(request: Request) -> None:
@@ -416,8 +468,24 @@ def create_api(
 
     @app.exception_handler(JpoError)
     async def _jpo_error(_request: Any, err: JpoError) -> JSONResponse:
-        status = 409 if isinstance(err, PolicyError) else 400
-        return JSONResponse(status_code=status, content={"detail": str(err)})
+        # Raised while answering a body (constraints refuse its values, a feature spec the
+        # server does not run, an observation the policy cannot take): the body is bad.
+        detail = get_service().redact(" ".join(str(err).split()))
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    guarded = [Depends(require_token)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guarded)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guarded)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
@@ -434,7 +502,7 @@ def create_api(
             on_suggest(request, response)
         return response
 
-    return BodyLimitMiddleware(app, max_body_bytes)
+    return BodyLimitMiddleware(app, max_body_bytes, max_header_bytes)
 
 
 def hyperparameters_from_wire(values: dict[str, Any]) -> Hyperparameters:

@@ -52,6 +52,8 @@ class ServeSettings(BaseModel):
     """Seconds between checks for a newer policy version; 0 disables polling."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
     """Largest accepted request body (bytes); larger bodies get 422."""
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16384
+    """Largest accepted request headers, names and values together (bytes); larger: 431."""
     token_file: str = ""
     """Secret file with the bearer token (``JPO_SERVE_TOKEN`` wins); empty: none."""
 
@@ -139,6 +141,7 @@ class PolicyDeployment:
             lambda: self.service,
             token=self.token,
             max_body_bytes=self.settings.max_body_bytes,
+            max_header_bytes=self.settings.max_header_bytes,
             on_suggest=self._metrics.suggestion,
         )
         return self._api
@@ -156,6 +159,7 @@ class PolicyDeployment:
         if self._api is not None:
             self._api.app.state.token = self.token
             self._api.max_bytes = new.max_body_bytes
+            self._api.max_header_bytes = new.max_header_bytes
 
     def _poll(self) -> None:
         while not self._stop.wait(self.settings.poll_interval_s or 3600.0):

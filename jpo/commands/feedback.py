@@ -35,19 +35,28 @@ def feedback_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> int:
-    """Fetch a finished run from Prometheus, score it, store it in the history and the log."""
+    """Fetch a finished run from Prometheus, score it, store it in the history and the log.
+
+    Exit codes as ``jpo suggest``'s for the same faults (README, "Exit codes"): any
+    telemetry fault 11 (nothing recorded, config.ini unchanged), history or log not
+    written 7.
+    """
+    from jpo.errors import NoTrustworthyTelemetry, TelemetryError
     from jpo.feedback import FeedbackOptions, feedback
 
-    result = feedback(
-        FeedbackOptions(
-            config=config,
-            run_id=run_id,
-            prometheus_url=prometheus,
-            log_path=log,
-            history_root=history,
-            metrics_path=metrics,
+    try:
+        result = feedback(
+            FeedbackOptions(
+                config=config,
+                run_id=run_id,
+                prometheus_url=prometheus,
+                log_path=log,
+                history_root=history,
+                metrics_path=metrics,
+            )
         )
-    )
+    except TelemetryError as err:
+        raise NoTrustworthyTelemetry(f"{err}; no outcome recorded, {config} unchanged") from err
     if as_json:
         typer.echo(json.dumps(result.to_json(), sort_keys=True, default=str))
     else:

@@ -234,8 +234,10 @@ CASES: dict[str, Case] = {
     "policy-bad-checksum": Case(_policy_bad_checksum, ExitCode.POLICY),
     "audit-log-unwritable": Case(_audit_log_unwritable, ExitCode.WRITE_FAILED),
     "read-only-config": Case(_read_only_config, ExitCode.WRITE_FAILED, root_ok=False),
-    "feedback-unknown-run": Case(_feedback_unknown_run, ExitCode.TELEMETRY),
-    "history-pull-unwritable": Case(_history_pull_unwritable, ExitCode.INVALID_INPUT),
+    # issue 26: the CI stage gives every telemetry fault one code (11, like suggest), and
+    # a history store that cannot be written is a write failure (7), not bad input (2)
+    "feedback-unknown-run": Case(_feedback_unknown_run, ExitCode.UNCHANGED_NO_DATA),
+    "history-pull-unwritable": Case(_history_pull_unwritable, ExitCode.WRITE_FAILED),
     "serve-port-in-use": Case(_serve_port_in_use, ExitCode.INVALID_INPUT),
 }
 

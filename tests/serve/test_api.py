@@ -173,9 +173,10 @@ def test_oversize_body_is_422_before_parsing(client: TestClient) -> None:
     assert "8192 bytes" in got.json()["detail"]
 
 
-def test_feature_spec_mismatch_is_a_clear_409(client: TestClient) -> None:
+def test_feature_spec_mismatch_is_a_clear_422(client: TestClient) -> None:
+    # a bad body like any other (README: bad bodies get 422; it was 409 before issue 26)
     got = client.post("/v1/suggest", json=body(feature_spec_version="0-old"))
-    assert got.status_code == 409
+    assert got.status_code == 422
     assert "feature_spec_version" in got.json()["detail"]
 
 
