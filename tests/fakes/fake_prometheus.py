@@ -3,7 +3,14 @@
 ``FakePrometheus(mode)`` listens on 127.0.0.1 (free port); ``mode`` picks the answer:
 ``ok``, ``empty``, ``warnings``, ``nan``, ``inf``, ``neginf``, ``hang`` (sleeps past the
 client's timeout), ``503``, ``500``, ``400``, ``422``, ``401``, ``not_json``, ``scalar``,
-``flaky`` (503 for the first ``fail_first`` requests, then ``ok``). It counts requests.
+``flaky`` (503 for the first ``fail_first`` requests, then ``ok``), and corrupt answers
+a real Prometheus never sends: ``abc`` (a sample value that is not a number),
+``novalue`` (a pair without a value), ``badshape`` (a value that is a list),
+``notlist`` (``result`` is an object). It counts requests.
+
+:class:`CorruptingProxy` forwards to a real Prometheus but answers one query (matched by a
+substring of its PromQL) with a corrupt body; :class:`DripServer` answers any request
+correctly, one byte at a time (status line and headers included), to test deadlines.
 """
 
 from __future__ import annotations
@@ -31,6 +38,21 @@ def _matrix(values: list[str], labels: dict[str, str] | None = None) -> dict[str
             "result": [{"metric": labels or SERIES_LABELS, "values": pairs}],
         },
     }
+
+
+def _corrupt(pairs: Any) -> dict[str, Any]:
+    body = _matrix(["0.5"])
+    body["data"]["result"][0]["values"] = pairs
+    return body
+
+
+CORRUPT: dict[str, Any] = {
+    "abc": _corrupt([[1_700_000_000, "0.5"], [1_700_000_015, "abc"]]),
+    "novalue": _corrupt([[1_700_000_000, "0.5"], [1_700_000_015]]),
+    "badshape": _corrupt([[1_700_000_000, ["0.5", "0.6"]]]),
+    "notlist": {"status": "success", "data": {"resultType": "matrix", "result": {"a": 1}}},
+}
+"""Corrupt 200 answers, by mode name (a real Prometheus cannot be made to send them)."""
 
 
 class FakePrometheus:
@@ -115,8 +137,109 @@ class FakePrometheus:
             return 500, {"status": "error", "errorType": "internal", "error": "boom"}
         if mode == "401":
             return 401, b"Unauthorized"
+        if mode in CORRUPT:
+            return 200, CORRUPT[mode]
         raise ValueError(f"unknown mode {mode!r}")
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class CorruptingProxy:
+    """Forward every request to ``upstream`` except queries containing ``match``.
+
+    Those are answered with ``CORRUPT[mode]`` (e.g. the optional GPU-count query).
+    """
+
+    def __init__(self, upstream: str, match: str, mode: str = "abc") -> None:
+        import urllib.request
+        from urllib.parse import parse_qs
+
+        proxy = self
+        self.hits = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                query = " ".join(parse_qs(body.decode()).get("query", []))
+                if match in query:
+                    proxy.hits += 1
+                    status, data = 200, json.dumps(CORRUPT[mode]).encode()
+                else:
+                    req = urllib.request.Request(upstream + self.path, data=body, method="POST")
+                    req.add_header("Content-Type", "application/x-www-form-urlencoded")
+                    with urllib.request.urlopen(req, timeout=30) as answer:  # noqa: S310
+                        status, data = answer.status, answer.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class DripServer:
+    """A loopback HTTP server that sends a correct answer one byte every ``interval_s``.
+
+    Status line, headers and body are all dripped, so no per-read timeout ever expires:
+    only a total deadline stops a client. ``sent`` counts the bytes written; a client that
+    gives up early leaves ``sent`` below ``total`` (the size of the full answer).
+    """
+
+    def __init__(self, body: bytes | None = None, *, interval_s: float = 0.05) -> None:
+        import socket
+
+        self.body = body if body is not None else json.dumps(_matrix(["0.5"] * 8)).encode()
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        self.answer = head + self.body
+        self.total = len(self.answer)
+        self.sent = 0
+        self.interval_s = interval_s
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: Any) -> None:
+        with conn:
+            conn.settimeout(5.0)
+            try:
+                conn.recv(65536)  # the request (small: one read is enough here)
+                for i in range(self.total):
+                    if self._stop.is_set():
+                        return
+                    conn.sendall(self.answer[i : i + 1])
+                    self.sent += 1
+                    time.sleep(self.interval_s)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from fakes.fake_prometheus import FakePrometheus
+from fakes.fake_prometheus import CorruptingProxy, DripServer, FakePrometheus
 
 from jpo.errors import ExitCode
 
@@ -35,7 +35,7 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 class EndpointStub:
-    """A Serve-shaped endpoint that fails: ``500``, ``bad_json`` or ``hang``."""
+    """A Serve-shaped endpoint that fails: ``500``, ``bad_json``, ``hang`` or ``401``."""
 
     def __init__(self, mode: str) -> None:
         stub = self
@@ -49,7 +49,8 @@ class EndpointStub:
                     time.sleep(30)
                     return
                 body = b"{not json" if stub.mode == "bad_json" else b'{"detail": "boom"}'
-                self.send_response(200 if stub.mode == "bad_json" else 500)
+                status = {"bad_json": 200, "401": 401}.get(stub.mode, 500)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -156,6 +157,76 @@ def _endpoint(mode: str) -> Callable[..., tuple[list[str], str]]:
     return build
 
 
+def _endpoint_401_with_fallback(
+    tmp: Path, config: Path, prom: str, stubs: list
+) -> tuple[list[str], str]:
+    """A wrong token with --fallback-local: exit 8, never the bundled policy's answer."""
+    stub = EndpointStub("401")
+    stubs.append(stub)
+    args = ["--prometheus", prom, "--endpoint", stub.url, "--fallback-local", "--approve"]
+    return _suggest(config, *args), stub.url
+
+
+def _endpoint_drips(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[list[str], str]:
+    """An endpoint sending one byte per 0.2 s: cut off by the 2 s endpoint deadline."""
+    drip = DripServer(b'{"detail": "' + b"x" * 400 + b'"}', interval_s=0.2)
+    stubs.append(drip)
+    args = ["--prometheus", prom, "--endpoint", drip.url, "--no-fallback-local"]
+    return _suggest(config, *args), drip.url
+
+
+def _fast_catalog(tmp: Path) -> Path:
+    """configs/metrics.toml with a 1 s client deadline and no retries."""
+    catalog = (ROOT / "configs" / "metrics.toml").read_text(encoding="utf-8")
+    catalog = catalog.replace("timeout_s = 30.0", "timeout_s = 1.0").replace(
+        "retries = 2", "retries = 0"
+    )
+    metrics = tmp / "metrics.toml"
+    metrics.write_text(catalog, encoding="utf-8")
+    return metrics
+
+
+def _prometheus_drips(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[list[str], str]:
+    """A Prometheus sending one byte per 0.2 s (status line and headers too)."""
+    drip = DripServer(interval_s=0.2)
+    stubs.append(drip)
+    metrics = _fast_catalog(tmp)
+    return _suggest(config, "--prometheus", drip.url, "--metrics", str(metrics)), drip.url
+
+
+def _prometheus_corrupt(mode: str) -> Callable[..., tuple[list[str], str]]:
+    def build(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[list[str], str]:
+        fake = FakePrometheus(mode)
+        stubs.append(fake)
+        return _suggest(config, "--prometheus", fake.url), fake.url
+
+    return build
+
+
+def _gpu_query_corrupt(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[list[str], str]:
+    """The real Prometheus, but the optional GPU-count query answers "abc"."""
+    proxy = CorruptingProxy(prom, "nvidia_com_gpu", "abc")
+    stubs.append(proxy)
+    return _suggest(config, "--prometheus", proxy.url, "--approve"), "nvidia_com_gpu"
+
+
+def _malformed_url(command: str) -> Callable[..., tuple[list[str], str]]:
+    def build(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[list[str], str]:
+        url = "http://prometheus .example:9090"
+        if command == "suggest":
+            return _suggest(config, "--prometheus", url), url
+        return ["feedback", "--config", str(config), "--run-id", "r1", "--prometheus", url], url
+
+    return build
+
+
+def _feedback_prometheus_refuses(
+    tmp: Path, config: Path, prom: str, stubs: list
+) -> tuple[list[str], str]:
+    url = f"http://127.0.0.1:{_free_port()}"
+    return ["feedback", "--config", str(config), "--run-id", "r1", "--prometheus", url], url
+
+
 def _policy_missing(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[list[str], str]:
     path = tmp / "no-policy"
     return _suggest(config, "--prometheus", prom, "--policy", str(path)), str(path)
@@ -237,6 +308,17 @@ CASES: dict[str, Case] = {
     # issue 26: the CI stage gives every telemetry fault one code (11, like suggest), and
     # a history store that cannot be written is a write failure (7), not bad input (2)
     "feedback-unknown-run": Case(_feedback_unknown_run, ExitCode.UNCHANGED_NO_DATA),
+    "feedback-prometheus-refuses": Case(_feedback_prometheus_refuses, ExitCode.UNCHANGED_NO_DATA),
+    "feedback-malformed-url": Case(_malformed_url("feedback"), ExitCode.UNCHANGED_NO_DATA),
+    "suggest-malformed-url": Case(_malformed_url("suggest"), ExitCode.UNCHANGED_NO_DATA),
+    "prometheus-drips": Case(_prometheus_drips, ExitCode.UNCHANGED_NO_DATA),
+    "prometheus-non-numeric-sample": Case(_prometheus_corrupt("abc"), ExitCode.UNCHANGED_NO_DATA),
+    "prometheus-pair-without-value": Case(
+        _prometheus_corrupt("novalue"), ExitCode.UNCHANGED_NO_DATA
+    ),
+    "prometheus-gpu-query-non-numeric": Case(_gpu_query_corrupt, ExitCode.UNCHANGED_NO_DATA),
+    "endpoint-401-with-fallback": Case(_endpoint_401_with_fallback, ExitCode.AUTH_FAILED),
+    "endpoint-drips": Case(_endpoint_drips, ExitCode.POLICY),
     "history-pull-unwritable": Case(_history_pull_unwritable, ExitCode.WRITE_FAILED),
     "serve-port-in-use": Case(_serve_port_in_use, ExitCode.INVALID_INPUT),
 }
