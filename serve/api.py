@@ -37,6 +37,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from jpo.errors import JpoError, PolicyError
@@ -472,6 +473,14 @@ def create_api(
         # server does not run, an observation the policy cannot take): the body is bad.
         detail = get_service().redact(" ".join(str(err).split()))
         return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Any, err: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body it cannot parse at all (e.g. nested too deep) with 400;
+        # the README promises 422 for every bad body.
+        status = 422 if err.status_code == 400 else err.status_code
+        headers = dict(err.headers) if err.headers else None
+        return JSONResponse(status_code=status, content={"detail": err.detail}, headers=headers)
 
     guarded = [Depends(require_token)]
 
