@@ -109,7 +109,7 @@ from pydantic import (
 )
 
 from jpo.errors import PolicyError
-from jpo.safe_json import JsonDepthError, loads_bounded
+from jpo.safe_json import loads_bounded
 
 __all__ = [
     "ACTIVATIONS",
@@ -431,9 +431,7 @@ def _parse_manifest(path: Path, folder: Path, limits: ArtifactLimits) -> dict[st
     data = _read_capped(path, folder, limits.max_manifest_bytes, "policy manifest")
     try:
         raw = loads_bounded(data.decode("utf-8"), max_depth=limits.max_json_depth)
-    except JsonDepthError as err:
-        raise PolicyError(f"cannot read policy manifest {path}: {err}; re-export the policy") from err
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError) as err:  # JsonDepthError included
         raise PolicyError(
             f"cannot read policy manifest {path}: {err}; re-export the policy"
         ) from err
@@ -754,8 +752,8 @@ def write_artifact(
 
     ``manifest`` holds every key of :class:`PolicyManifest` except ``format_version``,
     ``weights_file``, ``weights_sha256``, ``artifact_sha256`` and (optionally)
-    ``created_at``, which are filled in here. The folder is assembled next to ``out_dir`` and renamed into place,
-    so a reader never sees half an artifact.
+    ``created_at``, which are filled in here. The folder is assembled next to
+    ``out_dir`` and renamed into place, so a reader never sees half an artifact.
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)

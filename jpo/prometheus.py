@@ -133,7 +133,7 @@ def _parse_pairs(pairs: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray
     if not isinstance(pairs, list) or not all(
         isinstance(p, list) and len(p) == 2 and not isinstance(p[1], (list, dict)) for p in pairs
     ):
-        raise ValueError("every sample must be a [timestamp, \"value\"] pair")
+        raise ValueError('every sample must be a [timestamp, "value"] pair')
     arr = np.array(pairs, dtype=str)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"samples have shape {arr.shape}, not (n, 2)")

@@ -173,7 +173,7 @@ class CorruptingProxy:
                 else:
                     req = urllib.request.Request(upstream + self.path, data=body, method="POST")
                     req.add_header("Content-Type", "application/x-www-form-urlencoded")
-                    with urllib.request.urlopen(req, timeout=30) as answer:  # noqa: S310
+                    with urllib.request.urlopen(req, timeout=30) as answer:
                         status, data = answer.status, answer.read()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -385,7 +385,7 @@ def test_a_format_1_artifact_names_the_reseal_command(tmp_path: Path) -> None:
     folder = _edit(lambda r: (r.pop("artifact_sha256"), r.update(format_version=1)), seal=False)(
         tmp_path
     )
-    with pytest.raises(PolicyError, match="python -m jpo.policy reseal"):
+    with pytest.raises(PolicyError, match=r"python -m jpo\.policy reseal"):
         LocalPolicy.load(folder)
 
 

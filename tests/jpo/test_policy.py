@@ -110,9 +110,9 @@ def test_feature_spec_mismatch_is_refused(artifact: Path) -> None:
 
 
 def test_default_expected_feature_spec_is_jpo_features(tmp_path: Path) -> None:
-    from jpo.features import FEATURE_SPEC_VERSION
-
     from fakes.policy import fixed_action_policy
+
+    from jpo.features import FEATURE_SPEC_VERSION
 
     # an artifact claiming the running spec must also carry its names (LocalPolicy.load)
     ok = fixed_action_policy(tmp_path / "ok", (0.0, 0.0, 0.0, 0.0))

@@ -118,8 +118,12 @@ def test_policy_info_shows_no_server_paths(servers: dict[str, str], folder: Path
 
 BAD_BODIES = {
     "outside-constraints": body(
-        hyperparameters={"batch_size": 1_000_000, "learning_rate": 1e3, "num_layers": 100_000,
-                         "epochs": 1_000_000}
+        hyperparameters={
+            "batch_size": 1_000_000,
+            "learning_rate": 1e3,
+            "num_layers": 100_000,
+            "epochs": 1_000_000,
+        }
     ),
     "too-few-features": body(features=[0.1] * 5),
     "feature-spec-mismatch": body(feature_spec_version="0-old"),
