@@ -2,7 +2,8 @@
 
 Exit codes (README, "Exit codes"): 0 changed (or --dry-run), 10 unchanged by choice,
 11 unchanged: no trustworthy telemetry, 12 needs approval, 2 invalid input, 3 validation
-failed, 5 policy unusable (endpoint down and no local fallback), 7 write failed, 1 internal error.
+failed, 5 policy unusable (endpoint down and no local fallback), 7 write failed, 8 the
+endpoint refused the token (never hidden by --fallback-local), 1 internal error.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def suggest_command(
     Exit codes: 0 changed (or --dry-run), 10 unchanged by choice (hysteresis, guards,
     waiting for a run with the last values), 11 unchanged: no trustworthy telemetry,
     12 needs approval (--approve), 2 invalid input, 3 suggestion failed validation,
-    5 policy unusable (endpoint down, no local fallback), 7 write failed, 1 internal
-    error. On any non-zero code config.ini is untouched.
+    5 policy unusable (endpoint down, no local fallback), 7 write failed, 8 endpoint
+    refused the token (401/403, even with --fallback-local), 1 internal error. On any
+    non-zero code config.ini is untouched.
     """
     from jpo.suggest import SuggestOptions, suggest
     from jpo.telemetry import without_pandas
