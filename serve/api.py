@@ -273,7 +273,13 @@ class PolicyService:
                     f"server's {feats.FEATURE_SPEC_VERSION!r}; upgrade the client (jpo) or send "
                     "`summary` instead of `features`"
                 )
-            obs = np.asarray(request.features, dtype=np.float32)
+            wide = np.asarray(request.features, dtype=np.float64)
+            if np.any(np.abs(wide) > np.finfo(np.float32).max):
+                raise PolicyError(
+                    "features hold values beyond the float32 range the policy computes in; "
+                    "send the observation jpo.features.build_observation produces"
+                )
+            obs = wide.astype(np.float32)
         else:
             assert summary is not None
             context = feats.WorkloadContext(
