@@ -43,6 +43,10 @@ import numpy as np
 
 from jpo.errors import TelemetryError
 from jpo.http_deadline import DeadlineTransport, deadline
+from jpo.safe_json import loads_bounded
+
+MAX_ANSWER_DEPTH = 32
+"""Deepest JSON nesting accepted in an answer (a range-query result needs 5)."""
 
 
 class PrometheusUnreachable(TelemetryError):
@@ -303,8 +307,8 @@ class PrometheusClient:
                 raise PrometheusUnreachable(
                     f"{what}: unexpected HTTP {status}; is {self.url} a Prometheus server?"
                 )
-            try:
-                body = response.json()
+            try:  # depth-checked first: a deeply nested answer must not recurse
+                body = loads_bounded(response.text, max_depth=MAX_ANSWER_DEPTH)
             except ValueError as err:
                 raise PrometheusUnreachable(
                     f"{what}: the response is not JSON; is {self.url} a Prometheus server?"
@@ -395,7 +399,7 @@ def _check_url(url: object) -> None:
 
 def _error_text(response: httpx.Response) -> str:
     try:
-        body = response.json()
+        body = loads_bounded(response.text, max_depth=MAX_ANSWER_DEPTH)
         return f"{body.get('errorType', '')}: {body.get('error', '')}".strip(": ")[:300]
     except (ValueError, AttributeError):
         return response.text[:200]

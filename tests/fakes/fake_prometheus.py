@@ -6,7 +6,8 @@ client's timeout), ``503``, ``500``, ``400``, ``422``, ``401``, ``not_json``, ``
 ``flaky`` (503 for the first ``fail_first`` requests, then ``ok``), and corrupt answers
 a real Prometheus never sends: ``abc`` (a sample value that is not a number),
 ``novalue`` (a pair without a value), ``badshape`` (a value that is a list),
-``notlist`` (``result`` is an object). It counts requests.
+``notlist`` (``result`` is an object), ``deep`` (JSON nested 100,000 levels). It
+counts requests.
 
 :class:`CorruptingProxy` forwards to a real Prometheus but answers one query (matched by a
 substring of its PromQL) with a corrupt body; :class:`DripServer` answers any request
@@ -139,6 +140,8 @@ class FakePrometheus:
             return 401, b"Unauthorized"
         if mode in CORRUPT:
             return 200, CORRUPT[mode]
+        if mode == "deep":
+            return 200, b'{"status": "success", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         raise ValueError(f"unknown mode {mode!r}")
 
     def close(self) -> None:

@@ -63,6 +63,13 @@ def test_corrupt_samples_are_a_telemetry_error_naming_query_and_url(
     assert "\n" not in message
 
 
+def test_a_deeply_nested_answer_is_a_telemetry_error(stub: FakePrometheus) -> None:
+    stub.mode = "deep"
+    with pytest.raises(TelemetryError, match="not JSON") as err:
+        PrometheusClient(stub.url, retries=0).query("up")
+    assert stub.url in str(err.value)
+
+
 @pytest.mark.parametrize(
     "url", ["http://", "http:// spaced.example:9090", "http://[::1", "ftp://x", "localhost:9090"]
 )
