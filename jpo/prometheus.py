@@ -5,7 +5,10 @@ names the URL and query at fault and the fix; none is ever read as 0 % utilizati
 
 =====================  ===============================================================
 PrometheusUnreachable  connection refused/reset, DNS failure, 5xx other than 503/504,
-                       401/403 (bad bearer token), a malformed URL
+                       a malformed URL
+PrometheusAuthFailed   401/403 (wrong or missing bearer token): not a telemetry fault
+                       but a misconfiguration, so it is an AuthFailed (exit 8, "stop")
+                       that no CI-stage "carry on" path swallows
 PrometheusTimeout      one attempt outlasted ``timeout_s`` (a total deadline per
                        attempt, :mod:`jpo.http_deadline`: a server dripping bytes is cut
                        off too), or the server answered 503/504
@@ -41,7 +44,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from jpo.errors import TelemetryError
+from jpo.errors import AuthFailed, TelemetryError
 from jpo.http_deadline import DeadlineTransport, deadline
 from jpo.safe_json import loads_bounded
 
@@ -51,6 +54,10 @@ MAX_ANSWER_DEPTH = 32
 
 class PrometheusUnreachable(TelemetryError):
     """Prometheus could not be reached or refused the request."""
+
+
+class PrometheusAuthFailed(AuthFailed):
+    """Prometheus refused JPO's credentials (HTTP 401/403)."""
 
 
 class MalformedResponse(TelemetryError):
@@ -287,8 +294,9 @@ class PrometheusClient:
                     f" {_error_text(response)}): fix the template in configs/metrics.toml"
                 )
             if status in (401, 403):
-                raise PrometheusUnreachable(
-                    f"Prometheus at {url} refused access (HTTP {status}): pass a valid bearer token"
+                raise PrometheusAuthFailed(
+                    f"Prometheus at {url} refused access (HTTP {status}): pass a valid bearer"
+                    " token ($JPO_PROMETHEUS_TOKEN)"
                 )
             if status in (503, 504):
                 last = PrometheusTimeout(

@@ -133,6 +133,12 @@ def _prometheus_500(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[li
     return _suggest(config, "--prometheus", fake.url), fake.url
 
 
+def _prometheus_401(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[list[str], str]:
+    fake = FakePrometheus("401")
+    stubs.append(fake)
+    return _suggest(config, "--prometheus", fake.url), fake.url
+
+
 def _prometheus_hangs(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[list[str], str]:
     """`jpo history pull` with a catalog whose client gives up after 1 s."""
     fake = FakePrometheus("hang", hang_s=10.0)
@@ -297,6 +303,8 @@ CASES: dict[str, Case] = {
     "prometheus-garbage": Case(_prometheus_garbage, ExitCode.UNCHANGED_NO_DATA),
     "prometheus-rejects-query": Case(_prometheus_500, ExitCode.UNCHANGED_NO_DATA),
     "prometheus-times-out": Case(_prometheus_hangs, ExitCode.TELEMETRY),
+    # a refused token is a misconfiguration: "stop", never the "carry on" of no telemetry
+    "prometheus-refuses-token": Case(_prometheus_401, ExitCode.AUTH_FAILED),
     "endpoint-500": Case(_endpoint("500"), ExitCode.POLICY),
     "endpoint-bad-json": Case(_endpoint("bad_json"), ExitCode.POLICY),
     "endpoint-hangs": Case(_endpoint("hang"), ExitCode.POLICY),

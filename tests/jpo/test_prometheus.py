@@ -16,6 +16,7 @@ from jpo.prometheus import (
     EmptyResult,
     NonFiniteSample,
     PartialData,
+    PrometheusAuthFailed,
     PrometheusClient,
     PrometheusTimeout,
     PrometheusUnreachable,
@@ -57,7 +58,6 @@ def test_ok_range_query_parses_into_arrays(stub) -> None:
         ("422", BadQuery, "HTTP 422"),
         ("503", PrometheusTimeout, "HTTP 503"),
         ("500", PrometheusUnreachable, "HTTP 500"),
-        ("401", PrometheusUnreachable, "bearer token"),
         ("not_json", PrometheusUnreachable, "not JSON"),
         ("scalar", BadQuery, "'string' result"),
     ],
@@ -71,6 +71,16 @@ def test_each_fault_has_its_typed_error(stub, mode, error, fragment) -> None:
     assert stub.url in str(info.value)  # names the server
     if mode not in ("not_json", "401"):
         assert "avg(up)" in str(info.value)  # names the query
+
+
+def test_a_refused_token_is_an_auth_failure_not_a_telemetry_fault(stub) -> None:
+    stub.mode = "401"
+    with pytest.raises(PrometheusAuthFailed, match="bearer token") as info:
+        client_for(stub).query_range("avg(up)", 0, 60, 15)
+    assert not isinstance(info.value, TelemetryError)  # no "carry on" path may swallow it
+    assert info.value.exit_code == ExitCode.AUTH_FAILED
+    assert stub.url in str(info.value)
+    assert stub.requests == 1  # not retried
 
 
 @pytest.mark.parametrize(("mode", "attempts"), [("400", 1), ("422", 1), ("503", 3), ("500", 3)])
