@@ -73,6 +73,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 COPY --from=builder /app /app
 COPY configs/ configs/
+# `jpo demo` reads the catalog workloads' config.ini from here (jpo/demo.py EXAMPLES).
+COPY examples/workloads/ examples/workloads/
 RUN mkdir -p runs .jpo && chown 1000:1000 runs .jpo
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.

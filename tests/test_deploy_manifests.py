@@ -538,3 +538,78 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert {"pyproject.toml", "jpo", "configs"} <= allowed
     assert not allowed & {".git", ".venv", "tests", ".jpo"}
+
+
+def _dockerignore_regex(pattern: str) -> re.Pattern[str]:
+    """Docker's pattern syntax (Go filepath.Match plus ``**``) as a regex on a relative path."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out)
+
+
+def in_build_context(rel: str) -> bool:
+    """Whether ``rel`` reaches Docker's build context (the last matching line decides).
+
+    A line matches a path when it matches the path or one of its parent folders, as in
+    Docker's ``patternmatcher``.
+    """
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for raw in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        regex = _dockerignore_regex(line.lstrip("!").strip("/"))
+        if any(regex.fullmatch(p) for p in prefixes):
+            included = negated
+    return included
+
+
+def demo_files() -> list[str]:
+    """Files `jpo demo` reads from the repository layout (jpo/demo.py REPO, EXAMPLES)."""
+    from jpo.demo import DEMO_WORKLOADS, EXAMPLES
+
+    files = [f"{EXAMPLES.relative_to(REPO).as_posix()}/{w}/config.ini" for w in DEMO_WORKLOADS]
+    files += [p.relative_to(REPO).as_posix() for p in sorted((REPO / "configs").glob("*.toml"))]
+    policy = REPO / "jpo" / "data" / "policy"
+    files += [p.relative_to(REPO).as_posix() for p in sorted(policy.rglob("*")) if p.is_file()]
+    return files
+
+
+def test_dockerignore_lets_in_what_jpo_demo_reads() -> None:
+    files = demo_files()
+    assert any(f.startswith("examples/workloads/") for f in files)
+    for rel in files:
+        assert (REPO / rel).is_file(), rel
+        assert in_build_context(rel), f".dockerignore keeps {rel} out; `jpo demo` reads it"
+    # and the final stage copies them to /app (the layout jpo/demo.py expects)
+    _, stages = dockerfile_stages()
+    copies = [rest.split() for ins, rest in stages[-1] if ins == "COPY"]
+    sources = {c[0].rstrip("/") for c in copies if not c[0].startswith("--from")}
+    for rel in files:
+        top = rel.split("/")[0]
+        if top in {"jpo", "envs", "serve"}:  # copied with the builder's /app
+            continue
+        assert any(rel.startswith(f"{s}/") for s in sources), f"the image lacks {rel}"
+
+
+def test_dockerignore_matcher_follows_docker_rules() -> None:
+    assert not in_build_context("tests/conftest.py")
+    assert not in_build_context("examples/ci/github-actions.yml")
+    assert not in_build_context("jpo/__pycache__/cli.cpython-311.pyc")
+    assert in_build_context("jpo/cli.py")
