@@ -31,8 +31,11 @@ from pathlib import Path
 
 # An exported policy artifact (folder) or None for the bundled jpo/data/policy.
 POLICY = os.environ.get("JPO_NOTEBOOK_POLICY") or None
-# Or an RLlib Algorithm checkpoint folder to export first (needs torch + ray).
+# Or an RLlib checkpoint to export first (needs torch + ray): a checkpoint folder
+# (<storage>/checkpoints/iter_NNNNNN) or a training storage folder (its latest checkpoint).
 CHECKPOINT = os.environ.get("JPO_NOTEBOOK_CHECKPOINT") or None
+# The training YAML that made the checkpoint (env, features, constraints of the manifest).
+TRAIN_CONFIG = os.environ.get("JPO_NOTEBOOK_TRAIN_CONFIG") or None
 # Workloads (comma separated catalog names); empty = the held-out split.
 WORKLOADS = [w for w in os.environ.get("JPO_NOTEBOOK_WORKLOADS", "").split(",") if w]
 ROUNDS = int(os.environ.get("JPO_NOTEBOOK_ROUNDS", "5"))
@@ -48,9 +51,18 @@ OUT = Path(os.environ.get("JPO_NOTEBOOK_OUT", "evaluation-notebook"))""",
 from jpo.policy import LocalPolicy
 
 if CHECKPOINT:
-    from jpo.policy_export import export_checkpoint
+    from jpo.train import Storage, export_latest, load_train_config
 
-    POLICY = str(export_checkpoint(CHECKPOINT, OUT / "exported-policy"))
+    ckpt = Path(CHECKPOINT).resolve()
+    is_storage = (ckpt / "checkpoints").is_dir()
+    storage = Storage(str(ckpt if is_storage else ckpt.parent.parent))
+    exported = export_latest(
+        load_train_config(TRAIN_CONFIG),
+        storage,
+        OUT / "exported-policy",
+        checkpoint=None if is_storage else str(ckpt),
+    )
+    POLICY = str(exported)
 policy_path = POLICY or str(_bundled_policy())
 policy = LocalPolicy.load(policy_path)
 manifest = policy.manifest

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from fakes.training import train_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "evaluate_checkpoint.ipynb"
@@ -41,18 +44,11 @@ def _tiny_policy(folder: Path) -> Path:
     return write_artifact(folder, weights, manifest)
 
 
-@pytest.mark.slow
-def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _execute(tmp_path: Path) -> Any:
+    """Run the notebook in ``tmp_path`` (settings from the environment); return it, executed."""
     import nbformat
     from nbclient import NotebookClient
 
-    policy = _tiny_policy(tmp_path / "policy")
-    out = tmp_path / "out"
-    monkeypatch.setenv("JPO_NOTEBOOK_POLICY", str(policy))
-    monkeypatch.setenv("JPO_NOTEBOOK_WORKLOADS", "mnist-lenet,higgs-mlp")
-    monkeypatch.setenv("JPO_NOTEBOOK_ROUNDS", "2")
-    monkeypatch.setenv("JPO_NOTEBOOK_OUT", str(out))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
@@ -66,6 +62,19 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
         if o.get("output_type") == "error"
     ]
     assert not errors
+    return nb
+
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = _tiny_policy(tmp_path / "policy")
+    out = tmp_path / "out"
+    monkeypatch.setenv("JPO_NOTEBOOK_POLICY", str(policy))
+    monkeypatch.setenv("JPO_NOTEBOOK_WORKLOADS", "mnist-lenet,higgs-mlp")
+    monkeypatch.setenv("JPO_NOTEBOOK_ROUNDS", "2")
+    monkeypatch.setenv("JPO_NOTEBOOK_OUT", str(out))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = _execute(tmp_path)
     assert (out / "report.md").is_file()
     assert len(list((out / "plots").glob("*.png"))) == 3
     images = [
@@ -80,3 +89,25 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
         str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c["outputs"]
     )
     assert "version 3" in text and "2 workloads" in text
+
+
+@pytest.mark.slow
+def test_notebook_checkpoint_route_exports_and_evaluates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")
+    config = train_tiny(tmp_path / "train", iterations=1)
+    (ckpt,) = sorted((tmp_path / "train" / "store" / "checkpoints").iterdir())
+    out = tmp_path / "out"
+    monkeypatch.delenv("JPO_NOTEBOOK_POLICY", raising=False)
+    monkeypatch.setenv("JPO_NOTEBOOK_CHECKPOINT", str(ckpt))
+    monkeypatch.setenv("JPO_NOTEBOOK_TRAIN_CONFIG", str(config))
+    monkeypatch.setenv("JPO_NOTEBOOK_WORKLOADS", "mnist-lenet")
+    monkeypatch.setenv("JPO_NOTEBOOK_ROUNDS", "1")
+    monkeypatch.setenv("JPO_NOTEBOOK_OUT", str(out))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    _execute(tmp_path)
+    manifest = json.loads((out / "exported-policy" / "manifest.json").read_text())
+    assert manifest["source"]["checkpoint"] == str(ckpt)
+    assert manifest["training_data"]["iterations"] == 1
+    assert (out / "report.md").is_file()
