@@ -1,7 +1,11 @@
-"""Deployment files: KubeRay manifests against the published CRD schemas, and the Dockerfile.
+"""Deployment files: the kustomize stack and KubeRay manifests against their schemas; the image.
 
 The CRDs (RayCluster, RayJob, RayService) are read from ``$JPO_KUBERAY_CRDS`` or, by
-default, ``<repo>/../shared/kuberay-crds``; they are never copied into the project.
+default, ``<repo>/../shared/kuberay-crds``; the Prometheus Operator's (PodMonitor,
+ServiceMonitor) from ``$JPO_PROMETHEUS_OPERATOR_CRDS`` or
+``<repo>/../shared/prometheus-operator-crds``; they are never copied into the project.
+Core kinds of the rendered stack (``kubectl kustomize configs/k8s``) are validated against
+the Kubernetes OpenAPI schemas bundled in ``kubernetes-validate`` (offline).
 
 Each manifest is checked the way a Kubernetes API server would treat it:
 
@@ -40,6 +44,19 @@ CRD_FILES = {
     "RayJob": "ray.io_rayjobs.yaml",
     "RayService": "ray.io_rayservices.yaml",
 }
+PROM_CRD_DIR = Path(
+    os.environ.get(
+        "JPO_PROMETHEUS_OPERATOR_CRDS", REPO.parent / "shared" / "prometheus-operator-crds"
+    )
+)
+PROM_CRD_FILES = {
+    "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
+    "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
+}
+CRD_PATHS = {
+    **{kind: CRD_DIR / name for kind, name in CRD_FILES.items()},
+    **{kind: PROM_CRD_DIR / name for kind, name in PROM_CRD_FILES.items()},
+}
 MANIFESTS = {
     "ray-cluster.yaml": "RayCluster",
     "configs/k8s/rayjob.yaml": "RayJob",
@@ -65,11 +82,16 @@ def _load_yaml(path: Path) -> Any:
 
 @cache
 def _crd(kind: str) -> dict[str, Any]:
-    path = CRD_DIR / CRD_FILES[kind]
+    path = CRD_PATHS[kind]
     if not path.is_file():
+        env, files = (
+            ("JPO_KUBERAY_CRDS", CRD_FILES)
+            if kind in CRD_FILES
+            else ("JPO_PROMETHEUS_OPERATOR_CRDS", PROM_CRD_FILES)
+        )
         pytest.fail(
-            f"{path}: KubeRay CRD missing; set JPO_KUBERAY_CRDS to the folder holding "
-            f"{', '.join(CRD_FILES.values())} (the project's ../shared/kuberay-crds)"
+            f"{path}: CRD missing; set {env} to the folder holding "
+            f"{', '.join(files.values())} (the project's ../shared/{path.parent.name})"
         )
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are megabytes
     with path.open(encoding="utf-8") as f:
@@ -326,6 +348,8 @@ def test_training_cluster_has_an_autoscaled_gpu_worker_group(rel: str) -> None:
         assert any(
             t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in tolerations
         )
+        # placed on GPU nodes, not only allowed there (NVIDIA GPU feature discovery's label)
+        assert group["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         assert ray_container(group)["image"].endswith("-cuda"), "GPU workers need the CUDA image"
 
 
@@ -392,7 +416,12 @@ def test_operator_managed_clusters_use_token_auth_options(rel: str) -> None:
 
 def test_rayjob_runs_jpo_training_and_cleans_up() -> None:
     spec = _manifest("configs/k8s/rayjob.yaml")["spec"]
-    assert spec["entrypoint"] == "python -m jpo.train --config configs/train.yaml"
+    # checkpoints and the exported policy on the PVC (absolute: working_dir is unpacked
+    # into a per-job folder by Ray)
+    assert spec["entrypoint"] == (
+        "python -m jpo.train --config configs/train.yaml"
+        " --storage /app/runs/jpo-sac --export /app/runs/jpo-sac/policy"
+    )
     assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"] == "/app"  # Dockerfile WORKDIR
     assert spec["shutdownAfterJobFinishes"] is True
     assert spec["ttlSecondsAfterFinished"] > 0
@@ -613,3 +642,293 @@ def test_dockerignore_matcher_follows_docker_rules() -> None:
     assert not in_build_context("examples/ci/github-actions.yml")
     assert not in_build_context("jpo/__pycache__/cli.cpython-311.pyc")
     assert in_build_context("jpo/cli.py")
+
+
+# ------------------------------------------------------------------ the kustomize stack
+
+STACK = REPO / "configs" / "k8s"
+DASHBOARD = STACK / "dashboards" / "jpo-fleet.json"
+NAMESPACE = "jpo"
+K8S_VERSION = "1.32"  # Kubernetes schema version the core kinds are validated against
+SECRETS = {AUTH_SECRET, "jpo-serve-auth"}
+PVC = "jpo-storage"
+RUNS_MOUNT = "/app/runs"
+
+
+def kubectl_binary() -> str:
+    found = shutil.which("kubectl")
+    if not found:
+        pytest.skip("kubectl not on PATH: cannot render configs/k8s with `kubectl kustomize`")
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize configs/k8s` renders (without the dashboard if absent)."""
+    root = STACK
+    if not DASHBOARD.is_file():
+        # The dashboard JSON comes from issue 29; render the rest without its generator.
+        root = tmp_path_factory.mktemp("k8s") / "k8s"
+        shutil.copytree(STACK, root, symlinks=False)
+        kustomization = _load_yaml(root / "kustomization.yaml")
+        kustomization.pop("configMapGenerator")
+        (root / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
+    done = subprocess.run(
+        [kubectl_binary(), "kustomize", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def objects(stack: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in stack if d["kind"] == kind]
+
+
+def one(stack: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in objects(stack, kind) if d["metadata"]["name"] == name]
+    return found
+
+
+def core_errors(doc: dict[str, Any]) -> list[str]:
+    """Schema errors of a core object against the Kubernetes OpenAPI schema (strict)."""
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        return [f"{doc['kind']}/{doc['metadata'].get('name')}: {err.message}"]
+    return []
+
+
+def pod_specs(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (where, pod spec) of every pod template an object holds."""
+    kind = doc["kind"]
+    if kind in {"RayCluster", "RayJob", "RayService"}:
+        for name, group in groups(cluster_spec(doc)):
+            yield f"{doc['metadata']['name']}/{name}", group["template"]["spec"]
+    elif kind == "Deployment":
+        yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+    elif kind == "CronJob":
+        yield doc["metadata"]["name"], doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def pod_templates(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Yield every pod template (metadata + spec) an object holds."""
+    kind = doc["kind"]
+    if kind in {"RayCluster", "RayJob", "RayService"}:
+        for _, group in groups(cluster_spec(doc)):
+            yield group["template"]
+    elif kind == "Deployment":
+        yield doc["spec"]["template"]
+
+
+def test_stack_renders_every_part_of_the_loop(stack: list[dict[str, Any]]) -> None:
+    kinds = {d["kind"] for d in stack}
+    assert {
+        "Namespace",
+        "PersistentVolumeClaim",
+        "RayCluster",
+        "RayJob",
+        "RayService",
+        "CronJob",
+        "Deployment",
+        "Service",
+        "PodMonitor",
+        "ServiceMonitor",
+    } <= kinds
+    (namespace,) = objects(stack, "Namespace")
+    assert namespace["metadata"]["name"] == NAMESPACE
+    for doc in stack:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
+
+
+def test_stack_objects_are_valid_against_their_schemas(stack: list[dict[str, Any]]) -> None:
+    errors: list[str] = []
+    for doc in stack:
+        if doc["kind"] in CRD_PATHS:
+            errors += [f"{doc['kind']}: {e}" for e in manifest_errors(doc)]
+        else:
+            errors += core_errors(doc)
+    assert errors == []
+
+
+def test_core_validator_works_offline_and_catches_mistakes(stack: list[dict[str, Any]]) -> None:
+    deployment = copy.deepcopy(one(stack, "Deployment", "jpo-metrics"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    assert any("imagePullPolcy" in e for e in core_errors(deployment))
+    cronjob = copy.deepcopy(one(stack, "CronJob", "jpo-continuous"))
+    cronjob["spec"]["concurrencyPolicy"] = 3
+    assert core_errors(cronjob)
+
+
+def test_monitor_crd_validation_catches_mistakes(stack: list[dict[str, Any]]) -> None:
+    monitor = copy.deepcopy(one(stack, "PodMonitor", "jpo-ray"))
+    monitor["spec"]["podMetricsEndpoints"][0]["prot"] = "metrics"
+    assert any("prot: field not in" in e for e in manifest_errors(monitor))
+
+
+def _mounts(pod: dict[str, Any], claim: str) -> list[dict[str, Any]]:
+    """Volume mounts of the pod's first container that come from the PVC ``claim``."""
+    volumes = {
+        v["name"]
+        for v in pod.get("volumes", [])
+        if v.get("persistentVolumeClaim", {}).get("claimName") == claim
+    }
+    return [m for m in pod["containers"][0].get("volumeMounts", []) if m["name"] in volumes]
+
+
+def test_training_and_serving_share_persistent_storage(stack: list[dict[str, Any]]) -> None:
+    (pvc,) = objects(stack, "PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == PVC
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], "pods on several nodes mount it"
+    train = load_train_yaml()
+    for kind in ("RayCluster", "RayJob"):
+        (doc,) = objects(stack, kind)
+        for where, pod in pod_specs(doc):
+            paths = {m["mountPath"]: m for m in _mounts(pod, PVC)}
+            assert RUNS_MOUNT in paths and not paths[RUNS_MOUNT].get("readOnly"), where
+            # configs/train.yaml's relative history path resolves under /app on the PVC
+            history = f"/app/{train['continuous']['history_path']}"
+            assert any(history.startswith(p) for p in paths), (where, history)
+    entry = one(stack, "RayJob", "jpo-train")["spec"]["entrypoint"].split()
+    assert entry[entry.index("--storage") + 1].startswith(f"{RUNS_MOUNT}/")
+    assert entry[entry.index("--export") + 1].startswith(f"{RUNS_MOUNT}/")
+
+
+def test_rayservice_reads_promoted_policies_from_the_pvc(stack: list[dict[str, Any]]) -> None:
+    service = one(stack, "RayService", "jpo-policy")
+    (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    (deployment,) = app["deployments"]
+    user_config = deployment["user_config"]
+    from serve.app import ServeSettings
+
+    ServeSettings.model_validate(user_config)  # what reconfigure() will be given
+    # where the continuous-learning job promotes (configs/train.yaml, relative to /app)
+    promoted = f"/app/{load_train_yaml()['continuous']['policy_dir']}"
+    assert user_config["policy_path"] == promoted
+    assert user_config["poll_interval_s"] > 0, "replicas must poll for promotions"
+    assert deployment["logging_config"]["enable_access_log"] is False
+    for where, pod in pod_specs(service):
+        if where.endswith("/head"):
+            continue  # replicas run on the workers (the head has num-cpus 0)
+        mounts = {m["mountPath"]: m for m in _mounts(pod, PVC)}
+        assert mounts[RUNS_MOUNT]["readOnly"] is True, where
+        assert promoted.startswith(f"{RUNS_MOUNT}/")
+        # the versions folder is seeded with the bundled policy before the first promotion
+        (seed,) = pod["initContainers"]
+        assert "/app/jpo/data/policy" in seed["args"][0] and "LATEST" in seed["args"][0]
+
+
+def load_train_yaml() -> dict[str, Any]:
+    data = _load_yaml(REPO / "configs" / "train.yaml")
+    assert isinstance(data, dict)
+    return data
+
+
+def test_continuous_learning_is_scheduled_on_the_training_cluster(
+    stack: list[dict[str, Any]],
+) -> None:
+    (cron,) = objects(stack, "CronJob")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid", "two cycles must not overlap"
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["ray", "job", "submit"]
+    (cluster,) = objects(stack, "RayCluster")
+    address = f"--address=http://{cluster['metadata']['name']}-head-svc:8265"
+    assert address in container["args"], "submits to the stack's training RayCluster"
+    script = container["args"][-1]
+    assert "cd /app" in script
+    assert "python -m jpo.train --continuous" in script and "--config configs/train.yaml" in script
+    assert "jpo history pull" in script and "--out .jpo/history" in script
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == AUTH_SECRET
+    assert "$(PROMETHEUS_URL)" in script, "Kubernetes expands it from env"
+
+
+def test_gpu_workers_are_selected_tolerated_and_limited(stack: list[dict[str, Any]]) -> None:
+    found = 0
+    for doc in stack:
+        if doc["kind"] not in {"RayCluster", "RayJob"}:
+            continue
+        for group in gpu_groups(cluster_spec(doc)):
+            found += 1
+            pod = group["template"]["spec"]
+            assert pod["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+            assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+            assert int(ray_container(group)["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+    assert found == 2
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector (matchLabels / matchExpressions In) selects ``labels``."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", "extend _selects for other operators"
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def test_monitors_scrape_ray_pods_and_the_ci_exporter(stack: list[dict[str, Any]]) -> None:
+    (pod_monitor,) = objects(stack, "PodMonitor")
+    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+    ray_pods = [
+        t
+        for d in stack
+        if d["kind"] in {"RayCluster", "RayJob", "RayService"}
+        for t in pod_templates(d)
+    ]
+    assert len(ray_pods) == 6
+    for template in ray_pods:
+        assert _selects(pod_monitor["spec"]["selector"], template["metadata"]["labels"])
+        ports = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        assert endpoint["port"] in ports
+    (service_monitor,) = objects(stack, "ServiceMonitor")
+    service = one(stack, "Service", "jpo-metrics")
+    assert _selects(service_monitor["spec"]["selector"], service["metadata"]["labels"])
+    assert service_monitor["spec"]["endpoints"][0]["port"] in {
+        p["name"] for p in service["spec"]["ports"]
+    }
+    deployment = one(stack, "Deployment", "jpo-metrics")
+    template = deployment["spec"]["template"]
+    assert _selects({"matchLabels": service["spec"]["selector"]}, template["metadata"]["labels"])
+    exporter = template["spec"]["containers"][0]
+    assert exporter["args"][0] == "metrics"  # `jpo metrics` (the image's entrypoint is jpo)
+    port = next(a for a in exporter["args"] if a.startswith("--port="))
+    assert int(port.split("=")[1]) == exporter["ports"][0]["containerPort"]
+    assert any(a.startswith("--log=") and a.endswith(".jpo/audit.jsonl") for a in exporter["args"])
+
+
+def _secret_refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "secretKeyRef" in node:
+            yield node["secretKeyRef"]["name"]
+        if "secretName" in node:
+            yield node["secretName"]
+        for value in node.values():
+            yield from _secret_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _secret_refs(value)
+
+
+def test_secrets_are_referenced_never_committed(stack: list[dict[str, Any]]) -> None:
+    assert not objects(stack, "Secret"), "Secrets are created by hand (configs/k8s/README.md)"
+    refs = {name for doc in stack for name in _secret_refs(doc)}
+    assert refs == SECRETS
+
+
+def test_grafana_dashboard_ships_as_a_configmap(stack: list[dict[str, Any]]) -> None:
+    if not DASHBOARD.is_file():
+        pytest.skip(f"{DASHBOARD.relative_to(REPO)} not written yet (issue 29, Grafana dashboard)")
+    import json
+
+    config_map = one(stack, "ConfigMap", "jpo-fleet-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    json.loads(config_map["data"]["jpo-fleet.json"])
