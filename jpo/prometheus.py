@@ -34,6 +34,7 @@ API reference: https://prometheus.io/docs/prometheus/latest/querying/api/
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,14 @@ from jpo.safe_json import loads_bounded
 
 MAX_ANSWER_DEPTH = 32
 """Deepest JSON nesting accepted in an answer (a range-query result needs 5)."""
+
+log = logging.getLogger(__name__)
+
+# httpx logs every request at INFO ("HTTP Request: POST .../api/v1/query_range ..."): a
+# continuous pull would print one line per query. JPO logs its queries at DEBUG instead
+# (below); a level the application sets on the "httpx" logger itself is left alone.
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class PrometheusUnreachable(TelemetryError):
@@ -270,6 +279,7 @@ class PrometheusClient:
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
+                log.debug("POST %s %s", url, promql)
                 with deadline(self.timeout_s):  # total per attempt, not per socket read
                     response = self._http.post(url, data=params)
             except httpx.TimeoutException as err:

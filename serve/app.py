@@ -16,7 +16,9 @@ Metrics (Ray's metrics export, e.g. ``metrics-export-port`` of the KubeRay manif
 prefixes them with ``ray_``): ``jpo_serve_suggestions`` (counter, by workload labels and
 ``changed``: whether the suggested values differ from the request's) and
 ``jpo_serve_policy_loaded`` (gauge, 1 for the policy version a replica serves, 0 for the
-one it replaced), beside Ray Serve's own request, latency and error metrics.
+one it replaced), beside Ray Serve's own request, latency and error metrics. The gauge is
+set again on every health check (``health_check_period_s``), poll and answered request, so
+it stays in the replica's export instead of going stale between policy changes.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class _ReplicaMetrics:
         self._version: str | None = None
 
     def suggestion(self, request: SuggestRequest, response: SuggestResponse) -> None:
-        """Count one answered suggestion."""
+        """Count one answered suggestion (and refresh the served-policy gauge)."""
         changed = response.hyperparameters != request.hyperparameters
         self._suggestions.inc(
             tags={
@@ -106,12 +108,16 @@ class _ReplicaMetrics:
                 "changed": str(changed).lower(),
             }
         )
+        if self._version is not None:
+            self._loaded.set(1, tags={"policy_version": self._version})
 
     def policy_loaded(self, version: str) -> None:
-        """Mark ``version`` as the served policy (and the previous one as replaced)."""
-        if version == self._version:
-            return
-        if self._version is not None:
+        """Set the gauge for ``version``, the served policy (and 0 for a replaced one).
+
+        Called on every health check too: a gauge set once and never again can drop out
+        of the replica's metrics export.
+        """
+        if self._version is not None and version != self._version:
             self._loaded.set(0, tags={"policy_version": self._version})
         self._loaded.set(1, tags={"policy_version": version})
         self._version = version
@@ -177,9 +183,10 @@ class PolicyDeployment:
         return str(self.service.policy.version)
 
     def check_health(self) -> None:
-        """Ray Serve health check: a policy must be loaded."""
+        """Ray Serve health check: a policy must be loaded; refreshes the loaded gauge."""
         if self.service.policy is None:
             raise RuntimeError("no policy loaded")
+        self._metrics.policy_loaded(self.version())
 
     def __del__(self) -> None:
         self._stop.set()
