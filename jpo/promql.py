@@ -134,6 +134,8 @@ class MetricCatalog:
     runs_series: str = "kube_pod_labels"
     gpus: MetricTemplate | None = None
     """Optional ``[gpus]`` template: GPUs of a run's pods (GPU-hours); None: unknown."""
+    run_labels: tuple[str, ...] = ()
+    """``[runs] run_labels``: pod labels naming a run, first non-empty wins; () = run_id only."""
 
     def labels(self, label_set: str) -> tuple[str, ...]:
         """Return the Prometheus label names of ``label_set`` in WORKLOAD_FIELDS order."""
@@ -145,18 +147,58 @@ class MetricCatalog:
         label_set: str,
         key: WorkloadKey | None = None,
         run_id: str | None = None,
+        *,
+        with_run: bool = True,
     ) -> str:
-        """Return escaped matchers (no braces) selecting one workload/run, or all runs."""
+        """Return escaped matchers (no braces) selecting one workload/run, or all runs.
+
+        ``with_run=False`` leaves out the run label (the run is matched after it is derived
+        from ``run_labels``, see :meth:`pod_labels_series`).
+        """
         names = self.label_sets[label_set]
         wanted: dict[str, str | None] = {"dataset": None, "model": None, "framework": None}
         if key is not None:
             wanted = {"dataset": key.dataset, "model": key.model, "framework": key.framework}
-        wanted["run_id"] = run_id
+        if with_run:
+            wanted["run_id"] = run_id
         parts = [
             matcher(names[field], value) if value is not None else matcher(names[field], "", "!=")
             for field, value in wanted.items()
         ]
         return ",".join(parts)
+
+    def pod_labels_series(
+        self,
+        label_set: str,
+        key: WorkloadKey | None = None,
+        run_id: str | None = None,
+        *,
+        timestamps: bool = False,
+    ) -> str:
+        """Return the PromQL of the runs' pod-label series (``{{pod_labels_series}}``).
+
+        Without ``run_labels``: ``kube_pod_labels{<selector>}``. With them, each pod's run
+        label is the first non-empty of ``run_labels`` (label_join them with ``;``, then
+        take the first non-empty part with label_replace), and the run is matched after
+        that: ``and on (run label)`` a one-series vector for one run, ``unless on (run
+        label) vector(1)`` to drop pods that name no run. ``timestamps`` wraps the raw
+        selector in ``timestamp()`` first, so values stay the samples' own timestamps.
+        """
+        if not self.run_labels:
+            inner = f"{self.runs_series}{{{self.selector(label_set, key, run_id)}}}"
+            return f"timestamp({inner})" if timestamps else inner
+        run_label = self.label_sets[label_set]["run_id"]
+        inner = f"{self.runs_series}{{{self.selector(label_set, key, with_run=False)}}}"
+        if timestamps:
+            inner = f"timestamp({inner})"
+        sources = ", ".join(f'"{name}"' for name in self.run_labels)
+        joined = f'label_join({inner}, "{_JOIN_LABEL}", ";", {sources})'
+        derived = f'label_replace({joined}, "{run_label}", "$1", "{_JOIN_LABEL}", ";*([^;]+).*")'
+        if run_id is None:
+            return f"({derived} unless on ({run_label}) vector(1))"
+        value = escape_label_value(run_id.replace("$", "$$"))
+        one = f'label_replace(vector(1), "{run_label}", {value}, "", "")'
+        return f"({derived} and on ({run_label}) {one})"
 
     def render(
         self,
@@ -183,12 +225,36 @@ class MetricCatalog:
             "discovery_window": duration(self.settings.discovery_step_s),
             "run_window": duration(self.settings.run_step_s),
         }
+        verbatim = {"selector": self.selector(template.label_set, key, run_id)}
+        if _PLACEHOLDER_POD_SERIES & set(_expanded_names(template.query, values)):
+            verbatim["pod_labels_series"] = self.pod_labels_series(
+                template.label_set, key, run_id
+            )
+            verbatim["pod_labels_timestamps"] = self.pod_labels_series(
+                template.label_set, key, run_id, timestamps=True
+            )
         return render_template(
-            template.query,
-            values,
-            verbatim={"selector": self.selector(template.label_set, key, run_id)},
-            where=f"{self.path} [metrics.{metric}]",
+            template.query, values, verbatim=verbatim, where=f"{self.path} [metrics.{metric}]"
         )
+
+
+_JOIN_LABEL = "jpo_run_labels"
+"""Scratch label holding the joined candidate run labels (dropped by the templates' by())."""
+
+_PLACEHOLDER_POD_SERIES = {"pod_labels_series", "pod_labels_timestamps"}
+
+
+def _expanded_names(template: str, values: Mapping[str, str]) -> set[str]:
+    """Return every placeholder name ``template`` uses, through the snippets it includes."""
+    seen: set[str] = set()
+    todo = [template]
+    for _ in range(10):
+        names = {n for text in todo for n in _PLACEHOLDER.findall(text)} - seen
+        if not names:
+            break
+        seen |= names
+        todo = [values[n] for n in names if n in values]
+    return seen
 
 
 def duration(seconds: float) -> str:
@@ -307,6 +373,7 @@ def load_catalog(path: str | Path | None = None) -> MetricCatalog:
     runs_series = str(_require(runs, "series", str, where))
     if not _LABEL_NAME.match(runs_series.replace(":", "_")):
         raise ConfigError(f"{where}: series {runs_series!r} is not a metric name")
+    run_labels = _run_labels(runs.get("run_labels", []), where)
     gpus_template = None
     if "gpus" in data:
         gpus, where = data["gpus"], f"{path} [gpus]"
@@ -319,8 +386,29 @@ def load_catalog(path: str | Path | None = None) -> MetricCatalog:
             GPUS, gpus_label_set, _squash(str(_require(gpus, "query", str, where))), "GPUs"
         )
     return MetricCatalog(
-        path, label_sets, snippets, metrics, settings, runs_template, runs_series, gpus_template
+        path,
+        label_sets,
+        snippets,
+        metrics,
+        settings,
+        runs_template,
+        runs_series,
+        gpus_template,
+        run_labels,
     )
+
+
+def _run_labels(value: object, where: str) -> tuple[str, ...]:
+    """Validate ``[runs] run_labels``: a list of distinct label names."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(
+            f"{where}: run_labels must be a list of label names, e.g. "
+            '["label_run_id", "label_job_name"]'
+        )
+    names = tuple(check_label_name(v) for v in value)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: run_labels lists a label twice: {list(names)}")
+    return names
 
 
 def parse_duration_s(text: str) -> float:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,11 @@ FINISHED_STATUSES = frozenset(code for code in RUN_STATUS_CODES if code != RUNNI
 
 METRIC_LABEL = "jpo_metric"
 """Label that tags each metric's series in the combined per-run query."""
+
+
+def _iso(t: float) -> str:
+    """Return epoch seconds as an ISO-8601 UTC time, to the second."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _epoch_s(t: float | datetime) -> float:
@@ -392,6 +397,51 @@ class PrometheusSource(MetricSource):
                 old = spans.get(rid)
                 spans[rid] = (min(first, old[0]), max(last, old[1])) if old else (first, last)
         return spans
+
+    def explain_no_runs(self, start: float, end: float) -> str:
+        """Say why no run was found between ``start`` and ``end``: what was looked for.
+
+        Counts the pods (``[runs] series``, e.g. kube_pod_labels) that carried the workload
+        labels in that window, and how many of them each run label of ``[runs]
+        run_labels`` (or the label set's run_id label) named.
+        """
+        cat = self.catalog
+        label_set = cat.runs.label_set
+        window = f"[{max(1, round(end - start))}s]"
+        pods = f"{cat.runs_series}{{{cat.selector(label_set, with_run=False)}}}"
+        workload_labels = ", ".join(cat.labels(label_set)[:3])
+        run_labels = cat.run_labels or (cat.label_sets[label_set]["run_id"],)
+
+        def count(selector: str) -> int:
+            result = self.client.query(
+                f"count(last_over_time({selector}{window}))", end, allow_empty=True
+            )
+            return int(result.series[0].values[0]) if result.series else 0
+
+        total = count(pods)
+        named = {label: count(f'{pods[:-1]},{label}!=""}}') for label in run_labels}
+        where = f"{cat.path} [runs] run_labels"
+        head = (
+            f"{self.client.url}: {total} pod(s) carried the workload labels ({workload_labels}"
+            f" on {cat.runs_series}) between {_iso(start)} and {_iso(end)}"
+        )
+        per_label = ", ".join(f"{label}: {n}" for label, n in named.items())
+        if total == 0:
+            return (
+                f"{head}: label the training pods with dataset, model and framework, and add"
+                " those labels to kube-state-metrics' --metric-labels-allowlist"
+            )
+        if not any(named.values()):
+            return (
+                f"{head}, and none of them a run label ({per_label}): add the pod label that"
+                f" names your runs to {where} (a Kubernetes Job's pods carry job-name), and"
+                " to kube-state-metrics' --metric-labels-allowlist"
+            )
+        return (
+            f"{head}; run labels ({per_label}); but the metric templates returned nothing:"
+            " check that the runs' jpo_training_* series carry run_id = that label's value,"
+            " and that cAdvisor and DCGM series exist for those pods"
+        )
 
     def list_runs(self, key: WorkloadKey) -> list[str]:
         """Return the run ids of ``key`` seen inside ``[query].lookback``, oldest first."""

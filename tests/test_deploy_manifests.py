@@ -932,3 +932,13 @@ def test_grafana_dashboard_ships_as_a_configmap(stack: list[dict[str, Any]]) -> 
     config_map = one(stack, "ConfigMap", "jpo-fleet-dashboard")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     json.loads(config_map["data"]["jpo-fleet.json"])
+
+
+def test_serve_configs_are_valid_ray_serve_deploy_configs() -> None:
+    # serveConfigV2 is opaque to the CRD: validate it (and configs/serve.yaml) with the
+    # schema `serve deploy` itself applies.
+    from ray.serve.schema import ServeDeploySchema
+
+    k8s = yaml.safe_load(_manifest("configs/k8s/rayservice.yaml")["spec"]["serveConfigV2"])
+    for config in (k8s, _load_yaml(REPO / "configs" / "serve.yaml")):
+        ServeDeploySchema.model_validate(config)

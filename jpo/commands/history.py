@@ -53,7 +53,11 @@ def pull_command(
         ),
     ] = False,
 ) -> None:
-    """Fetch all workloads' metrics for the last --since at --step and append them to --out."""
+    """Fetch all workloads' metrics for the last --since at --step and append them to --out.
+
+    Exits 4 (telemetry) when nothing matched, saying which labels it looked for and how
+    many pods carried them.
+    """
     from jpo.history import append_history
     from jpo.promql import load_catalog, parse_duration_s
     from jpo.telemetry import PrometheusSource
@@ -71,6 +75,14 @@ def pull_command(
     )
     end = time.time()
     table = source.history(end - since_s, end, step_s, drop_nonfinite=drop_nonfinite)
+    if table.num_rows == 0:
+        from jpo.prometheus import EmptyResult
+
+        # exit 4 (telemetry), not 0 with 0 samples: a pipeline must notice an empty pull
+        raise EmptyResult(
+            f"no samples matched in the last {since}; nothing appended to {out}."
+            f" {source.explain_no_runs(end - since_s, end)}"
+        )
     added = append_history(out, table)
     workloads = table.group_by(["dataset", "model", "framework"]).aggregate([]).num_rows
     typer.echo(

@@ -55,6 +55,12 @@ class FakeRun:
     val_loss: float = 0.9
     epochs: int = 10
     status: int = 1
+    # The pod label naming the run, as kube-state-metrics exports it after "label_":
+    # run_id (JPO's label), job_name (a Kubernetes Job's pods), training_kubeflow_org_job_name
+    # (a Kubeflow training job's pods); None: the pod names no run.
+    run_label: str | None = "run_id"
+    # Whether the run's trainer exports jpo_training_* series (jpo.exporter), run_id labelled.
+    exports_training: bool = True
     hyperparameters: dict[str, float] = field(
         default_factory=lambda: {
             "batch_size": 128,
@@ -128,22 +134,21 @@ def raw_samples(run: FakeRun, elapsed_s: float) -> Iterator[tuple[str, dict[str,
     if run.gpu_util_pct:
         gpus = float(len(run.gpu_util_pct))
         yield limits, cont | {"resource": "nvidia_com_gpu", "unit": "integer"}, gpus
-    yield (
-        "kube_pod_labels",
-        pod
-        | {
-            "label_dataset": run.dataset,
-            "label_model": run.model,
-            "label_framework": run.framework,
-            "label_run_id": run.run_id,
-        },
-        1.0,
-    )
+    pod_labels = {
+        "label_dataset": run.dataset,
+        "label_model": run.model,
+        "label_framework": run.framework,
+    }
+    if run.run_label is not None:
+        pod_labels[f"label_{run.run_label}"] = run.run_id
+    yield "kube_pod_labels", pod | pod_labels, 1.0
     for i, util in enumerate(run.gpu_util_pct):
         labels = _gpu_labels(run, i)
         yield "DCGM_FI_DEV_GPU_UTIL", labels, util
         yield "DCGM_FI_DEV_FB_USED", labels, run.fb_used_mib
         yield "DCGM_FI_DEV_FB_FREE", labels, run.fb_free_mib
+    if not run.exports_training:
+        return
     train = {
         "dataset": run.dataset,
         "model": run.model,

@@ -60,3 +60,46 @@ def test_bad_duration_is_invalid_input(tmp_path, capsys) -> None:
     )
     assert code == ExitCode.INVALID_INPUT
     assert "soon" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pull_that_matches_nothing_says_why_and_exits_telemetry(
+    prometheus_factory, tmp_path, capsys
+) -> None:
+    # pods with the workload labels, but no label naming their runs (no run_id, no job
+    # name), and no JPO exporter: what `jpo history pull` saw on a cluster of Jobs
+    nameless = [
+        FakeRun(
+            "cifar10",
+            "resnet18",
+            "pytorch",
+            "x",
+            T0,
+            T0 + 900,
+            run_label=None,
+            exports_training=False,
+        )
+    ]
+    server = prometheus_factory(openmetrics=[openmetrics_history(nameless)])
+    store = tmp_path / "store"
+    args = ["history", "pull", "--prometheus", server.url, "--since", "3h", "--out", str(store)]
+    assert main(args) == ExitCode.TELEMETRY
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no samples matched in the last 3h" in err
+    assert (
+        "1 pod(s) carried the workload labels (label_dataset, label_model, label_framework" in err
+    )
+    assert (
+        "none of them a run label (label_run_id: 0, label_training_kubeflow_org_job_name: 0" in err
+    )
+    assert not store.exists() or read_history(store).num_rows == 0
+
+
+@pytest.mark.slow
+def test_pull_finds_a_kubernetes_job_run(prometheus_factory, tmp_path) -> None:
+    job = [FakeRun("cifar10", "resnet18", "pytorch", "train-7", T0, T0 + 900, run_label="job_name")]
+    server = prometheus_factory(openmetrics=[openmetrics_history(job)])
+    store = tmp_path / "store"
+    args = ["history", "pull", "--prometheus", server.url, "--since", "3h", "--out", str(store)]
+    assert main(args) == 0
+    assert set(read_history(store)["run_id"].to_pylist()) == {"train-7"}

@@ -83,10 +83,25 @@ def test_rendered_queries_are_pinned_for_hostile_values() -> None:
         "sum by (dataset, model, framework, run_id) (jpo_training_throughput_samples_per_second"
         '{dataset="x\\"} or vector(1) #",model="a\\\\b",framework="a\\nb",run_id="a\\"b"})'
     )
+    # the run label is derived from [runs] run_labels (first non-empty), then matched
+    derive = (
+        '"jpo_run_labels", ";", "label_run_id", "label_training_kubeflow_org_job_name", '
+        '"label_batch_kubernetes_io_job_name", "label_job_name"), "label_run_id", "$1", '
+        '"jpo_run_labels", ";*([^;]+).*")'
+    )
     assert catalog.render(RUNS, WorkloadKey("ümlaut-数据", "m", "{{by}}")) == (
-        "max by (label_dataset, label_model, label_framework, label_run_id) (timestamp("
-        'kube_pod_labels{label_dataset="ümlaut-数据",label_model="m",label_framework="{{by}}",'
-        'label_run_id!=""}))'
+        "max by (label_dataset, label_model, label_framework, label_run_id) ("
+        "(label_replace(label_join(timestamp(kube_pod_labels{"
+        'label_dataset="ümlaut-数据",label_model="m",label_framework="{{by}}"}), '
+        f"{derive} unless on (label_run_id) vector(1)))"
+    )
+    # a hostile run id: escaped as a PromQL string, and `$` kept literal in the replacement
+    assert catalog.render(RUNS, WorkloadKey("d", "m", "f"), 'a"$1}') == (
+        "max by (label_dataset, label_model, label_framework, label_run_id) ("
+        "(label_replace(label_join(timestamp(kube_pod_labels{"
+        'label_dataset="d",label_model="m",label_framework="f"}), '
+        f"{derive} and on (label_run_id) "
+        'label_replace(vector(1), "label_run_id", "a\\"$$1}", "", "")))'
     )
 
 
@@ -94,7 +109,7 @@ def test_all_workloads_selector_and_snippets() -> None:
     catalog = load_catalog()
     q = catalog.render("cpu_util")
     assert 'container!="",container!="POD"' in q
-    assert 'kube_pod_labels{label_dataset!="",label_model!="",label_framework!="",' in q
+    assert 'kube_pod_labels{label_dataset!="",label_model!="",label_framework!=""}' in q
     assert "{{" not in q and "[1m]" in q
     assert "exported_pod" in catalog.render("gpu_util")
 

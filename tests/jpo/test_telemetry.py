@@ -8,6 +8,7 @@ from a history store. Both must give the same answers.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import replace
 
@@ -435,3 +436,68 @@ def test_jpo_suggest_condenses_the_latest_finished_run(
         log = next(tmp_path.rglob("*.jsonl"))
         record = json.loads(log.read_text().splitlines()[-1])
         assert record["telemetry"]["run_id"] == done.run_id
+
+
+# --- runs named by a Kubernetes Job or a Kubeflow training job (configs/metrics.toml) --------
+
+W3 = WorkloadKey("imdb", "lstm", "pytorch")
+LABELLED_RUNS = [
+    # a Kubernetes Job's pod: job-name (and batch.kubernetes.io/job-name), no run_id label
+    FakeRun("imdb", "lstm", "pytorch", "imdb-train-28991", T0, T0 + 900, run_label="job_name"),
+    # a Kubeflow PyTorchJob's pod: training.kubeflow.org/job-name
+    FakeRun(
+        "imdb",
+        "lstm",
+        "pytorch",
+        "imdb-pytorchjob-4",
+        T0 + 1200,
+        T0 + 2100,
+        cpu_used=3.0,
+        run_label="training_kubeflow_org_job_name",
+    ),
+    # a pod with the workload labels but nothing naming its run: not a run
+    FakeRun("imdb", "lstm", "pytorch", "nameless", T0 + 2400, T0 + 3000, run_label=None),
+]
+
+
+@pytest.fixture(scope="module")
+def labelled_prometheus(prometheus_factory):
+    return prometheus_factory(openmetrics=[openmetrics_history(LABELLED_RUNS)])
+
+
+def test_runs_are_found_by_job_and_kubeflow_job_names(labelled_prometheus) -> None:
+    source = PrometheusSource.from_url(labelled_prometheus.url)
+    assert source.list_runs(W3) == ["imdb-train-28991", "imdb-pytorchjob-4"]
+    for run in LABELLED_RUNS[:2]:
+        table = source.run_table(W3, run.run_id)
+        assert set(pc.unique(table["run_id"]).to_pylist()) == {run.run_id}
+        got = medians(table)
+        for metric, value in run.expected().items():  # pod (cAdvisor, DCGM) and training series
+            assert got[metric] == pytest.approx(value, rel=1e-6), (run.run_id, metric)
+    assert source.select_run(W3).run_id == "imdb-pytorchjob-4"
+    history = source.history(T0 - 600, T0 + 3600, 15.0)
+    pod_rows = history.filter(pc.equal(history["metric"], "cpu_util"))
+    assert set(pc.unique(pod_rows["run_id"]).to_pylist()) == {
+        "imdb-train-28991",
+        "imdb-pytorchjob-4",
+    }
+
+
+def test_with_run_id_only_those_runs_are_invisible(labelled_prometheus) -> None:
+    """What the catalog did before [runs] run_labels: only the run_id pod label counted."""
+    catalog = dataclasses.replace(load_catalog(), run_labels=())
+    source = PrometheusSource.from_url(labelled_prometheus.url, catalog)
+    assert source.list_runs(W3) == []
+
+
+def test_no_run_explained_with_the_labels_and_pod_counts(labelled_prometheus) -> None:
+    source = PrometheusSource.from_url(labelled_prometheus.url)
+    why = source.explain_no_runs(T0 - 600, T0 + 3600)
+    assert "3 pod(s) carried the workload labels" in why
+    assert "label_job_name: 1" in why and "label_training_kubeflow_org_job_name: 1" in why
+    bare = dataclasses.replace(load_catalog(), run_labels=())
+    why = PrometheusSource.from_url(labelled_prometheus.url, bare).explain_no_runs(
+        T0 - 600, T0 + 3600
+    )
+    assert "none of them a run label (label_run_id: 0)" in why
+    assert "[runs] run_labels" in why and "job-name" in why
