@@ -61,7 +61,14 @@ def serve_command(
     previous = signal.getsignal(signal.SIGTERM)
     try:
         if address is None:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True)
+            # address="local": always a new Ray of its own, never a cluster that
+            # `ray start` left running on this machine (ray.init() would join that one).
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                ignore_reinit_error=True,
+            )
         else:
             ray.init(address=address, ignore_reinit_error=True)
         # After ray.init: its failure-signal handler (which aborts the process on SIGTERM,

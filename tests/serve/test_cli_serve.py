@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -151,3 +154,103 @@ def test_prometheus_client_queries_are_not_logged_at_info() -> None:
     import jpo.prometheus  # noqa: F401 - sets the httpx logger's level on import
 
     assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"jpo serve exited early:\n{log.read()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "jpo serve did not become healthy"
+        time.sleep(1.0)
+
+
+@pytest.mark.slow
+def test_serve_on_an_existing_cluster_leaves_it_running(tmp_path: Path) -> None:
+    """``--address``: deploy onto a `ray start` cluster; SIGTERM deletes only the app."""
+    gcs_port, http_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray's token auth, as on a cluster (configs/k8s): the client needs the head's token
+    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    # a private temp dir: no other `ray.init()` on this machine finds this cluster (short:
+    # Ray's unix sockets live under it, and their paths may not exceed 107 bytes)
+    temp_dir = Path(tempfile.mkdtemp(prefix="jpo-ray-", dir="/tmp"))
+    head = subprocess.Popen(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs_port}",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            f"--temp-dir={temp_dir}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    log = (tmp_path / "serve.log").open("w+")
+    serve = None
+    try:
+        address = f"127.0.0.1:{gcs_port}"
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jpo.cli",
+                "serve",
+                "--address",
+                address,
+                "--port",
+                str(http_port),
+            ],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        url = f"http://127.0.0.1:{http_port}"
+        wait_healthy(url, serve, log)
+        head_children = descendants(head.pid)
+        assert not any(c.pid == serve.pid for c in head_children)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=EXIT_TIMEOUT_S) == 0
+        # the cluster is still up (its processes alive); the app is gone
+        assert head.poll() is None
+        assert alive(head_children), "the cluster went down with jpo serve"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 404:
+                    break
+            except httpx.HTTPError:
+                break
+            time.sleep(1.0)
+        else:
+            pytest.fail("the app still answers after jpo serve exited")
+    finally:
+        if serve is not None and serve.poll() is None:
+            serve.kill()
+            serve.wait(timeout=30)
+        children = descendants(head.pid)
+        head.terminate()  # `ray start --block` stops its cluster on SIGTERM
+        try:
+            head.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        deadline = time.monotonic() + 30
+        while alive(children) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for child in children:  # only the processes this test started, by pid
+            with contextlib.suppress(Exception):
+                child.kill()
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
