@@ -227,9 +227,7 @@ class MetricCatalog:
         }
         verbatim = {"selector": self.selector(template.label_set, key, run_id)}
         if _PLACEHOLDER_POD_SERIES & set(_expanded_names(template.query, values)):
-            verbatim["pod_labels_series"] = self.pod_labels_series(
-                template.label_set, key, run_id
-            )
+            verbatim["pod_labels_series"] = self.pod_labels_series(template.label_set, key, run_id)
             verbatim["pod_labels_timestamps"] = self.pod_labels_series(
                 template.label_set, key, run_id, timestamps=True
             )
