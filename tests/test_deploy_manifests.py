@@ -238,7 +238,9 @@ def pyproject() -> dict[str, Any]:
 
 
 def pinned(name: str) -> str:
-    for dep in pyproject()["project"]["dependencies"]:
+    project = pyproject()["project"]
+    groups = [project["dependencies"], *project.get("optional-dependencies", {}).values()]
+    for dep in (d for group in groups for d in group):
         match = re.fullmatch(rf"{name}(?:\[[^\]]*\])?==(\S+)", dep)
         if match:
             return match.group(1)
@@ -542,7 +544,9 @@ def test_dockerfile_keeps_configs_beside_the_package() -> None:
     _, stages = dockerfile_stages()
     builder, final = stages[0], stages[-1]
     assert ("WORKDIR", "/app") in builder and ("WORKDIR", "/app") in final
-    assert any(ins == "RUN" and "pip install -e ." in rest for ins, rest in builder)
+    # editable, with or without extras (`pip install -e ".[all]"`: dependencies by role)
+    editable = re.compile(r'pip install -e "?\.(?:\[[\w,]+\])?"?(?:\s|$)')
+    assert any(ins == "RUN" and editable.search(rest) for ins, rest in builder)
     copies = [rest for ins, rest in final if ins == "COPY"]
     assert "--from=builder /app /app" in copies
     assert "configs/ configs/" in copies
