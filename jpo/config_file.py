@@ -19,6 +19,7 @@ Layout (SPEC §2)::
     batch_size_min = 32                   ; <name>_min / _max / _trust_region narrow the
     batch_size_max = 512                  ; global limits of configs/constraints.toml
     batch_size_power_of_two = true        ; round batch_size to powers of two
+    batch_size_multiple_of = 1            ; humane rounding (constraints.toml: 8 on GPU)
     device = cpu                          ; trains without a GPU (default: gpu)
 
 Reading never writes. ``configparser`` runs with ``interpolation=None`` (a ``%`` is just a
@@ -65,7 +66,7 @@ HP_SECTION = "hyperparameters"
 JPO_SECTION = "jpo"
 WORKLOAD_KEYS = ("dataset", "model", "framework")
 _INT_TYPES = {"batch_size": True, "learning_rate": False, "num_layers": True, "epochs": True}
-_LIMIT_SUFFIXES = ("_min", "_max", "_trust_region", "_power_of_two")
+_LIMIT_SUFFIXES = ("_min", "_max", "_trust_region", "_power_of_two", "_multiple_of")
 _NO_DEFAULT = "\x00jpo-no-default-section"
 
 _INT_RE = re.compile(r"[+-]?[0-9]{1,30}")
@@ -665,7 +666,8 @@ def _analyse_text(
                     JPO_SECTION,
                     k,
                     f"unknown key {k!r} in [jpo]",
-                    "use tune, freeze, device, or <param>_min/_max/_trust_region/_power_of_two",
+                    "use tune, freeze, device, or "
+                    "<param>_min/_max/_trust_region/_power_of_two/_multiple_of",
                 )
                 continue
             if suffix == "_power_of_two":
@@ -680,6 +682,19 @@ def _analyse_text(
                     )
                     continue
                 raw_limits.setdefault(pname, {})["power_of_two"] = b
+                continue
+            if suffix == "_multiple_of":
+                text = v.strip()
+                if not text.isdigit() or int(text) < 1:
+                    jpo_ok = False
+                    add(
+                        JPO_SECTION,
+                        k,
+                        f"{k} = {_short(text)} is not a whole number >= 1",
+                        "write e.g. 8 (round to multiples of 8) or 1 (no rounding)",
+                    )
+                    continue
+                raw_limits.setdefault(pname, {})["multiple_of"] = int(text)
                 continue
             text = v.strip()
             num: float | None = None

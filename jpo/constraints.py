@@ -40,7 +40,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -60,7 +60,16 @@ __all__ = [
     "load_constraints",
 ]
 
-_SPEC_KEYS = {"type", "min", "max", "scale", "power_of_two", "trust_region"}
+_SPEC_KEYS = {
+    "type",
+    "min",
+    "max",
+    "scale",
+    "power_of_two",
+    "trust_region",
+    "multiple_of",
+    "significant_digits",
+}
 _ACTION_KEYS = {"learning_rate_follows_batch"}
 _BATCH, _LR = HYPERPARAMETER_NAMES.index("batch_size"), HYPERPARAMETER_NAMES.index("learning_rate")
 _REL_TOL = 1e-9  # float comparisons in validate(): tolerate rounding of cur * f**a
@@ -85,6 +94,8 @@ class ParamSpec:
     scale: Literal["log", "linear"]
     power_of_two: bool
     trust_region: float
+    multiple_of: int = 1
+    significant_digits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,7 @@ class ParamLimits:
     max: float | None = None
     trust_region: float | None = None
     power_of_two: bool | None = None
+    multiple_of: int | None = None
 
 
 def _float(v: float) -> float:
@@ -151,6 +163,7 @@ def _check_spec(spec: ParamSpec, where: str) -> None:
             f"{where}: {name}.trust_region = {spec.trust_region} must be > 1 "
             "(it is a factor: the value may move to current/f .. current*f)"
         )
+    _check_humane(spec, where)
     if spec.power_of_two:
         if spec.type != "int":
             raise ConfigError(f'{where}: {name}.power_of_two needs type = "int"')
@@ -166,6 +179,61 @@ def _check_spec(spec: ParamSpec, where: str) -> None:
             )
 
 
+def _check_humane(spec: ParamSpec, where: str) -> None:
+    """Raise ConfigError unless multiple_of / significant_digits fit the parameter's type."""
+    name, mult, digits = spec.name, spec.multiple_of, spec.significant_digits
+    if isinstance(mult, bool) or not isinstance(mult, int) or mult < 1:
+        raise ConfigError(f"{where}: {name}.multiple_of = {mult!r}; use an integer >= 1 (1 = off)")
+    if mult > 1 and spec.type != "int":
+        raise ConfigError(f'{where}: {name}.multiple_of needs type = "int"; remove it')
+    if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 15:
+        raise ConfigError(
+            f"{where}: {name}.significant_digits = {digits!r}; use an integer in [0, 15] (0 = off)"
+        )
+    if digits and spec.type != "float":
+        raise ConfigError(f'{where}: {name}.significant_digits needs type = "float"; remove it')
+
+
+def _round_sig(v: float, digits: int, direction: int = 0) -> float:
+    """Return v rounded to ``digits`` significant digits (0: nearest, +1: up, -1: down).
+
+    v is first rounded to 12 significant digits, so values that differ only by float
+    round-off (``x * 3 / 3``) round alike.
+    """
+    text = f"{float(f'{v:.12e}'):.{digits - 1}e}"
+    q = float(text)
+    if direction == 0:
+        return q
+    step = 10.0 ** (int(text.split("e")[1]) - digits + 1)
+    if direction > 0 and q < v:
+        q = float(f"{q + step:.{digits - 1}e}")
+    elif direction < 0 and q > v:
+        q = float(f"{q - step:.{digits - 1}e}")
+    return q
+
+
+def _humane_float(v: float, digits: int, lo: float, hi: float) -> float:
+    """Return v at ``digits`` significant digits inside [lo, hi] (v itself if none fits)."""
+    if not v > 0.0 or not math.isfinite(v):
+        return v
+    q = _round_sig(v, digits)
+    if q < lo:
+        q = _round_sig(v, digits, +1)
+    elif q > hi:
+        q = _round_sig(v, digits, -1)
+    return q if lo <= q <= hi else v
+
+
+def _nearest_multiple(r: float, m: int, lo: float, hi: float) -> float:
+    """Return the multiple of m in [lo, hi] nearest r (ties upwards); r if there is none."""
+    down = math.floor(r / m) * m
+    up = down + m
+    cands = [c for c in (up, down) if c >= 1 and lo <= c <= hi]
+    if not cands:
+        return r
+    return float(min(cands, key=lambda c: abs(c - r)))
+
+
 class Constraints:
     """Effective limits for one workload (immutable); see the module docstring."""
 
@@ -175,11 +243,13 @@ class Constraints:
         "_ihi",
         "_ilo",
         "_is_int",
+        "_digits",
         "_is_log",
         "_lo",
         "_log_lo",
         "_log_span",
         "_lr_follows_batch",
+        "_mult",
         "_pow2",
         "_sha",
         "_source",
@@ -236,8 +306,10 @@ class Constraints:
         self._is_int = tuple(s.type == "int" for s in sp)
         self._pow2 = tuple(bool(s.power_of_two) for s in sp)
         self._tr = tuple(float(s.trust_region) for s in sp)
+        self._mult = tuple(int(s.multiple_of) for s in sp)
+        self._digits = tuple(int(s.significant_digits) for s in sp)
         payload: dict[str, Any] = {
-            "params": {n: asdict(self._specs[n]) for n in HYPERPARAMETER_NAMES},
+            "params": {n: _spec_payload(self._specs[n]) for n in HYPERPARAMETER_NAMES},
             "tunable": list(self._tunable),
         }
         if self._lr_follows_batch:  # absent when off: hashes of older files stay valid
@@ -302,42 +374,12 @@ class Constraints:
         for name, lim in jpo.limits.items():
             if name not in specs:
                 raise ConfigError(f"{where}: unknown parameter {name!r} in a limit override")
-            base = specs[name]
-            new_min = base.min if lim.min is None else float(lim.min)
-            new_max = base.max if lim.max is None else float(lim.max)
-            new_tr = base.trust_region if lim.trust_region is None else float(lim.trust_region)
-            if new_min < base.min or new_min > base.max:
-                raise ConfigError(
-                    f"{where}: {name}_min = {new_min:g} is outside the global range "
-                    f"[{base.min:g}, {base.max:g}]; a workload may only narrow it"
-                )
-            if new_max > base.max or new_max < base.min:
-                raise ConfigError(
-                    f"{where}: {name}_max = {new_max:g} is outside the global range "
-                    f"[{base.min:g}, {base.max:g}]; a workload may only narrow it"
-                )
-            if new_tr > base.trust_region:
-                raise ConfigError(
-                    f"{where}: {name}_trust_region = {new_tr:g} widens the global "
-                    f"{base.trust_region:g}; use a value in (1, {base.trust_region:g}]"
-                )
-            pow2 = base.power_of_two
-            if lim.power_of_two is not None:
-                if base.power_of_two and not lim.power_of_two:
-                    raise ConfigError(
-                        f"{where}: {name}_power_of_two = false would widen the global "
-                        "power_of_two = true; remove the override"
-                    )
-                pow2 = bool(lim.power_of_two)
-            specs[name] = ParamSpec(
-                name=name,
-                type=base.type,
-                min=new_min,
-                max=new_max,
-                scale=base.scale,
-                power_of_two=pow2,
-                trust_region=new_tr,
-            )
+            specs[name] = _narrow(specs[name], lim, where)
+        if getattr(jpo, "device", "gpu") != "gpu":  # multiples of 8 are a GPU habit
+            for name, spec in specs.items():
+                lim = jpo.limits.get(name)
+                if spec.multiple_of > 1 and (lim is None or lim.multiple_of is None):
+                    specs[name] = replace(spec, multiple_of=1)
         tunable = tuple(n for n in jpo.tunable if n in self._tunable)
         return Constraints(
             specs,
@@ -391,13 +433,22 @@ class Constraints:
         start = cur * (out[_BATCH] / vals[_BATCH]) ** coupling
         return lo if start < lo else (hi if start > hi else start)
 
-    def _settle(self, i: int, cur: float, target: float, lo: float, hi: float) -> float:
-        """Clamp target into [lo, hi], round integers, snap powers of two."""
+    def _settle(
+        self, i: int, cur: float, target: float, lo: float, hi: float, *, keep: bool = True
+    ) -> float:
+        """Clamp target into [lo, hi], round integers, snap powers of two, humane rounding.
+
+        Humane rounding (``multiple_of``, ``significant_digits``) applies to a value that
+        changes; with ``keep`` a value that ends where it started stays as it is.
+        """
         if target != target:  # NaN: keep current (clamped)
             target = cur
         v = lo if target < lo else (hi if target > hi else target)
         if not self._is_int[i]:
-            return v
+            digits = self._digits[i]
+            if not digits or (keep and v == cur):
+                return v
+            return _humane_float(v, digits, lo, hi)
         if self._pow2[i]:
             cands = _pow2_in(lo, hi)
             if not cands:
@@ -409,7 +460,11 @@ class Constraints:
             lv = math.log2(v) if v > 0 else -math.inf
             return float(min(cands, key=lambda p: abs(math.log2(p) - lv)))
         r = float(math.floor(v + 0.5))
-        return lo if r < lo else (hi if r > hi else r)
+        r = lo if r < lo else (hi if r > hi else r)
+        m = self._mult[i]
+        if m <= 1 or (keep and r == cur):
+            return r
+        return _nearest_multiple(r, m, lo, hi)
 
     def _build(self, vals: list[float]) -> Hyperparameters:
         return Hyperparameters(
@@ -701,7 +756,7 @@ class Constraints:
             lo, hi = self._lo[i], self._hi[i]
             if self._is_int[i]:
                 lo, hi = float(math.ceil(lo)), float(math.floor(hi))
-            out.append(self._settle(i, v, v, lo, hi))
+            out.append(self._settle(i, v, v, lo, hi, keep=False))
         return self._build(out)
 
     def sample_uniform(
@@ -735,6 +790,57 @@ class Constraints:
         return out
 
 
+def _narrow(base: ParamSpec, lim: ParamLimits, where: str) -> ParamSpec:
+    """Return ``base`` narrowed by one parameter's ``[jpo]`` overrides (never widened)."""
+    name = base.name
+    new_min = base.min if lim.min is None else float(lim.min)
+    new_max = base.max if lim.max is None else float(lim.max)
+    new_tr = base.trust_region if lim.trust_region is None else float(lim.trust_region)
+    if new_min < base.min or new_min > base.max:
+        raise ConfigError(
+            f"{where}: {name}_min = {new_min:g} is outside the global range "
+            f"[{base.min:g}, {base.max:g}]; a workload may only narrow it"
+        )
+    if new_max > base.max or new_max < base.min:
+        raise ConfigError(
+            f"{where}: {name}_max = {new_max:g} is outside the global range "
+            f"[{base.min:g}, {base.max:g}]; a workload may only narrow it"
+        )
+    if new_tr > base.trust_region:
+        raise ConfigError(
+            f"{where}: {name}_trust_region = {new_tr:g} widens the global "
+            f"{base.trust_region:g}; use a value in (1, {base.trust_region:g}]"
+        )
+    pow2 = base.power_of_two
+    if lim.power_of_two is not None:
+        if base.power_of_two and not lim.power_of_two:
+            raise ConfigError(
+                f"{where}: {name}_power_of_two = false would widen the global "
+                "power_of_two = true; remove the override"
+            )
+        pow2 = bool(lim.power_of_two)
+    mult = base.multiple_of if lim.multiple_of is None else lim.multiple_of
+    if lim.multiple_of is not None and base.type != "int":
+        raise ConfigError(f"{where}: {name}_multiple_of applies to integers only; remove it")
+    if isinstance(mult, bool) or not isinstance(mult, int) or mult < 1:
+        raise ConfigError(
+            f"{where}: {name}_multiple_of = {mult!r}; use an integer >= 1 (1 = no rounding)"
+        )
+    return replace(
+        base, min=new_min, max=new_max, power_of_two=pow2, trust_region=new_tr, multiple_of=mult
+    )
+
+
+def _spec_payload(spec: ParamSpec) -> dict[str, Any]:
+    """Return a spec as a dict for hashing; humane rounding only when on (old hashes stay)."""
+    out = asdict(spec)
+    if spec.multiple_of == 1:
+        del out["multiple_of"]
+    if spec.significant_digits == 0:
+        del out["significant_digits"]
+    return out
+
+
 def _check_coupling(value: object, where: str) -> float:
     """Return the coupling exponent as a float, or raise ConfigError unless in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
@@ -754,7 +860,7 @@ def _spec_from_table(name: str, table: Any, where: str) -> ParamSpec:
             f"{where}: [params.{name}] has unknown key(s) {sorted(unknown)}; "
             f"allowed: {sorted(_SPEC_KEYS)}"
         )
-    required = _SPEC_KEYS - {"power_of_two"}
+    required = _SPEC_KEYS - {"power_of_two", "multiple_of", "significant_digits"}
     missing = sorted(required - set(table))
     if missing:
         raise ConfigError(f"{where}: [params.{name}] lacks {', '.join(missing)}")
@@ -769,6 +875,8 @@ def _spec_from_table(name: str, table: Any, where: str) -> ParamSpec:
         scale=table["scale"],
         power_of_two=pow2,
         trust_region=table["trust_region"],
+        multiple_of=table.get("multiple_of", 1),
+        significant_digits=table.get("significant_digits", 0),
     )
 
 

@@ -22,8 +22,11 @@ def limits() -> Constraints:
     return load_constraints()
 
 
-def _toml(tmp_path: Path, coupling: float | None = 1.0, **overrides: dict[str, object]) -> Path:
-    tables = {
+def _toml(
+    tmp_path: Path, coupling: float | None = 1.0, humane: bool = True, **overrides: dict[str, object]
+) -> Path:
+    """Write a constraints file like the shipped one; humane=False drops humane rounding."""
+    tables: dict[str, dict[str, object]] = {
         "batch_size": {"type": "int", "min": 1, "max": 4096, "scale": "log", "trust_region": 2.0},
         "learning_rate": {
             "type": "float",
@@ -35,6 +38,9 @@ def _toml(tmp_path: Path, coupling: float | None = 1.0, **overrides: dict[str, o
         "num_layers": {"type": "int", "min": 1, "max": 256, "scale": "linear", "trust_region": 1.5},
         "epochs": {"type": "int", "min": 1, "max": 1000, "scale": "linear", "trust_region": 1.5},
     }
+    if humane:  # the shipped file's humane values (issue 29)
+        tables["batch_size"]["multiple_of"] = 8
+        tables["learning_rate"]["significant_digits"] = 3
     for name, upd in overrides.items():
         tables[name] = {**tables[name], **upd}
     lines = []
@@ -140,17 +146,24 @@ def test_power_of_two_cannot_be_switched_off(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ action mapping
-def test_full_actions_reach_the_trust_region_edges(limits: Constraints) -> None:
-    up = limits.apply_action(BASE, np.ones(4))
-    down = limits.apply_action(BASE, -np.ones(4))
+def test_full_actions_reach_the_trust_region_edges(limits: Constraints, tmp_path: Path) -> None:
+    raw = load_constraints(_toml(tmp_path, humane=False))  # no humane rounding: exact edges
+    up = raw.apply_action(BASE, np.ones(4))
+    down = raw.apply_action(BASE, -np.ones(4))
     assert up == Hyperparameters(256, pytest.approx(0.03), 27, 45)
     assert down == Hyperparameters(64, pytest.approx(0.01 / 3), 12, 20)
+    assert raw.apply_action(BASE, np.zeros(4)) == BASE
+    # the shipped file rounds the learning rate to 3 digits towards the inside of the region
+    assert limits.apply_action(BASE, np.ones(4)) == Hyperparameters(256, 0.03, 27, 45)
+    assert limits.apply_action(BASE, -np.ones(4)) == Hyperparameters(64, 0.00334, 12, 20)
     assert limits.apply_action(BASE, np.zeros(4)) == BASE
 
 
-def test_log_scale_float_moves_by_factor_power(limits: Constraints) -> None:
-    hp = limits.apply_action(BASE, np.array([0.0, 0.5, 0.0, 0.0]))
+def test_log_scale_float_moves_by_factor_power(limits: Constraints, tmp_path: Path) -> None:
+    raw = load_constraints(_toml(tmp_path, humane=False))
+    hp = raw.apply_action(BASE, np.array([0.0, 0.5, 0.0, 0.0]))
     assert hp.learning_rate == pytest.approx(0.01 * 3**0.5)
+    assert limits.apply_action(BASE, np.array([0.0, 0.5, 0.0, 0.0])).learning_rate == 0.0173
 
 
 def test_nan_inf_and_huge_entries(limits: Constraints) -> None:
@@ -191,9 +204,12 @@ def test_current_far_outside_bounds_is_rejected(limits: Constraints) -> None:
 
 
 # ------------------------------------------------------------------ clamp / validate
-def test_clamp_limits_and_rounds(limits: Constraints) -> None:
-    hp = limits.clamp(BASE, {"batch_size": 10_000, "learning_rate": -1.0, "epochs": 33.4})
-    assert hp == Hyperparameters(256, pytest.approx(0.01 / 3), 18, 33)
+def test_clamp_limits_and_rounds(limits: Constraints, tmp_path: Path) -> None:
+    proposed = {"batch_size": 10_000, "learning_rate": -1.0, "epochs": 33.4}
+    raw = load_constraints(_toml(tmp_path, humane=False))
+    assert raw.clamp(BASE, proposed) == Hyperparameters(256, pytest.approx(0.01 / 3), 18, 33)
+    hp = limits.clamp(BASE, proposed)
+    assert hp == Hyperparameters(256, 0.00334, 18, 33)  # 3 digits, inside [0.01/3, 0.03]
     assert limits.clamp(BASE, {"learning_rate": math.nan}) == BASE
     with pytest.raises(ConfigError, match="unknown hyperparameter"):
         limits.clamp(BASE, {"momentum": 0.9})
@@ -254,7 +270,7 @@ def test_sha256_is_stable(tmp_path: Path, limits: Constraints) -> None:
 # ------------------------------------------------------------------ lr follows batch
 def test_learning_rate_follows_batch_size(tmp_path: Path) -> None:
     """Linear scaling rule: a batch move drags the lr along before the lr's own entry."""
-    coupled = load_constraints(_toml(tmp_path, coupling=1.0))
+    coupled = load_constraints(_toml(tmp_path, coupling=1.0, humane=False))
     assert coupled.learning_rate_follows_batch == 1.0
     hp = coupled.apply_action(BASE, np.array([1.0, 0.0, 0.0, 0.0]))  # batch x2, lr entry 0
     assert (hp.batch_size, hp.learning_rate) == (256, pytest.approx(0.02))
@@ -394,20 +410,33 @@ def test_action_towards_inverts_apply_action(
     assert _close(moved, limits.clamp(current, target.as_dict()))
 
 
-@settings(max_examples=300, deadline=None)
-@given(current=VALID_CURRENT, target=VALID_CURRENT)
+@pytest.fixture(scope="module")
+def raw_limits(tmp_path_factory: pytest.TempPathFactory) -> Constraints:
+    """The shipped limits without humane rounding (exact mapping properties)."""
+    return load_constraints(_toml(tmp_path_factory.mktemp("raw"), humane=False))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(current=VALID_CURRENT, target=VALID_CURRENT, humane=st.booleans())
 def test_action_towards_with_coupling_and_held_learning_rate(
-    current: Hyperparameters, target: Hyperparameters
+    current: Hyperparameters, target: Hyperparameters, humane: bool, raw_limits: Constraints
 ) -> None:
-    limits = load_constraints()  # learning_rate_follows_batch = 1 (linear scaling rule)
+    # learning_rate_follows_batch = 1 (linear scaling rule) in both files
+    limits = load_constraints() if humane else raw_limits
     action = limits.action_towards(current, target, hold=("learning_rate",))
     assert action[1] == 0.0
     moved = limits.apply_action(current, action)
     lo, hi = current.learning_rate / 3.0, current.learning_rate * 3.0
     follows = current.learning_rate * moved.batch_size / current.batch_size
     follows = min(max(follows, lo, 1e-4), hi, 0.1)
-    assert moved.learning_rate == pytest.approx(follows, rel=1e-9)
-    assert abs(moved.batch_size - limits.clamp(current, target.as_dict()).batch_size) <= 1
+    if not humane or moved.batch_size == current.batch_size:
+        assert moved.learning_rate == pytest.approx(follows, rel=1e-9)
+    else:  # within one unit of the third significant digit, inside the region
+        unit = 10.0 ** (math.floor(math.log10(follows)) - 2)
+        assert abs(moved.learning_rate - follows) <= unit * (1 + 1e-9)
+        assert max(lo, 1e-4) * (1 - 1e-12) <= moved.learning_rate <= min(hi, 0.1) * (1 + 1e-12)
+    tol = 8 if humane else 1  # a +-1 rounding difference may snap to the next multiple of 8
+    assert abs(moved.batch_size - limits.clamp(current, target.as_dict()).batch_size) <= tol
 
 
 def test_action_towards_reaches_a_target_inside_one_step(limits: Constraints) -> None:
@@ -421,3 +450,120 @@ def test_action_towards_reaches_a_target_inside_one_step(limits: Constraints) ->
     assert limits.action_towards(current, far).tolist() == [1.0, 1.0, 1.0, -1.0]
     with pytest.raises(ConfigError, match="hold: unknown hyperparameter 'depth'"):
         limits.action_towards(current, target, hold=("depth",))
+
+
+# ------------------------------------------------------------------ humane values (issue 29)
+def _three_digits(v: float) -> bool:
+    return float(f"{v:.2e}") == v
+
+
+def _region(cur: int, f: float, lo: int, hi: int) -> tuple[int, int]:
+    return max(min(cur - 1, math.ceil(cur / f)), lo), min(max(cur + 1, math.floor(cur * f)), hi)
+
+
+@settings(max_examples=400, deadline=None)
+@given(current=VALID_CURRENT, action=ACTIONS)
+def test_changed_values_are_humane_on_gpu_workloads(
+    current: Hyperparameters, action: list[float]
+) -> None:
+    limits = load_constraints()  # GPU is the default device
+    nxt = limits.apply_action(current, np.array(action))
+    limits.validate(nxt, previous=current)
+    if nxt.learning_rate != current.learning_rate:
+        assert _three_digits(nxt.learning_rate), nxt.learning_rate
+    if nxt.batch_size != current.batch_size:
+        lo, hi = _region(current.batch_size, 2.0, 1, 4096)
+        if any(m % 8 == 0 for m in range(lo, hi + 1)):
+            assert nxt.batch_size % 8 == 0, (current.batch_size, nxt.batch_size)
+    clamped = limits.clamp(current, nxt.as_dict())
+    assert clamped == nxt  # a humane value is a fixed point of the constraints
+
+
+@settings(max_examples=200, deadline=None)
+@given(current=VALID_CURRENT, target=VALID_CURRENT)
+def test_clamp_is_humane_and_keeps_unchanged_values(
+    current: Hyperparameters, target: Hyperparameters
+) -> None:
+    limits = load_constraints()
+    out = limits.clamp(current, target.as_dict())
+    limits.validate(out, previous=current)
+    assert out.learning_rate == current.learning_rate or _three_digits(out.learning_rate)
+    same = limits.clamp(current, current.as_dict())
+    assert same == current  # values JPO does not change keep the digits the user wrote
+
+
+def test_humane_rounding_examples_from_the_issue(limits: Constraints) -> None:
+    ugly = Hyperparameters(75, 0.0056778196851100735, 18, 30)
+    assert limits.apply_action(ugly, np.zeros(4)) == ugly  # nothing changes: nothing rounded
+    hp = limits.apply_action(ugly, np.array([0.1, 0.2, 0.0, 0.0]))
+    assert hp.batch_size == 80 and _three_digits(hp.learning_rate)
+    hp = limits.clamp(BASE, {"batch_size": 253, "learning_rate": 0.037021264874651134})
+    assert (hp.batch_size, hp.learning_rate) == (256, 0.0300)  # lr clamped to x3, then 3 digits
+    hp = limits.clamp(BASE, {"batch_size": 75, "learning_rate": 0.0056778196851100735})
+    assert (hp.batch_size, hp.learning_rate) == (72, 0.00568)
+
+
+def test_cpu_workloads_and_jpo_overrides_choose_the_batch_rounding(limits: Constraints) -> None:
+    cpu = limits.for_workload(JpoSection(device="cpu"))
+    assert cpu.spec("batch_size").multiple_of == 1
+    assert cpu.clamp(BASE, {"batch_size": 75}).batch_size == 75
+    assert cpu.clamp(BASE, {"learning_rate": 0.0123456}).learning_rate == 0.0123  # digits stay
+    off = limits.for_workload(
+        JpoSection(limits={"batch_size": ParamLimits(multiple_of=1)}, device="gpu")
+    )
+    assert off.clamp(BASE, {"batch_size": 75}).batch_size == 75
+    cpu16 = limits.for_workload(
+        JpoSection(limits={"batch_size": ParamLimits(multiple_of=16)}, device="cpu")
+    )
+    assert cpu16.clamp(BASE, {"batch_size": 75}).batch_size == 80
+    pow2 = limits.for_workload(JpoSection(limits={"batch_size": ParamLimits(power_of_two=True)}))
+    assert pow2.clamp(BASE, {"batch_size": 200}).batch_size == 256  # power of two wins
+    assert limits.for_workload(JpoSection(device="gpu")).sha256() == limits.sha256()
+    assert cpu.sha256() != limits.sha256()
+    with pytest.raises(ConfigError, match="multiple_of applies to integers"):
+        limits.for_workload(JpoSection(limits={"learning_rate": ParamLimits(multiple_of=8)}))
+
+
+def test_no_multiple_in_the_region_falls_back_to_plain_rounding(limits: Constraints) -> None:
+    one = Hyperparameters(1, 0.01, 18, 30)
+    assert limits.apply_action(one, np.array([1.0, 0, 0, 0])).batch_size == 2
+    narrow = limits.for_workload(
+        JpoSection(limits={"batch_size": ParamLimits(min=9, max=15)})
+    )
+    assert narrow.clamp(Hyperparameters(12, 0.01, 18, 30), {"batch_size": 14}).batch_size == 14
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"learning_rate": {"multiple_of": 8}}, 'multiple_of needs type = "int"'),
+        ({"batch_size": {"significant_digits": 3}}, 'significant_digits needs type = "float"'),
+        ({"batch_size": {"multiple_of": 0}}, "use an integer >= 1"),
+        ({"learning_rate": {"significant_digits": 40}}, r"in \[0, 15\]"),
+    ],
+)
+def test_bad_humane_settings_are_rejected(
+    tmp_path: Path, override: dict[str, dict[str, object]], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_constraints(_toml(tmp_path, **override))
+
+
+def test_shipped_file_states_the_humane_settings(limits: Constraints) -> None:
+    assert limits.spec("batch_size").multiple_of == 8
+    assert limits.spec("learning_rate").significant_digits == 3
+    text = (Path(__file__).parents[2] / "configs" / "constraints.toml").read_text()
+    assert "multiple_of = 8" in text and "significant_digits = 3" in text
+
+
+def test_config_ini_multiple_of_override_is_parsed(limits: Constraints) -> None:
+    from jpo.config_file import check_workload_text
+
+    head = "[workload]\ndataset = d\nmodel = m\nframework = pytorch\n[hyperparameters]\n"
+    hps = "batch_size = 75\nlearning_rate = 0.01\nnum_layers = 2\nepochs = 3\n"
+    report = check_workload_text(head + hps + "[jpo]\nbatch_size_multiple_of = 1\n", "c.ini", limits)
+    assert report.ok and report.workload is not None
+    eff = limits.for_workload(report.workload.jpo)
+    assert eff.clamp(report.workload.hyperparameters, {"batch_size": 77}).batch_size == 77
+    bad = check_workload_text(head + hps + "[jpo]\nbatch_size_multiple_of = 2.5\n", "c.ini", limits)
+    assert not bad.ok and "batch_size_multiple_of" in str(bad.problems[0].to_dict())
