@@ -20,7 +20,10 @@ import typer
 from jpo import __version__
 from jpo.errors import ExitCode, JpoError, exit_code_for
 
-__all__ = ["COMMAND_MODULES", "build_app", "checker_main", "main"]
+__all__ = ["BROKEN_PIPE_EXIT", "COMMAND_MODULES", "build_app", "checker_main", "main"]
+
+BROKEN_PIPE_EXIT = 141
+"""Exit code when stdout's reader closed the pipe (128 + SIGPIPE, as shells report it)."""
 
 COMMAND_MODULES: tuple[str, ...] = (
     "jpo.commands.check",
@@ -66,8 +69,22 @@ def _root(
             "--version", callback=_version_callback, is_eager=True, help="Print the version."
         ),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print results and errors only: no progress, notes, library warnings or "
+            "Ray/RLlib logging (`jpo -q <command>`; `jpo <command> -q` works too).",
+        ),
+    ] = False,
 ) -> None:
     """JPO: job-parameter optimizer for recurring training workloads."""
+    if quiet:
+        from jpo.console import quiet_libraries, set_quiet
+
+        set_quiet(True)
+        quiet_libraries()
 
 
 def _register_all(app: typer.Typer, modules: Sequence[str]) -> None:
@@ -110,6 +127,37 @@ def _debug_requested(args: Sequence[str]) -> bool:
     return "--debug" in args or os.environ.get("JPO_DEBUG", "") not in ("", "0")
 
 
+def _broken_pipe() -> int:
+    """The reader of our stdout went away (``jpo log | head``): exit quietly, code 141.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot raise again;
+    141 (128 + SIGPIPE) is what a shell reports for a process killed by a broken pipe.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return BROKEN_PIPE_EXIT
+
+
+def _quiet_alias(args: list[str]) -> list[str]:
+    """Move a ``-q``/``--quiet`` given after the command name to the root (``jpo log -q``).
+
+    Commands that define their own ``--quiet`` (``jpo train``) keep it and also get the
+    root's quiet mode.
+    """
+    if not any(a in ("-q", "--quiet") for a in args[1:]):
+        return args
+    if "--" in args:
+        cut = args.index("--")
+        head, tail = args[:cut], args[cut:]
+    else:
+        head, tail = args, []
+    return ["--quiet", *[a for a in head if a not in ("-q", "--quiet")], *tail]
+
+
 def _invoke(command: Any, args: list[str], prog_name: str, debug: bool) -> int:
     """Run a click command and map every outcome to an exit code (one line on error)."""
     from jpo.console import print_error
@@ -131,6 +179,8 @@ def _invoke(command: Any, args: list[str], prog_name: str, debug: bool) -> int:
     except KeyboardInterrupt:
         print_error("interrupted")
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
     except Exception as err:
         if debug:
             traceback.print_exc()
@@ -161,7 +211,19 @@ def main(argv: Sequence[str] | None = None, *, prog_name: str = "jpo") -> int:
             traceback.print_exc()
         print_error(str(err))
         return int(exit_code_for(err))
-    return _invoke(typer.main.get_command(app), args, prog_name, debug)
+    code = _invoke(typer.main.get_command(app), _quiet_alias(args), prog_name, debug)
+    return _flush_quietly(code)
+
+
+def _flush_quietly(code: int) -> int:
+    """Flush stdout now; a broken pipe gives the quiet exit (no 'Exception ignored')."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _broken_pipe()
+    except (OSError, ValueError):
+        pass
+    return code
 
 
 def checker_main(argv: Sequence[str] | None = None) -> int:

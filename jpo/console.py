@@ -1,4 +1,10 @@
-"""Shared terminal output: one rich console per stream, and the one-line error format."""
+"""Shared terminal output: one rich console per stream, and the one-line error format.
+
+Every console JPO prints through has rich's markup and emoji codes off: user and config
+text (paths, reasons, workload names) is printed as written, so ``[rollback]`` or ``:x:``
+in a path or a reason never turns into a style or an emoji. ``-q`` (:func:`set_quiet`)
+silences progress and notes on both consoles; results and errors still print.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,87 @@ from functools import lru_cache
 
 from rich.console import Console
 
-__all__ = ["err_console", "out_console", "print_error"]
+__all__ = [
+    "err_console",
+    "is_quiet",
+    "out_console",
+    "plain_console",
+    "print_error",
+    "print_note",
+    "quiet_libraries",
+    "set_quiet",
+]
+
+_QUIET = {"on": False}
+
+
+def plain_console(*, stderr: bool = False, width: int | None = None) -> Console:
+    """Return a console that never interprets markup, emoji codes or highlights."""
+    return Console(
+        stderr=stderr,
+        width=width,
+        soft_wrap=width is None,
+        highlight=False,
+        markup=False,
+        emoji=False,
+    )
 
 
 @lru_cache(maxsize=1)
 def out_console() -> Console:
-    """Return the stdout console (no markup, no wrapping of long lines)."""
-    return Console(soft_wrap=True, highlight=False)
+    """Return the stdout console (no markup, no emoji, no wrapping of long lines)."""
+    return plain_console()
 
 
 @lru_cache(maxsize=1)
 def err_console() -> Console:
-    """Return the stderr console (no markup, no wrapping of long lines)."""
-    return Console(stderr=True, soft_wrap=True, highlight=False)
+    """Return the stderr console (no markup, no emoji, no wrapping of long lines)."""
+    return plain_console(stderr=True)
+
+
+def set_quiet(quiet: bool) -> None:
+    """Turn quiet mode on or off (``jpo -q``): notes and progress are not printed."""
+    _QUIET["on"] = bool(quiet)
+
+
+def is_quiet() -> bool:
+    """Whether ``-q`` asked for quiet output."""
+    return _QUIET["on"]
+
+
+def print_note(message: str) -> None:
+    """Print a note (progress, hints, deprecations) on stderr unless quiet."""
+    if not _QUIET["on"]:
+        err_console().print(message, markup=False, emoji=False, highlight=False)
 
 
 def print_error(message: str, *, prefix: str = "error") -> None:
     """Print ``<prefix>: <message>`` as one line on stderr (newlines folded, markup off)."""
     text = " ".join(str(message).split("\n")).strip() or "unknown error"
-    err_console().print(f"{prefix}: {text}", markup=False, style="bold red")
+    err_console().print(f"{prefix}: {text}", markup=False, emoji=False, style="bold red")
+
+
+_LIBRARY_LOGGERS = ("ray", "ray.rllib", "ray.tune", "ray.serve", "ray.data", "torch", "py.warnings")
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter in quiet mode: warnings, and Ray/RLlib/Tune logging.
+
+    Called by ``jpo -q`` before a command runs and again after Ray is imported (Ray
+    configures its own loggers on import). Child processes inherit the environment
+    variables (Ray workers, simulated pods).
+    """
+    import logging
+    import os
+    import warnings
+
+    if not _QUIET["on"]:
+        return
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    os.environ.setdefault("RAY_LOG_TO_DRIVER", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger().setLevel(logging.ERROR)
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)

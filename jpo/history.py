@@ -107,7 +107,7 @@ def append_history(root: str | Path, table: pa.Table) -> int:
         at = f" ({err.filename})" if getattr(err, "filename", None) else ""
         raise WriteError(
             f"{root}: cannot write the history store: {why}{at}; pass a writable folder"
-            " (--out, or [paths] history_root in configs/suggest.toml)"
+            " (--history, or [paths] history_root in configs/suggest.toml)"
         ) from err
     return added
 

@@ -1,4 +1,8 @@
-"""``jpo check PATH`` (also ``workload-checker PATH``): verify a workload's config.ini."""
+"""``jpo check --config PATH`` (also ``workload-checker PATH``): verify a workload's config.ini.
+
+``--config`` names the file as in every other command; the positional ``PATH`` stays
+accepted (hidden) for ``workload-checker PATH`` and scripts written before the rename.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,19 @@ def register(app: typer.Typer) -> None:
 
 
 def check_command(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", help="The workload's config.ini.", show_default=False),
+    ] = None,
     path: Annotated[
-        str,
-        typer.Argument(help="The workload's config.ini.", show_default=False, metavar="PATH"),
-    ],
+        str | None,
+        typer.Argument(
+            help="The workload's config.ini (old spelling of --config).",
+            show_default=False,
+            metavar="[PATH]",
+            hidden=True,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable JSON report on stdout.")
     ] = False,
@@ -39,7 +52,15 @@ def check_command(
     from jpo.config_file import check_workload
     from jpo.console import err_console, out_console
     from jpo.constraints import load_constraints
+    from jpo.errors import ConfigError
 
+    if config is not None and path is not None and config != path:
+        raise ConfigError(f"--config {config} and PATH {path} differ; fix: give only --config")
+    path = config if config is not None else path
+    if path is None:
+        raise ConfigError(
+            "Missing argument: no workload file given; fix: jpo check --config path/to/config.ini"
+        )
     limits = load_constraints(constraints)
     report = check_workload(path, limits)
     if as_json:

@@ -41,7 +41,13 @@ def pull_command(
     ],
     since: Annotated[str, typer.Option("--since", help="How far back, e.g. 24h, 7d.")] = "24h",
     step: Annotated[str, typer.Option("--step", help="Sample step, e.g. 15s.")] = "15s",
-    out: Annotated[Path, typer.Option("--out", help="History store folder.")] = DEFAULT_STORE,
+    history: Annotated[
+        Path | None,
+        typer.Option("--history", help=f"History store folder (default {DEFAULT_STORE})."),
+    ] = None,
+    old_out: Annotated[
+        Path | None, typer.Option("--out", hidden=True, help="Old name of --history.")
+    ] = None,
     catalog: Annotated[
         Path | None,
         typer.Option("--metrics", help="Metric catalog (default configs/metrics.toml)."),
@@ -53,12 +59,15 @@ def pull_command(
         ),
     ] = False,
 ) -> None:
-    """Fetch all workloads' metrics for the last --since at --step and append them to --out.
+    """Fetch all workloads' metrics for the last --since at --step; append them to --history.
 
     Exits 4 (telemetry) when nothing matched, saying which labels it looked for and how
     many pods carried them.
     """
+    from jpo.commands.options import deprecated_alias
     from jpo.history import append_history
+
+    out = deprecated_alias(history, old_out, new="--history", old="--out") or DEFAULT_STORE
     from jpo.promql import load_catalog, parse_duration_s
     from jpo.telemetry import PrometheusSource
 
@@ -92,7 +101,15 @@ def pull_command(
 
 
 def show_command(
-    out: Annotated[Path, typer.Option("--out", help="History store folder.")] = DEFAULT_STORE,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            "--history", help=f"History store folder to read (default {DEFAULT_STORE})."
+        ),
+    ] = None,
+    old_out: Annotated[
+        Path | None, typer.Option("--out", hidden=True, help="Old name of --history.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Summarize the history store: per workload its runs, rows, metrics and time span."""
@@ -100,9 +117,11 @@ def show_command(
 
     from rich.table import Column, Table
 
+    from jpo.commands.options import deprecated_alias
     from jpo.console import out_console
     from jpo.history import summarize_store
 
+    out = deprecated_alias(history, old_out, new="--history", old="--out") or DEFAULT_STORE
     summary = summarize_store(out)
     if as_json:
         typer.echo(

@@ -127,13 +127,22 @@ def test_log_table_filter_limit_json(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # a wide table: no folded cells
     log = _log(tmp_path)
-    assert cli.main(["log", "--path", str(log)]) == 0
+    assert cli.main(["log", "--log", str(log)]) == 0
     out = capsys.readouterr().out
-    assert "cifar10.resnet18.pytorch" in out and "epochs 30->35" in out and "status=ok" in out
-    assert cli.main(["log", "--path", str(log), "--workload", "mnist", "--json"]) == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["when", "(UTC)", "workload", "decision", "changes", "reward", "verdict"]
+    assert len(lines) == 2 + 6  # header, rule, one line per suggestion
+    assert "cifar10.resnet18.pytorch" in out and "epochs 30->35" in lines[7]
+    assert lines[7].rstrip().endswith("ok")  # the outcome {"status": "ok"}: its verdict
+    assert "batch 128->256" in lines[3] and "batch" not in lines[2]  # only changed values
+    assert cli.main(["log", "--log", str(log), "--workload", "mnist", "--json"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(rows) == 3 and {r["dataset"] for r in rows} == {"mnist"}
-    assert cli.main(["log", "--path", str(log), "--limit", "2", "--json"]) == 0
+    assert rows[0]["changes"] == {
+        "batch_size": {"old": 128.0, "new": 256.0},
+        "epochs": {"old": 30.0, "new": 31.0},
+    }
+    assert cli.main(["log", "--path", str(log), "--limit", "2", "--json"]) == 0  # old spelling
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [r["reason"] for r in rows] == ["reason-4", "reason-5"]
 

@@ -150,7 +150,7 @@ def _prometheus_hangs(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[
     metrics = tmp / "metrics.toml"
     metrics.write_text(catalog, encoding="utf-8")
     args = ["history", "pull", "--prometheus", fake.url, "--since", "1h"]
-    return [*args, "--metrics", str(metrics), "--out", str(tmp / "store")], fake.url
+    return [*args, "--metrics", str(metrics), "--history", str(tmp / "store")], fake.url
 
 
 def _endpoint(mode: str) -> Callable[..., tuple[list[str], str]]:
@@ -281,7 +281,7 @@ def _history_pull_unwritable(
     out = blocker / "store"
     # --since must reach the fixture's runs (20-24 h ago, more by the minutes past the
     # hour); with 1d they fell outside after ~25 minutes past, nothing was written, exit 0
-    return ["history", "pull", "--prometheus", prom, "--since", "2d", "--out", str(out)], str(
+    return ["history", "pull", "--prometheus", prom, "--since", "2d", "--history", str(out)], str(
         blocker
     )
 

@@ -29,12 +29,12 @@ def test_pull_then_repull_then_show(prometheus_factory, tmp_path, capsys) -> Non
     assert first.num_rows > 0
     assert set(first["dataset"].to_pylist()) == {"cifar10", "mnist"}
     assert "new rows appended" in capsys.readouterr().out
-    # an overlapping re-pull adds no duplicate rows
-    assert main([*args, "--out", str(store)]) == 0
+    # an overlapping re-pull adds no duplicate rows (--out above: the old spelling still works)
+    assert main([*args, "--history", str(store)]) == 0
     again = read_history(store)
     assert again.num_rows == first.num_rows
     assert "; 0 new rows appended" in capsys.readouterr().out
-    assert main(["history", "show", "--out", str(store), "--json"]) == 0
+    assert main(["history", "show", "--history", str(store), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["rows"] == first.num_rows
     assert [w["workload"] for w in shown["workloads"]] == [
