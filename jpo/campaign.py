@@ -178,6 +178,21 @@ def _series(runs: Sequence[CampaignRun], name: str) -> list[float]:
     return vals
 
 
+def _format_axis(ax: Any, name: str) -> None:
+    """Readable tick labels: plain numbers on log axes, percent for utilization."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+    if name in ("learning_rate", "batch_size"):
+        ax.set_yscale("log", base=2 if name == "batch_size" else 10)
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+    elif name == "gpu_util":
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    elif name in _HP_LABELS:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_campaign(
     runs: Sequence[CampaignRun], path: str | os.PathLike[str], *, title: str
 ) -> Path:
@@ -210,8 +225,10 @@ def plot_campaign(
         if best is not None:
             y = ys[best.index - 1]
             ax.plot([best.index], [y], "*", color="tab:green", markersize=15, label="best run")
-        if name in ("learning_rate", "batch_size"):
-            ax.set_yscale("log")
+        _format_axis(ax, name)
+        finite = [y for y in ys if math.isfinite(y)]
+        if finite and min(finite) == max(finite) and name in ("num_layers", "epochs"):
+            ax.set_ylim(finite[0] - 1, finite[0] + 1)  # a flat integer line: whole ticks
         ax.set_ylabel(labels[name])
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
@@ -221,7 +238,7 @@ def plot_campaign(
     from matplotlib.lines import Line2D
 
     handles.append(Line2D([], [], color="tab:red", linestyle="--"))
-    texts.append("rollback decided after this run")
+    texts.append("rollback decided after the run on its left")
     fig.legend(handles, texts, loc="lower center", ncol=4, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))

@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jpo.commands.train",
     "jpo.commands.simulate",
     "jpo.commands.demo",
+    "jpo.commands.init",
 )
 """Modules whose ``register(app)`` adds a subcommand; append new commands here."""
 

@@ -8,6 +8,7 @@ silences progress and notes on both consoles; results and errors still print.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 from rich.console import Console
@@ -21,6 +22,7 @@ __all__ = [
     "print_note",
     "quiet_libraries",
     "set_quiet",
+    "text_table",
 ]
 
 _QUIET = {"on": False}
@@ -63,12 +65,24 @@ def is_quiet() -> bool:
 def print_note(message: str) -> None:
     """Print a note (progress, hints, deprecations) on stderr unless quiet."""
     if not _QUIET["on"]:
+        _flush_stdout()
         err_console().print(message, markup=False, emoji=False, highlight=False)
+
+
+def _flush_stdout() -> None:
+    """Flush stdout so a note on stderr lands after what was printed before it."""
+    import sys
+
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # a closed pipe is handled where the command ends (jpo.cli)
 
 
 def print_error(message: str, *, prefix: str = "error") -> None:
     """Print ``<prefix>: <message>`` as one line on stderr (newlines folded, markup off)."""
     text = " ".join(str(message).split("\n")).strip() or "unknown error"
+    _flush_stdout()
     err_console().print(f"{prefix}: {text}", markup=False, emoji=False, style="bold red")
 
 
@@ -96,3 +110,23 @@ def quiet_libraries() -> None:
     logging.getLogger().setLevel(logging.ERROR)
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def text_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[str] = ()
+) -> list[str]:
+    """Return a plain-text table (header, rule, one line per row); ``right`` columns align right.
+
+    No wrapping and no markup: each row stays one line, whatever the terminal's width.
+    """
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    align_right = {columns.index(c) for c in right if c in columns}
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if i in align_right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line(columns), line(["-" * w for w in widths]), *(line(r) for r in rows)]

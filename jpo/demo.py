@@ -13,15 +13,17 @@ On embedded defaults, with nothing but this repository and Debian's ``prometheus
    through :class:`jpo.telemetry.ParquetSource`;
 3. ``jpo suggest`` on every copy (the real CI stage: telemetry, features, policy, guards,
    validation, atomic write, audit log);
-4. "apply": run each workload again with the values now in its ``config.ini`` and load
-   that run the same way (Prometheus is restarted to pick up the new block);
-5. ``jpo feedback`` for the new run (reward, degradation, history store);
-6. for a workload whose new run degraded, ``jpo suggest`` once more: it rolls back to the
-   last known-good values;
-7. print a before/after table.
+4. a campaign of ``rounds`` runs (default :data:`DEFAULT_ROUNDS`): each further round
+   runs every workload again with the values now in its ``config.ini``, loads that run
+   the same way (Prometheus is restarted to pick up the new block), scores it with
+   ``jpo feedback`` (reward, degradation, history store) and asks ``jpo suggest`` again,
+   which moves on, rolls a degraded run back, or returns to the campaign's best run;
+5. read each campaign back from its audit log (:mod:`jpo.campaign`): the runs round by
+   round, the best known-good run, what config.ini holds at the end, and a PNG chart.
 
-``--fast`` (backfill, two workloads) takes seconds; the live mode a few minutes. Nothing
-outside the work folder is written; Prometheus and the simulated pods are always stopped.
+``--fast`` (backfill, two workloads) takes seconds; the live mode about a minute per
+round. Nothing outside the work folder is written; Prometheus and the simulated pods are
+always stopped.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Any
 
 from jpo.errors import ConfigError, JpoError, PolicyError, TelemetryError
 
-__all__ = ["DEMO_WORKLOADS", "DemoRow", "run_demo"]
+__all__ = ["DEFAULT_ROUNDS", "DEMO_WORKLOADS", "MAX_ROUNDS", "DemoRow", "run_demo"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "workloads"
@@ -47,8 +49,10 @@ DEMO_WORKLOADS: tuple[str, ...] = ("cifar10-resnet18", "mnist-lenet", "imdb-lstm
 """Catalog workloads the demo tunes (GPU-bound CNN, tiny CNN, recurrent text model)."""
 FAST_WORKLOADS: tuple[str, ...] = DEMO_WORKLOADS[:2]
 SEED = 7
-RUN_GAP_S = 2 * 3600.0  # the "after" run starts this long after the "before" run
-FIRST_RUN_AGE_S = 6 * 3600.0  # the "before" run started this long ago
+DEFAULT_ROUNDS = 4  # runs per campaign: enough to see a step, a rollback and the return to best
+MAX_ROUNDS = 10  # runs are spaced RUN_GAP_S apart inside configs/metrics.toml's 7d lookback
+RUN_GAP_S = 2 * 3600.0  # one run starts this long after the previous one (runs last < 2 h)
+LAST_RUN_AGE_S = 4 * 3600.0  # the campaign's last run started this long ago
 SCRAPE_INTERVAL_S = 15.0  # as configs/metrics.toml [query] run_step_s expects
 LIVE_RUN_WALL_S = 40.0  # wall seconds one live simulated run lasts
 LIVE_QUERY = {  # configs/metrics.toml [query] for second-scale live runs (demo catalog copy)
@@ -64,19 +68,22 @@ PROMTOOL_BIN = "promtool"
 
 @dataclass
 class DemoRow:
-    """One workload's before/after."""
+    """One workload's campaign: where it started, its runs, where it ended."""
 
     workload: str
     config: Path
-    status: str = ""
-    message: str = ""
     before: Any = None
-    after: Any = None
-    summary_before: Any = None
-    summary_after: Any = None
-    reward: float | None = None
-    degraded: bool | None = None
-    rolled_back_to: Any = None
+    """config.ini's values before the campaign."""
+    final: Any = None
+    """config.ini's values at the end (what the last ``jpo suggest`` left there)."""
+    runs: list[Any] = field(default_factory=list)
+    """The campaign run by run (:class:`jpo.campaign.CampaignRun`), from the audit log."""
+    best: Any = None
+    """The best known-good run (:func:`jpo.campaign.best_known_good`)."""
+    chart: Path | None = None
+    """The PNG chart of the campaign."""
+    decisions: list[str] = field(default_factory=list)
+    """``jpo suggest``'s status after each round."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -282,6 +289,11 @@ def _simulate(name: str, hp: Any, run_id: str, start: float, seed: int) -> Any:
     )
 
 
+def _run_start(now: float, rounds: int, r: int) -> float:
+    """When run ``r`` (1-based) of a ``rounds``-run campaign started (the last one ends first)."""
+    return now - LAST_RUN_AGE_S - (rounds - r) * RUN_GAP_S
+
+
 def run_demo(
     *,
     workdir: Path | None = None,
@@ -290,11 +302,14 @@ def run_demo(
     policy: Path | None = None,
     use_prometheus: bool | None = None,
     live: bool | None = None,
+    rounds: int = DEFAULT_ROUNDS,
     say: Any = print,
 ) -> list[DemoRow]:
-    """Run the demo (module docstring) and return one row per workload."""
+    """Run the demo (module docstring) and return one campaign per workload."""
     from jpo.policy_source import LocalPolicySource
 
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise ConfigError(f"--rounds {rounds}: use 1 to {MAX_ROUNDS} runs per campaign")
     names = tuple(workloads or (FAST_WORKLOADS if fast else DEMO_WORKLOADS))
     check_workloads(names)
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="jpo-demo-"))
@@ -313,32 +328,68 @@ def run_demo(
             say("prometheus/promtool not found: using the generated Parquet history instead")
     live = (not fast) if live is None else live
     if live and use_prometheus:
-        return _run_live(root, names, policy, source, say)
+        rows = _run_live(root, names, policy, source, say, rounds)
+    else:
+        rows = _run_in_process(root, names, policy, source, say, rounds, use_prometheus)
+    for row in rows:
+        _read_campaign(row, root)
+    return rows
+
+
+def _run_in_process(
+    root: Path,
+    names: Sequence[str],
+    policy: Path | None,
+    source: Any,
+    say: Any,
+    rounds: int,
+    use_prometheus: bool,
+) -> list[DemoRow]:
+    """The fast variant: runs simulated in process, backfilled or written to Parquet."""
+    from jpo.config_file import read_workload
+
     telemetry = _Telemetry(root, use_prometheus=use_prometheus, say=say)
     rows = _copy_configs(root, names)
+    now = time.time()
     try:
-        now = time.time()
-        first = [
-            _simulate(r.workload, r.before, f"{r.workload}-run-1", now - FIRST_RUN_AGE_S, SEED + i)
-            for i, r in enumerate(rows)
-        ]
-        for row, run in zip(rows, first, strict=True):
-            row.summary_before = run.summary
-        say(f"simulated the current run of {len(rows)} workload(s) in {root}")
-        metrics = telemetry.load(first)
-        _suggest_all(rows, metrics, policy, source, say)
-        start = now - FIRST_RUN_AGE_S + RUN_GAP_S
-        second = [
-            _simulate(r.workload, r.after, f"{r.workload}-run-2", start, SEED + 100 + i)
-            for i, r in enumerate(rows)
-        ]
-        say("ran every workload again with the values now in its config.ini")
-        metrics = telemetry.load(second)
-        _feedback_all(rows, metrics, say)
-        _suggest_all(rows, metrics, policy, source, say, only_degraded=True)
+        for r in range(1, rounds + 1):
+            runs = [
+                _simulate(
+                    row.workload,
+                    read_workload(row.config).hyperparameters,
+                    f"{row.workload}-run-{r}",
+                    _run_start(now, rounds, r),
+                    SEED + 100 * (r - 1) + i,
+                )
+                for i, row in enumerate(rows)
+            ]
+            say(f"round {r}: ran {len(rows)} workload(s) with the values in their config.ini")
+            metrics = telemetry.load(runs)
+            if r > 1:
+                _feedback_all(rows, metrics, say, r)
+            _suggest_all(rows, metrics, policy, source, say)
     finally:
         telemetry.close()
     return rows
+
+
+def _read_campaign(row: DemoRow, root: Path) -> None:
+    """Fill a row's campaign from its audit log and draw its chart."""
+    from jpo.audit import read_records
+    from jpo.campaign import best_known_good, campaign_runs, plot_campaign
+    from jpo.config_file import read_workload
+
+    wf = read_workload(row.config)
+    row.final = wf.hyperparameters
+    log = row.config.parent / ".jpo" / "audit.jsonl"
+    row.runs = campaign_runs(read_records(log)) if log.exists() else []
+    row.best = best_known_good(row.runs)
+    if row.runs:
+        row.chart = plot_campaign(
+            row.runs,
+            root / f"{row.workload}-campaign.png",
+            title=f"JPO demo campaign of {wf.key.slug()} ({len(row.runs)} runs)",
+        )
 
 
 def check_workloads(names: Sequence[str]) -> None:
@@ -370,49 +421,33 @@ def _copy_configs(root: Path, names: Sequence[str]) -> list[DemoRow]:
 
 
 def _suggest_all(
-    rows: Sequence[DemoRow],
-    metrics: Any,
-    policy: Path | None,
-    source: Any,
-    say: Any,
-    *,
-    only_degraded: bool = False,
+    rows: Sequence[DemoRow], metrics: Any, policy: Path | None, source: Any, say: Any
 ) -> None:
-    from jpo.config_file import read_workload
     from jpo.suggest import SuggestOptions, suggest
 
     for row in rows:
-        if only_degraded and not row.degraded:
-            continue
         result = suggest(
             SuggestOptions(config=row.config, policy_path=policy, approve=True),
             metric_source=metrics,
             policy_source=source,
         )
         say(f"{row.workload}: {result.status.value}: {result.message}")
-        if only_degraded:
-            if result.written:
-                row.status += f", then {result.status.value}"
-                row.rolled_back_to = read_workload(row.config).hyperparameters
-            continue
-        row.status, row.message, row.notes = result.status.value, result.message, list(result.notes)
-        row.after = read_workload(row.config).hyperparameters
+        row.decisions.append(result.status.value)
+        row.notes.extend(result.notes)
 
 
-def _feedback_all(rows: Sequence[DemoRow], metrics: Any, say: Any) -> None:
+def _feedback_all(rows: Sequence[DemoRow], metrics: Any, say: Any, r: int) -> None:
     from jpo.feedback import FeedbackOptions, feedback
 
     for row in rows:
         try:
             fed = feedback(
-                FeedbackOptions(config=row.config, run_id=f"{row.workload}-run-2"),
+                FeedbackOptions(config=row.config, run_id=f"{row.workload}-run-{r}"),
                 metric_source=metrics,
             )
         except JpoError as err:
-            row.notes.append(f"feedback: {err}")
+            row.notes.append(f"feedback on run {r}: {err}")
             continue
-        row.reward, row.degraded = fed.reward, fed.degraded
-        row.summary_after = fed.summary
         say(fed.message)
 
 
@@ -433,10 +468,9 @@ def _live_catalog(root: Path) -> Any:
 
 
 def _run_live(
-    root: Path, names: Sequence[str], policy: Path | None, source: Any, say: Any
+    root: Path, names: Sequence[str], policy: Path | None, source: Any, say: Any, rounds: int
 ) -> list[DemoRow]:
     """The live variant: simulated pods scraped by a local Prometheus (module docstring)."""
-    from jpo.features import summarize_run
     from jpo.telemetry import PrometheusSource
 
     rows = _copy_configs(root, names)
@@ -446,16 +480,12 @@ def _run_live(
         url = prom.start()
         say(f"Prometheus at {url} scrapes {len(rows)} simulated pod(s)")
         metrics = PrometheusSource.from_url(url, _live_catalog(root))
-        _live_phase(rows, ports, 1, say)
-        time.sleep(2.0)  # the last scrapes land
-        for row in rows:
-            key = _key(row)
-            row.summary_before = summarize_run(metrics.run_table(key, f"{row.workload}-run-1"))
-        _suggest_all(rows, metrics, policy, source, say)
-        _live_phase(rows, ports, 2, say)
-        time.sleep(2.0)
-        _feedback_all(rows, metrics, say)
-        _suggest_all(rows, metrics, policy, source, say, only_degraded=True)
+        for r in range(1, rounds + 1):
+            _live_phase(rows, ports, r, say)
+            time.sleep(2.0)  # the last scrapes land
+            if r > 1:
+                _feedback_all(rows, metrics, say, r)
+            _suggest_all(rows, metrics, policy, source, say)
     finally:
         prom.stop()
     return rows
@@ -467,44 +497,72 @@ def _key(row: DemoRow) -> Any:
     return read_workload(row.config).key
 
 
-def render_table(rows: Sequence[DemoRow]) -> Any:
-    """Return a rich Table of the demo's before/after."""
-    from rich.table import Table
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
 
-    table = Table(title="JPO demo: before -> after", title_justify="left")
-    for col in (
-        "workload",
-        "decision",
-        "batch",
-        "lr",
-        "layers",
-        "epochs",
-        "GPU util",
-        "throughput/s",
-        "val loss",
-        "reward",
-    ):
-        table.add_column(col, overflow="fold")
 
-    def pair(a: Any, b: Any, fmt: str) -> str:
-        if a is None or b is None:
-            return "-"
-        left, right = format(a, fmt), format(b, fmt)
-        return left if left == right else f"{left} -> {right}"
+def _values(hp: Any) -> str:
+    """Return ``batch 128, lr 0.01, layers 18, epochs 30`` for a Hyperparameters."""
+    from jpo.log_view import SHORT_NAMES, short_number
 
-    for r in rows:
-        b, a = r.before, r.after
-        sb, sa = r.summary_before, r.summary_after
-        table.add_row(
-            r.workload,
-            r.status,
-            pair(b and b.batch_size, a and a.batch_size, "d"),
-            pair(b and b.learning_rate, a and a.learning_rate, ".3g"),
-            pair(b and b.num_layers, a and a.num_layers, "d"),
-            pair(b and b.epochs, a and a.epochs, "d"),
-            pair(sb and sb.gpu_util_mean, sa and sa.gpu_util_mean, ".0%"),
-            pair(sb and sb.throughput, sa and sa.throughput, ".0f"),
-            pair(sb and sb.final_val_loss, sa and sa.final_val_loss, ".3f"),
-            "-" if r.reward is None else f"{r.reward:+.3f}" + (" (degraded)" if r.degraded else ""),
+    if hp is None:
+        return "-"
+    return ", ".join(
+        f"{SHORT_NAMES.get(k, k)} {short_number(float(v))}" for k, v in hp.as_dict().items()
+    )
+
+
+def render_campaign(row: DemoRow) -> list[str]:
+    """Return one workload's campaign as text lines: runs round by round, where it ended."""
+    from jpo.console import text_table
+    from jpo.log_view import short_number
+
+    columns = ["run", "batch", "lr", "layers", "epochs", "GPU util", "throughput/s",
+               "val loss", "objective", "reward", "verdict", "then jpo suggest"]  # fmt: skip
+    cells = []
+    for run in row.runs:
+        hp = run.hyperparameters
+        values = [short_number(float(getattr(hp, k))) if hp else "-" for k in _HP_ORDER]
+        best = " *" if row.best is not None and run.index == row.best.index else ""
+        cells.append(
+            [
+                f"{run.index}{best}",
+                *values,
+                _num(run.gpu_util, ".0%"),
+                _num(run.throughput, ",.0f"),
+                _num(run.val_loss, ".4f"),
+                _num(run.objective, "+.3f"),
+                _num(run.reward, "+.3f"),
+                run.verdict,
+                run.decision or "-",
+            ]
         )
-    return table
+    right = ("batch", "lr", "layers", "epochs", "GPU util", "throughput/s", "val loss",
+             "objective", "reward")  # fmt: skip
+    lines = [f"{row.workload}: {len(row.runs)} runs"]
+    lines += ["  " + line for line in text_table(columns, cells, right=right)]
+    lines += ["  " + line for line in _ending(row)]
+    return lines
+
+
+_HP_ORDER = ("batch_size", "learning_rate", "num_layers", "epochs")
+
+
+def _ending(row: DemoRow) -> list[str]:
+    """Where the campaign ended: the best run and what config.ini holds."""
+    out = []
+    if row.best is not None:
+        first = row.runs[0]
+        gain = ""
+        if row.best.objective is not None and first.objective is not None:
+            gain = f", objective {row.best.objective:+.3f} vs run 1's {first.objective:+.3f}"
+        values = _values(row.best.hyperparameters)
+        out.append(f"best known-good run: run {row.best.index} * ({values}{gain})")
+    holds = _values(row.final)
+    if row.best is not None and row.final == row.best.hyperparameters:
+        out.append(f"config.ini holds the best run's values: {holds}")
+    else:
+        out.append(f"config.ini holds the next values to run: {holds}")
+    if row.chart is not None:
+        out.append(f"chart: {row.chart}")
+    return out

@@ -151,14 +151,6 @@ def format_rows(rows: Sequence[LogRow], *, reasons: bool = False) -> list[str]:
         ]
         for r in rows
     ]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    right = {columns.index("reward")}
+    from jpo.console import text_table
 
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.rjust(w) if i in right else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    return [line(columns), line(["-" * w for w in widths]), *(line(c) for c in cells)]
+    return text_table(columns, cells, right=("reward",))

@@ -1,9 +1,10 @@
 """``jpo demo``: the README's first command, JPO's main job end to end on embedded defaults.
 
-Copies a few catalog workloads' ``config.ini`` into a work folder, runs each once, lets
-``jpo suggest`` tune it, runs it again with the new values, records ``jpo feedback`` and
-rolls back a degraded run; then prints a before/after table and where the files are
-(:mod:`jpo.demo` has the details).
+Copies a few catalog workloads' ``config.ini`` into a work folder and runs a short tuning
+campaign on each: run, ``jpo suggest``, run again with the new values, ``jpo feedback``,
+suggest again (rollback of a degraded run, return to the best), ``--rounds`` times; then
+prints each campaign round by round, where it ended, its PNG chart and where the files
+are (:mod:`jpo.demo` has the details).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from jpo.demo import DEFAULT_ROUNDS, MAX_ROUNDS
 
 
 def register(app: typer.Typer) -> None:
@@ -62,23 +65,32 @@ def demo_command(
             help="Run live simulated pods scraped every second (default: on unless --fast).",
         ),
     ] = None,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            min=1,
+            max=MAX_ROUNDS,
+            help="Runs per campaign (each run is followed by jpo feedback and jpo suggest).",
+        ),
+    ] = DEFAULT_ROUNDS,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object instead of the table.")
+        bool, typer.Option("--json", help="Print one JSON object instead of the tables.")
     ] = False,
 ) -> int:
-    """Run JPO end to end on bundled workloads and show what it changed.
+    """Run a short JPO tuning campaign on bundled workloads and show how it went.
 
-    For each workload: run it with its config.ini values, `jpo suggest` new values, run it
-    again with them, `jpo feedback` the result, and roll back if the new run degraded.
+    For each workload, --rounds times: run it with its config.ini values, `jpo feedback`
+    scores the run, `jpo suggest` writes the next values (a new step, a rollback of a
+    degraded run, or a return to the campaign's best run). Shows the runs round by round,
+    the best run, what config.ini holds at the end, and a PNG chart per campaign.
     Exit codes: 0 ok, 2 invalid input (unknown workload), 4 telemetry (local Prometheus
     failed), 5 policy unusable, 1 internal error.
     """
     import tempfile
 
-    from rich.console import Console
-
-    from jpo.console import err_console, out_console
-    from jpo.demo import check_workloads, render_table, run_demo
+    from jpo.console import err_console, is_quiet, out_console
+    from jpo.demo import check_workloads, render_campaign, run_demo
 
     names = tuple(workload) if workload else None
     if names:
@@ -87,13 +99,12 @@ def demo_command(
     progress = err_console() if as_json else out_console()
 
     def say(line: str) -> None:
-        progress.print(f"  {line}", markup=False, highlight=False, style="dim")
+        if not is_quiet():
+            progress.print(f"  {line}", style="dim")
 
-    progress.print(
-        f"JPO demo in {root} ({'fast: in-process runs' if fast else 'live simulated pods'})",
-        markup=False,
-        highlight=False,
-    )
+    if not is_quiet():
+        mode = "fast: in-process runs" if fast else "live simulated pods"
+        progress.print(f"JPO demo in {root} ({mode}, {rounds} runs per workload)")
     rows = run_demo(
         workdir=root,
         fast=fast,
@@ -101,31 +112,31 @@ def demo_command(
         policy=policy,
         use_prometheus=prometheus,
         live=live,
+        rounds=rounds,
         say=say,
     )
     if as_json:
         typer.echo(json.dumps(_to_json(root, rows), sort_keys=True, default=str))
         return 0
     console = out_console()
+    for row in rows:
+        console.print()
+        for line in render_campaign(row):
+            console.print(line)
     console.print()
-    # Piped output (CI logs, `| tee`) gets 80 columns from rich; the table needs ~130.
-    table_console = console if console.is_terminal else Console(width=160, highlight=False)
-    table_console.print(render_table(rows))
     console.print(
-        "decision: what `jpo suggest` did to config.ini; runs: the run before -> the run "
-        "with the new values; reward: `jpo feedback`'s score of the new run",
-        markup=False,
-        highlight=False,
+        "run: * = the best known-good run; objective: vs run 1 (jpo.reward, the score the "
+        "return to the best uses); reward and verdict: `jpo feedback`'s score of the run; "
+        "then jpo suggest: what the CI stage did to config.ini after the run"
     )
     console.print()
-    console.print("Files (open them to see what the CI stage did):", markup=False)
+    console.print("Files (open them to see what the CI stage did):")
     for label, path in _files(root, rows):
-        console.print(f"  {label:<18} {path}", markup=False, highlight=False)
+        console.print(f"  {label:<18} {path}")
     console.print(
-        "Next: `jpo log --config <config.ini>` shows a workload's audit trail; "
-        "`jpo suggest --help` shows the CI stage on your own config.ini.",
-        markup=False,
-        highlight=False,
+        "Next: `jpo log --config <config.ini>` shows a workload's audit trail, "
+        "`jpo log --config <config.ini> --plot chart.png` draws it; "
+        "`jpo suggest --help` shows the CI stage on your own config.ini."
     )
     return 0
 
@@ -134,15 +145,15 @@ def _workload_files(row: Any) -> dict[str, Path]:
     """The files the CI stage wrote for one workload (only those that exist)."""
     from jpo.workspace import Workspace
 
-    folder = row.config.parent
-    workspace = Workspace.for_config(row.config)
+    ws = Workspace.for_config(row.config)
     candidates = {
         "config": row.config,
-        "backup": workspace.backup_for(row.config),
-        "audit_log": workspace.audit_log,
-        "history": folder / ".jpo" / "history",
+        "backup": ws.backup_for(row.config),
+        "audit_log": ws.audit_log,
+        "history": ws.root / "history",
+        "chart": row.chart,
     }
-    return {label: path for label, path in candidates.items() if path.exists()}
+    return {label: path for label, path in candidates.items() if path and path.exists()}
 
 
 def _shared_files(root: Path) -> dict[str, Path]:
@@ -156,6 +167,7 @@ def _files(root: Path, rows: Any) -> list[tuple[str, Path]]:
         "backup": "backup",
         "audit_log": "audit log",
         "history": "history",
+        "chart": "chart",
         "prometheus_data": "Prometheus",
     }
     files: list[tuple[str, Path]] = []
@@ -174,13 +186,18 @@ def _hp(hp: Any) -> dict[str, Any] | None:
     return {name: getattr(hp, name) for name in HYPERPARAMETER_NAMES}
 
 
-def _summary(s: Any) -> dict[str, Any] | None:
-    if s is None:
-        return None
+def _run_json(run: Any) -> dict[str, Any]:
     return {
-        "gpu_util_mean": s.gpu_util_mean,
-        "throughput": s.throughput,
-        "final_val_loss": s.final_val_loss,
+        "run": run.index,
+        "run_id": run.run_id,
+        "hyperparameters": _hp(run.hyperparameters),
+        "gpu_util": run.gpu_util,
+        "throughput": run.throughput,
+        "val_loss": run.val_loss,
+        "objective": run.objective,
+        "reward": run.reward,
+        "verdict": run.verdict,
+        "decision": run.decision,
     }
 
 
@@ -191,15 +208,11 @@ def _to_json(root: Path, rows: Any) -> dict[str, Any]:
             {
                 "workload": r.workload,
                 "files": {k: str(p) for k, p in _workload_files(r).items()},
-                "decision": r.status,
-                "message": r.message,
                 "before": _hp(r.before),
-                "after": _hp(r.after),
-                "rolled_back_to": _hp(r.rolled_back_to),
-                "run_before": _summary(r.summary_before),
-                "run_after": _summary(r.summary_after),
-                "reward": r.reward,
-                "degraded": r.degraded,
+                "final": _hp(r.final),
+                "runs": [_run_json(run) for run in r.runs],
+                "best_run": None if r.best is None else r.best.index,
+                "decisions": list(r.decisions),
                 "notes": list(r.notes),
             }
             for r in rows
