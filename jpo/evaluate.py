@@ -35,10 +35,9 @@ seed, method and round), ``summary.json`` and PNG plots under ``plots/``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jpo.errors import ConfigError, ConstraintViolation, JpoError
+from jpo.evaluate_report import ReportPaths
 from jpo.schema import RunSummary
 from jpo.tuners import (
     JpoPolicyTuner,
@@ -1018,282 +1018,14 @@ def oracle_ceiling(result: EvaluationResult) -> float:
 
 
 # --------------------------------------------------------------------------- report
-
-
-@dataclass(frozen=True)
-class ReportPaths:
-    """Files written by :func:`write_report`."""
-
-    report: Path
-    parquet: Path
-    summary: Path
-    plots: tuple[Path, ...]
+# report.md, rounds.parquet, summary.json and the plots: jpo/evaluate_report.py.
 
 
 def write_report(result: EvaluationResult, out_dir: str | Path) -> ReportPaths:
     """Write report.md, rounds.parquet, summary.json and plots/*.png into ``out_dir``."""
-    out = Path(out_dir)
-    try:
-        (out / "plots").mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"--out {out}: cannot create the folder: {err}") from err
-    frame = result.frame()
-    parquet = out / "rounds.parquet"
-    frame.to_parquet(parquet, index=False)
-    per_workload = workload_summary(result)
-    per_method = method_summary(result)
-    by_round = gain_by_round(result)
-    bar = quality_bar(result)
-    plots = _plots(per_method, per_workload, by_round, out / "plots")
-    summary = out / "summary.json"
-    summary.write_text(
-        json.dumps(
-            {
-                "settings": asdict(result.settings),
-                "workloads": list(result.workloads),
-                "policy": result.policy,
-                "policy_version": result.policy_version,
-                "methods": _records(per_method),
-                "quality_bar": None if bar is None else asdict(bar) | {"ok": bar.ok},
-            },
-            indent=2,
-            default=_json_default,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    report = out / "report.md"
-    report.write_text(
-        _markdown(result, per_method, per_workload, by_round, bar, plots, out), encoding="utf-8"
-    )
-    return ReportPaths(report, parquet, summary, tuple(plots))
+    from jpo.evaluate_report import write_report as _write_report
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    out = []
-    for rec in frame.to_dict(orient="records"):
-        out.append(
-            {
-                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in rec.items()
-            }
-        )
-    return out
-
-
-def _plots(
-    per_method: pd.DataFrame, per_workload: pd.DataFrame, by_round: pd.DataFrame, folder: Path
-) -> list[Path]:
-    """Draw the three figures (matplotlib Agg) and return their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths: list[Path] = []
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    x = np.arange(len(per_method))
-    width = 0.38
-    for ax, (label, key) in zip(
-        axes, (("GPU", "gpu_util"), ("CPU", "cpu_util"), ("memory", "mem_util")), strict=True
-    ):
-        ax.bar(x - width / 2, per_method[f"{key}_before"], width, label="default (before)")
-        ax.bar(x + width / 2, per_method[f"{key}_after"], width, label="after tuning")
-        ax.set_xticks(x, per_method["method"], rotation=30, ha="right")
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"mean {label} utilization")
-    axes[0].set_ylabel("fraction of what the pod reserved")
-    axes[0].legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    paths.append(_save(fig, folder / "utilization_before_after.png"))
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method, grp in by_round.groupby("method", sort=False):
-        ax.plot(grp["round"], grp["oracle_fraction"], marker="o", label=str(method))
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("round")
-    ax.set_ylabel("fraction of the oracle's improvement")
-    ax.set_title("gain vs round (mean over workloads)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(_save(fig, folder / "gain_vs_round.png"))
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method, grp in by_round.groupby("method", sort=False):
-        ax.plot(grp["round"], grp["incumbent_val_loss_rel"], marker="o", label=str(method))
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("round")
-    ax.set_ylabel("final validation loss / default's")
-    ax.set_title("validation loss vs round (mean over workloads)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(_save(fig, folder / "val_loss_vs_round.png"))
-    return paths
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        if not math.isfinite(float(value)):
-            return "n/a"
-        return f"{float(value):.{digits}g}"
-    return str(value)
-
-
-def _table(frame: pd.DataFrame, columns: Iterable[str]) -> str:
-    cols = list(columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def _markdown(
-    result: EvaluationResult,
-    per_method: pd.DataFrame,
-    per_workload: pd.DataFrame,
-    by_round: pd.DataFrame,
-    bar: QualityBar | None,
-    plots: list[Path],
-    out: Path,
-) -> str:
-    s = result.settings
-    frame = result.frame()
-    oracle_tol = (
-        s.val_loss_tolerance if s.oracle_val_loss_tolerance is None else s.oracle_val_loss_tolerance
-    )
-    parts = [
-        "# JPO evaluation report",
-        "",
-        f"- workloads ({len(result.workloads)}): {', '.join(result.workloads)}",
-        f"- rounds: {s.rounds}, seeds: {s.seeds} (from {s.base_seed}), score: {s.score}",
-        f"- policy: {result.policy or 'none'} (version {result.policy_version})",
-        f"- JPO path: {s.jpo_path} ("
-        + (
-            "jpo.suggest.suggest in-process: features, action, constraints, guards, rollback"
-            if s.jpo_path == "suggest"
-            else "features -> action -> constraints, no guards"
-        )
-        + ")",
-        f"- oracle: validation loss held to the default's x (1 + {oracle_tol:g})",
-        "- search space of Optuna TPE and random search: "
-        + (
-            f"what a trust-region method can reach from the default in {s.rounds} rounds"
-            if s.search_space == "reach"
-            else "the whole constrained range"
-        )
-        + f"; random search's per-round trust region: "
-        f"{'applied' if s.random_trust_region else 'not applied'}",
-        f"- undefined oracle fractions (default already optimal): "
-        f"{int(frame[frame['round'] == 0]['oracle_fraction'].isna().sum())} of "
-        f"{int((frame['round'] == 0).sum())} campaigns",
-        "",
-        "Objective: `envs.oracle.objective` (the reward with no previous run; reference = the "
-        "default configuration, or the default made to train when it fails); "
-        "scores are noise-free (`envs.response.predict`), choices use measured runs.",
-        "`oracle_fraction` is relative to the global oracle (the whole constraint box: the "
-        "quality bar's figure); `oracle_reach_fraction` to the reach-box oracle (the best "
-        f"configuration within {s.rounds} trust-region steps of the default). Both score "
-        "each method's incumbent, the best run it observed; `oracle_fraction_last_mean` "
-        f"scores the configuration it ran in round {s.rounds}, what `config.ini` holds.",
-        "",
-        "## Overall (mean over workloads; counts are totals over tuning rounds)",
-        "",
-        _table(
-            per_method,
-            [
-                "method",
-                "oracle_fraction_mean",
-                "oracle_fraction_median",
-                "oracle_fraction_last_mean",
-                "oracle_reach_fraction_mean",
-                "val_loss_ok_share",
-                "invalid_configs",
-                "oom_runs",
-                "diverged_runs",
-                "gpu_util_before",
-                "gpu_util_after",
-                "cpu_util_before",
-                "cpu_util_after",
-                "mem_util_before",
-                "mem_util_after",
-                "throughput_before",
-                "throughput_after",
-                "duration_s_after",
-                "gpu_hours_after",
-                "tuning_gpu_hours",
-            ],
-        ),
-        "",
-    ]
-    if bar is not None:
-        parts += ["## Quality bar (JPO)", ""]
-        parts += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in bar.passed.items()]
-        parts += [
-            "",
-            f"JPO: oracle fraction {bar.oracle_fraction:.3f} (global oracle, the bar; "
-            f"reach-box oracle: {bar.oracle_reach_fraction:.3f}), val-loss-ok share "
-            f"{bar.val_loss_ok_share:.3f}, invalid configs {bar.invalid_configs}, "
-            f"OOM runs {bar.oom_runs}.",
-            "",
-            f"Ceiling: the oracle's own configurations, held to the same measured val-loss "
-            f"rule as every method (the oracle is exempt above), reach "
-            f"{bar.oracle_ceiling:.3f} of its improvement (`oracle_ceiling`).",
-            "",
-        ]
-    parts += ["## Gain vs round (mean oracle fraction)", ""]
-    pivot = by_round.pivot(index="round", columns="method", values="oracle_fraction")
-    pivot = pivot.reset_index()
-    parts += [_table(pivot, ["round", *[m for m in s.methods if m in pivot.columns]]), ""]
-    parts += ["## Per workload", ""]
-    parts += [
-        _table(
-            per_workload,
-            [
-                "workload",
-                "method",
-                "oracle_fraction",
-                "oracle_reach_fraction",
-                "val_loss_after",
-                "default_val_loss",
-                "val_loss_ok",
-                "gpu_util_before",
-                "gpu_util_after",
-                "throughput_before",
-                "throughput_after",
-                "duration_s_after",
-                "invalid_configs",
-                "oom_runs",
-                "diverged_runs",
-            ],
-        ),
-        "",
-        "## Plots",
-        "",
-    ]
-    parts += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots]
-    parts += ["", "All rounds: `rounds.parquet`.", ""]
-    return "\n".join(parts)
+    return _write_report(result, out_dir)
 
 
 def run_from_cli(
