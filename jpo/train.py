@@ -623,6 +623,9 @@ def build_sac_config(
 def _init_ray(cfg: TrainConfig) -> None:
     import ray
 
+    from jpo.console import is_quiet, quiet_libraries
+
+    quiet_libraries()  # Ray configures its loggers on import: silence them again under -q
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
@@ -630,6 +633,8 @@ def _init_ray(cfg: TrainConfig) -> None:
         ray.init(log_to_driver=True)
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if is_quiet():
+        kwargs["logging_level"] = logging.ERROR
     if cfg.resources.ray_num_cpus is not None:
         kwargs["num_cpus"] = cfg.resources.ray_num_cpus
     if cfg.resources.object_store_memory_mb is not None:

@@ -45,13 +45,23 @@ def train_command(
     cycles: Annotated[
         int | None, typer.Option("--cycles", min=1, help="--continuous: stop after N cycles.")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Errors only: no progress, warnings or Ray/RLlib logging."
+        ),
+    ] = False,
 ) -> None:
     """Train the SAC policy with Ray RLlib (same as `python -m jpo.train`)."""
+    from jpo.console import is_quiet, quiet_libraries, set_quiet
     from jpo.train import run_cli
 
+    quiet = quiet or is_quiet()
+    if quiet:
+        set_quiet(True)
+        quiet_libraries()
     logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
+        level=logging.ERROR if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     summary = run_cli(

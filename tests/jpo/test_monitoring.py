@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -162,8 +167,9 @@ def test_cli_refuses_port_and_textfile_together(audit_log: Path, tmp_path: Path)
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow
-def test_prometheus_scrapes_jpo_metrics(audit_log: Path, prometheus_factory) -> None:
+@contextlib.contextmanager
+def _jpo_metrics_scraped(audit_log: Path, prometheus_factory) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """`jpo metrics --port` serving ``audit_log``, scraped by a real Prometheus (job jpo)."""
     port = _free_port()
     env = {**os.environ, "JPO_AUDIT_LOG": str(audit_log)}
     proc = subprocess.Popen(
@@ -185,13 +191,19 @@ def test_prometheus_scrapes_jpo_metrics(audit_log: Path, prometheus_factory) -> 
                 time.sleep(0.2)
         server = prometheus_factory(targets=[("jpo", f"127.0.0.1:{port}")])
         server.wait_for_scrape("jpo")
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_jpo_metrics(audit_log: Path, prometheus_factory) -> None:
+    with _jpo_metrics_scraped(audit_log, prometheus_factory) as server:
         result = server.wait_for('jpo_suggestions_total{dataset="cifar10",decision="changed"}')
         assert float(result[0]["value"][1]) == 2
         result = server.wait_for('jpo_rollbacks_total{model="resnet18"}')
         assert float(result[0]["value"][1]) == 1
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_a_torn_tail_skips_the_line_and_exports_the_rest(audit_log: Path) -> None:
@@ -200,3 +212,93 @@ def test_a_torn_tail_skips_the_line_and_exports_the_rest(audit_log: Path) -> Non
     got = _samples(render_metrics([audit_log]))
     assert got[("jpo_audit_log_up", frozenset({("path", str(audit_log))}))] == 1
     assert got[("jpo_suggestions_total", _labels(CIFAR, decision="changed"))] == 2
+
+
+# ------------------------------------------------------------------ Grafana dashboard
+def _jpo_exported(audit_log: Path) -> set[str]:
+    """Every sample name `jpo metrics` exports for a log with every decision kind."""
+    text = render_metrics([audit_log])
+    return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def _serve_exported(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Names the Serve replicas export through Ray (their definitions, Ray's naming)."""
+    import ray.serve._private.replica as ray_replica
+    import ray.util.metrics as ray_metrics
+
+    from serve.app import _ReplicaMetrics
+
+    defined: list[tuple[str, str]] = []
+
+    def recorder(kind: str) -> Any:
+        def make(name: str, **_kw: Any) -> Any:
+            defined.append((kind, name))
+            return types.SimpleNamespace(inc=lambda **_: None, set=lambda *_a, **_k: None)
+
+        return make
+
+    monkeypatch.setattr(ray_metrics, "Counter", recorder("counter"))
+    monkeypatch.setattr(ray_metrics, "Gauge", recorder("gauge"))
+    _ReplicaMetrics()
+    assert {n for _, n in defined} == {"jpo_serve_suggestions", "jpo_serve_policy_loaded"}
+    names = {f"ray_{n}_total" if kind == "counter" else f"ray_{n}" for kind, n in defined}
+    # Ray Serve's own per-replica histograms (latency), from Ray's own definitions
+    source = Path(ray_replica.__file__).read_text(encoding="utf-8")
+    for n in re.findall(r'metrics\.Histogram\(\s*"([a-z0-9_]+)"', source):
+        names |= {f"ray_{n}_bucket", f"ray_{n}_sum", f"ray_{n}_count"}
+    return names
+
+
+def test_every_dashboard_panel_reads_a_metric_jpo_exports(
+    audit_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jpo.dashboard import DASHBOARD_PATH, load_dashboard, metric_names, panel_queries
+
+    dashboard = load_dashboard()
+    assert DASHBOARD_PATH.as_posix().endswith("configs/k8s/dashboards/jpo-fleet.json")
+    queries = panel_queries(dashboard)
+    exported = _jpo_exported(audit_log) | _serve_exported(monkeypatch)
+    titled = [p for p in dashboard["panels"] if p.get("type") != "row"]
+    assert titled and all(p.get("targets") for p in titled)
+    for q in queries:
+        names = metric_names(q.expr)
+        assert names, f"panel {q.panel!r} {q.ref_id}: no JPO/Ray metric in {q.expr!r}"
+        missing = names - exported
+        assert not missing, f"panel {q.panel!r} reads {missing}, which nothing exports"
+    read = set().union(*(metric_names(q.expr) for q in queries))
+    for wanted in (
+        "jpo_suggestions_total",  # suggestions by decision
+        "jpo_rollbacks_total",
+        "jpo_last_reward",
+        "jpo_feedback_total",
+        "jpo_policy_info",
+        "ray_jpo_serve_policy_loaded",  # the served policy version
+        "ray_serve_deployment_processing_latency_ms_bucket",  # Serve latency
+    ):
+        assert wanted in read, wanted
+    by_title = {p["title"]: p for p in titled}
+    assert "decision" in by_title["Suggestions by decision (total)"]["targets"][0]["expr"]
+
+
+@pytest.mark.slow
+def test_dashboard_queries_return_data_from_a_real_prometheus(
+    audit_log: Path, prometheus_factory
+) -> None:
+    """Every panel over `jpo metrics` answers with data (Serve's: tests/serve/test_app.py)."""
+    from jpo.dashboard import instantiate, load_dashboard, metric_names, panel_queries
+
+    queries = [
+        q
+        for q in panel_queries(load_dashboard())
+        if all(n.startswith("jpo_") for n in metric_names(q.expr))
+    ]
+    assert len(queries) >= 9
+    with _jpo_metrics_scraped(audit_log, prometheus_factory) as server:
+        for q in queries:
+            result = server.wait_for(instantiate(q.expr), timeout_s=60)
+            assert result, (q.panel, q.expr)
+        decisions = server.wait_for(
+            instantiate('sum by (decision) (jpo_suggestions_total{dataset=~"$dataset"})')
+        )
+        counts = {r["metric"]["decision"]: float(r["value"][1]) for r in decisions}
+        assert counts == {"changed": 2, "rollback": 1, "unchanged": 1, "needs_approval": 1}

@@ -146,6 +146,36 @@ def test_replicas_export_suggestion_and_policy_metrics(serve_url: str) -> None:
 
 
 @pytest.mark.slow
+def test_dashboard_serve_panels_return_data_from_a_real_prometheus(
+    serve_url: str, prometheus_factory
+) -> None:
+    """The Grafana dashboard's Serve panels over Ray's export, scraped by a real Prometheus."""
+    from jpo.dashboard import instantiate, load_dashboard, metric_names, panel_queries
+
+    queries = [
+        q
+        for q in panel_queries(load_dashboard())
+        if any(n.startswith("ray_") for n in metric_names(q.expr))
+    ]
+    assert {q.panel for q in queries} >= {"Served policy version", "Serve latency (policy deployment)"}
+    server = prometheus_factory(targets=[("ray", f"127.0.0.1:{METRICS_PORT}")])
+    server.wait_for_scrape("ray")
+    deadline = time.monotonic() + 120
+    for q in queries:
+        expr = instantiate(q.expr)
+
+        def answered(result: list) -> bool:
+            # keep requests flowing so rate() over the scrapes has two points
+            httpx.post(f"{serve_url}/v1/suggest", json=BODY, headers=AUTH, timeout=10)
+            return bool(result)
+
+        result = server.wait_for(expr, answered, timeout_s=max(deadline - time.monotonic(), 30))
+        assert result, (q.panel, expr)
+    served = server.wait_for("max by (policy_version) (ray_jpo_serve_policy_loaded) == 1")
+    assert {r["metric"]["policy_version"] for r in served} <= {"1", "2"}
+
+
+@pytest.mark.slow
 def test_auth_and_validation_through_the_proxy(serve_url: str) -> None:
     assert httpx.post(f"{serve_url}/v1/suggest", json=BODY, timeout=10).status_code == 401
     bad = {**BODY, "hyperparameters": {**HP, "batch_size": "lots"}}
