@@ -143,6 +143,18 @@ def _broken_pipe() -> int:
     return BROKEN_PIPE_EXIT
 
 
+def _stdout_broken() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _fd, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _quiet_alias(args: list[str]) -> list[str]:
     """Move a ``-q``/``--quiet`` given after the command name to the root (``jpo log -q``).
 
@@ -182,6 +194,11 @@ def _invoke(command: Any, args: list[str], prog_name: str, debug: bool) -> int:
         return 130
     except BrokenPipeError:
         return _broken_pipe()
+    except SystemExit as err:
+        # click turns a broken pipe into sys.exit(1) after swallowing the error
+        if _stdout_broken():
+            return _broken_pipe()
+        raise
     except Exception as err:
         if debug:
             traceback.print_exc()

@@ -28,9 +28,21 @@ __all__ = [
 _QUIET = {"on": False}
 
 
+class _PlainConsole(Console):
+    """A rich Console that lets a broken pipe surface as BrokenPipeError (jpo.cli maps it).
+
+    rich's default exits with status 1 on its own; the CLI exits 141 instead, quietly.
+    """
+
+    def on_broken_pipe(self) -> None:
+        """Raise BrokenPipeError for jpo.cli to handle."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def plain_console(*, stderr: bool = False, width: int | None = None) -> Console:
     """Return a console that never interprets markup, emoji codes or highlights."""
-    return Console(
+    return _PlainConsole(
         stderr=stderr,
         width=width,
         soft_wrap=width is None,
