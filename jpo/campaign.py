@@ -117,12 +117,14 @@ def campaign_runs(records: Sequence[AuditRecord]) -> list[CampaignRun]:
         rid = record_run_id(rec) or f"(run before suggestion {str(rec.suggestion_id)[:8]})"
         row = rows.setdefault(rid, {"summary": record_summary(rec), "hp": record_before(rec)})
         row.update(decision=decision_of(rec), next=record_applied(rec), when=rec.timestamp)
-    for rid, s in scored.items():  # scored runs no suggestion was made from yet
-        rows.setdefault(rid, {"summary": s.summary, "hp": s.hyperparameters})
+    for rid, scored_run in scored.items():  # scored runs no suggestion was made from yet
+        rows.setdefault(rid, {"summary": scored_run.summary, "hp": scored_run.hyperparameters})
     out: list[CampaignRun] = []
     for i, (rid, row) in enumerate(rows.items(), start=1):
         s = scored.get(rid)
-        summary = row["summary"] if row["summary"] is not None else (s and s.summary)
+        summary: RunSummary | None = row["summary"]
+        if summary is None and s is not None:
+            summary = s.summary
         gpu, tput, loss = _summary_numbers(summary)
         objective = None
         if summary is not None and reference is not None and summary.failure == "none":
@@ -193,9 +195,7 @@ def _format_axis(ax: Any, name: str) -> None:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_campaign(
-    runs: Sequence[CampaignRun], path: str | os.PathLike[str], *, title: str
-) -> Path:
+def plot_campaign(runs: Sequence[CampaignRun], path: str | os.PathLike[str], *, title: str) -> Path:
     """Draw a campaign (metrics and each hyperparameter per run, rollbacks marked) as a PNG.
 
     Raises:

@@ -194,7 +194,7 @@ def _invoke(command: Any, args: list[str], prog_name: str, debug: bool) -> int:
         return 130
     except BrokenPipeError:
         return _broken_pipe()
-    except SystemExit as err:
+    except SystemExit:
         # click turns a broken pipe into sys.exit(1) after swallowing the error
         if _stdout_broken():
             return _broken_pipe()

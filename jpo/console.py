@@ -83,12 +83,11 @@ def print_note(message: str) -> None:
 
 def _flush_stdout() -> None:
     """Flush stdout so a note on stderr lands after what was printed before it."""
+    import contextlib
     import sys
 
-    try:
+    with contextlib.suppress(OSError, ValueError):  # a closed pipe: jpo.cli handles it
         sys.stdout.flush()
-    except (OSError, ValueError):
-        pass  # a closed pipe is handled where the command ends (jpo.cli)
 
 
 def print_error(message: str, *, prefix: str = "error") -> None:

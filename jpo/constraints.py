@@ -238,12 +238,12 @@ class Constraints:
     """Effective limits for one workload (immutable); see the module docstring."""
 
     __slots__ = (
+        "_digits",
         "_frozen_idx",
         "_hi",
         "_ihi",
         "_ilo",
         "_is_int",
-        "_digits",
         "_is_log",
         "_lo",
         "_log_lo",
@@ -377,8 +377,8 @@ class Constraints:
             specs[name] = _narrow(specs[name], lim, where)
         if getattr(jpo, "device", "gpu") != "gpu":  # multiples of 8 are a GPU habit
             for name, spec in specs.items():
-                lim = jpo.limits.get(name)
-                if spec.multiple_of > 1 and (lim is None or lim.multiple_of is None):
+                own = jpo.limits.get(name)
+                if spec.multiple_of > 1 and (own is None or own.multiple_of is None):
                     specs[name] = replace(spec, multiple_of=1)
         tunable = tuple(n for n in jpo.tunable if n in self._tunable)
         return Constraints(

@@ -20,8 +20,8 @@ from jpo.errors import ConfigError
 
 __all__ = ["DASHBOARD_PATH", "PanelQuery", "instantiate", "metric_names", "panel_queries"]
 
-DASHBOARD_PATH = Path(__file__).resolve().parent.parent / "configs" / "k8s" / "dashboards" / (
-    "jpo-fleet.json"
+DASHBOARD_PATH = (
+    Path(__file__).resolve().parent.parent / "configs" / "k8s" / "dashboards" / ("jpo-fleet.json")
 )
 _METRIC = re.compile(r"\b(?:jpo|ray)_[a-z0-9_]+\b")
 _VARIABLES = {"$dataset": ".*"}

@@ -420,9 +420,7 @@ def _markdown(
         "",
         "Resources (default run -> each method's result):",
         "",
-        _table(
-            _before_after(per_workload, WORKLOAD_RESOURCES), _columns(WORKLOAD_RESOURCES)
-        ),
+        _table(_before_after(per_workload, WORKLOAD_RESOURCES), _columns(WORKLOAD_RESOURCES)),
         "",
         "## Plots",
         "",
@@ -430,5 +428,3 @@ def _markdown(
     parts += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots]
     parts += ["", "All rounds: `rounds.parquet`.", ""]
     return "\n".join(parts)
-
-

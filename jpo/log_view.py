@@ -64,7 +64,7 @@ class LogRow:
 
     def to_json(self) -> dict[str, Any]:
         """Return the row as the JSON object ``jpo log --json`` prints (one per line)."""
-        dataset, model, framework = (self.workload.split(".", 2) + ["", ""])[:3]
+        dataset, model, framework = [*self.workload.split(".", 2), "", ""][:3]
         return {
             "time": self.when,
             "workload": self.workload,

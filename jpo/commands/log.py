@@ -117,7 +117,8 @@ def _plot(records: Sequence[AuditRecord], out: Path, log_path: Path, workload: s
     keys = sorted({r.key.slug() for r in records})
     if not keys:
         raise ConfigError(
-            f"{log_path}: no audit records" + (f" for {workload}" if workload else "")
+            f"{log_path}: no audit records"
+            + (f" for {workload}" if workload else "")
             + "; fix: point --log at a workload's .jpo/audit.jsonl"
         )
     if len(keys) > 1:

@@ -130,7 +130,8 @@ def test_log_table_filter_limit_json(
     assert cli.main(["log", "--log", str(log)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == ["when", "(UTC)", "workload", "decision", "changes", "reward", "verdict"]
+    header = ["when", "(UTC)", "workload", "decision", "changes", "reward", "verdict"]
+    assert lines[0].split() == header
     assert len(lines) == 2 + 6  # header, rule, one line per suggestion
     assert "cifar10.resnet18.pytorch" in out and "epochs 30->35" in lines[7]
     assert lines[7].rstrip().endswith("ok")  # the outcome {"status": "ok"}: its verdict

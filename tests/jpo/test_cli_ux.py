@@ -223,9 +223,7 @@ def test_quiet_train_keeps_ray_logging_at_errors() -> None:
         "assert logging.getLogger('ray.rllib').getEffectiveLevel() >= logging.ERROR\n"
         "logging.getLogger('ray.rllib').warning('should not print')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "should not print" not in done.stderr
 

@@ -23,7 +23,10 @@ def limits() -> Constraints:
 
 
 def _toml(
-    tmp_path: Path, coupling: float | None = 1.0, humane: bool = True, **overrides: dict[str, object]
+    tmp_path: Path,
+    coupling: float | None = 1.0,
+    humane: bool = True,
+    **overrides: dict[str, object],
 ) -> Path:
     """Write a constraints file like the shipped one; humane=False drops humane rounding."""
     tables: dict[str, dict[str, object]] = {
@@ -561,7 +564,8 @@ def test_config_ini_multiple_of_override_is_parsed(limits: Constraints) -> None:
 
     head = "[workload]\ndataset = d\nmodel = m\nframework = pytorch\n[hyperparameters]\n"
     hps = "batch_size = 75\nlearning_rate = 0.01\nnum_layers = 2\nepochs = 3\n"
-    report = check_workload_text(head + hps + "[jpo]\nbatch_size_multiple_of = 1\n", "c.ini", limits)
+    text = head + hps + "[jpo]\nbatch_size_multiple_of = 1\n"
+    report = check_workload_text(text, "c.ini", limits)
     assert report.ok and report.workload is not None
     eff = limits.for_workload(report.workload.jpo)
     assert eff.clamp(report.workload.hyperparameters, {"batch_size": 77}).batch_size == 77

@@ -157,7 +157,8 @@ def test_dashboard_serve_panels_return_data_from_a_real_prometheus(
         for q in panel_queries(load_dashboard())
         if any(n.startswith("ray_") for n in metric_names(q.expr))
     ]
-    assert {q.panel for q in queries} >= {"Served policy version", "Serve latency (policy deployment)"}
+    panels = {q.panel for q in queries}
+    assert panels >= {"Served policy version", "Serve latency (policy deployment)"}
     server = prometheus_factory(targets=[("ray", f"127.0.0.1:{METRICS_PORT}")])
     server.wait_for_scrape("ray")
     deadline = time.monotonic() + 120
