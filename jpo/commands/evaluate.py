@@ -49,8 +49,7 @@ def evaluate_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Evaluate tuning methods on catalog workloads and write a Markdown report with plots."""
-    from rich.console import Console
-
+    from jpo.console import is_quiet, out_console
     from jpo.evaluate import method_summary, quality_bar, run_from_cli
 
     def _flat(values: list[str] | None) -> list[str] | None:
@@ -68,9 +67,9 @@ def evaluate_command(
         methods=_flat(methods),
         out=str(out),
         config=config,
-        progress=progress,
+        progress=progress and not is_quiet(),
     )
-    console = Console()
+    console = out_console()
     summary = method_summary(result)
     for _, row in summary.iterrows():
         console.print(

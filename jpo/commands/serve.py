@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from pathlib import Path
@@ -52,7 +53,10 @@ def serve_command(
     import ray
     from ray import serve
 
+    from jpo.console import is_quiet, quiet_libraries
     from serve.app import build_app, default_settings
+
+    quiet_libraries()  # Ray configured its loggers on import: silence them again under -q
 
     settings = default_settings()
     if policy is not None:
@@ -68,6 +72,8 @@ def serve_command(
                 num_cpus=num_cpus,
                 include_dashboard=False,
                 ignore_reinit_error=True,
+                logging_level=logging.ERROR if is_quiet() else logging.INFO,
+                log_to_driver=not is_quiet(),
             )
         else:
             ray.init(address=address, ignore_reinit_error=True)

@@ -50,10 +50,10 @@ def _select(names: list[str] | None) -> list[str]:
 
 def list_command() -> None:
     """List the workload catalog with each workload's predicted run at its defaults."""
-    from rich.console import Console
     from rich.table import Table
 
     from envs.response import load_catalog, load_conditions, predict
+    from jpo.console import plain_console
 
     cond = load_conditions()
     table = Table(
@@ -81,7 +81,7 @@ def list_command() -> None:
             f"{s.gpu_mem_util_p95:.0%}",
             s.failure if s.failure != "none" else f"ok, {s.duration_s / 60:.0f} min",
         )
-    Console(width=160).print(table)
+    plain_console(width=160).print(table)
 
 
 def run_command(
