@@ -159,14 +159,47 @@ def test_report_plots_and_parquet_are_written(small, tmp_path: Path) -> None:
         "utilization_before_after.png",
         "gain_vs_round.png",
         "val_loss_vs_round.png",
+        "gain_by_workload.png",  # small multiples: one panel per workload
     }
     for plot in paths.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = paths.report.read_text()
     assert "## Quality bar (JPO)" in text and "mnist-lenet" in text
+    # every table fits a screen: at most 10 columns, before/after pairs in one cell
+    headers = [ln for ln in text.splitlines() if ln.startswith("| ") and "---" not in ln]
+    tables = [ln for ln in headers if ln.startswith(("| method |", "| workload |", "| round |"))]
+    assert len(tables) >= 5 and all(t.count(" | ") + 1 <= 10 for t in tables), tables
+    assert "| GPU util |" in text and " -> " in text
+    assert "oracle_fraction_mean" in text and "tuning_gpu_hours" in text  # nothing dropped
     back = pd.read_parquet(paths.parquet)
     assert len(back) == len(small.frame())
     assert {"oracle_fraction", "valid", "oom", "final_val_loss", "gpu_hours"} <= set(back.columns)
+
+
+def test_every_method_has_its_own_look_in_the_plots(small, tmp_path: Path) -> None:
+    """Overlapping methods (no tuning, random, TPE at 0) stay visible: distinct styles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jpo.evaluate import gain_by_round
+    from jpo.evaluate_report import METHOD_STYLES, OFFSET, _draw_methods, workload_rounds
+
+    looks = {(s["color"], s["marker"], s["linestyle"]) for s in METHOD_STYLES.values()}
+    assert len(looks) == len(METHOD_STYLES) and {s["marker"] for s in METHOD_STYLES.values()}
+    assert len({s["marker"] for s in METHOD_STYLES.values()}) == len(METHOD_STYLES)
+    fig, ax = plt.subplots()
+    by_round = gain_by_round(small)
+    _draw_methods(ax, by_round, "oracle_fraction")
+    lines = ax.get_lines()
+    assert [ln.get_label() for ln in lines] == list(small.settings.methods)
+    starts = [float(ln.get_xdata()[0]) for ln in lines]
+    assert len(set(starts)) == len(lines)  # each method shifted within a round
+    assert max(starts) - min(starts) == pytest.approx(OFFSET * (len(lines) - 1))
+    plt.close(fig)
+    per_workload = workload_rounds(small)
+    assert set(per_workload["workload"]) == set(small.workloads)
 
 
 def test_summaries_are_consistent_with_the_rounds(small) -> None:
