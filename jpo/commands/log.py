@@ -134,7 +134,7 @@ def _plot(records: Sequence[AuditRecord], out: Path, log_path: Path, workload: s
 def _best_runs(records: Sequence[AuditRecord], keys: Iterable[WorkloadKey]) -> list[str]:
     """One line per shown workload: its best known-good run (jpo.incumbent), if scored."""
     from jpo.incumbent import best_run, scored_runs
-    from jpo.log_view import SHORT_NAMES, short_number
+    from jpo.log_view import short_number
     from jpo.suggest import load_suggest_settings
 
     settings = load_suggest_settings().incumbent
@@ -145,8 +145,7 @@ def _best_runs(records: Sequence[AuditRecord], keys: Iterable[WorkloadKey]) -> l
         if len(runs) < 2 or best is None:
             continue
         values = ", ".join(
-            f"{SHORT_NAMES.get(k, k)} {short_number(float(v))}"
-            for k, v in best.hyperparameters.as_dict().items()
+            f"{k}={short_number(float(v))}" for k, v in best.hyperparameters.as_dict().items()
         )
         lines.append(
             f"best known-good run of {key.slug()}: {best.run_id} ({values}), objective "

@@ -87,7 +87,10 @@ def test_the_policys_learning_rate_coupling_is_applied(
     coupled = make_policy(tmp_path / "coupled", (0.5, 0.0, 0.0, 0.0), coupling=1.0)
     result = run(config, source, coupled, dry_run=True)
     assert result.after is not None and result.after.batch_size > 64
-    assert result.after.learning_rate == pytest.approx(0.05 * result.after.batch_size / 64)
+    # the linear scaling rule, written with 3 significant digits (configs/constraints.toml)
+    lr = result.after.learning_rate
+    assert lr == pytest.approx(0.05 * result.after.batch_size / 64, rel=5e-3)
+    assert float(f"{lr:.2e}") == lr
     plain = run(config, source, make_policy(tmp_path / "plain", (0.5, 0.0, 0.0, 0.0)), dry_run=True)
     assert plain.after is not None and plain.after.learning_rate == 0.05
 
