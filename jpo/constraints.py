@@ -200,38 +200,54 @@ def _round_sig(v: float, digits: int, direction: int = 0) -> float:
     v is first rounded to 12 significant digits, so values that differ only by float
     round-off (``x * 3 / 3``) round alike.
     """
-    text = f"{float(f'{v:.12e}'):.{digits - 1}e}"
+    v12 = float(f"{v:.12e}")
+    text = f"{v12:.{digits - 1}e}"
     q = float(text)
     if direction == 0:
         return q
     step = 10.0 ** (int(text.split("e")[1]) - digits + 1)
-    if direction > 0 and q < v:
+    if direction > 0 and q < v12:
         q = float(f"{q + step:.{digits - 1}e}")
-    elif direction < 0 and q > v:
+    elif direction < 0 and q > v12:
         q = float(f"{q - step:.{digits - 1}e}")
     return q
 
 
-def _humane_float(v: float, digits: int, lo: float, hi: float) -> float:
-    """Return v at ``digits`` significant digits inside [lo, hi] (v itself if none fits)."""
+def _humane_float(v: float, cur: float, digits: int, lo: float, hi: float) -> float:
+    """Return v at ``digits`` significant digits, rounded towards ``cur`` (never past v).
+
+    A value that moves keeps its direction and never goes beyond what was proposed, so
+    the trust region and the bounds hold as they did; a move smaller than one unit of the
+    last digit gets one more digit (0.01231 from 0.0123), as many as it needs. ``cur == v`` (a value
+    built from nothing, e.g. :meth:`Constraints.denormalize`) rounds to the nearest.
+    """
     if not v > 0.0 or not math.isfinite(v):
         return v
-    q = _round_sig(v, digits)
-    if q < lo:
-        q = _round_sig(v, digits, +1)
-    elif q > hi:
-        q = _round_sig(v, digits, -1)
-    return q if lo <= q <= hi else v
+    if cur == v or not math.isfinite(cur):
+        q = _round_sig(v, digits)
+        return q if lo <= q <= hi else v
+    up = v > cur
+    v12 = float(f"{v:.12e}")  # float round-off (0.09999999999999999) is not a value
+    for d in range(digits, 13):  # a move smaller than one unit: one more digit, and so on
+        q = _round_sig(v, d, -1 if up else +1)
+        if ((cur < q <= v12) if up else (v12 <= q < cur)) and lo <= q <= hi:
+            return q
+    return v
 
 
-def _nearest_multiple(r: float, m: int, lo: float, hi: float) -> float:
-    """Return the multiple of m in [lo, hi] nearest r (ties upwards); r if there is none."""
-    down = math.floor(r / m) * m
-    up = down + m
-    cands = [c for c in (up, down) if c >= 1 and lo <= c <= hi]
-    if not cands:
-        return r
-    return float(min(cands, key=lambda c: abs(c - r)))
+def _humane_int(r: float, cur: float, m: int, lo: float, hi: float) -> float:
+    """Return r as a multiple of m, rounded towards ``cur`` (never past r); r if none."""
+    if r == cur or not math.isfinite(cur):  # built from nothing: the nearest multiple
+        down = math.floor(r / m) * m
+        cands = [c for c in (down + m, down) if c >= 1 and lo <= c <= hi]
+        return float(min(cands, key=lambda c: abs(c - r))) if cands else r
+    if r > cur:
+        c = math.floor(r / m) * m
+        ok = c > cur
+    else:
+        c = math.ceil(r / m) * m
+        ok = c < cur
+    return float(c) if ok and c >= 1 and lo <= c <= hi else r
 
 
 class Constraints:
@@ -439,7 +455,9 @@ class Constraints:
         """Clamp target into [lo, hi], round integers, snap powers of two, humane rounding.
 
         Humane rounding (``multiple_of``, ``significant_digits``) applies to a value that
-        changes; with ``keep`` a value that ends where it started stays as it is.
+        changes, towards its current value (never past the proposed one); with ``keep`` a
+        value that ends where it started stays as it is. ``keep=False`` (a value built
+        from nothing, :meth:`denormalize`) rounds to the nearest humane value.
         """
         if target != target:  # NaN: keep current (clamped)
             target = cur
@@ -448,7 +466,7 @@ class Constraints:
             digits = self._digits[i]
             if not digits or (keep and v == cur):
                 return v
-            return _humane_float(v, digits, lo, hi)
+            return _humane_float(v, cur if keep else v, digits, lo, hi)
         if self._pow2[i]:
             cands = _pow2_in(lo, hi)
             if not cands:
@@ -464,7 +482,7 @@ class Constraints:
         m = self._mult[i]
         if m <= 1 or (keep and r == cur):
             return r
-        return _nearest_multiple(r, m, lo, hi)
+        return _humane_int(r, cur if keep else r, m, lo, hi)
 
     def _build(self, vals: list[float]) -> Hyperparameters:
         return Hyperparameters(

@@ -460,37 +460,58 @@ def _three_digits(v: float) -> bool:
     return float(f"{v:.2e}") == v
 
 
-def _region(cur: int, f: float, lo: int, hi: int) -> tuple[int, int]:
-    return max(min(cur - 1, math.ceil(cur / f)), lo), min(max(cur + 1, math.floor(cur * f)), hi)
+def _unit(v: float) -> float:
+    """One unit of the third significant digit of v."""
+    return 10.0 ** (math.floor(math.log10(v)) - 2)
 
 
-@settings(max_examples=400, deadline=None)
+def _between(cur: float, new: float, raw: float) -> bool:
+    """new moved from cur towards raw and not past it (or stayed when raw did).
+
+    raw is read at 12 significant digits: 0.09999999999999999 is 0.1 plus float round-off.
+    """
+    if new == cur == raw:
+        return True
+    raw = float(f"{raw:.12e}")
+    return (cur < new <= raw) or (raw <= new < cur)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(current=VALID_CURRENT, action=ACTIONS)
 def test_changed_values_are_humane_on_gpu_workloads(
-    current: Hyperparameters, action: list[float]
+    current: Hyperparameters, action: list[float], raw_limits: Constraints
 ) -> None:
     limits = load_constraints()  # GPU is the default device
     nxt = limits.apply_action(current, np.array(action))
     limits.validate(nxt, previous=current)
-    if nxt.learning_rate != current.learning_rate:
-        assert _three_digits(nxt.learning_rate), nxt.learning_rate
-    if nxt.batch_size != current.batch_size:
-        lo, hi = _region(current.batch_size, 2.0, 1, 4096)
-        if any(m % 8 == 0 for m in range(lo, hi + 1)):
-            assert nxt.batch_size % 8 == 0, (current.batch_size, nxt.batch_size)
+    raw = raw_limits.apply_action(current, np.array(action))  # the same move, unrounded
+    b0, b1, braw = current.batch_size, nxt.batch_size, raw.batch_size
+    assert _between(b0, b1, braw) or b1 == b0 == braw, (b0, b1, braw)
+    if b1 != b0 and any(m % 8 == 0 and _between(b0, m, braw) for m in range(1, 4097)):
+        assert b1 % 8 == 0, (b0, b1, braw)  # a multiple of 8 whenever one lies on the way
+    if b1 == b0:  # the batch held: the learning rate made the same move as unrounded
+        lr0, lr1, lraw = current.learning_rate, nxt.learning_rate, raw.learning_rate
+        assert lr1 == lr0 == lraw or _between(lr0, lr1, lraw), (lr0, lr1, lraw)
+        if abs(lraw - lr0) >= _unit(lraw):  # moved by at least one unit of the 3rd digit
+            assert _three_digits(lr1), (lr0, lr1, lraw)
     clamped = limits.clamp(current, nxt.as_dict())
     assert clamped == nxt  # a humane value is a fixed point of the constraints
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(current=VALID_CURRENT, target=VALID_CURRENT)
 def test_clamp_is_humane_and_keeps_unchanged_values(
-    current: Hyperparameters, target: Hyperparameters
+    current: Hyperparameters, target: Hyperparameters, raw_limits: Constraints
 ) -> None:
     limits = load_constraints()
     out = limits.clamp(current, target.as_dict())
     limits.validate(out, previous=current)
-    assert out.learning_rate == current.learning_rate or _three_digits(out.learning_rate)
+    raw = raw_limits.clamp(current, target.as_dict())
+    lr0, lr1, lraw = current.learning_rate, out.learning_rate, raw.learning_rate
+    assert _between(lr0, lr1, lraw), (lr0, lr1, lraw)
+    if abs(lraw - lr0) >= _unit(lraw):  # moved by at least one unit of the 3rd digit
+        assert _three_digits(lr1), (lr0, lr1, lraw)
+    assert _between(current.batch_size, out.batch_size, raw.batch_size)
     same = limits.clamp(current, current.as_dict())
     assert same == current  # values JPO does not change keep the digits the user wrote
 
@@ -500,10 +521,13 @@ def test_humane_rounding_examples_from_the_issue(limits: Constraints) -> None:
     assert limits.apply_action(ugly, np.zeros(4)) == ugly  # nothing changes: nothing rounded
     hp = limits.apply_action(ugly, np.array([0.1, 0.2, 0.0, 0.0]))
     assert hp.batch_size == 80 and _three_digits(hp.learning_rate)
+    # rounded towards the current value: never past what was proposed
     hp = limits.clamp(BASE, {"batch_size": 253, "learning_rate": 0.037021264874651134})
-    assert (hp.batch_size, hp.learning_rate) == (256, 0.0300)  # lr clamped to x3, then 3 digits
+    assert (hp.batch_size, hp.learning_rate) == (248, 0.0300)  # lr clamped to x3, then 3 digits
     hp = limits.clamp(BASE, {"batch_size": 75, "learning_rate": 0.0056778196851100735})
-    assert (hp.batch_size, hp.learning_rate) == (72, 0.00568)
+    assert (hp.batch_size, hp.learning_rate) == (80, 0.00568)
+    hp = limits.clamp(BASE, {"batch_size": 131, "learning_rate": 0.0123456})
+    assert (hp.batch_size, hp.learning_rate) == (131, 0.0123)  # no multiple in (128, 131]
 
 
 def test_cpu_workloads_and_jpo_overrides_choose_the_batch_rounding(limits: Constraints) -> None:
@@ -519,6 +543,7 @@ def test_cpu_workloads_and_jpo_overrides_choose_the_batch_rounding(limits: Const
         JpoSection(limits={"batch_size": ParamLimits(multiple_of=16)}, device="cpu")
     )
     assert cpu16.clamp(BASE, {"batch_size": 75}).batch_size == 80
+    assert cpu16.clamp(BASE, {"batch_size": 200}).batch_size == 192
     pow2 = limits.for_workload(JpoSection(limits={"batch_size": ParamLimits(power_of_two=True)}))
     assert pow2.clamp(BASE, {"batch_size": 200}).batch_size == 256  # power of two wins
     assert limits.for_workload(JpoSection(device="gpu")).sha256() == limits.sha256()
