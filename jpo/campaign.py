@@ -203,7 +203,13 @@ def plot_campaign(runs: Sequence[CampaignRun], path: str | os.PathLike[str], *, 
     """
     if not runs:
         raise ConfigError(f"{path}: no runs to draw (the audit log has no suggestion records)")
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            f"{path}: drawing a campaign needs matplotlib, which this install lacks; "
+            "fix: pip install 'jpo[sim]'"
+        ) from err
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
