@@ -491,12 +491,6 @@ def _run_live(
     return rows
 
 
-def _key(row: DemoRow) -> Any:
-    from jpo.config_file import read_workload
-
-    return read_workload(row.config).key
-
-
 def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
