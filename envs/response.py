@@ -6,6 +6,9 @@ One model serves three users: the replay env (counterfactual runs, via the fast 
 loaded from ``configs/workloads/<name>.toml`` (see :mod:`envs.profiles`), or a cluster
 condition from ``configs/cluster.toml``; none is a magic number here.
 
+Which published measurements the catalog profiles reproduce, and what the model does not
+represent: docs/SIMULATOR.md (checked by tests/envs/test_grounding.py).
+
 Relations used, with their sources (see ../shared/SPEC.md, appendix):
 
 - **Parameters and memory** (mixed-precision/Adam accounting, Rajbhandari et al., 2020,

@@ -110,7 +110,14 @@ def test_mnist_default_lr_is_far_too_high():
 def test_throughput_and_gpu_util_saturate_with_batch(cifar):
     cifar = replace(cifar, limits=replace(cifar.limits, gpu_memory_mib=1e9))  # no OOM here
     batches = [8, 32, 128, 512, 2048]
-    runs = [predict(cifar, hp_with(cifar, batch_size=b), CLEAN) for b in batches]
+    # each batch at its best learning rate (the grounded default lr 0.1 diverges at batch 8)
+    # and the pre-grounding 30 epochs (the run-mean throughput counts the start-up too)
+    hps = [
+        hp_with(cifar, batch_size=b, learning_rate=cifar.best_learning_rate(b), epochs=30)
+        for b in batches
+    ]
+    runs = [predict(cifar, hp, CLEAN) for hp in hps]
+    assert all(r.failure == "none" for r in runs)
     thr = [r.throughput for r in runs]
     util = [r.gpu_util_p95 for r in runs]
     assert all(a < b for a, b in itertools.pairwise(thr))
@@ -138,6 +145,9 @@ def test_contention_steals_throughput(cifar):
 
 
 def test_epochs_converge_then_overfit(cifar):
+    # the grounded cifar10 profile does not overfit within its 200-epoch recipe (issue 30):
+    # the relation is checked at the pre-grounding calibration's rate, 0.004 per epoch
+    cifar = replace(cifar, overfit_rate=0.004)
     losses = [predict(cifar, hp_with(cifar, epochs=e), CLEAN).final_val_loss for e in range(1, 301)]
     best = int(np.argmin(losses))
     assert 5 < best < 299

@@ -180,7 +180,10 @@ def test_promtool_round_trip_through_real_prometheus(tmp_path, prometheus_factor
     from jpo.cli import main
 
     pulled_root = tmp_path / "pulled"
-    args = ["history", "pull", "--prometheus", prom.url, "--since", "12h", "--step", "15s"]
+    # the window covers the whole generated history (two 90-epoch ImageNet runs: ~23 h)
+    oldest_s = pc.min(parquet["timestamp"]).as_py().timestamp()
+    since_h = math.ceil((time.time() - oldest_s) / 3600) + 1
+    args = ["history", "pull", "--prometheus", prom.url, "--since", f"{since_h}h", "--step", "15s"]
     assert main([*args, "--out", str(pulled_root)]) == 0
     pulled = read_history(pulled_root)
     for metric in ("gpu_util", "throughput", "val_loss", "hp_batch_size", "run_status"):
