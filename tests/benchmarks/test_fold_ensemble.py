@@ -29,7 +29,7 @@ def _member(path: Path, seed: int, hidden: int = 6) -> Path:
         layers.append({"weight": f"l{i}.weight", "bias": f"l{i}.bias", "activation": act})
     manifest = {
         "policy_version": 1,
-        "feature_spec_version": "1",
+        "feature_spec_version": "toy-5",  # not this JPO's spec: toy names are allowed
         "observation": {
             "names": NAMES,
             "mean": [0.1] * 5,
