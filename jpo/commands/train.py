@@ -46,6 +46,14 @@ def train_command(
         int | None, typer.Option("--cycles", min=1, help="--continuous: stop after N cycles.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override one config key, dotted, value as YAML (repeatable): "
+            "--set stop.iterations=2.",
+        ),
+    ] = None,
 ) -> None:
     """Train the SAC policy with Ray RLlib (same as `python -m jpo.train`)."""
     from jpo.train import run_cli
@@ -63,5 +71,6 @@ def train_command(
         export=export,
         export_only=export_only,
         cycles=cycles,
+        overrides=overrides or (),
     )
     typer.echo(json.dumps(summary))
