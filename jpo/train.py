@@ -171,6 +171,12 @@ class ResourcesSection(_Section):
     """Remote env runner actors (0: sample in the driver)."""
     num_envs_per_env_runner: int = Field(default=1, ge=1)
     """Vectorized envs per runner."""
+    num_cpus_per_env_runner: float = Field(default=1.0, ge=0.0)
+    """CPUs each remote env runner reserves."""
+    custom_resources_per_env_runner: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each remote env runner needs: places the runners on the nodes
+    that offer them (e.g. ``{env_node: 1}`` with ``ray start --resources '{"env_node": 4}'``
+    on the sampling nodes)."""
     rollout_fragment_length: int | Literal["auto"] = "auto"
     """Env steps per runner per sample call."""
     num_learners: int = Field(default=0, ge=0)
@@ -618,6 +624,8 @@ def build_sac_config(
             num_env_runners=cfg.resources.num_env_runners,
             num_envs_per_env_runner=cfg.resources.num_envs_per_env_runner,
             rollout_fragment_length=cfg.resources.rollout_fragment_length,
+            num_cpus_per_env_runner=cfg.resources.num_cpus_per_env_runner,
+            custom_resources_per_env_runner=dict(cfg.resources.custom_resources_per_env_runner),
         )
         .learners(num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner)
         .rl_module(
@@ -887,6 +895,7 @@ def train(
                 checkpoint = latest
         if checkpoint is None and init_actor is not None:
             _start_from_policy(algo, init_actor)
+        run["placement"] = _placement(algo)
         row: dict[str, Any] = {
             "iteration": algo.iteration,
             "env_steps": 0,
@@ -975,6 +984,30 @@ def _loop(
     if saved_at != row.get("iteration"):
         checkpoint = _save(algo, storage, cfg, row, run)
     return row, checkpoint
+
+
+def _placement(algo: Algorithm) -> dict[str, Any]:
+    """Return (and log) the Ray node of the driver and of each remote env runner."""
+    import ray
+
+    driver = ray.get_runtime_context().get_node_id()
+    runners: list[str] = []
+    group = algo.env_runner_group
+    if group is not None and group.num_remote_env_runners() > 0:
+        runners = [
+            str(n)
+            for n in group.foreach_env_runner(
+                lambda _runner: ray.get_runtime_context().get_node_id(),
+                local_env_runner=False,
+            )
+        ]
+    logger.info(
+        "placement: driver (local learner) on node %s; %d remote env runners on nodes %s",
+        driver[:12],
+        len(runners),
+        sorted({n[:12] for n in runners}) or "-",
+    )
+    return {"driver_node": driver, "env_runner_nodes": runners}
 
 
 def _stop_text(stop: StopSection) -> str:
