@@ -311,13 +311,13 @@ def test_set_overrides_parse_yaml_values_and_name_the_bad_key(tmp_path: Path) ->
     assert sets == {"stop.iterations": 3, "model.fcnet_hiddens": [8, 8], "seed": None}
     cfg = load_train_config(tiny_config(tmp_path), sets)
     assert (cfg.stop.iterations, cfg.model.fcnet_hiddens, cfg.seed) == (3, [8, 8], None)
-    with pytest.raises(ConfigError, match="--set stop.iterations"):
+    with pytest.raises(ConfigError, match=r"--set stop\.iterations"):
         parse_set_overrides(["stop.iterations"])  # no '='
     with pytest.raises(ConfigError, match=r"sac\.learning_speed \(from --set sac\.learning_speed"):
         load_train_config(tiny_config(tmp_path), {"sac.learning_speed": 3})
     with pytest.raises(ConfigError, match=r"stop\.iterations \(from --set"):
         load_train_config(tiny_config(tmp_path), parse_set_overrides(["stop.iterations=0"]))
-    with pytest.raises(ConfigError, match="seed in .* is a value, not a section"):
+    with pytest.raises(ConfigError, match=r"seed in .* is a value, not a section"):
         load_train_config(tiny_config(tmp_path), {"seed.x": 1})
 
 
