@@ -171,7 +171,7 @@ class ResourcesSection(_Section):
     """Remote env runner actors (0: sample in the driver)."""
     num_envs_per_env_runner: int = Field(default=1, ge=1)
     """Vectorized envs per runner."""
-    num_cpus_per_env_runner: float = Field(default=1.0, ge=0.0)
+    num_cpus_per_env_runner: int = Field(default=1, ge=0)
     """CPUs each remote env runner reserves."""
     custom_resources_per_env_runner: dict[str, float] = Field(default_factory=dict)
     """Custom Ray resources each remote env runner needs: places the runners on the nodes
