@@ -244,3 +244,59 @@ def test_a_cycle_on_pulled_history_trains_with_the_teacher(tmp_path: Path) -> No
     assert json.loads((tmp_path / "oracles.json").read_text())["oracles"]
     progress = (tmp_path / "store" / "progress.jsonl").read_text().splitlines()
     assert any("learner/bc_loss" in json.loads(row) for row in progress)
+
+
+@pytest.mark.slow
+def test_shipped_config_runs_two_cycles_on_history_of_training_workloads(tmp_path: Path) -> None:
+    """`jpo train --continuous` with configs/train.yaml (sizes shrunk by --set only) on a
+    store holding only training-split workloads: the case that used to stop with "no
+    workload of the history is in split 'holdout'" after the first budget."""
+    import subprocess
+    import sys
+
+    from envs.simulator import generate_runs
+    from jpo.history import append_history
+
+    runs = generate_runs(["cifar10-resnet18", "mnist-lenet"], 5, seed=11)  # both train split
+    append_history(tmp_path / "history", pa.concat_tables([r.table for r in runs]))
+    sets = {
+        "storage.path": tmp_path / "store",
+        "continuous.history_path": tmp_path / "history",
+        "continuous.policy_dir": tmp_path / "policies",
+        "continuous.budget_iterations": 1,
+        "continuous.eval_episodes": 3,
+        "continuous.interval_s": 0,
+        "continuous.env_overrides_with_history.teacher_cache": tmp_path / "oracles.json",
+        "sac.num_steps_sampled_before_learning_starts": 50,
+        "reporting.min_sample_timesteps_per_iteration": 100,
+        "reporting.progress_bar": "false",
+        "resources.ray_num_cpus": 2,
+        "resources.object_store_memory_mb": 200,
+    }
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jpo.train", "--continuous", "--cycles", "2", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=800,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cycles = json.loads(proc.stdout.strip().splitlines()[-1])["cycles"]
+    assert len(cycles) == 2
+    first, second = cycles
+    assert first["env_source"] == "parquet" and first["served_version"] == 5
+    assert "actor starts from policy v5" in proc.stderr  # warm start from the bundled actor
+    for report in cycles:
+        comparisons = report["comparisons"]
+        assert set(comparisons) == {"cluster", "holdout"}
+        assert all(c["served"] is not None for c in comparisons.values())
+        rule = all(c["mean_difference"] >= -c["margin"] for c in comparisons.values())
+        assert report["promoted"] == rule
+    expected_served = 6 if first["promoted"] else 5
+    assert first["policy_version"] == expected_served
+    assert second["served_version"] == expected_served  # versions continue from the served one
+    assert second["iterations"] == 2  # resumed the first cycle's checkpoint
+    # the teacher's targets: the oracle of the profiles calibrated from this history
+    oracles = json.loads((tmp_path / "oracles.json").read_text())["oracles"]
+    assert len(oracles) == 2 and all(name.endswith("-calibrated") for name in oracles)
