@@ -131,7 +131,7 @@ def tiny_command(command: str, tmp: Path) -> tuple[str, str | None]:
     sizes = dict(TINY.get(script, {}))
     if key != script:
         sub_at = words.index(sub, words.index(script) + 1)
-        head = _shrink(words[: sub_at + 1][:-1], sizes) + [sub]
+        head = [*_shrink(words[:sub_at], sizes), words[sub_at]]
         words = head + _shrink(words[sub_at + 1 :], TINY[key])
     else:
         words = _shrink(words, sizes)
