@@ -615,7 +615,10 @@ def _teacher_targets(
     from envs.teacher import cached_oracle_configs
 
     cache = Path(cfg.teacher_cache) if cfg.teacher_cache else None
-    return cached_oracle_configs([r.profile for r in replays], _constraints(cfg), cache)
+    oracles = cached_oracle_configs([r.profile for r in replays], _constraints(cfg), cache)
+    # keyed by the replay's name, which the env looks up: a calibrated profile is named
+    # "<slug>-calibrated" while its replay keeps the catalog name (history sources)
+    return {r.name: oracles[r.profile.name] for r in replays if r.profile.name in oracles}
 
 
 @lru_cache(maxsize=8)

@@ -244,6 +244,32 @@ def test_a_cycle_on_pulled_history_trains_with_the_teacher(tmp_path: Path) -> No
     assert json.loads((tmp_path / "oracles.json").read_text())["oracles"]
     progress = (tmp_path / "store" / "progress.jsonl").read_text().splitlines()
     assert any("learner/bc_loss" in json.loads(row) for row in progress)
+    # the term is live: the replayed workloads found their (calibrated) oracle targets
+    assert any((json.loads(row).get("learner/bc_loss") or 0) > 0 for row in progress)
+
+
+@pytest.mark.slow
+def test_the_teacher_steps_towards_the_calibrated_profile_of_a_history_workload(
+    tmp_path: Path,
+) -> None:
+    """History replays keep the catalog name while their profile is "<slug>-calibrated":
+    the teacher must still find each replayed workload's oracle."""
+    from envs.replay_env import PrometheusReplayEnv
+    from envs.simulator import generate_runs
+
+    runs = generate_runs(["mnist-lenet"], 5, seed=3)
+    env = PrometheusReplayEnv(
+        {
+            "source": "table",
+            "table": pa.concat_tables([r.table for r in runs]),
+            "split": "all",
+            "teacher": True,
+            "teacher_cache": str(tmp_path / "oracles.json"),
+        }
+    )
+    _, info = env.reset(seed=0)
+    assert env.profile.name.endswith("-calibrated")
+    assert np.isfinite(info["teacher_action"]).all()
 
 
 @pytest.mark.slow
