@@ -32,8 +32,11 @@
    ``LATEST`` at it; Serve reloads the newest) only if the candidate is not worse on
    EITHER set. Rule: with ``d_i`` = candidate - served return of paired episode ``i``,
    promote iff ``mean(d) >= -margin`` on both sets, ``margin = max(tolerance, noise_z *
-   SE(d))`` (SE = standard error of the paired differences: a candidate within that of
-   the served policy cannot be told apart from it on these episodes).
+   SE(d))`` (SE = standard error of the paired differences). Shipped: tolerance 0 and
+   noise_z 0, so a candidate that measured worse on average on either set is never
+   promoted; noise_z 1 would also accept one within a standard error of the served
+   policy (too lenient at 16 episodes: benchmarks/train/RESULTS.md §8). Every cycle logs
+   and the manifest records both sets' differences and SEs.
 
 Every number above lives in ``configs/train.yaml`` under ``continuous:``.
 """
@@ -99,7 +102,7 @@ class ContinuousConfig(BaseModel):
     """Seed of the first evaluation episode (episode i uses eval_seed + i)."""
     tolerance: float = Field(default=0.0, ge=0.0)
     """Smallest margin (return per episode) a candidate may fall short by and be promoted."""
-    noise_z: float = Field(default=1.0, ge=0.0)
+    noise_z: float = Field(default=0.0, ge=0.0)
     """Margin = max(tolerance, noise_z x standard error of the paired differences)."""
     warm_start: bool = True
     """First cycle (no checkpoint): start the actor from the served policy's weights."""
