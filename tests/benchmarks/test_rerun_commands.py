@@ -184,6 +184,6 @@ def test_rerun_command_runs_at_a_tiny_size(command: str, shared_tmp: Path) -> No
         capture_output=True,
         text=True,
         timeout=840,  # under pytest's 900 s per test; the slowest (diagnose.py score) ran
-        # ~9.5 min at load average 28 on 2 cores, ~2-3 min on a quiet CI machine (estimate)
+        # ~9.5 min at load average 28 on 2 shared cores (2026-12-06)
     )
     assert proc.returncode == 0, f"{text}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
