@@ -288,6 +288,8 @@ def test_jpo_train_command_is_registered_and_maps_errors(
 
     assert main(["train", "--config", str(bad)]) == 2
     assert "resources.num_learners" in capsys.readouterr().err
+    assert main(["train", "--set", "sac.nonsense=1"]) == 2  # jpo train --set, same errors
+    assert "sac.nonsense (from --set sac.nonsense" in capsys.readouterr().err
 
 
 @pytest.mark.slow
