@@ -6,8 +6,10 @@ the env's spec.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
+import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,6 +60,8 @@ ENV_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "env.toml
 
 _SOURCES = ("catalog", "parquet", "table")
 _SPLITS = ("train", "holdout", "all")
+
+logger = logging.getLogger("envs.replay_env")
 
 
 # --------------------------------------------------------------------------- config
@@ -500,6 +504,19 @@ def _read_parquet(cfg: EnvConfig) -> pa.Table:
 
 def _build_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
     """Load everything one env instance replays, precomputed (see PrometheusReplayEnv)."""
+    start = time.monotonic()
+    logger.info(
+        "building replays: source %s, split %s%s",
+        cfg.source,
+        cfg.split,
+        f", {cfg.randomized_profiles} randomized profiles" if cfg.randomized_profiles else "",
+    )
+    replays = _build_replays_of(cfg)
+    logger.info("built replays of %d workloads in %.1f s", len(replays), time.monotonic() - start)
+    return replays
+
+
+def _build_replays_of(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
     catalog = load_catalog(cfg.catalog_path or None)
     base = load_conditions(cfg.cluster_path or None)
     if cfg.source == "catalog":
@@ -598,7 +615,10 @@ def _teacher_targets(
     from envs.teacher import cached_oracle_configs
 
     cache = Path(cfg.teacher_cache) if cfg.teacher_cache else None
-    return cached_oracle_configs([r.profile for r in replays], _constraints(cfg), cache)
+    oracles = cached_oracle_configs([r.profile for r in replays], _constraints(cfg), cache)
+    # keyed by the replay's name, which the env looks up: a calibrated profile is named
+    # "<slug>-calibrated" while its replay keeps the catalog name (history sources)
+    return {r.name: oracles[r.profile.name] for r in replays if r.profile.name in oracles}
 
 
 @lru_cache(maxsize=8)

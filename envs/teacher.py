@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 TEACHER_ACTION = "teacher_action"
 """Key of the teacher's action in the replay env's info (and SAC's train-batch column)."""
 
+logger = logging.getLogger("envs.teacher")
+
 EPOCHS_RULES: tuple[str, ...] = ("oracle", "critical_batch")
 """Where the teacher's epochs target comes from: the oracle's configuration, or the
 critical-batch relation applied to the step the teacher takes (:func:`progress_epochs`)."""
@@ -57,7 +61,12 @@ def oracle_configs(
     oracle_settings = evaluation_oracle_settings(settings)
     weights = load_reward_weights()
     out = {}
-    for profile in profiles:
+    start, last = time.monotonic(), time.monotonic()
+    logger.info("oracle search of the teacher: %d profiles", len(profiles))
+    for i, profile in enumerate(profiles, 1):
+        if time.monotonic() - last >= 10.0 or i == len(profiles):
+            last = time.monotonic()
+            logger.info("oracle search %d/%d profiles (%.0f s)", i, len(profiles), last - start)
         try:
             hp = best_config(profile, constraints, conditions, weights, settings=oracle_settings).hp
         except ConfigError:
@@ -86,6 +95,7 @@ def cached_oracle_configs(
     if cache is not None and cache.exists():
         data = json.loads(cache.read_text())
         if data.get("key") == key:
+            logger.info("oracle search: %d profiles from the cache %s", len(profiles), cache)
             return {n: Hyperparameters(**hp) for n, hp in data["oracles"].items()}
     oracles = oracle_configs(profiles, constraints)
     if cache is not None:

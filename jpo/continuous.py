@@ -13,15 +13,30 @@
    by run id (:meth:`MetricSource.run_table`) and appended.
 3. **Refresh the env's data**: when the store holds runs, the env replays it
    (``source: parquet``); otherwise it keeps its configured source (the catalog).
-4. **Resume** from the latest checkpoint and **train** ``budget_iterations`` more.
-5. **Evaluate** the candidate actor against the current promoted policy on held-out
-   replay episodes (``env.eval_config``, e.g. ``split: holdout``): the same seeded
-   episodes for both, deterministic actions through the numpy artifact
-   (:class:`jpo.policy.LocalPolicy`, the code CI runs). This is an off-policy check: the
-   episodes replay recorded runs through the response model; no real job is launched.
-6. **Promote** (export as ``<policy_dir>/v<version>``, bump the version, point
-   ``LATEST`` at it; Serve reloads the newest) only if the candidate's mean return is not
-   worse than the current one's by more than ``tolerance``.
+   With history, the teacher of the BC term (``env.config.teacher``) steps towards the
+   oracle of the profiles CALIBRATED from that history (:mod:`envs.calibration`,
+   :mod:`envs.teacher`): a teacher real history supports.
+4. **Resume** from the latest checkpoint and **train** ``budget_iterations`` more. The
+   first cycle (no checkpoint yet) starts its actor from the SERVED policy's weights
+   (``warm_start``), so a cycle refines what the served policy knows instead of
+   relearning it from scratch.
+5. **Evaluate** the candidate against the policy actually being SERVED (the newest
+   promoted version in ``policy_dir``, else the bundled ``jpo/data/policy``) on the same
+   seeded episodes of two sets: ``cluster`` (the env this cycle trained on: the history's
+   workloads) and ``holdout`` (``env.config`` + ``env.eval_config``: the catalog's
+   held-out workloads, the no-forgetting check). Actions are deterministic, through the
+   numpy artifact (:class:`jpo.policy.LocalPolicy`, the code CI runs). This is an
+   off-policy check: the episodes replay recorded runs through the response model; no
+   real job is launched.
+6. **Promote** (export as ``<policy_dir>/v<version>`` with version = served + 1, point
+   ``LATEST`` at it; Serve reloads the newest) only if the candidate is not worse on
+   EITHER set. Rule: with ``d_i`` = candidate - served return of paired episode ``i``,
+   promote iff ``mean(d) >= -margin`` on both sets, ``margin = max(tolerance, noise_z *
+   SE(d))`` (SE = standard error of the paired differences). Shipped: tolerance 0 and
+   noise_z 0, so a candidate that measured worse on average on either set is never
+   promoted; noise_z 1 would also accept one within a standard error of the served
+   policy (too lenient at 16 episodes: benchmarks/train/RESULTS.md §8). Every cycle logs
+   and the manifest records both sets' differences and SEs.
 
 Every number above lives in ``configs/train.yaml`` under ``continuous:``.
 """
@@ -33,7 +48,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,8 +64,11 @@ if TYPE_CHECKING:
     from jpo.train import Storage, TrainConfig
 
 __all__ = [
+    "Comparison",
     "ContinuousConfig",
     "CycleReport",
+    "compare",
+    "episode_returns",
     "evaluate_policy",
     "run_continuous",
     "run_cycle",
@@ -83,7 +101,13 @@ class ContinuousConfig(BaseModel):
     eval_seed: int = 12345
     """Seed of the first evaluation episode (episode i uses eval_seed + i)."""
     tolerance: float = Field(default=0.0, ge=0.0)
-    """Promote when candidate mean return >= current mean return - tolerance."""
+    """Smallest margin (return per episode) a candidate may fall short by and be promoted."""
+    noise_z: float = Field(default=0.0, ge=0.0)
+    """Margin = max(tolerance, noise_z x standard error of the paired differences)."""
+    warm_start: bool = True
+    """First cycle (no checkpoint): start the actor from the served policy's weights."""
+    served_policy: str | None = None
+    """Served when policy_dir holds no version; None: the bundled jpo/data/policy."""
     policy_dir: str = "runs/jpo-sac/policies"
     """Folder of promoted versions (v000001, ...) and the LATEST pointer."""
     interval_s: float = Field(default=3600.0, ge=0.0)
@@ -94,6 +118,19 @@ class ContinuousConfig(BaseModel):
         default_factory=lambda: {"source": "parquet"}
     )
     """Env config keys set when the store holds runs (plus history_path)."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate vs served policy on the same seeded episodes of one set."""
+
+    episodes: int
+    candidate: float
+    served: float | None
+    mean_difference: float | None
+    standard_error: float | None
+    margin: float | None
+    not_worse: bool
 
 
 @dataclass(frozen=True)
@@ -112,6 +149,9 @@ class CycleReport:
     promoted: bool
     policy_version: int | None
     policy_path: str | None
+    served_version: int | None = None
+    served_path: str | None = None
+    comparisons: dict[str, Comparison] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (NaN as None)."""
@@ -143,6 +183,17 @@ def evaluate_policy(
     seed: int,
 ) -> float:
     """Mean undiscounted return of deterministic ``act`` over seeded episodes of ``make_env``."""
+    return float(np.mean(episode_returns(act, make_env, episodes=episodes, seed=seed)))
+
+
+def episode_returns(
+    act: Callable[[np.ndarray], np.ndarray],
+    make_env: Callable[[], Any],
+    *,
+    episodes: int,
+    seed: int,
+) -> list[float]:
+    """Undiscounted return of deterministic ``act`` in each seeded episode of ``make_env``."""
     env = make_env()
     try:
         returns = []
@@ -156,9 +207,25 @@ def evaluate_policy(
                 total += float(reward)
                 done = bool(terminated or truncated)
             returns.append(total)
-        return float(np.mean(returns))
+        return returns
     finally:
         env.close()
+
+
+def compare(
+    candidate: Sequence[float], served: Sequence[float] | None, conf: ContinuousConfig
+) -> Comparison:
+    """Apply the promotion rule (module docstring) to paired episode returns."""
+    cand = float(np.mean(candidate))
+    if served is None:
+        return Comparison(len(candidate), cand, None, None, None, None, True)
+    d = np.asarray(candidate, dtype=np.float64) - np.asarray(served, dtype=np.float64)
+    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
+    margin = max(conf.tolerance, conf.noise_z * se)
+    mean_d = float(d.mean())
+    return Comparison(
+        len(candidate), cand, float(np.mean(served)), mean_d, se, margin, mean_d >= -margin
+    )
 
 
 # --------------------------------------------------------------------------- state
@@ -249,18 +316,107 @@ def _store_has_runs(path: str) -> bool:
     return root.is_dir() and any(root.rglob("part-*.parquet"))
 
 
-def _current_policy(conf: ContinuousConfig) -> LocalPolicy | None:
+def _served_policy(conf: ContinuousConfig) -> LocalPolicy | None:
+    """Return the policy being served: the newest promoted version, else the fallback."""
     from jpo.policy import LocalPolicy
+    from jpo.policy_source import default_policy_path
 
     root = Path(conf.policy_dir)
-    if not root.is_dir():
-        return None
+    if root.is_dir():
+        try:
+            return LocalPolicy.load(root)
+        except PolicyError as err:
+            if "holds no policy artifact" not in str(err):
+                raise
+    fallback = Path(conf.served_policy) if conf.served_policy else default_policy_path()
     try:
-        return LocalPolicy.load(root)
+        return LocalPolicy.load(fallback)
     except PolicyError as err:
-        if "holds no policy artifact" in str(err):
-            return None
-        raise
+        logger.warning("served policy %s cannot be loaded (%s): comparing with none", fallback, err)
+        return None
+
+
+def _cycle_config(cfg: TrainConfig, conf: ContinuousConfig) -> TrainConfig:
+    """The training config of this cycle: the env replays the store once it holds runs."""
+    env_config = dict(cfg.env.config)
+    if _store_has_runs(conf.history_path):
+        env_config.update(conf.env_overrides_with_history)
+        env_config["history_path"] = str(Path(conf.history_path).resolve())
+    return cfg.model_copy(update={"env": cfg.env.model_copy(update={"config": env_config})})
+
+
+def _eval_sets(cfg: TrainConfig, cycle_cfg: TrainConfig) -> dict[str, Callable[[], Any]]:
+    """The episode sets of the promotion check (env factories, teacher off: not needed)."""
+    from jpo.train import _make_env
+
+    no_teacher = {"teacher": False}
+    sets: dict[str, Callable[[], Any]] = {
+        "cluster": lambda: _make_env(cycle_cfg.env.model_dump(), no_teacher),
+    }
+    if cfg.env.eval_config:
+        holdout = {**cfg.env.eval_config, **no_teacher}
+        sets["holdout"] = lambda: _make_env(cfg.env.model_dump(), holdout)
+    return sets
+
+
+def _compare_all(
+    candidate: LocalPolicy,
+    served: LocalPolicy | None,
+    sets: Mapping[str, Callable[[], Any]],
+    conf: ContinuousConfig,
+) -> dict[str, Comparison]:
+    out = {}
+    for name, make_env in sets.items():
+        kwargs = {"episodes": conf.eval_episodes, "seed": conf.eval_seed}
+        cand = episode_returns(candidate.act, make_env, **kwargs)
+        cur = episode_returns(served.act, make_env, **kwargs) if served is not None else None
+        out[name] = compare(cand, cur, conf)
+        c = out[name]
+        logger.info(
+            "evaluation %s (%d episodes): candidate %.4g, served %s, difference %s",
+            name,
+            c.episodes,
+            c.candidate,
+            "none" if c.served is None else f"{c.served:.4g}",
+            "n/a"
+            if c.mean_difference is None
+            else f"{c.mean_difference:+.4g} (margin {c.margin:.3g}, SE {c.standard_error:.3g})",
+        )
+    return out
+
+
+def _promote(
+    candidate_dir: Path,
+    candidate: LocalPolicy,
+    conf: ContinuousConfig,
+    version: int,
+    comparisons: Mapping[str, Comparison],
+    served: LocalPolicy | None,
+    eval_config: Mapping[str, Any],
+) -> str:
+    """Write the candidate as ``<policy_dir>/v<version>`` and point LATEST at it."""
+    from jpo.policy import set_latest, write_artifact
+
+    root = Path(conf.policy_dir)
+    name = f"v{version:06d}"
+    with np.load(candidate_dir / candidate.manifest.weights_file) as npz:
+        weights = {k: np.asarray(npz[k]) for k in npz.files}
+    manifest = candidate.manifest.model_dump(mode="json")
+    for key in ("format_version", "weights_file", "weights_sha256"):
+        manifest.pop(key)
+    first = next(iter(comparisons.values()))
+    manifest["training_data"] = {
+        **manifest["training_data"],
+        "eval_return": first.candidate,
+        "eval_return_previous": first.served,
+        "eval_episodes": conf.eval_episodes,
+        "eval_config": dict(eval_config),
+        "previous_policy_version": served.version if served is not None else None,
+        "comparisons": {k: asdict(v) for k, v in comparisons.items()},
+    }
+    write_artifact(root / name, weights, manifest)
+    set_latest(root, name)
+    return str(root / name)
 
 
 def run_cycle(
@@ -272,30 +428,33 @@ def run_cycle(
     source: MetricSource | None = None,
 ) -> CycleReport:
     """Run one pull → train → evaluate → promote cycle (see the module docstring)."""
-    from jpo.policy import LocalPolicy, set_latest, write_artifact
-    from jpo.train import _make_env, export_latest, train
+    from jpo.policy import LocalPolicy
+    from jpo.train import export_latest, train
 
     state = _read_state(storage)
+    logger.info("cycle %d: pulling history", cycle)
     pulled = _pull(source, conf, state)
     n_degraded, n_added = _degraded_runs(conf, source)
-
-    env_config = dict(cfg.env.config)
-    if _store_has_runs(conf.history_path):
-        env_config.update(conf.env_overrides_with_history)
-        env_config["history_path"] = str(Path(conf.history_path).resolve())
-    cycle_cfg = cfg.model_copy(update={"env": cfg.env.model_copy(update={"config": env_config})})
+    cycle_cfg = _cycle_config(cfg, conf)
+    env_source = str(cycle_cfg.env.config.get("source", "catalog"))
+    served = _served_policy(conf)
     latest = storage.latest_checkpoint()
     done = int(storage.read_marker(latest).get("iteration", 0)) if latest else 0
-    result = train(cycle_cfg, resume=True, stop_iterations=done + conf.budget_iterations)
-
-    current = _current_policy(conf)
-    version = (current.version if current is not None else 0) + 1
-    env_section = cycle_cfg.env.model_dump()
-    eval_overrides = dict(cycle_cfg.env.eval_config)
-
-    def make_eval_env() -> Any:
-        return _make_env(env_section, eval_overrides)
-
+    logger.info(
+        "cycle %d: training %d iterations on %s (served policy %s)",
+        cycle,
+        conf.budget_iterations,
+        env_source,
+        "none" if served is None else f"v{served.version} {served.path}",
+    )
+    result = train(
+        cycle_cfg,
+        resume=True,
+        stop_iterations=done + conf.budget_iterations,
+        storage_path=storage.uri,
+        init_actor=served.path if (served is not None and conf.warm_start) else None,
+    )
+    version = (served.version if served is not None else 0) + 1
     with tempfile.TemporaryDirectory(prefix="jpo-candidate-") as tmp:
         candidate_dir = export_latest(
             cycle_cfg,
@@ -306,71 +465,47 @@ def run_cycle(
             extra_training_data={"cycle": cycle, "pulled_rows": pulled},
         )
         candidate = LocalPolicy.load(candidate_dir)
-        cand_return = evaluate_policy(
-            candidate.act, make_eval_env, episodes=conf.eval_episodes, seed=conf.eval_seed
-        )
-        cur_return = None
-        if current is not None:
-            if current.observation_names != candidate.observation_names or (
-                current.action_names != candidate.action_names
-            ):
-                logger.warning(
-                    "current policy %s has other inputs/outputs: replacing it", current.path
-                )
-            else:
-                cur_return = evaluate_policy(
-                    current.act, make_eval_env, episodes=conf.eval_episodes, seed=conf.eval_seed
-                )
-        promote = cur_return is None or cand_return >= cur_return - conf.tolerance
+        if served is not None and (
+            served.observation_names != candidate.observation_names
+            or served.action_names != candidate.action_names
+        ):
+            logger.warning("served policy %s has other inputs/outputs: replacing it", served.path)
+            served = None
+        comparisons = _compare_all(candidate, served, _eval_sets(cfg, cycle_cfg), conf)
+        promote = all(c.not_worse for c in comparisons.values())
         policy_path = None
         if promote:
-            root = Path(conf.policy_dir)
-            name = f"v{version:06d}"
-            with np.load(candidate_dir / candidate.manifest.weights_file) as npz:
-                weights = {k: np.asarray(npz[k]) for k in npz.files}
-            manifest = candidate.manifest.model_dump(mode="json")
-            for key in ("format_version", "weights_file", "weights_sha256"):
-                manifest.pop(key)
-            manifest["training_data"] = {
-                **manifest["training_data"],
-                "eval_return": cand_return,
-                "eval_return_previous": cur_return,
-                "eval_episodes": conf.eval_episodes,
-                "eval_config": eval_overrides,
-            }
-            write_artifact(root / name, weights, manifest)
-            set_latest(root, name)
-            policy_path = str(root / name)
-            logger.info(
-                "promoted policy v%d (held-out return %.4g vs %s) to %s",
-                version,
-                cand_return,
-                "none" if cur_return is None else f"{cur_return:.4g}",
-                policy_path,
+            policy_path = _promote(
+                candidate_dir, candidate, conf, version, comparisons, served, cfg.env.eval_config
             )
+            logger.info("cycle %d: promoted policy v%d to %s", cycle, version, policy_path)
         else:
+            worse = [k for k, c in comparisons.items() if not c.not_worse]
             logger.info(
-                "kept policy v%d: candidate return %.4g < current %.4g - tolerance %.3g",
+                "cycle %d: kept v%d: the candidate is worse on %s by more than the margin",
+                cycle,
                 version - 1,
-                cand_return,
-                cur_return,
-                conf.tolerance,
+                ", ".join(worse),
             )
     state["cycles"] = int(state.get("cycles", 0)) + 1
     _write_state(storage, state)
+    first = next(iter(comparisons.values()))
     return CycleReport(
         cycle=cycle,
         pulled_rows=pulled,
         degraded_runs=n_degraded,
         degraded_added=n_added,
-        env_source=str(env_config.get("source", "catalog")),
+        env_source=env_source,
         iterations=result.iterations,
         checkpoint=result.checkpoint,
-        candidate_return=cand_return,
-        current_return=cur_return,
+        candidate_return=first.candidate,
+        current_return=first.served,
         promoted=promote,
-        policy_version=version if promote else (current.version if current else None),
+        policy_version=version if promote else (served.version if served else None),
         policy_path=policy_path,
+        served_version=served.version if served is not None else None,
+        served_path=str(served.path) if served is not None else None,
+        comparisons=dict(comparisons),
     )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "actor_layers",
     "export_checkpoint",
     "export_policy",
+    "load_actor_weights",
     "load_module_from_checkpoint",
     "module_checkpoint_path",
 ]
@@ -194,3 +195,40 @@ def export_checkpoint(
     source = dict(manifest.pop("source", None) or {})
     source.setdefault("checkpoint", str(checkpoint_dir))
     return export_policy(module, out_dir, source=source, **manifest)
+
+
+def load_actor_weights(module: Any, weights: Mapping[str, np.ndarray]) -> None:
+    """Copy an artifact's actor weights (``l<i>.weight``/``l<i>.bias``) into ``module``.
+
+    The reverse of :func:`actor_layers`: the i-th ``nn.Linear`` of ``pi_encoder`` then
+    ``pi`` takes ``l<i>``. Raises PolicyError when the layouts differ (other widths or
+    depth: then the module keeps its own initialization).
+    """
+    import torch
+    from torch import nn
+
+    if not hasattr(module, "pi_encoder") or not hasattr(module, "pi"):
+        raise PolicyError(f"{type(module).__name__} has no pi_encoder/pi to load an actor into")
+    linears = [
+        sub
+        for part in (module.pi_encoder, module.pi)
+        for sub in part.modules()
+        if isinstance(sub, nn.Linear)
+    ]
+    n_artifact = len([k for k in weights if k.endswith(".weight")])
+    if n_artifact != len(linears):
+        raise PolicyError(
+            f"the artifact has {n_artifact} linear layers, the actor {len(linears)}: "
+            "train with the served policy's model.fcnet_hiddens to start from it"
+        )
+    for i, layer in enumerate(linears):
+        w, b = weights[f"l{i}.weight"], weights[f"l{i}.bias"]
+        if tuple(w.shape) != tuple(layer.weight.shape) or layer.bias is None:
+            raise PolicyError(
+                f"layer l{i}: the artifact's weight is {tuple(w.shape)}, the actor's "
+                f"{tuple(layer.weight.shape)}: train with the served policy's "
+                "model.fcnet_hiddens to start from it"
+            )
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
+            layer.bias.copy_(torch.from_numpy(np.asarray(b, dtype=np.float32)))

@@ -37,7 +37,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -63,6 +63,8 @@ __all__ = [
     "export_latest",
     "load_train_config",
     "main",
+    "parse_set_overrides",
+    "recorded_run",
     "resolve_learner_resources",
     "run_cli",
     "train",
@@ -74,6 +76,9 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "trai
 ENV_NAME = "jpo-train-env"
 """Name under which the configured env is registered with Ray Tune's env registry."""
 CHECKPOINT_MARKER = "jpo_checkpoint.json"
+RUN_CONFIG_FILE = "jpo_train_config.json"
+"""Beside each checkpoint's marker: the validated config that trained it and the env's
+description (observation/action names, data provenance), which ``--export-only`` uses."""
 
 
 # --------------------------------------------------------------------------- config
@@ -166,6 +171,12 @@ class ResourcesSection(_Section):
     """Remote env runner actors (0: sample in the driver)."""
     num_envs_per_env_runner: int = Field(default=1, ge=1)
     """Vectorized envs per runner."""
+    num_cpus_per_env_runner: int = Field(default=1, ge=0)
+    """CPUs each remote env runner reserves."""
+    custom_resources_per_env_runner: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each remote env runner needs: places the runners on the nodes
+    that offer them (e.g. ``{env_node: 1}`` with ``ray start --resources '{"env_node": 4}'``
+    on the sampling nodes)."""
     rollout_fragment_length: int | Literal["auto"] = "auto"
     """Env steps per runner per sample call."""
     num_learners: int = Field(default=0, ge=0)
@@ -257,18 +268,62 @@ def load_train_config(
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: the top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+        _set_dotted(raw, dotted, value, cfg_path)
+    return validate_train_config(raw, cfg_path, overrides)
+
+
+def validate_train_config(
+    raw: Mapping[str, Any],
+    where: str | os.PathLike[str],
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Validate a training config mapping; errors name the key (and the --set that made it)."""
     try:
-        return TrainConfig.model_validate(raw)
+        return TrainConfig.model_validate(dict(raw))
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
-        raise ConfigError(f"{cfg_path}: {problems}") from err
+        problems = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            via = [d for d in (overrides or {}) if key == d or key.startswith(d + ".")]
+            how = f" (from --set {via[0]}=...)" if via else ""
+            problems.append(f"{key}{how}: {e['msg']}")
+        raise ConfigError(f"{where}: {'; '.join(problems)}") from err
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, cfg_path: Path) -> None:
+    """Set ``raw[a][b][c] = value`` for ``dotted`` = ``a.b.c`` (sections created as needed)."""
+    node = raw
+    *parents, leaf = dotted.split(".")
+    if not leaf or not all(parents):
+        raise ConfigError(f"--set {dotted}: not a dotted key such as sac.actor_lr")
+    walked = []
+    for key in parents:
+        walked.append(key)
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"--set {dotted}: {'.'.join(walked)} in {cfg_path} is a value, not a section; "
+                "set it directly or name a key of a section"
+            )
+        node = child
+    node[leaf] = value
+
+
+def parse_set_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Turn ``--set key=value`` items into dotted overrides (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"--set {item!r}: use --set dotted.key=value, e.g. --set stop.iterations=2"
+            )
+        try:
+            out[key] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {err}") from err
+    return out
 
 
 # --------------------------------------------------------------------------- storage
@@ -569,6 +624,8 @@ def build_sac_config(
             num_env_runners=cfg.resources.num_env_runners,
             num_envs_per_env_runner=cfg.resources.num_envs_per_env_runner,
             rollout_fragment_length=cfg.resources.rollout_fragment_length,
+            num_cpus_per_env_runner=cfg.resources.num_cpus_per_env_runner,
+            custom_resources_per_env_runner=dict(cfg.resources.custom_resources_per_env_runner),
         )
         .learners(num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner)
         .rl_module(
@@ -745,10 +802,19 @@ def _should_stop(cfg: StopSection, row: Mapping[str, Any], elapsed: float) -> st
     return None
 
 
-def _save(algo: Algorithm, storage: Storage, cfg: TrainConfig, row: Mapping[str, Any]) -> str:
+def _save(
+    algo: Algorithm,
+    storage: Storage,
+    cfg: TrainConfig,
+    row: Mapping[str, Any],
+    run: Mapping[str, Any] | None = None,
+) -> str:
     path = storage.checkpoint_path(int(row["iteration"]))
     try:
         algo.save_to_path(path, filesystem=storage.fs)
+        if run is not None:
+            with storage.fs.open_output_stream(f"{path}/{RUN_CONFIG_FILE}") as out:
+                out.write(json.dumps(run, indent=1, sort_keys=True, default=str).encode())
         storage.mark_complete(
             path,
             {
@@ -774,11 +840,13 @@ def train(
     export_dir: str | os.PathLike[str] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     shutdown_ray: bool = False,
+    init_actor: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Build SAC from ``cfg``, optionally resume, train until a stop criterion, checkpoint.
 
     ``stop_iterations`` and ``storage_path`` override ``stop.iterations`` and
-    ``storage.path``; ``export_dir`` overrides ``export.dir``.
+    ``storage.path``; ``export_dir`` overrides ``export.dir``. ``init_actor``: a
+    jpo.policy artifact whose actor weights start a fresh run (not a resumed one).
     """
     if stop_iterations is not None:
         cfg = cfg.model_copy(
@@ -793,7 +861,23 @@ def train(
     num_learners, gpus = resolve_learner_resources(
         cfg.resources, cluster_gpus=_cluster_gpus(), local_cuda=_local_cuda()
     )
-    logger.info("learners: %d, GPUs per learner: %g", num_learners, gpus)
+    logger.info(
+        "phase 1/3 setup: learners %d, GPUs per learner %g, env runners %d; building the "
+        "env (replays%s)",
+        num_learners,
+        gpus,
+        cfg.resources.num_env_runners,
+        ", oracle search of the teacher" if cfg.env.config.get("teacher") else "",
+    )
+    t0 = time.monotonic()
+    desc = describe_env(cfg)  # builds (and caches) the replays and the teacher first
+    run = {"config": cfg.model_dump(mode="json"), "env": dataclasses.asdict(desc)}
+    logger.info(
+        "phase 2/3 RLlib: building SAC (env ready after %.1f s: %d observations, %d actions)",
+        time.monotonic() - t0,
+        len(desc.observation_names),
+        len(desc.action_names),
+    )
     try:
         algo = build_sac_config(
             cfg, num_learners=num_learners, num_gpus_per_learner=gpus
@@ -814,14 +898,22 @@ def train(
                 algo.restore_from_path(latest, filesystem=storage.fs)
                 logger.info("resumed from %s (iteration %d)", latest, algo.iteration)
                 checkpoint = latest
+        if checkpoint is None and init_actor is not None:
+            _start_from_policy(algo, init_actor)
+        run["placement"] = _placement(algo)
         row: dict[str, Any] = {
             "iteration": algo.iteration,
             "env_steps": 0,
             "episode_return_mean": math.nan,
         }
         start = time.monotonic()
+        logger.info(
+            "phase 3/3 training: from iteration %d until %s",
+            algo.iteration,
+            _stop_text(cfg.stop),
+        )
         if _should_stop(cfg.stop, row, 0.0) is None:
-            row, checkpoint = _loop(algo, cfg, storage, start, history, on_result, checkpoint)
+            row, checkpoint = _loop(algo, cfg, storage, start, history, on_result, checkpoint, run)
         out = export_dir or cfg.export.dir
         exported = None
         if out is not None and checkpoint is not None:
@@ -850,6 +942,7 @@ def _loop(
     history: list[dict[str, Any]],
     on_result: Callable[[dict[str, Any]], None] | None,
     checkpoint: str | None,
+    run: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -888,14 +981,88 @@ def _loop(
                 on_result(row)
             reason = _should_stop(cfg.stop, row, time.monotonic() - start)
             if reason is not None or row["iteration"] % cfg.storage.checkpoint_every == 0:
-                checkpoint = _save(algo, storage, cfg, row)
+                checkpoint = _save(algo, storage, cfg, row, run)
                 saved_at = row["iteration"]
             if reason is not None:
                 logger.info("stopping: %s", reason)
                 break
     if saved_at != row.get("iteration"):
-        checkpoint = _save(algo, storage, cfg, row)
+        checkpoint = _save(algo, storage, cfg, row, run)
     return row, checkpoint
+
+
+def _placement(algo: Algorithm) -> dict[str, Any]:
+    """Return (and log) the Ray node of the driver and of each remote env runner."""
+    import ray
+
+    driver = ray.get_runtime_context().get_node_id()
+    runners: list[str] = []
+    group = algo.env_runner_group
+    if group is not None and group.num_remote_env_runners() > 0:
+        runners = [
+            str(n)
+            for n in group.foreach_env_runner(
+                lambda _runner: ray.get_runtime_context().get_node_id(),
+                local_env_runner=False,
+            )
+        ]
+    logger.info(
+        "placement: driver (local learner) on node %s; %d remote env runners on nodes %s",
+        driver[:12],
+        len(runners),
+        sorted({n[:12] for n in runners}) or "-",
+    )
+    return {"driver_node": driver, "env_runner_nodes": runners}
+
+
+def _stop_text(stop: StopSection) -> str:
+    """Say the stop criteria in one phrase (for the progress log)."""
+    parts = [f"{k}={v}" for k, v in stop.model_dump().items() if v is not None]
+    return "stop." + " or stop.".join(parts) if parts else "interrupted"
+
+
+def _start_from_policy(algo: Algorithm, artifact: str | os.PathLike[str]) -> None:
+    """Load a jpo.policy artifact's actor into the learner(s) and sync the env runners."""
+    import numpy as np
+
+    from jpo.policy import LocalPolicy
+    from jpo.policy_export import load_actor_weights
+
+    policy = LocalPolicy.load(artifact)
+    obs = policy.manifest.observation
+    if any(m != 0.0 for m in obs.mean) or any(v != 1.0 for v in obs.std):
+        logger.warning("%s normalizes its inputs: not used as the start", policy.path)
+        return
+    with np.load(policy.path / policy.manifest.weights_file) as npz:
+        weights = {k: np.asarray(npz[k]) for k in npz.files}
+
+    def load(learner: Any, _: Any = None) -> None:
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        load_actor_weights(learner.module[DEFAULT_MODULE_ID], weights)
+
+    learners, runners = algo.learner_group, algo.env_runner_group
+    if learners is None or runners is None:
+        return
+    try:
+        for call in learners.foreach_learner(load):
+            call.get()  # raises what the learner raised (remote learners included)
+    except Exception as err:  # PolicyError, or the actor error wrapping it
+        logger.warning("not starting from %s: %s", policy.path, err)
+        return
+    runners.sync_weights(from_worker_or_learner_group=learners, inference_only=True)
+    logger.info("actor starts from policy v%d (%s)", policy.version, policy.path)
+
+
+def recorded_run(storage: Storage, checkpoint: str) -> dict[str, Any] | None:
+    """Return what :data:`RUN_CONFIG_FILE` of ``checkpoint`` recorded, or None (older runs)."""
+    import pyarrow.fs as pafs
+
+    path = f"{checkpoint}/{RUN_CONFIG_FILE}"
+    if storage.fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with storage.fs.open_input_stream(path) as src:
+        return dict(json.loads(src.read().decode()))
 
 
 def export_latest(
@@ -907,13 +1074,31 @@ def export_latest(
     policy_version: int | None = None,
     extra_training_data: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Export the actor of ``checkpoint`` (default: the latest) as a jpo.policy artifact."""
+    """Export the actor of ``checkpoint`` (default: the latest) as a jpo.policy artifact.
+
+    The manifest describes the run that made the checkpoint: its recorded config and env
+    description (:data:`RUN_CONFIG_FILE`) win over ``cfg``; ``cfg`` is used only for
+    checkpoints written before runs were recorded.
+    """
     from jpo.policy_export import export_checkpoint
 
     ckpt = checkpoint or storage.latest_checkpoint()
     if ckpt is None:
         raise TrainingError(f"no checkpoint under {storage.uri} to export: train first")
-    desc = describe_env(cfg)
+    recorded = recorded_run(storage, ckpt)
+    if recorded is not None:
+        cfg = validate_train_config(recorded["config"], f"{ckpt}/{RUN_CONFIG_FILE}")
+        env = dict(recorded["env"])
+        for key in ("observation_names", "action_names"):
+            env[key] = tuple(env[key])
+        desc = EnvDescription(**env)
+    else:
+        logger.warning(
+            "%s records no training config (%s): describing it from the given config",
+            ckpt,
+            RUN_CONFIG_FILE,
+        )
+        desc = describe_env(cfg)
     marker = storage.read_marker(ckpt)
     training_data = {
         **desc.training_data,
@@ -953,7 +1138,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jpo.train", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="training YAML file")
+    parser.add_argument(
+        "--config", default=None, help="training YAML file (default configs/train.yaml)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key (dotted, value as YAML), e.g. --set stop.iterations=2",
+    )
     parser.add_argument("--resume", action="store_true", help="restore the latest checkpoint first")
     parser.add_argument(
         "--continuous", action="store_true", help="run the continuous-learning loop"
@@ -979,9 +1174,14 @@ def run_cli(
     export: str | None = None,
     export_only: bool = False,
     cycles: int | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Do what ``python -m jpo.train`` / ``jpo train`` were asked; return a JSON summary."""
-    cfg = load_train_config(config)
+    """Do what ``python -m jpo.train`` / ``jpo train`` were asked; return a JSON summary.
+
+    ``overrides`` are ``--set key=value`` items. ``export_only`` describes the checkpoint
+    by the config recorded beside it (the config file only locates the storage).
+    """
+    cfg = load_train_config(config, parse_set_overrides(overrides))
     if continuous:
         from jpo.continuous import run_continuous
 
@@ -1025,6 +1225,7 @@ def main(argv: list[str] | None = None) -> int:
             export=args.export,
             export_only=args.export_only,
             cycles=args.cycles,
+            overrides=args.overrides,
         )
     except JpoError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,10 +1,12 @@
 """Time Constraints.apply_action and .normalize, the calls the Gymnasium env makes per step.
 
 Run: python benchmarks/constraints/bench.py  (prints a Markdown table: median of 7 repeats)
+(``--number``/``--repeats`` shrink it; tests/benchmarks/test_rerun_commands.py runs it tiny)
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import timeit
 
@@ -24,6 +26,12 @@ def _median_us(fn) -> float:
 
 
 def main() -> None:
+    global N, REPEATS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=N, help="calls per repeat")
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    args = parser.parse_args()
+    N, REPEATS = args.number, args.repeats
     c = load_constraints()
     pow2 = c.for_workload(
         JpoSection(limits={"batch_size": ParamLimits(power_of_two=True, min=8, max=1024)})

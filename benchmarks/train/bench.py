@@ -54,7 +54,8 @@ VARIANTS: dict[str, dict] = {
 """Every variant sets replay buffer, batch and threads explicitly (not from the YAML)."""
 
 
-def run_rllib(name: str, overrides: dict, steps: int, warmup: int, eps_len: int) -> dict:
+def run_rllib_algo(overrides: dict, warmup: int, eps_len: int):  # type: ignore[no-untyped-def]
+    """Build RLlib SAC for one variant; return it and a (env steps, updates) reader."""
     import ray
 
     from jpo.train import build_sac_config, load_train_config
@@ -62,7 +63,10 @@ def run_rllib(name: str, overrides: dict, steps: int, warmup: int, eps_len: int)
     cfg = load_train_config(
         REPO / "configs" / "train.yaml",
         {
+            # plain SAC on both sides: the minimal trainer has no behaviour-cloning term
+            # (and no oracle teacher), so the shipped recipe's BC term is switched off
             "env.config": {"split": "train", "episode_length": eps_len},
+            "sac.bc_weight": 0.0,
             "sac.num_steps_sampled_before_learning_starts": warmup,
             "reporting.min_sample_timesteps_per_iteration": 100,
             "reporting.progress_bar": False,
@@ -81,14 +85,19 @@ def run_rllib(name: str, overrides: dict, steps: int, warmup: int, eps_len: int)
             object_store_memory=200 * 1024**2,
         )
     algo = build_sac_config(cfg, num_learners=0, num_gpus_per_learner=0.0).build_algo()
+
+    def counters(res: dict) -> tuple[float, float]:
+        env = res["env_runners"]["num_env_steps_sampled_lifetime"]
+        learners = res.get("learners", {}).get("__all_modules__", {})
+        trained = learners.get("num_env_steps_trained_lifetime", 0.0)
+        return float(env), float(trained) / batch
+
+    return algo, counters
+
+
+def run_rllib(name: str, overrides: dict, steps: int, warmup: int, eps_len: int) -> dict:
+    algo, counters = run_rllib_algo(overrides, warmup, eps_len)
     try:
-
-        def counters(res: dict) -> tuple[float, float]:
-            env = res["env_runners"]["num_env_steps_sampled_lifetime"]
-            learners = res.get("learners", {}).get("__all_modules__", {})
-            trained = learners.get("num_env_steps_trained_lifetime", 0.0)
-            return float(env), float(trained) / batch
-
         res = algo.train()
         while counters(res)[0] < warmup + 100:  # past warm-up and one learning iteration
             res = algo.train()

@@ -51,6 +51,14 @@ def train_command(
             "--quiet", "-q", help="Errors only: no progress, warnings or Ray/RLlib logging."
         ),
     ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override one config key, dotted, value as YAML (repeatable): "
+            "--set stop.iterations=2.",
+        ),
+    ] = None,
 ) -> None:
     """Train the SAC policy with Ray RLlib (same as `python -m jpo.train`)."""
     from jpo.console import is_quiet, quiet_libraries, set_quiet
@@ -73,5 +81,6 @@ def train_command(
         export=export,
         export_only=export_only,
         cycles=cycles,
+        overrides=overrides or (),
     )
     typer.echo(json.dumps(summary))

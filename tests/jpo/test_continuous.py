@@ -155,10 +155,27 @@ def _config(tmp_path: Path, *, teacher: bool = False) -> Path:
     return path
 
 
+def test_promotion_rule_uses_the_paired_noise_margin() -> None:
+    conf = ContinuousConfig(tolerance=0.01, noise_z=1.0)
+    served = [1.0, 2.0, 3.0, 4.0]
+    # differences -0.1, -0.3, 0.1, -0.1: mean -0.1, SE 0.0816 -> margin 0.0816: worse
+    worse = continuous.compare([0.9, 1.7, 3.1, 3.9], served, conf)
+    assert worse.mean_difference == pytest.approx(-0.1)
+    assert worse.standard_error == pytest.approx(0.08165, rel=1e-3)
+    assert worse.margin == pytest.approx(worse.standard_error)
+    assert not worse.not_worse
+    # a uniform shortfall smaller than the tolerance (SE 0): not worse
+    assert continuous.compare([0.995, 1.995, 2.995, 3.995], served, conf).not_worse
+    assert continuous.compare([0.98, 1.98, 2.98, 3.98], served, conf).not_worse is False
+    first = continuous.compare([0.5, 0.5], None, conf)  # nothing served: promote
+    assert first.not_worse and first.served is None
+
+
 @pytest.mark.slow
 def test_two_cycles_promote_then_refuse_a_worse_candidate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Both policies play the same episodes; versions continue from the bundled v5."""
     from jpo.policy import LocalPolicy
     from jpo.train import load_train_config
 
@@ -166,34 +183,47 @@ def test_two_cycles_promote_then_refuse_a_worse_candidate(
     source = FakePrometheus()
     _degraded_record(tmp_path / "audit.jsonl", source, "sim7-0004")
 
-    first = continuous.run_continuous(cfg, max_cycles=1, source=source)
-    assert len(first) == 1
-    r1 = first[0]
-    assert r1.pulled_rows > 0 and r1.env_source == "parquet"
-    assert (r1.degraded_runs, r1.degraded_added) == (1, 1)
-    assert r1.promoted and r1.policy_version == 1 and r1.current_return is None
-    assert r1.iterations == 1
-    policy = LocalPolicy.load(tmp_path / "policies")
-    assert policy.version == 1
-    assert policy.manifest.training_data["eval_config"] == {"split": "holdout"}
-    assert np.isfinite(policy.manifest.training_data["eval_return"])
-
-    # Cycle 2: a candidate scored worse than the current policy must not be promoted.
-    real = continuous.evaluate_policy
-    calls: list[float] = []
+    real = continuous.episode_returns
+    seeds: list[tuple[str, int]] = []
+    bonus = {"candidate": 100.0}  # cycle 1: the candidate scores 100 more per episode
 
     def rigged(act, make_env, *, episodes, seed):
-        value = real(act, make_env, episodes=episodes, seed=seed)
-        calls.append(value)
-        return value - 100.0 if len(calls) == 1 else value  # first call: the candidate
+        values = real(act, make_env, episodes=episodes, seed=seed)
+        # the candidate is exported to a temporary folder, the served policy is not
+        who = "candidate" if "jpo-candidate-" in str(act.__self__.path) else "served"
+        seeds.append((who, seed))
+        return [v + bonus["candidate"] for v in values] if who == "candidate" else values
 
-    monkeypatch.setattr(continuous, "evaluate_policy", rigged)
+    monkeypatch.setattr(continuous, "episode_returns", rigged)
+
+    r1 = continuous.run_continuous(cfg, max_cycles=1, source=source)[0]
+    assert r1.pulled_rows > 0 and r1.env_source == "parquet"
+    assert (r1.degraded_runs, r1.degraded_added) == (1, 1)
+    assert r1.served_version == 5  # the bundled policy is what is served before any promotion
+    assert r1.comparisons is not None and set(r1.comparisons) == {"cluster", "holdout"}
+    for c in r1.comparisons.values():
+        assert c.served is not None and c.mean_difference == pytest.approx(c.candidate - c.served)
+        assert c.mean_difference > 50  # the bonus
+    # candidate and served policy played the same seeded episodes of each set
+    assert sorted(s for w, s in seeds if w == "candidate") == sorted(
+        s for w, s in seeds if w == "served"
+    )
+    assert r1.promoted and r1.policy_version == 6 and r1.iterations == 1
+    policy = LocalPolicy.load(tmp_path / "policies")
+    assert policy.version == 6
+    assert policy.manifest.training_data["previous_policy_version"] == 5
+    assert policy.manifest.training_data["eval_config"] == {"split": "holdout"}
+
+    # Cycle 2: a candidate worse than the served v6 by more than the margin stays out.
+    bonus["candidate"] = -100.0
+    seeds.clear()
     second = continuous.run_continuous(cfg, max_cycles=1, source=source)[0]
     assert second.iterations == 2  # resumed and trained one more iteration
+    assert second.served_version == 6
     assert not second.promoted
-    assert second.policy_version == 1
-    assert (tmp_path / "policies" / "LATEST").read_text().strip() == "v000001"
-    assert not (tmp_path / "policies" / "v000002").exists()
+    assert second.policy_version == 6
+    assert (tmp_path / "policies" / "LATEST").read_text().strip() == "v000006"
+    assert not (tmp_path / "policies" / "v000007").exists()
     assert second.pulled_rows == 0  # nothing new since the last pull
     state = json.loads((tmp_path / "store" / "continuous_state.json").read_text())
     assert state["cycles"] == 2
@@ -206,8 +236,93 @@ def test_a_cycle_on_pulled_history_trains_with_the_teacher(tmp_path: Path) -> No
 
     cfg = load_train_config(_config(tmp_path, teacher=True))
     result = continuous.run_continuous(cfg, max_cycles=1, source=FakePrometheus())[0]
-    assert result.env_source == "parquet" and result.promoted
+    assert result.env_source == "parquet" and result.served_version == 5
+    assert result.comparisons is not None
+    # promoted exactly when the rule says so (candidate vs bundled v5, same episodes)
+    assert result.promoted == all(c.not_worse for c in result.comparisons.values())
     # the teacher searched the oracle of the profiles the pulled history was matched to
     assert json.loads((tmp_path / "oracles.json").read_text())["oracles"]
     progress = (tmp_path / "store" / "progress.jsonl").read_text().splitlines()
     assert any("learner/bc_loss" in json.loads(row) for row in progress)
+    # the term is live: the replayed workloads found their (calibrated) oracle targets
+    assert any((json.loads(row).get("learner/bc_loss") or 0) > 0 for row in progress)
+
+
+@pytest.mark.slow
+def test_the_teacher_steps_towards_the_calibrated_profile_of_a_history_workload(
+    tmp_path: Path,
+) -> None:
+    """History replays keep the catalog name while their profile is "<slug>-calibrated":
+    the teacher must still find each replayed workload's oracle."""
+    from envs.replay_env import PrometheusReplayEnv
+    from envs.simulator import generate_runs
+
+    runs = generate_runs(["mnist-lenet"], 5, seed=3)
+    env = PrometheusReplayEnv(
+        {
+            "source": "table",
+            "table": pa.concat_tables([r.table for r in runs]),
+            "split": "all",
+            "teacher": True,
+            "teacher_cache": str(tmp_path / "oracles.json"),
+        }
+    )
+    _, info = env.reset(seed=0)
+    assert env.profile.name.endswith("-calibrated")
+    assert np.isfinite(info["teacher_action"]).all()
+
+
+@pytest.mark.slow
+def test_shipped_config_runs_two_cycles_on_history_of_training_workloads(tmp_path: Path) -> None:
+    """`jpo train --continuous` with configs/train.yaml (sizes shrunk by --set only) on a
+    store holding only training-split workloads: the case that used to stop with "no
+    workload of the history is in split 'holdout'" after the first budget."""
+    import subprocess
+    import sys
+
+    from envs.simulator import generate_runs
+    from jpo.history import append_history
+
+    runs = generate_runs(["cifar10-resnet18", "mnist-lenet"], 5, seed=11)  # both train split
+    append_history(tmp_path / "history", pa.concat_tables([r.table for r in runs]))
+    sets = {
+        "storage.path": tmp_path / "store",
+        "continuous.history_path": tmp_path / "history",
+        "continuous.policy_dir": tmp_path / "policies",
+        "continuous.budget_iterations": 1,
+        "continuous.eval_episodes": 3,
+        "continuous.interval_s": 0,
+        "continuous.env_overrides_with_history.teacher_cache": tmp_path / "oracles.json",
+        "sac.num_steps_sampled_before_learning_starts": 50,
+        "reporting.min_sample_timesteps_per_iteration": 100,
+        "reporting.progress_bar": "false",
+        "resources.ray_num_cpus": 2,
+        "resources.object_store_memory_mb": 200,
+    }
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jpo.train", "--continuous", "--cycles", "2", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=800,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cycles = json.loads(proc.stdout.strip().splitlines()[-1])["cycles"]
+    assert len(cycles) == 2
+    first, second = cycles
+    assert first["env_source"] == "parquet" and first["served_version"] == 5
+    assert "actor starts from policy v5" in proc.stderr  # warm start from the bundled actor
+    for report in cycles:
+        comparisons = report["comparisons"]
+        assert set(comparisons) == {"cluster", "holdout"}
+        assert all(c["served"] is not None for c in comparisons.values())
+        rule = all(c["mean_difference"] >= -c["margin"] for c in comparisons.values())
+        assert report["promoted"] == rule
+    expected_served = 6 if first["promoted"] else 5
+    assert first["policy_version"] == expected_served
+    assert second["served_version"] == expected_served  # versions continue from the served one
+    assert second["iterations"] == 2  # resumed the first cycle's checkpoint
+    # the teacher's targets: the oracle of the profiles calibrated from this history
+    oracles = json.loads((tmp_path / "oracles.json").read_text())["oracles"]
+    assert len(oracles) == 2 and all(name.endswith("-calibrated") for name in oracles)

@@ -288,6 +288,8 @@ def test_jpo_train_command_is_registered_and_maps_errors(
 
     assert main(["train", "--config", str(bad)]) == 2
     assert "resources.num_learners" in capsys.readouterr().err
+    assert main(["train", "--set", "sac.nonsense=1"]) == 2  # jpo train --set, same errors
+    assert "sac.nonsense (from --set sac.nonsense" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -302,3 +304,71 @@ def test_checkpoints_go_through_a_pyarrow_filesystem_uri(tmp_path: Path) -> None
     )
     assert result.checkpoint == "bucket/jpo/checkpoints/iter_000001"
     assert LocalPolicy.load(tmp_path / "p").manifest.source["checkpoint"] == result.checkpoint
+
+
+def test_set_overrides_parse_yaml_values_and_name_the_bad_key(tmp_path: Path) -> None:
+    from jpo.train import parse_set_overrides
+
+    sets = parse_set_overrides(["stop.iterations=3", "model.fcnet_hiddens=[8, 8]", "seed=null"])
+    assert sets == {"stop.iterations": 3, "model.fcnet_hiddens": [8, 8], "seed": None}
+    cfg = load_train_config(tiny_config(tmp_path), sets)
+    assert (cfg.stop.iterations, cfg.model.fcnet_hiddens, cfg.seed) == (3, [8, 8], None)
+    with pytest.raises(ConfigError, match=r"--set stop\.iterations"):
+        parse_set_overrides(["stop.iterations"])  # no '='
+    with pytest.raises(ConfigError, match=r"sac\.learning_speed \(from --set sac\.learning_speed"):
+        load_train_config(tiny_config(tmp_path), {"sac.learning_speed": 3})
+    with pytest.raises(ConfigError, match=r"stop\.iterations \(from --set"):
+        load_train_config(tiny_config(tmp_path), parse_set_overrides(["stop.iterations=0"]))
+    with pytest.raises(ConfigError, match=r"seed in .* is a value, not a section"):
+        load_train_config(tiny_config(tmp_path), {"seed.x": 1})
+
+
+@pytest.mark.slow
+def test_set_progress_and_export_only_use_the_run_s_own_config(tmp_path: Path) -> None:
+    """A short run configured by --set logs every phase; export-only without --config
+    writes a manifest describing THAT run (not configs/train.yaml)."""
+    cache = tmp_path / "oracles.json"
+    proc = _run(
+        "--config",
+        str(tiny_config(tmp_path)),
+        "--set",
+        "stop.iterations=1",
+        "--set",
+        "env.config.episode_length=3",
+        "--set",
+        "env.config.teacher=true",
+        "--set",
+        f"env.config.teacher_cache={cache}",
+        "--set",
+        "sac.bc_weight=0.5",
+        "--set",
+        "export.policy_version=42",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stderr
+    phases = [
+        "phase 1/3 setup",
+        "building replays",
+        "oracle search of the teacher",
+        "built replays",
+        "phase 2/3 RLlib",
+        "phase 3/3 training",
+        "iter 1 | steps",
+        "checkpoint ",
+    ]
+    positions = [log.find(p) for p in phases]
+    assert all(p >= 0 for p in positions), dict(zip(phases, positions, strict=True))
+    ckpt = tmp_path / "store" / "checkpoints" / "iter_000001"
+    recorded = json.loads((ckpt / "jpo_train_config.json").read_text())
+    assert recorded["config"]["export"]["policy_version"] == 42
+    assert recorded["config"]["sac"]["bc_weight"] == 0.5
+
+    out = tmp_path / "exported"
+    proc = _run("--export-only", "--storage", str(tmp_path / "store"), "--export", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["policy_version"] == 42
+    assert manifest["training_data"]["episode_length"] == 3
+    assert manifest["source"]["bc_weight"] == 0.5
+    assert manifest["source"]["seed"] == 1
+    assert "building replays" not in proc.stderr  # described from the record, no env built
