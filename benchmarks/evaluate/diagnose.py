@@ -837,9 +837,11 @@ def history_paths() -> Iterator[None]:
 def cmd_history(args: argparse.Namespace) -> None:
     """Scores of history students (round 12) and their controls, per path, then per recipe."""
     rows: list[dict[str, Any]] = []
+    from campaign_history import load_policy
+
     with history_paths():
         for path in args.policies:
-            policy = LocalPolicy.load(path)
+            policy = load_policy(path)
             row: dict[str, Any] = {"policy": path, "recipe": recipe_label(path)}
             for eval_path in args.paths:
                 result = _score(

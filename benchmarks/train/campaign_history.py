@@ -15,12 +15,28 @@ spec-1 observation, so a policy with this input is scored on the direct path.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from jpo.features import FEATURE_SPEC_VERSION
+from jpo.policy import LocalPolicy, latest_artifact
+
 PREVIOUS_PREFIX = "prev_"
 HAS_PREVIOUS = "has_previous"
+HISTORY_SPEC_VERSION = f"{FEATURE_SPEC_VERSION}+history"
+"""The feature spec a history student's manifest claims: not the CI stage's, so the
+product's loader refuses it unless asked for this version (:func:`load_policy`)."""
+
+
+def load_policy(path: str | Path) -> LocalPolicy:
+    """Load a product policy or a history student, by the spec its manifest claims."""
+    manifest = json.loads((latest_artifact(path) / "manifest.json").read_text())
+    if manifest.get("feature_spec_version") == HISTORY_SPEC_VERSION:
+        return LocalPolicy.load(path, expected_feature_spec_version=HISTORY_SPEC_VERSION)
+    return LocalPolicy.load(path)
 
 
 def history_names(names: Sequence[str]) -> tuple[str, ...]:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from campaign_history import history_names, with_history
+from campaign_history import HISTORY_SPEC_VERSION, history_names, with_history
 from fast_sac import export_actor, parse_overrides
 from minimal_sac import mlp, oracle_cache_path
 
@@ -149,7 +149,11 @@ def main() -> int:
     if not names:
         raise SystemExit("no training workload has an oracle configuration: nothing to imitate")
     if args.history:
-        desc = dataclasses.replace(desc, observation_names=history_names(desc.observation_names))
+        desc = dataclasses.replace(
+            desc,
+            observation_names=history_names(desc.observation_names),
+            feature_spec_version=HISTORY_SPEC_VERSION,
+        )
     # One env build serves every seed (it is most of a student's cost: ~2-5 min).
     for seed in seeds:
         export = args.export.replace("{seed}", str(seed))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
 from jpo.policy import LocalPolicy, write_artifact
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,25 +16,27 @@ sys.path.insert(0, str(REPO / "benchmarks" / "train"))
 
 from fold_ensemble import fold  # noqa: E402
 
-NAMES = [f"f{i}" for i in range(5)]
+NAMES = list(OBSERVATION_NAMES)
+N = len(NAMES)
 
 
 def _member(path: Path, seed: int, hidden: int = 6) -> Path:
     rng = np.random.default_rng(seed)
-    sizes = [5, hidden, hidden, 4]  # 5 features -> [loc, log_std] of 2 actions
+    sizes = [N, hidden, hidden, 4]  # the features -> [loc, log_std] of 2 actions
     weights, layers = {}, []
     for i in range(3):
-        weights[f"l{i}.weight"] = rng.normal(size=(sizes[i + 1], sizes[i])).astype("f4")
+        scale = 2.0 / np.sqrt(sizes[i])  # fan-in scaled, so that tanh is not saturated
+        weights[f"l{i}.weight"] = (scale * rng.normal(size=(sizes[i + 1], sizes[i]))).astype("f4")
         weights[f"l{i}.bias"] = rng.normal(size=sizes[i + 1]).astype("f4")
         act = "relu" if i < 2 else "linear"
         layers.append({"weight": f"l{i}.weight", "bias": f"l{i}.bias", "activation": act})
     manifest = {
         "policy_version": 1,
-        "feature_spec_version": "toy-5",  # not this JPO's spec: toy names are allowed
+        "feature_spec_version": FEATURE_SPEC_VERSION,
         "observation": {
             "names": NAMES,
-            "mean": [0.1] * 5,
-            "std": [2.0] * 5,
+            "mean": [0.1] * N,
+            "std": [2.0] * N,
             "clip_low": -5.0,
             "clip_high": 5.0,
         },
@@ -51,7 +54,7 @@ def test_folded_actor_is_the_mean_of_the_members(tmp_path: Path) -> None:
     out = fold(members, tmp_path / "ens")
     policies = [LocalPolicy.load(m) for m in members]
     ensemble = LocalPolicy.load(out)
-    x = np.random.default_rng(9).normal(size=(200, 5))
+    x = np.random.default_rng(9).normal(size=(200, N))
     # the action is tanh of the mean of the members' pre-squash means
     locs = [np.arctanh(np.clip(p.act(x), -1 + 1e-7, 1 - 1e-7)) for p in policies]
     unsaturated = np.all(np.abs(np.stack(locs)) < 5.0, axis=(0, 2))

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from jpo.errors import PolicyError
 from jpo.policy import LocalPolicy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +66,13 @@ def test_history_students_for_several_seeds_come_from_one_run(tmp_path: Path) ->
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     reports = [json.loads(line) for line in done.stdout.splitlines() if '"export"' in line]
     assert [r["seed"] for r in reports] == [3, 4]
-    students = [LocalPolicy.load(tmp_path / f"hist-s{seed}") for seed in (3, 4)]
+    from campaign_history import HISTORY_SPEC_VERSION, load_policy
+
+    students = [load_policy(tmp_path / f"hist-s{seed}") for seed in (3, 4)]
+    for seed in (3, 4):  # the CI stage's loader refuses a student it cannot feed
+        with pytest.raises(PolicyError, match="feature spec version"):
+            LocalPolicy.load(tmp_path / f"hist-s{seed}")
+    assert all(p.manifest.feature_spec_version == HISTORY_SPEC_VERSION for p in students)
     spec = LocalPolicy.load(REPO / "jpo" / "data" / "policy").observation_names
     for policy in students:
         assert tuple(policy.observation_names) == history_names(spec)
