@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from envs.response import WorkloadProfile
     from jpo.constraints import Constraints
     from jpo.policy import LocalPolicy
+    from jpo.suggest import SuggestSettings
 
 __all__ = [
     "EVALUATE_CONFIG_PATH",
@@ -321,7 +322,9 @@ def jpo_proposer(policy: LocalPolicy) -> Callable[..., Proposal]:
     return propose
 
 
-def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Proposal]:
+def suggest_proposer(
+    policy_path: str | Path, workdir: Path, settings: SuggestSettings | None = None
+) -> Callable[..., Proposal]:
     """Return a proposer that runs the CI stage itself, :func:`jpo.suggest.suggest`.
 
     Each campaign (workload x seed) gets its own ``config.ini`` and audit log under
@@ -329,13 +332,15 @@ def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Pr
     an in-memory :class:`jpo.telemetry.MetricSource`, and the local policy artifact. So
     the policy's proposals go through exactly what CI applies: features, action,
     constraints, guards (failed-config memory, memory guard, hysteresis), feedback and
-    rollback. ``--approve`` is implied (evaluation has no human in the loop).
+    rollback. ``--approve`` is implied (evaluation has no human in the loop). ``settings``
+    replaces ``configs/suggest.toml`` (a CI-stage variant, e.g. ``[probe]`` on), so research
+    scripts compare designs without patching the module.
     """
     from jpo.policy_source import LocalPolicySource
     from jpo.suggest import SuggestOptions, SuggestStatus, load_suggest_settings, suggest
 
     source = LocalPolicySource(Path(policy_path))
-    settings = load_suggest_settings()
+    settings = settings if settings is not None else load_suggest_settings()
     # Keyed by campaign, never by id(task): a finished campaign's task is garbage, and
     # CPython hands its id to a later task, which then inherited the old config.ini.
     folders: dict[tuple[str, int], Path] = {}
@@ -600,6 +605,7 @@ def evaluate(
     catalog: Mapping[str, WorkloadProfile] | None = None,
     frozen: Mapping[str, Sequence[str]] | None = None,
     set_name: str = "",
+    suggest_settings: SuggestSettings | None = None,
 ) -> EvaluationResult:
     """Run the evaluation protocol (module docstring) and return every round.
 
@@ -618,6 +624,8 @@ def evaluate(
             e.g. from :func:`load_workload_folder`.
         set_name: the workload set's name in ``configs/evaluate.toml`` ``[sets]`` (reported
             with its role).
+        suggest_settings: the CI stage's settings on the suggest path (default:
+            ``configs/suggest.toml``), e.g. a design variant under comparison.
     """
     import tempfile
 
@@ -633,6 +641,7 @@ def evaluate(
             catalog=catalog,
             frozen=frozen,
             set_name=set_name,
+            suggest_settings=suggest_settings,
         )
 
 
@@ -660,6 +669,7 @@ def _evaluate(
     catalog: Mapping[str, WorkloadProfile] | None = None,
     frozen: Mapping[str, Sequence[str]] | None = None,
     set_name: str = "",
+    suggest_settings: SuggestSettings | None = None,
 ) -> EvaluationResult:
     """Body of :func:`evaluate` (``workdir`` exists)."""
     from envs.oracle import best_config, reach_constraints, reference_config
@@ -681,7 +691,7 @@ def _evaluate(
     if policy is not None and settings.jpo_path == "suggest":
         if policy_path is None:
             raise ConfigError("the suggest path needs the policy's artifact folder (policy_path)")
-        propose = suggest_proposer(policy_path, workdir)
+        propose = suggest_proposer(policy_path, workdir, suggest_settings)
     elif policy is not None:
         propose = jpo_proposer(policy)
 
