@@ -424,8 +424,12 @@ class HonestTuner(Tuner):
     """
 
     def __init__(self, task: TuningTask) -> None:
-        super().__init__(task)
+        # Not Tuner.__init__: it reads task.extra, which an honest baseline never does.
+        self.task = task
+        self.current = task.default
+        self.last_summary = task.default_summary
         self.last_table = None
+        self.last_note = ""
         rules = task.rules
         default = task.default_summary
         first = MeasuredRun(
