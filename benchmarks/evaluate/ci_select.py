@@ -1,6 +1,11 @@
 """Issue 25 item 3: score CI-stage variants on the VALIDATION set only (SELECTION.md).
 
-    python benchmarks/evaluate/ci_select.py [--seeds 5] [--out benchmarks/evaluate/ci_select.json]
+    python benchmarks/evaluate/ci_select.py [--seeds 3] [--out benchmarks/evaluate/ci_select.json]
+    # in parallel: one process per variant, then the combine step
+    for v in today probe probe+tol tol; do
+        python benchmarks/evaluate/ci_select.py --variant $v &
+    done; wait
+    python benchmarks/evaluate/ci_select.py
 
 Each variant is a :class:`jpo.suggest.SuggestSettings` handed to ``jpo.evaluate.evaluate``
 (``suggest_settings=``): no product module is patched. Applies the rule of SELECTION.md
@@ -43,48 +48,54 @@ def machine() -> dict[str, str]:
     return {"nproc": str(os.cpu_count()), "cpu": cpu}
 
 
-def main() -> int:
-    from jpo.evaluate import (
-        evaluate,
-        load_evaluation_settings,
-        load_set,
-        method_summary,
-        paired_difference,
-    )
+def run_variant(name: str, seeds: int, rounds: int, policy_path: str, frames: Path) -> None:
+    """Score one variant on the validation set; write its rounds to frames/<name>.parquet."""
+    from jpo.evaluate import evaluate, load_evaluation_settings, load_set
     from jpo.policy import LocalPolicy
     from jpo.suggest import load_suggest_settings
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--policy", default=str(REPO / "jpo" / "data" / "policy"))
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "evaluate" / "ci_select.json")
-    args = p.parse_args()
     base = load_evaluation_settings().with_overrides(
-        seeds=args.seeds, rounds=args.rounds, split="all", methods=("jpo",)
+        seeds=seeds, rounds=rounds, split="all", methods=("jpo",)
     )
     catalog, frozen = load_set(base, "validation")
-    policy = LocalPolicy.load(args.policy)
-    suggest = load_suggest_settings()
+    settings = dataclasses.replace(load_suggest_settings(), **VARIANTS[name])  # type: ignore[arg-type]
     t0 = time.perf_counter()
-    results = {}
-    for name, change in VARIANTS.items():
-        settings = dataclasses.replace(suggest, **change)  # type: ignore[arg-type]
-        r = evaluate(
-            base,
-            policy=policy,
-            policy_path=args.policy,
-            progress=False,
-            catalog=catalog,
-            frozen=frozen,
-            set_name="validation",
-            suggest_settings=settings,
-        )
-        results[name] = r
-        print(name, f"{time.perf_counter() - t0:.0f}s", flush=True)
-    rows = {}
-    for name, r in results.items():
-        m = method_summary(r).set_index("method").loc["jpo"]
+    r = evaluate(
+        base,
+        policy=LocalPolicy.load(policy_path),
+        policy_path=policy_path,
+        progress=False,
+        catalog=catalog,
+        frozen=frozen,
+        set_name="validation",
+        suggest_settings=settings,
+    )
+    frames.mkdir(parents=True, exist_ok=True)
+    r.frame().assign(variant=name).to_parquet(frames / f"{name}.parquet", index=False)
+    print(name, f"{time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def combine(frames: Path, seeds: int, rounds: int, out_path: Path) -> dict[str, object]:
+    """Apply SELECTION.md's rule to the variants' rounds; return and write the record."""
+    import pandas as pd
+
+    from jpo.evaluate import (
+        EvaluationResult,
+        load_evaluation_settings,
+        method_summary,
+        paired_difference,
+    )
+
+    settings = load_evaluation_settings().with_overrides(
+        seeds=seeds, rounds=rounds, split="all", methods=("jpo", "variant")
+    )
+    data = {n: pd.read_parquet(frames / f"{n}.parquet") for n in VARIANTS}
+    rows: dict[str, dict[str, object]] = {}
+    qualifying = []
+    for name, frame in data.items():
+        both = pd.concat([data["today"], frame.assign(method="variant")]).drop(columns="variant")
+        result = EvaluationResult(both.to_dict(orient="records"), settings, (), None, None)
+        m = method_summary(result).set_index("method").loc["variant"]
         rows[name] = {
             k: float(m[k])
             for k in (
@@ -98,17 +109,9 @@ def main() -> int:
                 "invalid_configs",
             )
         }
-    # paired difference against today: rename the methods so both frames pair up
-    import pandas as pd
-
-    today = results["today"].frame()
-    qualifying = []
-    for name, r in results.items():
         if name == "today":
             continue
-        frame = pd.concat([today, r.frame().assign(method="variant")])
-        merged = dataclasses.replace(results["today"], rows=frame.to_dict(orient="records"))
-        d = paired_difference(merged, "variant", "jpo")
+        d = paired_difference(result, "variant", "jpo")
         rows[name] |= {
             "diff_vs_today": d.mean,
             "se_seeds": d.se_seeds,
@@ -116,27 +119,46 @@ def main() -> int:
         }
         ok = (
             d.mean > 2 * d.se_seeds
-            and rows[name]["oom_runs"] <= rows["today"]["oom_runs"]
-            and rows[name]["harmful_runs"] <= rows["today"]["harmful_runs"]
+            and rows[name]["oom_runs"] <= rows["today"]["oom_runs"]  # type: ignore[operator]
+            and rows[name]["harmful_runs"] <= rows["today"]["harmful_runs"]  # type: ignore[operator]
         )
         rows[name]["qualifies"] = bool(ok)
         if ok:
             qualifying.append(name)
     chosen = (
-        max(qualifying, key=lambda n: rows[n]["oracle_fraction_mean"]) if qualifying else "today"
+        max(qualifying, key=lambda n: float(rows[n]["oracle_fraction_mean"]))  # type: ignore[arg-type]
+        if qualifying
+        else "today"
     )
-    out = {
+    record = {
         "set": "validation",
-        "seeds": args.seeds,
-        "rounds": args.rounds,
+        "seeds": seeds,
+        "rounds": rounds,
         "variants": VARIANTS,
         "rows": rows,
         "chosen": chosen,
-        "elapsed_s": time.perf_counter() - t0,
         "machine": machine(),
     }
-    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(out, indent=2))
+    out_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--policy", default=str(REPO / "jpo" / "data" / "policy"))
+    p.add_argument("--variant", choices=list(VARIANTS), help="score one variant (parallel runs)")
+    p.add_argument("--frames", type=Path, default=Path("/tmp/jpo-ci-select"))
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "evaluate" / "ci_select.json")
+    args = p.parse_args()
+    if args.variant:
+        run_variant(args.variant, args.seeds, args.rounds, args.policy, args.frames)
+        return 0
+    missing = [n for n in VARIANTS if not (args.frames / f"{n}.parquet").exists()]
+    for name in missing:
+        run_variant(name, args.seeds, args.rounds, args.policy, args.frames)
+    print(json.dumps(combine(args.frames, args.seeds, args.rounds, args.out), indent=2))
     return 0
 
 
