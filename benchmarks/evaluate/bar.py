@@ -1,14 +1,17 @@
 """Issue 25's bar: JPO, every baseline and the oracle on the validation set, the held-out
 split and the broad test set (5 rounds, 10 seeds), with the safety figures.
 
-    python benchmarks/evaluate/bar.py [--seeds 10] [--sets validation holdout broad]
-        [--out /tmp/jpo-bar] [--json benchmarks/evaluate/bar.json]
+    python benchmarks/evaluate/bar.py --seeds 10            # every set, every method, report
+    # or in parallel pieces (common random numbers: a method's rounds do not depend on
+    # which other methods ran), then the report over the pieces:
+    python benchmarks/evaluate/bar.py --sets broad --methods rule_of_thumb pattern --run-only
+    python benchmarks/evaluate/bar.py --report-only
 
 JPO runs through the CI stage as shipped (configs/suggest.toml); the sets and their roles
 are configs/evaluate.toml [sets]. Test sets are read once, for the shipped configuration,
 whatever the figures. Per set it prints every method's oracle fraction and safety figures,
 the best honest baseline and JPO's paired difference to it (standard errors over seeds and
-over workloads), and the bar's checks; the reports land in --out/<set>/.
+over workloads) and the bar's checks; reports land in --out/<set>/, figures in --json.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ COLUMNS = [
     "rule_breaks",
     "tuning_runs",
 ]
+SETS = ("validation", "holdout", "broad")
 
 
 def machine() -> dict[str, str]:
@@ -61,36 +65,53 @@ def _clean(value: object) -> object:
     return value
 
 
-def main() -> int:
+def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> None:
+    """Evaluate ``methods`` on one set; write the rounds to frames/<set>-<methods>.parquet."""
+    from jpo.evaluate import evaluate, load_evaluation_settings, load_set
+    from jpo.policy import LocalPolicy
+
+    base = load_evaluation_settings().with_overrides(
+        seeds=args.seeds, rounds=args.rounds, split="all", methods=tuple(methods)
+    )
+    catalog, frozen = load_set(base, set_name)
+    policy = LocalPolicy.load(args.policy) if "jpo" in methods else None
+    t0 = time.perf_counter()
+    result = evaluate(
+        base,
+        policy=policy,
+        policy_path=args.policy,
+        progress=False,
+        catalog=catalog,
+        frozen=frozen,
+        set_name=set_name,
+    )
+    args.frames.mkdir(parents=True, exist_ok=True)
+    tag = "+".join(methods)
+    frame = result.frame().assign(piece_seconds=time.perf_counter() - t0)
+    frame.to_parquet(args.frames / f"{set_name}--{tag}.parquet", index=False)
+    print(f"{set_name} {tag}: {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def report(args: argparse.Namespace) -> dict[str, object]:
+    """Combine the pieces per set: summaries, the bar, report folders and the JSON record."""
     from dataclasses import asdict
 
+    import pandas as pd
+
     from jpo.evaluate import (
+        METHODS,
+        EvaluationResult,
         baseline_bar,
-        evaluate,
         load_evaluation_settings,
-        load_set,
         method_summary,
         write_report,
     )
-    from jpo.policy import LocalPolicy
     from jpo.suggest import load_suggest_settings
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--sets", nargs="+", default=["validation", "holdout", "broad"])
-    p.add_argument("--policy", default=str(REPO / "jpo" / "data" / "policy"))
-    p.add_argument("--out", type=Path, default=Path("/tmp/jpo-bar"))
-    p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "evaluate" / "bar.json")
-    args = p.parse_args()
-    base = load_evaluation_settings().with_overrides(
-        seeds=args.seeds, rounds=args.rounds, split="all"
-    )
-    policy = LocalPolicy.load(args.policy)
     ci = load_suggest_settings()
+    base = load_evaluation_settings()
     out: dict[str, object] = {
         "policy": args.policy,
-        "policy_version": policy.version,
         "ci_stage": {
             "probe_enabled": ci.probe_enabled,
             "incumbent_val_loss_tolerance": ci.incumbent_val_loss_tolerance,
@@ -102,24 +123,26 @@ def main() -> int:
         "machine": machine(),
         "sets": {},
     }
-    t_all = time.perf_counter()
-    for name in args.sets:
-        t0 = time.perf_counter()
-        catalog, frozen = load_set(base, name)
-        result = evaluate(
-            base,
-            policy=policy,
-            policy_path=args.policy,
-            progress=False,
-            catalog=catalog,
-            frozen=frozen,
-            set_name=name,
+    for set_name in args.sets:
+        pieces = sorted(args.frames.glob(f"{set_name}--*.parquet"))
+        if not pieces:
+            continue
+        frame = pd.concat([pd.read_parquet(p) for p in pieces])
+        seconds = float(sum(pd.read_parquet(p)["piece_seconds"].iloc[0] for p in pieces))
+        frame = frame.drop(columns="piece_seconds")
+        methods = tuple(m for m in METHODS if m in set(frame["method"]))
+        settings = base.with_overrides(
+            seeds=args.seeds, rounds=args.rounds, split="all", methods=methods
         )
-        write_report(result, args.out / name)
+        workloads = tuple(dict.fromkeys(frame["workload"]))
+        result = EvaluationResult(
+            frame.to_dict(orient="records"), settings, workloads, args.policy, None, set_name
+        )
+        write_report(result, args.out / set_name)
         summary = method_summary(result)
-        spec = base.sets[name]
+        spec = base.sets[set_name]
         bar = baseline_bar(result, absolute_min=spec.get("absolute_min"))
-        print(f"\n== {name} (role {spec['role']}, {len(result.workloads)} workloads)")
+        print(f"\n== {set_name} (role {spec['role']}, {len(workloads)} workloads)")
         print(summary[COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if bar is not None:
             d = bar.difference
@@ -129,19 +152,41 @@ def main() -> int:
             )
             for check, ok in bar.passed.items():
                 print(f"  {'PASS' if ok else 'FAIL'}: {check}")
-        out["sets"][name] = {  # type: ignore[index]
+        out["sets"][set_name] = {  # type: ignore[index]
             "role": spec["role"],
-            "workloads": len(result.workloads),
+            "workloads": len(workloads),
             "methods": [
                 {k: _clean(v) for k, v in rec.items()}
                 for rec in summary[COLUMNS].to_dict(orient="records")
             ],
             "bar": None if bar is None else asdict(bar) | {"ok": bar.ok},
-            "elapsed_s": time.perf_counter() - t0,
+            "cpu_pieces_wall_s": seconds,
         }
-        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
-    out["elapsed_s"] = time.perf_counter() - t_all
     args.json.write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+    return out
+
+
+def main() -> int:
+    from jpo.evaluate import load_evaluation_settings
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--sets", nargs="+", default=list(SETS))
+    p.add_argument("--methods", nargs="+", default=None, help="default: configs/evaluate.toml")
+    p.add_argument("--policy", default=str(REPO / "jpo" / "data" / "policy"))
+    p.add_argument("--frames", type=Path, default=Path("/tmp/jpo-bar/frames"))
+    p.add_argument("--out", type=Path, default=Path("/tmp/jpo-bar"))
+    p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "evaluate" / "bar.json")
+    p.add_argument("--run-only", action="store_true")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    methods = args.methods or list(load_evaluation_settings().methods)
+    if not args.report_only:
+        for set_name in args.sets:
+            run_piece(set_name, methods, args)
+    if not args.run_only:
+        report(args)
     return 0
 
 
