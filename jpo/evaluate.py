@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from envs.response import WorkloadProfile
     from jpo.constraints import Constraints
     from jpo.policy import LocalPolicy
+    from jpo.policy_source import PolicySource
     from jpo.suggest import SuggestSettings
 
 __all__ = [
@@ -323,7 +324,10 @@ def jpo_proposer(policy: LocalPolicy) -> Callable[..., Proposal]:
 
 
 def suggest_proposer(
-    policy_path: str | Path, workdir: Path, settings: SuggestSettings | None = None
+    policy_path: str | Path,
+    workdir: Path,
+    settings: SuggestSettings | None = None,
+    policy_source: PolicySource | None = None,
 ) -> Callable[..., Proposal]:
     """Return a proposer that runs the CI stage itself, :func:`jpo.suggest.suggest`.
 
@@ -334,12 +338,13 @@ def suggest_proposer(
     constraints, guards (failed-config memory, memory guard, hysteresis), feedback and
     rollback. ``--approve`` is implied (evaluation has no human in the loop). ``settings``
     replaces ``configs/suggest.toml`` (a CI-stage variant, e.g. ``[probe]`` on), so research
-    scripts compare designs without patching the module.
+    scripts compare designs without patching the module; ``policy_source`` replaces the
+    local artifact as the stage's policy (e.g. a planner answering as a policy).
     """
     from jpo.policy_source import LocalPolicySource
     from jpo.suggest import SuggestOptions, SuggestStatus, load_suggest_settings, suggest
 
-    source = LocalPolicySource(Path(policy_path))
+    source = policy_source if policy_source is not None else LocalPolicySource(Path(policy_path))
     settings = settings if settings is not None else load_suggest_settings()
     # Keyed by campaign, never by id(task): a finished campaign's task is garbage, and
     # CPython hands its id to a later task, which then inherited the old config.ini.
@@ -606,6 +611,7 @@ def evaluate(
     frozen: Mapping[str, Sequence[str]] | None = None,
     set_name: str = "",
     suggest_settings: SuggestSettings | None = None,
+    propose: Callable[..., Proposal] | None = None,
 ) -> EvaluationResult:
     """Run the evaluation protocol (module docstring) and return every round.
 
@@ -626,6 +632,9 @@ def evaluate(
             with its role).
         suggest_settings: the CI stage's settings on the suggest path (default:
             ``configs/suggest.toml``), e.g. a design variant under comparison.
+        propose: the proposer of method ``"jpo"`` (default: built from ``policy`` and
+            ``[jpo] path``; :func:`jpo_proposer`, :func:`suggest_proposer`): the plug-in
+            point for research drivers (a teacher, a planner), so nothing is patched.
     """
     import tempfile
 
@@ -642,6 +651,7 @@ def evaluate(
             frozen=frozen,
             set_name=set_name,
             suggest_settings=suggest_settings,
+            propose=propose,
         )
 
 
@@ -670,6 +680,7 @@ def _evaluate(
     frozen: Mapping[str, Sequence[str]] | None = None,
     set_name: str = "",
     suggest_settings: SuggestSettings | None = None,
+    propose: Callable[..., Proposal] | None = None,
 ) -> EvaluationResult:
     """Body of :func:`evaluate` (``workdir`` exists)."""
     from envs.oracle import best_config, reach_constraints, reference_config
@@ -685,10 +696,11 @@ def _evaluate(
     conditions = load_conditions(None, **settings.conditions)
     oracle_settings = evaluation_oracle_settings(settings)
     rules = settings.rules
-    if "jpo" in settings.methods and policy is None:
+    if "jpo" in settings.methods and policy is None and propose is None:
         raise ConfigError("method 'jpo' needs a policy: pass --policy PATH")
-    propose: Callable[..., Proposal] | None = None
-    if policy is not None and settings.jpo_path == "suggest":
+    if propose is not None:
+        pass  # the caller's proposer (plug-in point)
+    elif policy is not None and settings.jpo_path == "suggest":
         if policy_path is None:
             raise ConfigError("the suggest path needs the policy's artifact folder (policy_path)")
         propose = suggest_proposer(policy_path, workdir, suggest_settings)
