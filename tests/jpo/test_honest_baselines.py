@@ -307,3 +307,33 @@ def test_ci_stage_probes_when_the_policy_stalls(tmp_path: Path) -> None:
         for line in log.read_text().splitlines()
     ]
     assert any(str(r).startswith("probe: ") for r in reasons)
+
+
+@pytest.mark.slow
+def test_cli_scores_a_folder_of_profiles_with_a_users_tuner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from jpo.cli import build_app
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    src = (REPO / "configs" / "workloads" / "higgs-mlp.toml").read_text()
+    src = src.replace('name = "higgs-mlp"', 'name = "my-higgs"')
+    (folder / "my-higgs.toml").write_text(src + '\n[jpo]\nfreeze = ["num_layers"]\n')
+    (tmp_path / "my_tuners.py").write_text(_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "report"
+    args = ["evaluate", "--catalog", str(folder), "--tuner", "my_tuners:HalveEpochs"]
+    args += ["--methods", "halve_epochs,pattern,no_tuning", "--rounds", "2"]
+    args += ["--default-runs", "2", "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "halve_epochs: oracle fraction" in result.output
+    frame = pd.read_parquet(out / "rounds.parquet")
+    assert set(frame["workload"]) == {"my-higgs"}
+    assert set(frame["hp_num_layers"]) == {load_catalog()["higgs-mlp"].defaults.num_layers}
+    report = (out / "report.md").read_text()
+    assert "## Protocol" in report and "harmful" in report and "| halve_epochs |" in report
