@@ -74,6 +74,8 @@ def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> No
         seeds=args.seeds, rounds=args.rounds, split="all", methods=tuple(methods)
     )
     catalog, frozen = load_set(base, set_name)
+    k, n = (int(x) for x in args.part.split("/"))
+    names = sorted(catalog)[k - 1 :: n]  # part k of n (parallel processes)
     policy = LocalPolicy.load(args.policy) if "jpo" in methods else None
     t0 = time.perf_counter()
     result = evaluate(
@@ -84,9 +86,10 @@ def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> No
         catalog=catalog,
         frozen=frozen,
         set_name=set_name,
+        workloads=names,
     )
     args.frames.mkdir(parents=True, exist_ok=True)
-    tag = "+".join(methods)
+    tag = "+".join(methods) + f"--part{k}of{n}"
     frame = result.frame().assign(piece_seconds=time.perf_counter() - t0)
     frame.to_parquet(args.frames / f"{set_name}--{tag}.parquet", index=False)
     print(f"{set_name} {tag}: {time.perf_counter() - t0:.0f}s", flush=True)
@@ -178,6 +181,7 @@ def main() -> int:
     p.add_argument("--frames", type=Path, default=Path("/tmp/jpo-bar/frames"))
     p.add_argument("--out", type=Path, default=Path("/tmp/jpo-bar"))
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "evaluate" / "bar.json")
+    p.add_argument("--part", default="1/1", help="k/n: only every n-th workload from the k-th")
     p.add_argument("--run-only", action="store_true")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
