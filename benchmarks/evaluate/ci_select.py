@@ -75,7 +75,9 @@ def run_variant(name: str, seeds: int, rounds: int, policy_path: str, frames: Pa
     print(name, f"{time.perf_counter() - t0:.0f}s", flush=True)
 
 
-def combine(frames: Path, seeds: int, rounds: int, out_path: Path) -> dict[str, object]:
+def combine(
+    frames: Path, seeds: int, rounds: int, out_path: Path, today_from: Path | None = None
+) -> dict[str, object]:
     """Apply SELECTION.md's rule to the variants' rounds; return and write the record."""
     import pandas as pd
 
@@ -89,7 +91,17 @@ def combine(frames: Path, seeds: int, rounds: int, out_path: Path) -> dict[str, 
     settings = load_evaluation_settings().with_overrides(
         seeds=seeds, rounds=rounds, split="all", methods=("jpo", "variant")
     )
-    data = {n: pd.read_parquet(frames / f"{n}.parquet") for n in VARIANTS}
+    data = {
+        n: pd.read_parquet(frames / f"{n}.parquet")
+        for n in VARIANTS
+        if (frames / f"{n}.parquet").exists()
+    }
+    if "today" not in data and today_from is not None:
+        # the shipped configuration's validation rounds from bar.py (SELECTION.md, the cut)
+        pieces = [pd.read_parquet(p) for p in sorted(today_from.glob("validation--jpo--*"))]
+        today = pd.concat(pieces).drop(columns="piece_seconds")
+        data["today"] = today[today["seed"] < seeds].assign(variant="today")
+    data = {"today": data.pop("today"), **data}
     rows: dict[str, dict[str, object]] = {}
     qualifying = []
     for name, frame in data.items():
@@ -151,14 +163,19 @@ def main() -> int:
     p.add_argument("--variant", choices=list(VARIANTS), help="score one variant (parallel runs)")
     p.add_argument("--frames", type=Path, default=Path("/tmp/jpo-ci-select"))
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "evaluate" / "ci_select.json")
+    p.add_argument(
+        "--today-from", type=Path, default=None, help="bar.py frames: take `today` from them"
+    )
     args = p.parse_args()
     if args.variant:
         run_variant(args.variant, args.seeds, args.rounds, args.policy, args.frames)
         return 0
-    missing = [n for n in VARIANTS if not (args.frames / f"{n}.parquet").exists()]
-    for name in missing:
-        run_variant(name, args.seeds, args.rounds, args.policy, args.frames)
-    print(json.dumps(combine(args.frames, args.seeds, args.rounds, args.out), indent=2))
+    if args.today_from is None:
+        missing = [n for n in VARIANTS if not (args.frames / f"{n}.parquet").exists()]
+        for name in missing:
+            run_variant(name, args.seeds, args.rounds, args.policy, args.frames)
+    record = combine(args.frames, args.seeds, args.rounds, args.out, args.today_from)
+    print(json.dumps(record, indent=2))
     return 0
 
 
