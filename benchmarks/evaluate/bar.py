@@ -77,6 +77,13 @@ def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> No
     k, n = (int(x) for x in args.part.split("/"))
     names = sorted(catalog)[k - 1 :: n]  # part k of n (parallel processes)
     policy = LocalPolicy.load(args.policy) if "jpo" in methods else None
+    ci = None
+    if args.probe:  # a CI-stage variant under selection (SELECTION.md), passed, not patched
+        import dataclasses
+
+        from jpo.suggest import load_suggest_settings
+
+        ci = dataclasses.replace(load_suggest_settings(), probe_enabled=True)
     t0 = time.perf_counter()
     result = evaluate(
         base,
@@ -87,6 +94,7 @@ def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> No
         frozen=frozen,
         set_name=set_name,
         workloads=names,
+        suggest_settings=ci,
     )
     args.frames.mkdir(parents=True, exist_ok=True)
     tag = "+".join(methods) + f"--part{k}of{n}"
@@ -182,6 +190,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/jpo-bar"))
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "evaluate" / "bar.json")
     p.add_argument("--part", default="1/1", help="k/n: only every n-th workload from the k-th")
+    p.add_argument("--probe", action="store_true", help="JPO with [probe] enabled (a variant)")
     p.add_argument("--run-only", action="store_true")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
