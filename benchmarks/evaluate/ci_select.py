@@ -76,7 +76,7 @@ def run_variant(name: str, seeds: int, rounds: int, policy_path: str, frames: Pa
 
 
 def combine(
-    frames: Path, seeds: int, rounds: int, out_path: Path, today_from: Path | None = None
+    frames: Path, seeds: int, rounds: int, out_path: Path, from_bar: dict[str, Path] | None = None
 ) -> dict[str, object]:
     """Apply SELECTION.md's rule to the variants' rounds; return and write the record."""
     import pandas as pd
@@ -96,11 +96,12 @@ def combine(
         for n in VARIANTS
         if (frames / f"{n}.parquet").exists()
     }
-    if "today" not in data and today_from is not None:
-        # the shipped configuration's validation rounds from bar.py (SELECTION.md, the cut)
-        pieces = [pd.read_parquet(p) for p in sorted(today_from.glob("validation--jpo--*"))]
-        today = pd.concat(pieces).drop(columns="piece_seconds")
-        data["today"] = today[today["seed"] < seeds].assign(variant="today")
+    for name, folder in (from_bar or {}).items():
+        # a variant's validation rounds from bar.py pieces (SELECTION.md, the cuts)
+        pieces = [pd.read_parquet(p) for p in sorted(folder.glob("validation--*.parquet"))]
+        frame = pd.concat(pieces).drop(columns="piece_seconds")
+        frame = frame[(frame["method"] == "jpo") & (frame["seed"] < seeds)]
+        data[name] = frame.assign(variant=name)
     data = {"today": data.pop("today"), **data}
     rows: dict[str, dict[str, object]] = {}
     qualifying = []
@@ -164,17 +165,23 @@ def main() -> int:
     p.add_argument("--frames", type=Path, default=Path("/tmp/jpo-ci-select"))
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "evaluate" / "ci_select.json")
     p.add_argument(
-        "--today-from", type=Path, default=None, help="bar.py frames: take `today` from them"
+        "--from-bar",
+        nargs="*",
+        default=[],
+        help="NAME=DIR: take variant NAME's validation rounds from bar.py frames in DIR",
     )
     args = p.parse_args()
     if args.variant:
         run_variant(args.variant, args.seeds, args.rounds, args.policy, args.frames)
         return 0
-    if args.today_from is None:
+    from_bar = dict(
+        (name, Path(folder)) for name, _, folder in (v.partition("=") for v in args.from_bar)
+    )
+    if not from_bar:
         missing = [n for n in VARIANTS if not (args.frames / f"{n}.parquet").exists()]
         for name in missing:
             run_variant(name, args.seeds, args.rounds, args.policy, args.frames)
-    record = combine(args.frames, args.seeds, args.rounds, args.out, args.today_from)
+    record = combine(args.frames, args.seeds, args.rounds, args.out, from_bar)
     print(json.dumps(record, indent=2))
     return 0
 
