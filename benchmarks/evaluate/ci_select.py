@@ -89,7 +89,11 @@ def combine(
     )
 
     settings = load_evaluation_settings().with_overrides(
-        seeds=seeds, rounds=rounds, split="all", methods=("jpo", "variant")
+        seeds=seeds,
+        rounds=rounds,
+        split="all",
+        methods=("jpo", "variant"),
+        tuners={"variant": "(a CI-stage variant's jpo rows: a label, never run)"},
     )
     data = {
         n: pd.read_parquet(frames / f"{n}.parquet")
