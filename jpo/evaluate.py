@@ -48,12 +48,16 @@ from jpo.errors import ConfigError, ConstraintViolation, JpoError
 from jpo.evaluate_report import ReportPaths
 from jpo.schema import RunSummary
 from jpo.tuners import (
+    CampaignRules,
     JpoPolicyTuner,
+    LocalTPETuner,
     NoTuning,
     OptunaTuner,
     OracleTuner,
+    PatternSearchTuner,
     Proposal,
     RandomSearchTuner,
+    RuleOfThumbTuner,
     Tuner,
     TuningTask,
     reach_box,
@@ -67,6 +71,8 @@ if TYPE_CHECKING:
     from envs.response import WorkloadProfile
     from jpo.constraints import Constraints
     from jpo.policy import LocalPolicy
+    from jpo.policy_source import PolicySource
+    from jpo.suggest import SuggestSettings
 
 __all__ = [
     "EVALUATE_CONFIG_PATH",
@@ -88,8 +94,23 @@ __all__ = [
 
 EVALUATE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "evaluate.toml"
 
-METHODS: tuple[str, ...] = ("jpo", "optuna_tpe", "random", "no_tuning", "oracle")
+METHODS: tuple[str, ...] = (
+    "jpo",
+    "rule_of_thumb",
+    "pattern",
+    "tpe_local",
+    "optuna_tpe",
+    "random",
+    "no_tuning",
+    "oracle",
+)
 """Method names ``jpo evaluate`` knows, in default report order."""
+
+HONEST_BASELINES: tuple[str, ...] = ("rule_of_thumb", "pattern", "tpe_local")
+"""Baselines that see only measured runs, inside JPO's constraints and trust region."""
+
+ROLES: tuple[str, ...] = ("training", "validation", "test")
+"""Roles of a workload set (configs/evaluate.toml [sets]): what it may be used for."""
 
 _SPLITS = ("train", "holdout", "all")
 _SCORES = ("incumbent", "last")
@@ -120,9 +141,26 @@ class EvaluationSettings:
     val_loss_tolerance: float = 0.01
     val_loss_ok_share_min: float = 0.95
     must_beat: tuple[str, ...] = ("optuna_tpe", "random")
+    default_runs: int = 5
+    rule_of_thumb_memory_fraction: float = 0.45
+    tuners: dict[str, str] = field(default_factory=dict)
+    sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    margin_min: float = 0.10
 
     def __post_init__(self) -> None:
         problems = []
+        if self.default_runs < 1:
+            problems.append(f"default_runs must be >= 1, got {self.default_runs}")
+        if not (0.0 < self.rule_of_thumb_memory_fraction <= 1.0):
+            problems.append(
+                "rule_of_thumb_memory_fraction must be in (0, 1], got "
+                f"{self.rule_of_thumb_memory_fraction}"
+            )
+        for set_name, spec in self.sets.items():
+            if spec.get("role") not in ROLES:
+                problems.append(
+                    f"[sets.{set_name}] role must be one of {ROLES}, got {spec.get('role')!r}"
+                )
         if self.rounds < 1:
             problems.append(f"rounds must be >= 1, got {self.rounds}")
         if self.seeds < 1:
@@ -131,9 +169,13 @@ class EvaluationSettings:
             problems.append(f"split must be one of {_SPLITS}, got {self.split!r}")
         if self.score not in _SCORES:
             problems.append(f"score must be one of {_SCORES}, got {self.score!r}")
-        unknown = [m for m in self.methods if m not in METHODS]
+        known = (*METHODS, *self.tuners)
+        unknown = [m for m in self.methods if m not in known]
         if unknown or not self.methods:
-            problems.append(f"methods must be a non-empty subset of {METHODS}, got {unknown}")
+            problems.append(
+                f"methods must be a non-empty subset of {known}, got {unknown}; "
+                "add your own with --tuner module:Class"
+            )
         if self.jpo_path not in ("suggest", "direct"):
             problems.append(f"jpo path must be 'suggest' or 'direct', got {self.jpo_path!r}")
         if self.search_space not in ("reach", "constraints"):
@@ -153,6 +195,18 @@ class EvaluationSettings:
         values["must_beat"] = tuple(values["must_beat"])
         return EvaluationSettings(**values)
 
+    @property
+    def rules(self) -> CampaignRules:
+        """The campaign rules every honest baseline shares with the CI stage."""
+        from jpo.suggest import load_suggest_settings
+
+        suggest = load_suggest_settings()
+        return CampaignRules(
+            val_loss_tolerance=self.val_loss_tolerance,
+            max_gpu_memory_fraction=suggest.max_gpu_memory_fraction,
+            activation_fraction=suggest.activation_fraction,
+        )
+
 
 def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettings:
     """Read ``configs/evaluate.toml`` (or ``path``) into :class:`EvaluationSettings`."""
@@ -164,8 +218,22 @@ def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettin
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{file}: invalid TOML: {err}; fix the syntax") from err
     sections = {
-        "run": ("rounds", "seeds", "base_seed", "split", "methods", "score", "scrape_interval_s"),
-        "baselines": ("search_space", "random_trust_region", "optuna_startup_trials"),
+        "run": (
+            "rounds",
+            "seeds",
+            "base_seed",
+            "split",
+            "methods",
+            "score",
+            "scrape_interval_s",
+            "default_runs",
+        ),
+        "baselines": (
+            "search_space",
+            "random_trust_region",
+            "optuna_startup_trials",
+            "rule_of_thumb_memory_fraction",
+        ),
         "jpo": ("path",),
         "scoring": ("min_oracle_gap", "oracle_val_loss_tolerance"),
         "quality_bar": (
@@ -173,6 +241,7 @@ def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettin
             "val_loss_tolerance",
             "val_loss_ok_share_min",
             "must_beat",
+            "margin_min",
         ),
     }
     values: dict[str, Any] = {}
@@ -183,6 +252,8 @@ def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettin
                 raise ConfigError(f"{file}: unknown key {key!r} in [{section}]; known: {keys}")
         values.update({("jpo_path" if section == "jpo" else k): v for k, v in table.items()})
     values["conditions"] = dict(raw.get("conditions", {}))
+    values["tuners"] = {str(k): str(v) for k, v in raw.get("tuners", {}).items()}
+    values["sets"] = {str(k): dict(v) for k, v in raw.get("sets", {}).items()}
     for key in ("methods", "must_beat"):
         if key in values:
             values[key] = tuple(values[key])
@@ -252,7 +323,12 @@ def jpo_proposer(policy: LocalPolicy) -> Callable[..., Proposal]:
     return propose
 
 
-def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Proposal]:
+def suggest_proposer(
+    policy_path: str | Path,
+    workdir: Path,
+    settings: SuggestSettings | None = None,
+    policy_source: PolicySource | None = None,
+) -> Callable[..., Proposal]:
     """Return a proposer that runs the CI stage itself, :func:`jpo.suggest.suggest`.
 
     Each campaign (workload x seed) gets its own ``config.ini`` and audit log under
@@ -260,13 +336,16 @@ def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Pr
     an in-memory :class:`jpo.telemetry.MetricSource`, and the local policy artifact. So
     the policy's proposals go through exactly what CI applies: features, action,
     constraints, guards (failed-config memory, memory guard, hysteresis), feedback and
-    rollback. ``--approve`` is implied (evaluation has no human in the loop).
+    rollback. ``--approve`` is implied (evaluation has no human in the loop). ``settings``
+    replaces ``configs/suggest.toml`` (a CI-stage variant, e.g. ``[probe]`` on), so research
+    scripts compare designs without patching the module; ``policy_source`` replaces the
+    local artifact as the stage's policy (e.g. a planner answering as a policy).
     """
     from jpo.policy_source import LocalPolicySource
     from jpo.suggest import SuggestOptions, SuggestStatus, load_suggest_settings, suggest
 
-    source = LocalPolicySource(Path(policy_path))
-    settings = load_suggest_settings()
+    source = policy_source if policy_source is not None else LocalPolicySource(Path(policy_path))
+    settings = settings if settings is not None else load_suggest_settings()
     # Keyed by campaign, never by id(task): a finished campaign's task is garbage, and
     # CPython hands its id to a later task, which then inherited the old config.ini.
     folders: dict[tuple[str, int], Path] = {}
@@ -285,7 +364,7 @@ def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Pr
         if folder is None:
             folder = workdir / f"{task.workload}-{task.seed}-{len(folders)}"
             folder.mkdir(parents=True, exist_ok=False)
-            _write_config_ini(folder / "config.ini", task.profile, current)
+            _write_config_ini(folder / "config.ini", task.profile, current, task.constraints.frozen)
             folders[campaign] = folder
         if table is None:
             raise ConfigError("suggest path: no telemetry table for the last run (a bug)")
@@ -307,8 +386,10 @@ def suggest_proposer(policy_path: str | Path, workdir: Path) -> Callable[..., Pr
     return propose
 
 
-def _write_config_ini(path: Path, profile: Any, hp: Hyperparameters) -> None:
-    """Write a workload's config.ini (the catalog profile's labels, ``hp``)."""
+def _write_config_ini(
+    path: Path, profile: Any, hp: Hyperparameters, frozen: Sequence[str] = ()
+) -> None:
+    """Write a workload's config.ini (the catalog profile's labels, ``hp``, ``[jpo] freeze``)."""
     lines = [
         f"# {profile.name}: evaluation campaign (written by jpo evaluate)",
         "",
@@ -321,6 +402,8 @@ def _write_config_ini(path: Path, profile: Any, hp: Hyperparameters) -> None:
         *(f"{k} = {v}" for k, v in hp.as_dict().items()),
         "",
     ]
+    if frozen:
+        lines += ["[jpo]", f"freeze = {', '.join(frozen)}", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -364,6 +447,7 @@ class EvaluationResult:
     workloads: tuple[str, ...]
     policy: str | None
     policy_version: int | None
+    set_name: str = ""
 
     def frame(self) -> pd.DataFrame:
         """Return the rounds as a pandas DataFrame (one row per workload/seed/method/round)."""
@@ -419,7 +503,59 @@ def _make_tuner(
         return NoTuning(task)
     if method == "oracle":
         return OracleTuner(task)
+    if method == "rule_of_thumb":
+        return RuleOfThumbTuner(task, memory_threshold=settings.rule_of_thumb_memory_fraction)
+    if method == "pattern":
+        return PatternSearchTuner(task)
+    if method == "tpe_local":
+        return LocalTPETuner(task, n_startup_trials=settings.optuna_startup_trials)
+    if method in settings.tuners:
+        return load_tuner_class(settings.tuners[method])(task)
     raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def load_tuner_class(spec: str) -> type[Tuner]:
+    """Import a user's tuner, ``module:Class`` (a :class:`jpo.tuners.Tuner` subclass).
+
+    Raises:
+        ConfigError: a malformed spec, a module that does not import, a missing class, or a
+            class that is not a Tuner; the message names the spec and the fix.
+    """
+    import importlib
+
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ConfigError(f"--tuner {spec!r}: expected module:Class, e.g. mytuners:GridTuner")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(
+            f"--tuner {spec!r}: cannot import module {module_name!r} ({err}); put it on PYTHONPATH"
+        ) from err
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Tuner)):
+        raise ConfigError(
+            f"--tuner {spec!r}: {class_name!r} is not a jpo.tuners.Tuner subclass in "
+            f"{module_name!r}; subclass Tuner and implement ask()"
+        )
+    return cls
+
+
+def tuner_methods(specs: Sequence[str]) -> dict[str, str]:
+    """Return ``{method name: spec}`` for ``--tuner module:Class`` specs (the class's ``name``)."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        cls = load_tuner_class(spec)
+        name = str(getattr(cls, "name", "")) or spec
+        if name in METHODS or name == "tuner":
+            name = spec.partition(":")[2]
+        if name in METHODS or name in out:
+            raise ConfigError(
+                f"--tuner {spec!r}: method name {name!r} is taken; set a unique class "
+                "attribute name = '...'"
+            )
+        out[name] = spec
+    return out
 
 
 def _validate(
@@ -472,6 +608,10 @@ def evaluate(
     progress: bool = True,
     workdir: str | Path | None = None,
     catalog: Mapping[str, WorkloadProfile] | None = None,
+    frozen: Mapping[str, Sequence[str]] | None = None,
+    set_name: str = "",
+    suggest_settings: SuggestSettings | None = None,
+    propose: Callable[..., Proposal] | None = None,
 ) -> EvaluationResult:
     """Run the evaluation protocol (module docstring) and return every round.
 
@@ -486,6 +626,15 @@ def evaluate(
             (default: a temporary folder, removed afterwards).
         catalog: the workload profiles to draw from (default: ``configs/workloads``), e.g.
             synthetic validation profiles from :func:`envs.randomization.random_profiles`.
+        frozen: per workload, the parameters its config.ini freezes (``[jpo] freeze``),
+            e.g. from :func:`load_workload_folder`.
+        set_name: the workload set's name in ``configs/evaluate.toml`` ``[sets]`` (reported
+            with its role).
+        suggest_settings: the CI stage's settings on the suggest path (default:
+            ``configs/suggest.toml``), e.g. a design variant under comparison.
+        propose: the proposer of method ``"jpo"`` (default: built from ``policy`` and
+            ``[jpo] path``; :func:`jpo_proposer`, :func:`suggest_proposer`): the plug-in
+            point for research drivers (a teacher, a planner), so nothing is patched.
     """
     import tempfile
 
@@ -499,6 +648,10 @@ def evaluate(
             progress=progress,
             workdir=Path(workdir) if workdir is not None else Path(tmp),
             catalog=catalog,
+            frozen=frozen,
+            set_name=set_name,
+            suggest_settings=suggest_settings,
+            propose=propose,
         )
 
 
@@ -524,6 +677,10 @@ def _evaluate(
     progress: bool,
     workdir: Path,
     catalog: Mapping[str, WorkloadProfile] | None = None,
+    frozen: Mapping[str, Sequence[str]] | None = None,
+    set_name: str = "",
+    suggest_settings: SuggestSettings | None = None,
+    propose: Callable[..., Proposal] | None = None,
 ) -> EvaluationResult:
     """Body of :func:`evaluate` (``workdir`` exists)."""
     from envs.oracle import best_config, reach_constraints, reference_config
@@ -538,13 +695,15 @@ def _evaluate(
     weights = load_reward_weights()
     conditions = load_conditions(None, **settings.conditions)
     oracle_settings = evaluation_oracle_settings(settings)
-    if "jpo" in settings.methods and policy is None:
+    rules = settings.rules
+    if "jpo" in settings.methods and policy is None and propose is None:
         raise ConfigError("method 'jpo' needs a policy: pass --policy PATH")
-    propose: Callable[..., Proposal] | None = None
-    if policy is not None and settings.jpo_path == "suggest":
+    if propose is not None:
+        pass  # the caller's proposer (plug-in point)
+    elif policy is not None and settings.jpo_path == "suggest":
         if policy_path is None:
             raise ConfigError("the suggest path needs the policy's artifact folder (policy_path)")
-        propose = suggest_proposer(policy_path, workdir)
+        propose = suggest_proposer(policy_path, workdir, suggest_settings)
     elif policy is not None:
         propose = jpo_proposer(policy)
 
@@ -557,7 +716,7 @@ def _evaluate(
             w_index = workload_seed(name)
             profile = catalog[name]
             default = profile.defaults
-            cons = base_constraints
+            cons = _workload_constraints(base_constraints, (frozen or {}).get(name, ()))
             _ref_hp, reference = reference_config(profile, conditions)
             scorer = _Scorer(profile, conditions, weights, reference)
             # Noise-free scoring, identical for every method and seed of this workload.
@@ -607,31 +766,40 @@ def _evaluate(
                     start=start,
                     scrape_interval_s=settings.scrape_interval_s,
                 )
-                run0 = sim0.summary
-                observe = scorer.objective  # measured run, same yardstick
-                default_observed = observe(run0)
-                for method in settings.methods:
-                    task = TuningTask(
-                        workload=name,
-                        profile=profile,
-                        constraints=cons,
-                        default=default,
-                        default_summary=run0,
-                        seed=(seed * 1_000_003 + w_index) % 2**32,  # numpy/optuna range
-                        box=box,
-                        extra={
-                            "oracle_hp": oracle_hp,
-                            "default_objective": default_observed,
-                            "default_table": sim0.table,
-                        },
-                    )
-                    tuner = _make_tuner(method, task, settings, propose)
-                    common = {
+                # The scoring rule's reference: the mean measured val loss of several
+                # default runs (a recurring job's history has many); run 0 is one of them
+                # and stays the single-run reading.
+                extra_defaults = [
+                    simulate_run(
+                        profile,
+                        default,
+                        conditions,
+                        rng=_seed_for(seed, w_index, 0, k),
+                        run_id=f"{name}-s{seed}-d{k}",
+                        start=start - k * 86_400.0,
+                        scrape_interval_s=settings.scrape_interval_s,
+                    ).summary.final_val_loss
+                    for k in range(1, settings.default_runs)
+                ]
+                default_losses = (sim0.summary.final_val_loss, *extra_defaults)
+                campaign = _Campaign(
+                    name=name,
+                    w_index=w_index,
+                    seed=seed,
+                    profile=profile,
+                    constraints=cons,
+                    conditions=conditions,
+                    scorer=scorer,
+                    sim0=sim0,
+                    default_losses=default_losses,
+                    start=start,
+                    box=box,
+                    rules=rules,
+                    common={
                         "workload": name,
                         "split": profile.split,
                         "framework": profile.framework,
                         "bottleneck": profile.bottleneck,
-                        "method": method,
                         "seed": seed,
                         "default_objective": default_true,
                         "oracle_objective": oracle_obj,
@@ -640,96 +808,238 @@ def _evaluate(
                         "oracle_reach_gap": reach_obj - default_true,
                         "default_val_loss": default_val_loss,
                         "oracle_val_loss": oracle_true_summary.final_val_loss,
-                    }
-                    incumbent = (default, default_observed, 0, default_true_summary, run0)
-                    # The incumbent under the measured val-loss rule, for every method; it
-                    # differs from `incumbent` only for the oracle (see oracle_ceiling).
-                    ruled = (default_observed, default_true)
-                    row = _row(
-                        common,
-                        0,
-                        default,
-                        run0,
-                        default_true_summary,
-                        default_observed,
-                        default_true,
-                        "",
-                        incumbent,
-                        scorer,
-                        gap,
-                        settings,
-                    )
-                    row["oracle_fraction_ruled"] = row["oracle_fraction_incumbent"]
-                    rows.append(row)
-                    current = default
-                    for rnd in range(1, settings.rounds + 1):
-                        proposal = tuner.ask()
-                        previous = current if tuner.uses_trust_region else None
-                        problem = _validate(cons, proposal, previous)
-                        if problem:
-                            tuner.reject(proposal)
-                            proposal_ran = current
-                        else:
-                            proposal_ran = proposal
-                        sim = simulate_run(
-                            profile,
-                            proposal_ran,
-                            conditions,
-                            rng=_seed_for(seed, w_index, rnd),
-                            run_id=f"{name}-s{seed}-r{rnd}",
-                            start=start + rnd * 86_400.0,
-                            scrape_interval_s=settings.scrape_interval_s,
-                        )
-                        run = sim.summary
-                        observed = observe(run)
-                        true_summary = scorer.summary(proposal_ran)
-                        true_obj = scorer.objective(true_summary)
-                        note = tuner.last_note
-                        if problem:
-                            tuner.tell(current, run, observed, sim.table)
-                        else:
-                            tuner.tell(proposal_ran, run, observed, sim.table)
-                            current = proposal_ran
-                        # The oracle's configuration holds quality by construction (noise-free).
-                        holds = _holds_quality(run, run0, settings)
-                        if observed > incumbent[1] and (holds or method == "oracle"):
-                            incumbent = (proposal_ran, observed, rnd, true_summary, run)
-                        if observed > ruled[0] and holds:
-                            ruled = (observed, true_obj)
-                        row = _row(
-                            common,
-                            rnd,
-                            proposal,
-                            run,
-                            true_summary,
-                            observed,
-                            true_obj,
-                            problem,
-                            incumbent,
-                            scorer,
-                            gap,
-                            settings,
-                        )
-                        row["note"] = note
-                        ruled_fraction = _fraction(ruled[1], default_true, gap, settings)
-                        row["oracle_fraction_ruled"] = ruled_fraction
-                        rows.append(row)
-                        advance()
+                        "frozen": ",".join(cons.frozen),
+                    },
+                    oracle_hp=oracle_hp,
+                    default_true=(default_true_summary, default_true),
+                )
+                for method in settings.methods:
+                    rows.extend(_run_campaign(campaign, method, settings, propose, advance))
     version = policy.version if policy is not None else None
-    return EvaluationResult(rows, settings, tuple(names), policy_path, version)
+    return EvaluationResult(rows, settings, tuple(names), policy_path, version, set_name)
 
 
-def _holds_quality(run: RunSummary, default_run: RunSummary, settings: EvaluationSettings) -> bool:
-    """Tell whether a measured run may become the incumbent.
+def _workload_constraints(base: Constraints, frozen: Sequence[str]) -> Constraints:
+    """Return ``base`` with the workload's frozen parameters (``[jpo] freeze``) held."""
+    if not frozen:
+        return base
+    from jpo.config_file import JpoSection
 
-    It must have trained, and its measured validation loss must hold the quality bar
-    against the measured default run (any successful run qualifies when the default failed).
+    tunable = tuple(n for n in base.tunable if n not in frozen)
+    return base.for_workload(JpoSection(tunable=tunable, frozen=tuple(frozen)))
+
+
+def load_workload_folder(
+    directory: str | Path,
+) -> tuple[dict[str, WorkloadProfile], dict[str, tuple[str, ...]]]:
+    """Load every ``*.toml`` workload profile in a folder, with its ``[jpo] freeze`` list.
+
+    The files use the catalog's format (``configs/workloads/``) plus an optional
+    ``[jpo]`` section whose only key is ``freeze`` (parameters the workload's config.ini
+    freezes, e.g. the depth of a fine-tuned pretrained model).
+
+    Raises:
+        ConfigError: a missing or empty folder, unreadable or invalid files, an unknown
+            ``[jpo]`` key or parameter, or duplicate names; each names the file.
     """
+    from envs.response import profile_from_dict
+
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ConfigError(f"--catalog {folder}: not a folder; pass a folder of *.toml profiles")
+    catalog: dict[str, WorkloadProfile] = {}
+    frozen: dict[str, tuple[str, ...]] = {}
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read workload profile: {err}") from err
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: invalid TOML: {err}; fix the syntax") from err
+        jpo = data.pop("jpo", {})
+        unknown = [k for k in jpo if k != "freeze"]
+        names = jpo.get("freeze", [])
+        bad = [n for n in names if n not in HYPERPARAMETER_NAMES]
+        if unknown or bad or not isinstance(names, list):
+            raise ConfigError(
+                f"{path}: [jpo] may hold only freeze = [names from "
+                f"{', '.join(HYPERPARAMETER_NAMES)}]; got keys {sorted(jpo)}"
+            )
+        profile = profile_from_dict(data, source=str(path))
+        if profile.name in catalog:
+            raise ConfigError(f"{path}: duplicate workload name {profile.name!r}")
+        catalog[profile.name] = profile
+        frozen[profile.name] = tuple(names)
+    if not catalog:
+        raise ConfigError(f"--catalog {folder}: no workload profiles (*.toml) found")
+    return catalog, frozen
+
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def load_set(
+    settings: EvaluationSettings, name: str
+) -> tuple[dict[str, WorkloadProfile], dict[str, tuple[str, ...]]]:
+    """Return the workload profiles of ``[sets.NAME]`` and their frozen parameters.
+
+    Raises:
+        ConfigError: an unknown set name or source, or a set whose profiles do not load.
+    """
+    from envs.response import load_catalog
+
+    spec = settings.sets.get(name)
+    if spec is None:
+        raise ConfigError(
+            f"--set {name!r}: no [sets.{name}] in configs/evaluate.toml; known: "
+            f"{', '.join(settings.sets) or 'none'}"
+        )
+    source = spec.get("source", "catalog")
+    if source == "folder":
+        return load_workload_folder(_REPO / str(spec["path"]))
+    if source == "randomized":
+        from envs.randomization import load_randomization, random_profiles
+
+        randomization = dataclasses.replace(load_randomization(), seed=int(spec["seed"]))
+        profiles = random_profiles(load_catalog(), int(spec["count"]), settings=randomization)
+        catalog = {f"val-{p.name}": dataclasses.replace(p, name=f"val-{p.name}") for p in profiles}
+        return catalog, {}
+    if source == "catalog":
+        full = load_catalog()
+        split = str(spec.get("split", "all"))
+        chosen = {n: p for n, p in full.items() if split == "all" or p.split == split}
+        return chosen, {}
+    raise ConfigError(
+        f"configs/evaluate.toml [sets.{name}] source = {source!r}: use catalog, folder "
+        "or randomized"
+    )
+
+
+@dataclass(frozen=True)
+class _Campaign:
+    """One workload x seed: what every method's campaign on it shares."""
+
+    name: str
+    w_index: int
+    seed: int
+    profile: Any
+    constraints: Constraints
+    conditions: Any
+    scorer: _Scorer
+    sim0: Any
+    default_losses: tuple[float, ...]
+    start: float
+    box: dict[str, tuple[float, float]] | None
+    rules: CampaignRules
+    common: dict[str, Any]
+    oracle_hp: Hyperparameters
+    default_true: tuple[RunSummary, float]
+
+    @property
+    def reference_loss(self) -> float:
+        """The scoring rule's reference: the mean measured val loss of the default runs."""
+        finite = [v for v in self.default_losses if math.isfinite(v)]
+        return float(np.mean(finite)) if finite else math.nan
+
+    def task(self, observed_default: float) -> TuningTask:
+        """Return the task a method starts from (the measured default run 0)."""
+        return TuningTask(
+            workload=self.name,
+            profile=self.profile,
+            constraints=self.constraints,
+            default=self.profile.defaults,
+            default_summary=self.sim0.summary,
+            seed=(self.seed * 1_000_003 + self.w_index) % 2**32,  # numpy/optuna range
+            box=self.box,
+            rules=self.rules,
+            extra={
+                "oracle_hp": self.oracle_hp,
+                "default_objective": observed_default,
+                "default_table": self.sim0.table,
+            },
+        )
+
+
+def _holds(run: RunSummary, reference_loss: float, tolerance: float) -> bool:
+    """Tell whether a measured run trained and held val loss within tolerance of a reference."""
     if run.failure != "none" or not math.isfinite(run.final_val_loss):
         return False
-    if default_run.failure != "none" or not math.isfinite(default_run.final_val_loss):
+    if not math.isfinite(reference_loss):
         return True
-    return run.final_val_loss <= default_run.final_val_loss * (1.0 + settings.val_loss_tolerance)
+    return run.final_val_loss <= reference_loss * (1.0 + tolerance)
+
+
+def _run_campaign(
+    c: _Campaign,
+    method: str,
+    settings: EvaluationSettings,
+    propose: Callable[..., Proposal] | None,
+    advance: Callable[[], None],
+) -> list[dict[str, Any]]:
+    """Run one method's campaign on one workload x seed; return its rows (round 0..R)."""
+    from envs.response import simulate_run
+
+    scorer, run0, tol = c.scorer, c.sim0.summary, settings.val_loss_tolerance
+    default = c.profile.defaults
+    default_true_summary, default_true = c.default_true
+    default_observed = scorer.objective(run0)
+    single_ref = run0.final_val_loss if run0.failure == "none" else math.nan
+    multi_ref = c.reference_loss if run0.failure == "none" else math.nan
+    tuner = _make_tuner(method, c.task(default_observed), settings, propose)
+    common = dict(c.common, method=method)
+    gap = float(common["oracle_gap"])
+    incumbent = (default, default_observed, 0, default_true_summary, run0)
+    single = (default_observed, default_true)
+    ruled = (default_observed, default_true)
+    row = _row(common, 0, default, run0, default_true_summary, default_observed, default_true,
+               "", incumbent, scorer, gap, settings)  # fmt: skip
+    row["oracle_fraction_ruled"] = row["oracle_fraction_incumbent"]
+    row["oracle_fraction_single"] = row["oracle_fraction_incumbent"]
+    row |= {"harmful": False, "rule_break": False, "reference_val_loss": multi_ref}
+    rows = [row]
+    current = default
+    for rnd in range(1, settings.rounds + 1):
+        proposal = tuner.ask()
+        previous = tuner.anchor if tuner.uses_trust_region else None
+        problem = _validate(c.constraints, proposal, previous)
+        if problem:
+            tuner.reject(proposal)
+        proposal_ran = current if problem else proposal
+        sim = simulate_run(
+            c.profile,
+            proposal_ran,
+            c.conditions,
+            rng=_seed_for(c.seed, c.w_index, rnd),
+            run_id=f"{c.name}-s{c.seed}-r{rnd}",
+            start=c.start + rnd * 86_400.0,
+            scrape_interval_s=settings.scrape_interval_s,
+        )
+        run = sim.summary
+        observed = scorer.objective(run)
+        true_summary = scorer.summary(proposal_ran)
+        true_obj = scorer.objective(true_summary)
+        note = tuner.last_note
+        tuner.tell(proposal_ran, run, observed, sim.table)
+        current = proposal_ran
+        holds = _holds(run, multi_ref, tol)
+        # The oracle's configuration holds quality by construction (noise-free).
+        if observed > incumbent[1] and (holds or method == "oracle"):
+            incumbent = (proposal_ran, observed, rnd, true_summary, run)
+        if observed > ruled[0] and holds:
+            ruled = (observed, true_obj)
+        if observed > single[0] and (_holds(run, single_ref, tol) or method == "oracle"):
+            single = (observed, true_obj)
+        row = _row(common, rnd, proposal, run, true_summary, observed, true_obj, problem,
+                   incumbent, scorer, gap, settings)  # fmt: skip
+        row["note"] = note
+        row["oracle_fraction_ruled"] = _fraction(ruled[1], default_true, gap, settings)
+        row["oracle_fraction_single"] = _fraction(single[1], default_true, gap, settings)
+        row["harmful"] = bool(true_obj < default_true - 1e-9)
+        row["rule_break"] = bool(run.failure == "none" and not holds)
+        row["reference_val_loss"] = multi_ref
+        rows.append(row)
+        advance()
+    return rows
 
 
 def _finite_or(value: float, fallback: float) -> float:
@@ -853,6 +1163,7 @@ def workload_summary(result: EvaluationResult) -> pd.DataFrame:
         oracle_fraction=("oracle_fraction", "mean"),
         oracle_fraction_last=("oracle_fraction_last", "mean"),
         oracle_fraction_incumbent=("oracle_fraction_incumbent", "mean"),
+        oracle_fraction_single=("oracle_fraction_single", "mean"),
         oracle_reach_fraction=("oracle_reach_fraction", "mean"),
         objective=("incumbent_objective_true", "mean"),
         oracle_objective=("oracle_objective", "first"),
@@ -880,6 +1191,9 @@ def workload_summary(result: EvaluationResult) -> pd.DataFrame:
         oom_runs=("oom", lambda v: int(v.astype(bool).sum())),
         diverged_runs=("failure", lambda v: int((v == "diverged").sum())),
         failed_runs=("failure", lambda v: int(v.isin(["oom", "diverged", "failed"]).sum())),
+        harmful_runs=("harmful", lambda v: int(v.astype(bool).sum())),
+        rule_breaks=("rule_break", lambda v: int(v.astype(bool).sum())),
+        tuning_runs=("round", "size"),
         tuning_gpu_hours=("gpu_hours", "sum"),
     )
     out = agg_after.join(agg_before).join(agg_tuning).reset_index()
@@ -896,6 +1210,7 @@ def method_summary(result: EvaluationResult) -> pd.DataFrame:
         oracle_fraction_mean=("oracle_fraction", "mean"),
         oracle_fraction_median=("oracle_fraction", "median"),
         oracle_fraction_last_mean=("oracle_fraction_last", "mean"),
+        oracle_fraction_single_mean=("oracle_fraction_single", "mean"),
         oracle_reach_fraction_mean=("oracle_reach_fraction", "mean"),
         oracle_reach_fraction_median=("oracle_reach_fraction", "median"),
         val_loss_ok_share=("val_loss_ok", "mean"),
@@ -903,6 +1218,9 @@ def method_summary(result: EvaluationResult) -> pd.DataFrame:
         oom_runs=("oom_runs", "sum"),
         diverged_runs=("diverged_runs", "sum"),
         failed_runs=("failed_runs", "sum"),
+        harmful_runs=("harmful_runs", "sum"),
+        rule_breaks=("rule_breaks", "sum"),
+        tuning_runs=("tuning_runs", "sum"),
         gpu_util_before=("gpu_util_before", "mean"),
         gpu_util_after=("gpu_util_after", "mean"),
         cpu_util_before=("cpu_util_before", "mean"),
@@ -1017,6 +1335,115 @@ def oracle_ceiling(result: EvaluationResult) -> float:
     return float(oracle.groupby("workload")["oracle_fraction_ruled"].mean().mean())
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """A method's oracle fraction minus another's, paired by workload and seed."""
+
+    method: str
+    other: str
+    mean: float
+    se_seeds: float
+    """Standard error over seeds (each seed's mean over workloads)."""
+    se_workloads: float
+    """Standard error over workloads (each workload's mean over seeds)."""
+    seeds: int
+    workloads: int
+
+
+def _se(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return math.nan
+    return float(np.std(values, ddof=1) / math.sqrt(values.size))
+
+
+def paired_difference(result: EvaluationResult, method: str, other: str) -> PairedDifference:
+    """Return ``method``'s oracle fraction minus ``other``'s after the last round, paired."""
+    final = _final_rows(result.frame())
+    pivot = final[final["method"].isin([method, other])].pivot_table(
+        index=["workload", "seed"], columns="method", values="oracle_fraction", aggfunc="mean"
+    )
+    if method not in pivot.columns or other not in pivot.columns:
+        return PairedDifference(method, other, math.nan, math.nan, math.nan, 0, 0)
+    diff = (pivot[method] - pivot[other]).dropna()
+    per_seed = diff.groupby(level="seed").mean().to_numpy(dtype=float)
+    per_workload = diff.groupby(level="workload").mean().to_numpy(dtype=float)
+    return PairedDifference(
+        method,
+        other,
+        float(per_workload.mean()) if per_workload.size else math.nan,
+        _se(per_seed),
+        _se(per_workload),
+        int(per_seed.size),
+        int(per_workload.size),
+    )
+
+
+def best_honest_baseline(result: EvaluationResult) -> str | None:
+    """Return the honest baseline with the highest mean oracle fraction (None: none ran)."""
+    summary = method_summary(result).set_index("method")
+    names = [m for m in HONEST_BASELINES if m in summary.index]
+    if not names:
+        return None
+    return max(names, key=lambda m: float(summary.loc[m, "oracle_fraction_mean"]))
+
+
+@dataclass(frozen=True)
+class BaselineBar:
+    """Issue 25's bar for JPO on one set: beat the best honest baseline, safely."""
+
+    baseline: str
+    difference: PairedDifference
+    oracle_fraction: float
+    absolute_min: float | None
+    oom_runs: int
+    harmful_runs: int
+    baseline_harmful_runs: int
+    val_loss_ok_share: float
+    passed: dict[str, bool]
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(self.passed.values())
+
+
+def baseline_bar(
+    result: EvaluationResult, method: str = "jpo", absolute_min: float | None = None
+) -> BaselineBar | None:
+    """Return issue 25's bar for ``method`` (None when it or no honest baseline ran)."""
+    summary = method_summary(result).set_index("method")
+    baseline = best_honest_baseline(result)
+    if baseline is None or method not in summary.index:
+        return None
+    s = result.settings
+    row, other = summary.loc[method], summary.loc[baseline]
+    diff = paired_difference(result, method, baseline)
+    passed = {
+        f"beats {baseline} by >= {s.margin_min:g}": bool(diff.mean >= s.margin_min),
+        "zero OOM runs": int(row["oom_runs"]) == 0,
+        f"harmful runs <= {baseline}'s": int(row["harmful_runs"]) <= int(other["harmful_runs"]),
+        f"val loss ok on >= {s.val_loss_ok_share_min:.0%} of workloads": bool(
+            row["val_loss_ok_share"] >= s.val_loss_ok_share_min
+        ),
+    }
+    if absolute_min is not None:
+        passed[f"oracle fraction >= {absolute_min:g}"] = bool(
+            row["oracle_fraction_mean"] >= absolute_min
+        )
+    return BaselineBar(
+        baseline=baseline,
+        difference=diff,
+        oracle_fraction=float(row["oracle_fraction_mean"]),
+        absolute_min=absolute_min,
+        oom_runs=int(row["oom_runs"]),
+        harmful_runs=int(row["harmful_runs"]),
+        baseline_harmful_runs=int(other["harmful_runs"]),
+        val_loss_ok_share=float(row["val_loss_ok_share"]),
+        passed=passed,
+    )
+
+
 # --------------------------------------------------------------------------- report
 # report.md, rounds.parquet, summary.json and the plots: jpo/evaluate_report.py.
 
@@ -1026,6 +1453,114 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> ReportPaths:
     from jpo.evaluate_report import write_report as _write_report
 
     return _write_report(result, out_dir)
+
+
+def _set_spec(result: EvaluationResult) -> dict[str, Any]:
+    """Return the evaluated set's ``[sets.NAME]`` table (empty when none was named)."""
+    return dict(result.settings.sets.get(result.set_name, {}))
+
+
+def _baseline_bar_json(result: EvaluationResult) -> dict[str, Any] | None:
+    """Return issue 25's bar as JSON-ready data (None when it does not apply)."""
+    spec = _set_spec(result)
+    bar = baseline_bar(result, absolute_min=spec.get("absolute_min"))
+    if bar is None:
+        return None
+    return asdict(bar) | {"ok": bar.ok, "set": result.set_name, "role": spec.get("role")}
+
+
+def _tolerance_lines(result: EvaluationResult) -> list[str]:
+    """Return the report's table of every val-loss tolerance in play, and why they differ."""
+    from jpo.reward import load_reward_weights
+    from jpo.suggest import load_suggest_settings
+
+    tol = result.settings.val_loss_tolerance
+    weights = load_reward_weights()
+    suggest = load_suggest_settings()
+    rows = [
+        ("scoring rule (incumbent, val loss ok, honest baselines)", tol, "the one setting"),
+        (
+            "CI incumbent rule (configs/suggest.toml [incumbent])",
+            suggest.incumbent_val_loss_tolerance,
+            "1.0 = off: a drift check at 2-3 % lowered scores (round 13)",
+        ),
+        (
+            "CI rollback (configs/suggest.toml [rollback])",
+            suggest.val_loss_tolerance,
+            "one noisy run against one noisy run: 1 % would roll back most reruns of the "
+            "same configuration; the scoring rule's incumbent choice filters at 1 %",
+        ),
+        (
+            "reward vs previous run (configs/reward.toml)",
+            weights.tolerance_previous,
+            "the policy's training signal",
+        ),
+        (
+            "reward vs best run (configs/reward.toml)",
+            weights.tolerance_best,
+            "the policy's training signal (a soft penalty, not a rule)",
+        ),
+    ]
+    lines = ["| tolerance | value | why |", "|---|---|---|"]
+    lines += [f"| {name} | {value:g} | {why} |" for name, value, why in rows]
+    return lines
+
+
+def protocol_section(result: EvaluationResult, per_method: pd.DataFrame) -> list[str]:
+    """Return the report's protocol, safety and honest-baseline sections (issue 25)."""
+    from jpo.evaluate_report import _table
+
+    s = result.settings
+    spec = _set_spec(result)
+    role = spec.get("role", "unnamed (a folder or workloads given directly)")
+    parts = [
+        "## Protocol",
+        "",
+        f"- set: {result.set_name or 'n/a'}, role: **{role}** "
+        "(training: profiles the policy learns on; validation: every choice; test: read "
+        "only to report)",
+        f"- scoring rule: a run counts when its measured val loss <= the mean of "
+        f"{s.default_runs} measured default runs x (1 + {s.val_loss_tolerance:g}); "
+        "`oracle_fraction_single_mean` keeps the single-default-run reading",
+        "",
+        *_tolerance_lines(result),
+        "",
+        "## Safety (totals over tuning runs)",
+        "",
+        "harmful: noise-free objective below the default's; rule breaks: trained runs whose "
+        "measured val loss breaks the scoring rule.",
+        "",
+        _table(
+            per_method,
+            [
+                "method",
+                "oracle_fraction_mean",
+                "oracle_fraction_single_mean",
+                "tuning_runs",
+                "oom_runs",
+                "diverged_runs",
+                "failed_runs",
+                "harmful_runs",
+                "rule_breaks",
+                "val_loss_ok_share",
+            ],
+        ),
+        "",
+    ]
+    bar = baseline_bar(result, absolute_min=spec.get("absolute_min"))
+    if bar is None:
+        return parts
+    d = bar.difference
+    parts += [
+        "## JPO against the best honest baseline",
+        "",
+        f"Best honest baseline: **{bar.baseline}**. JPO - {bar.baseline} (paired by "
+        f"workload and seed): **{d.mean:+.3f}** (standard error over {d.seeds} seeds "
+        f"{d.se_seeds:.3f}, over {d.workloads} workloads {d.se_workloads:.3f}).",
+        "",
+    ]
+    parts += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in bar.passed.items()]
+    return [*parts, ""]
 
 
 def run_from_cli(
@@ -1039,14 +1574,35 @@ def run_from_cli(
     out: str,
     config: str | None = None,
     progress: bool = True,
+    catalog_dir: str | None = None,
+    set_name: str | None = None,
+    tuners: Sequence[str] = (),
+    default_runs: int | None = None,
 ) -> tuple[EvaluationResult, ReportPaths]:
     """Load settings and the policy, evaluate, and write the report (``jpo evaluate``)."""
-    settings = load_evaluation_settings(config).with_overrides(
+    base = load_evaluation_settings(config)
+    extra = tuner_methods(tuners)
+    chosen = tuple(methods) if methods else None
+    if extra and chosen is None:
+        chosen = (*base.methods, *[m for m in extra if m not in base.methods])
+    settings = base.with_overrides(
         split=split,
         rounds=rounds,
         seeds=seeds,
-        methods=tuple(methods) if methods else None,
+        methods=chosen,
+        default_runs=default_runs,
+        tuners={**base.tuners, **extra},
     )
+    if catalog_dir is not None and set_name is not None:
+        raise ConfigError("pass either --catalog DIR or --set NAME, not both")
+    catalog: Mapping[str, WorkloadProfile] | None = None
+    frozen: Mapping[str, Sequence[str]] | None = None
+    if catalog_dir is not None:
+        catalog, frozen = load_workload_folder(catalog_dir)
+        settings = settings.with_overrides(split="all")
+    elif set_name is not None:
+        catalog, frozen = load_set(settings, set_name)
+        settings = settings.with_overrides(split="all")
     policy = None
     if "jpo" in settings.methods:
         from jpo.policy import LocalPolicy
@@ -1056,7 +1612,14 @@ def run_from_cli(
         policy_path = path
     try:
         result = evaluate(
-            settings, workloads=workloads, policy=policy, policy_path=policy_path, progress=progress
+            settings,
+            workloads=workloads,
+            policy=policy,
+            policy_path=policy_path,
+            progress=progress,
+            catalog=catalog,
+            frozen=frozen,
+            set_name=set_name or "",
         )
     except JpoError:
         raise
@@ -1076,4 +1639,21 @@ def _bundled_policy() -> Path:
     return folder
 
 
-__all__ += ["HYPERPARAMETER_NAMES", "ReportPaths", "gain_by_round", "run_from_cli"]
+__all__ += [
+    "HONEST_BASELINES",
+    "HYPERPARAMETER_NAMES",
+    "ROLES",
+    "BaselineBar",
+    "PairedDifference",
+    "ReportPaths",
+    "baseline_bar",
+    "best_honest_baseline",
+    "gain_by_round",
+    "load_set",
+    "load_tuner_class",
+    "load_workload_folder",
+    "paired_difference",
+    "protocol_section",
+    "run_from_cli",
+    "tuner_methods",
+]

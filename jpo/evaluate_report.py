@@ -136,7 +136,13 @@ def _before_after(frame: pd.DataFrame, spec: Sequence[str | tuple[str, str]]) ->
 
 def write_report(result: EvaluationResult, out_dir: str | Path) -> ReportPaths:
     """Write report.md, rounds.parquet, summary.json and plots/*.png into ``out_dir``."""
-    from jpo.evaluate import gain_by_round, method_summary, quality_bar, workload_summary
+    from jpo.evaluate import (
+        _baseline_bar_json,
+        gain_by_round,
+        method_summary,
+        quality_bar,
+        workload_summary,
+    )
 
     out = Path(out_dir)
     try:
@@ -161,6 +167,7 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> ReportPaths:
                 "policy_version": result.policy_version,
                 "methods": _records(per_method),
                 "quality_bar": None if bar is None else asdict(bar) | {"ok": bar.ok},
+                "baseline_bar": _baseline_bar_json(result),
             },
             indent=2,
             default=_json_default,
@@ -393,6 +400,9 @@ def _markdown(
         _table(_before_after(per_method, OVERALL_RESOURCES), _columns(OVERALL_RESOURCES)),
         "",
     ]
+    from jpo.evaluate import protocol_section
+
+    parts += protocol_section(result, per_method)
     if bar is not None:
         parts += ["## Quality bar (JPO)", ""]
         parts += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in bar.passed.items()]

@@ -110,6 +110,8 @@ class SuggestSettings:
     incumbent_window: int = 20
     incumbent_remember_worse: bool = True
     incumbent_val_loss_tolerance: float = 1.0
+    probe_enabled: bool = False
+    probe_lr_factor: float = 2.0
     history_root: str = ".jpo/history"
 
     @property
@@ -166,6 +168,8 @@ _SETTING_KEYS: dict[tuple[str, str], str] = {
     ("incumbent", "window"): "incumbent_window",
     ("incumbent", "remember_worse"): "incumbent_remember_worse",
     ("incumbent", "val_loss_tolerance"): "incumbent_val_loss_tolerance",
+    ("probe", "enabled"): "probe_enabled",
+    ("probe", "lr_factor"): "probe_lr_factor",
     ("paths", "history_root"): "history_root",
 }
 
@@ -740,6 +744,12 @@ def suggest(
         guard = check_failed_configs(current, after, failures, near=near)
         notes.extend(guard.notes)
         after = guard.hyperparameters
+    reason = "policy"
+    if after == current and settings.probe_enabled:
+        probe = _probe(constraints, current, failures, records, settings)
+        if probe is not None:
+            after, reason = probe.hyperparameters, f"probe: {probe.name}"
+            notes.append(probe.note)
     decide.predicted_gain = predicted_throughput_gain(summary, current, after) if on_gpu else None
     if after == current:
         why = "; ".join(n for n in notes if n.startswith(("hysteresis", "memory", "failed")))
@@ -766,7 +776,29 @@ def suggest(
 
     # 9. write + audit
     return decide(
-        SuggestStatus.CHANGED, f"updated {path} from run {run_id}", after=after, reason="policy"
+        SuggestStatus.CHANGED, f"updated {path} from run {run_id}", after=after, reason=reason
+    )
+
+
+def _probe(
+    constraints: Constraints,
+    current: Hyperparameters,
+    failures: Sequence[Any],
+    records: Sequence[Any],
+    settings: SuggestSettings,
+) -> Any:
+    """Return the CI stage's probe (:func:`jpo.probe.probe_step`) over the audit log's runs."""
+    from jpo.feedback import outcome_hyperparameters, record_before
+    from jpo.probe import probe_step
+
+    ran = [hp for r in records for hp in (record_before(r), outcome_hyperparameters(r)) if hp]
+    return probe_step(
+        constraints,
+        current,
+        failures,
+        ran,
+        lr_factor=settings.probe_lr_factor,
+        near=settings.repeat_tolerance,
     )
 
 

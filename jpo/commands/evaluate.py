@@ -40,17 +40,41 @@ def evaluate_command(
         list[str] | None,
         typer.Option(
             "--methods",
-            help="Methods (repeat or comma-separate): jpo, optuna_tpe, random, no_tuning, oracle.",
+            help="Methods (repeat or comma-separate): jpo, rule_of_thumb, pattern, tpe_local, "
+            "optuna_tpe, random, no_tuning, oracle, or a --tuner's name.",
         ),
     ] = None,
     config: Annotated[
         str | None, typer.Option("--config", help="Evaluation settings (configs/evaluate.toml).")
     ] = None,
+    catalog: Annotated[
+        str | None,
+        typer.Option(
+            "--catalog",
+            help="Folder of workload profiles (*.toml, the catalog's format) to score instead.",
+        ),
+    ] = None,
+    workload_set: Annotated[
+        str | None,
+        typer.Option(
+            "--set", help="A workload set of configs/evaluate.toml [sets] (e.g. validation)."
+        ),
+    ] = None,
+    tuner: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tuner", help="Your own method, module:Class (a jpo.tuners.Tuner); repeatable."
+        ),
+    ] = None,
+    default_runs: Annotated[
+        int | None,
+        typer.Option("--default-runs", min=1, help="Default runs for the scoring rule (5)."),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Evaluate tuning methods on catalog workloads and write a Markdown report with plots."""
     from jpo.console import is_quiet, out_console
-    from jpo.evaluate import method_summary, quality_bar, run_from_cli
+    from jpo.evaluate import baseline_bar, method_summary, quality_bar, run_from_cli
 
     def _flat(values: list[str] | None) -> list[str] | None:
         """Accept repeated flags and comma-separated lists alike."""
@@ -68,6 +92,10 @@ def evaluate_command(
         out=str(out),
         config=config,
         progress=progress and not is_quiet(),
+        catalog_dir=catalog,
+        set_name=workload_set,
+        tuners=tuple(tuner or ()),
+        default_runs=default_runs,
     )
     console = out_console()
     summary = method_summary(result)
@@ -80,4 +108,11 @@ def evaluate_command(
     bar = quality_bar(result)
     if bar is not None:
         console.print(f"quality bar: {'PASS' if bar.ok else 'FAIL'}")
+    honest = baseline_bar(result)
+    if honest is not None:
+        d = honest.difference
+        console.print(
+            f"best honest baseline: {honest.baseline}; JPO - it: {d.mean:+.3f} "
+            f"(SE seeds {d.se_seeds:.3f}, workloads {d.se_workloads:.3f})"
+        )
     console.print(f"report: {paths.report}")
