@@ -70,6 +70,15 @@ TINY: dict[str, dict[str, str | None]] = {
     "benchmarks/evaluate/diagnose.py teacher": {"--train-seeds": "1"},
     "benchmarks/evaluate/diagnose.py greedy": {},
     "benchmarks/train/gpu_check.sh": {},
+    "benchmarks/evaluate/make_testset.py": {"--out": "broad-v1"},
+    "benchmarks/evaluate/bar.py": {
+        "--seeds": "1",
+        "--rounds": "1",
+        "--sets": "holdout",
+        "--part": "1/8",
+        "--json": "bar.json",
+        "--frames": "frames",
+    },
 }
 """Tiny sizes of each rerun command's flags (a flag absent from the command is added)."""
 
@@ -118,6 +127,10 @@ def _shrink(words: list[str], sizes: dict[str, str | None]) -> list[str]:
     return out
 
 
+OUTPUT_FLAGS = ("--out", "--json", "--frames")
+"""Flags naming a script's output: always redirected into the test's temporary folder."""
+
+
 def tiny_command(command: str, tmp: Path) -> tuple[str, str | None]:
     """Return (the tiny shell command, why it is skipped or None)."""
     command = command.replace("/tmp/", f"{tmp}/")
@@ -138,9 +151,10 @@ def tiny_command(command: str, tmp: Path) -> tuple[str, str | None]:
     else:
         words = _shrink(words, sizes)
     words = [sys.executable if w == "python" else w for w in words]
-    if "--out" in words:  # results files of the repo stay as measured: write into tmp
-        i = words.index("--out") + 1
-        words[i] = str(tmp / Path(words[i]).name)
+    for flag in OUTPUT_FLAGS:  # results files of the repo stay as measured: write into tmp
+        if flag in words:
+            i = words.index(flag) + 1
+            words[i] = str(tmp / Path(words[i]).name)
     # quote only what the shell would split; keep $vars and globs for the shell
     text = " ".join(w if re.fullmatch(r"[\w@%+=:,./*$-]+", w) else shlex.quote(w) for w in words)
     if loop:  # one pass of the loop is enough to show it runs
