@@ -11,8 +11,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
-def tiny_train_config(tmp_path: Path, iterations: int = 1) -> Path:
-    """Write a tiny ``configs/train.yaml`` look-alike storing under ``tmp_path/store``."""
+def tiny_train_config(tmp_path: Path, iterations: int = 1, **extra: object) -> Path:
+    """Write a tiny ``configs/train.yaml`` look-alike storing under ``tmp_path/store``.
+
+    ``extra`` replaces top-level sections (e.g. ``stop={"iterations": 3}``).
+    """
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = {
         "seed": 1,
@@ -31,6 +34,7 @@ def tiny_train_config(tmp_path: Path, iterations: int = 1) -> Path:
         "storage": {"path": str(tmp_path / "store"), "checkpoint_every": 1, "keep": 2},
         "stop": {"iterations": iterations},
         "reporting": {"min_sample_timesteps_per_iteration": 100, "progress_bar": False},
+        **extra,
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
+from fakes.training import tiny_train_config
 
 from jpo.errors import ConfigError
 from jpo.train import (
@@ -27,29 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(tmp_path: Path, **extra: object) -> Path:
-    """A training config small enough for a 2-core CI machine (a few seconds/iteration)."""
-    cfg = {
-        "seed": 1,
-        "env": {
-            "id": "jpo/PrometheusReplay-v0",
-            "register_module": "envs",
-            "config": {"source": "catalog", "split": "train", "episode_length": 4},
-        },
-        "model": {"fcnet_hiddens": [16, 16]},
-        "sac": {
-            "train_batch_size_per_learner": 32,
-            "num_steps_sampled_before_learning_starts": 50,
-            "replay_buffer": {"capacity": 2000},
-        },
-        "resources": {"ray_num_cpus": 2, "object_store_memory_mb": 200, "torch_threads": 1},
-        "storage": {"path": str(tmp_path / "store"), "checkpoint_every": 1, "keep": 2},
-        "stop": {"iterations": 2},
-        "reporting": {"min_sample_timesteps_per_iteration": 100, "progress_bar": False},
-        **extra,
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    """The shared tiny training config (tests/fakes/training.py), two iterations."""
+    return tiny_train_config(tmp_path, iterations=2, **extra)
 
 
 def test_bundled_config_validates() -> None:
