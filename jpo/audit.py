@@ -40,8 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from filelock import FileLock
-from filelock import Timeout as LockTimeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jpo.errors import ConfigError, WriteError
@@ -163,24 +161,11 @@ def log_lock(path: Path) -> Iterator[None]:
     Raises:
         WriteError: the lock timed out or cannot be created.
     """
-    from jpo.safe_write import os_write_error
+    from jpo.safe_write import held_lock
 
     lock_path = Workspace.for_file(path).lock_for(path)
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S)
-        lock.acquire()
-    except LockTimeout as err:
-        raise WriteError(
-            f"{path}: audit log lock {lock_path} busy for {LOCK_TIMEOUT_S:g}s "
-            "(fix: retry; remove a stale lock if no JPO process runs)"
-        ) from err
-    except OSError as err:
-        raise os_write_error(path, err, "lock the audit log") from err
-    try:
+    with held_lock(lock_path, LOCK_TIMEOUT_S, owner=path, what="lock the audit log"):
         yield
-    finally:
-        lock.release()
 
 
 def _dump(path: Path, payload: dict[str, Any]) -> bytes:

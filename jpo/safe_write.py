@@ -346,6 +346,33 @@ def prepare_write(
 
 
 @contextlib.contextmanager
+def held_lock(lock_path: Path, timeout_s: float, *, owner: Path, what: str) -> Iterator[Path]:
+    """Hold the file lock at ``lock_path`` (its folder created); yield its path.
+
+    ``owner`` is the file the lock guards and ``what`` the lock's purpose, both named in
+    the error.
+
+    Raises:
+        WriteError: the lock timed out or cannot be created (exit 7, path and fix named).
+    """
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path), timeout=timeout_s)
+        lock.acquire()
+    except LockTimeout as err:
+        raise WriteError(
+            f"{owner}: another writer held {lock_path} for {timeout_s:g}s; nothing written "
+            "(fix: retry, or remove a stale lock file if no JPO process runs)"
+        ) from err
+    except OSError as err:
+        raise os_write_error(owner, err, what) from err
+    try:
+        yield lock_path
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
 def config_lock(
     path: str | os.PathLike[str], timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
 ) -> Iterator[Path]:
@@ -356,21 +383,8 @@ def config_lock(
     """
     target = real_path(path)
     lock_path = Workspace.for_config(target).lock_for(target)
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_path), timeout=timeout_s)
-        lock.acquire()
-    except LockTimeout as err:
-        raise WriteError(
-            f"{path}: another writer held {lock_path} for {timeout_s:g}s; nothing written "
-            "(fix: retry, or remove a stale lock file if no JPO process runs)"
-        ) from err
-    except OSError as err:
-        raise os_write_error(Path(path), err, "take the write lock") from err
-    try:
+    with held_lock(lock_path, timeout_s, owner=Path(path), what="take the write lock"):
         yield lock_path
-    finally:
-        lock.release()
 
 
 def _write_locked(
