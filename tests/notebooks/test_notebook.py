@@ -76,7 +76,13 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = _execute(tmp_path)
     assert (out / "report.md").is_file()
-    assert len(list((out / "plots").glob("*.png"))) == 3
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert plots == [
+        "gain_by_workload.png",  # issue 29: the per-workload small multiples
+        "gain_vs_round.png",
+        "utilization_before_after.png",
+        "val_loss_vs_round.png",
+    ]
     images = [
         o
         for c in nb.cells
@@ -84,7 +90,7 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
         for o in c.get("outputs", [])
         if "image/png" in o.get("data", {})
     ]
-    assert len(images) == 3
+    assert len(images) == len(plots)  # the notebook shows every plot the report drew
     text = "".join(
         str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c["outputs"]
     )
