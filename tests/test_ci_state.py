@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fakes.policy import fixed_action_policy
-from fakes.suggest_campaign import CONFIG
+from fakes.suggest_campaign import CONFIG, HP
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT_SCRIPT = REPO / "examples" / "ci" / "jpo-commit-state.sh"
@@ -89,11 +89,10 @@ def seed_repository(tmp_path: Path) -> Path:
     return origin
 
 
-def simulated_run(hp: Any, run_id: str, start: float, *, degraded: bool) -> Any:
-    """One simulated run of the workload with ``hp`` (validation loss worse if ``degraded``)."""
+def _simulate(hp: Any, run_id: str, start: float) -> Any:
     from envs.response import load_conditions, load_profile, simulate_run
 
-    run = simulate_run(
+    return simulate_run(
         load_profile(WORKLOAD),
         hp,
         load_conditions(),
@@ -102,10 +101,20 @@ def simulated_run(hp: Any, run_id: str, start: float, *, degraded: bool) -> Any:
         start=start,
         scrape_interval_s=SCRAPE_INTERVAL_S,
     )
-    if degraded:
-        series = {**run.series, "val_loss": run.series["val_loss"] * VAL_LOSS_FACTOR}
-        run = dataclasses.replace(run, series=series)
-    return run
+
+
+def simulated_run(hp: Any, run_id: str, start: float, *, degraded: bool) -> Any:
+    """One simulated run of the workload with ``hp``.
+
+    Its validation loss is set by the test, not by the response model (this test is about
+    memory across clones, not about the model): the first run's loss, or VAL_LOSS_FACTOR
+    times it if ``degraded``.
+    """
+    run = _simulate(hp, run_id, start)
+    reference = _simulate(HP, "pipeline-0", start).series["val_loss"][-1]
+    factor = reference / run.series["val_loss"][-1] * (VAL_LOSS_FACTOR if degraded else 1.0)
+    series = {**run.series, "val_loss": run.series["val_loss"] * factor}
+    return dataclasses.replace(run, series=series)
 
 
 def backfill(prometheus: Any, run: Any) -> None:
@@ -215,7 +224,6 @@ def pipeline_round(
 def test_five_pipeline_rounds_in_fresh_clones_keep_jpo_memory(
     tmp_path: Path, prometheus_factory: Callable[..., Any]
 ) -> None:
-    from fakes.suggest_campaign import HP
 
     origin = seed_repository(tmp_path)
     # batch size up by half the trust region every time it is asked (tests/fakes/policy.py)
