@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bar import machine  # noqa: E402  (one machine description for the evaluate benchmarks)
 
 VARIANTS: dict[str, dict[str, object]] = {
     "today": {"probe_enabled": False, "incumbent_val_loss_tolerance": 1.0},
@@ -32,20 +33,6 @@ VARIANTS: dict[str, dict[str, object]] = {
     "probe+tol": {"probe_enabled": True, "incumbent_val_loss_tolerance": 0.01},
     "tol": {"probe_enabled": False, "incumbent_val_loss_tolerance": 0.01},
 }
-
-
-def machine() -> dict[str, str]:
-    cpu = (
-        subprocess.run(
-            ["grep", "-m1", "model name", "/proc/cpuinfo"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        .stdout.split(":", 1)[-1]
-        .strip()
-    )
-    return {"nproc": str(os.cpu_count()), "cpu": cpu}
 
 
 def run_variant(name: str, seeds: int, rounds: int, policy_path: str, frames: Path) -> None:
