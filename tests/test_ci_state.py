@@ -147,35 +147,15 @@ def pipeline_round(
     records_before = len(audit_records(clone))
     # What the old pipelines did (config.ini committed, the log left behind): the same
     # suggestion without the log, as a dry run, for comparison.
-    amnesic = jpo(
-        clone,
-        "suggest",
-        "--config",
-        CONFIG_REL,
-        "--prometheus",
-        prometheus.url,
-        "--policy",
-        str(policy),
-        "--log",
-        str(tmp_path / f"no-memory-{r}.jsonl"),
-        "--json",
-        "--dry-run",
-    )
+    def suggest(log: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return jpo(
+            clone, "suggest", "--config", CONFIG_REL, "--prometheus", prometheus.url,
+            "--policy", str(policy), "--log", log, "--json", *extra,
+        )  # fmt: skip
+
+    amnesic = suggest(str(tmp_path / f"no-memory-{r}.jsonl"), "--dry-run")
     assert amnesic.returncode in (0, 10, 11, 12), amnesic.stderr[-3000:]
-    suggested = jpo(
-        clone,
-        "suggest",
-        "--config",
-        CONFIG_REL,
-        "--prometheus",
-        prometheus.url,
-        "--policy",
-        str(policy),
-        "--log",
-        LOG_REL,
-        "--json",
-        "--approve",
-    )
+    suggested = suggest(LOG_REL, "--approve")
     assert suggested.returncode in (0, 10, 11), suggested.stderr[-3000:]
     result = json.loads(suggested.stdout)
     hp = read_workload(clone / CONFIG_REL).hyperparameters
