@@ -39,8 +39,6 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY jpo/ jpo/
-COPY envs/ envs/
-COPY serve/ serve/
 RUN pip install -e ".[all]" \
     && pip check
 
@@ -73,7 +71,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 COPY --from=builder /app /app
 COPY configs/ configs/
-# `jpo demo` reads the catalog workloads' config.ini from here (jpo/demo.py EXAMPLES).
+# `jpo demo` reads the catalog workloads' config.ini from here (jpo/cli/demo.py EXAMPLES).
 COPY examples/workloads/ examples/workloads/
 RUN mkdir -p runs .jpo && chown 1000:1000 runs .jpo
 

@@ -29,13 +29,13 @@ _QUIET = {"on": False}
 
 
 class _PlainConsole(Console):
-    """A rich Console that lets a broken pipe surface as BrokenPipeError (jpo.cli maps it).
+    """A rich Console that lets a broken pipe surface as BrokenPipeError (jpo.cli.app maps it).
 
     rich's default exits with status 1 on its own; the CLI exits 141 instead, quietly.
     """
 
     def on_broken_pipe(self) -> None:
-        """Raise BrokenPipeError for jpo.cli to handle."""
+        """Raise BrokenPipeError for jpo.cli.app to handle."""
         self.quiet = True
         raise BrokenPipeError
 
@@ -86,7 +86,7 @@ def _flush_stdout() -> None:
     import contextlib
     import sys
 
-    with contextlib.suppress(OSError, ValueError):  # a closed pipe: jpo.cli handles it
+    with contextlib.suppress(OSError, ValueError):  # a closed pipe: jpo.cli.app handles it
         sys.stdout.flush()
 
 

@@ -47,11 +47,11 @@ OUT = Path(os.environ.get("JPO_NOTEBOOK_OUT", "evaluation-notebook"))""",
     ),
     new_markdown_cell("## Load the policy"),
     new_code_cell(
-        """from jpo.evaluate import _bundled_policy
-from jpo.policy import LocalPolicy
+        """from jpo.evaluation.evaluate import _bundled_policy
+from jpo.policy.artifact import LocalPolicy
 
 if CHECKPOINT:
-    from jpo.train import Storage, export_latest, load_train_config
+    from jpo.train.trainer import Storage, export_latest, load_train_config
 
     ckpt = Path(CHECKPOINT).resolve()
     is_storage = (ckpt / "checkpoints").is_dir()
@@ -72,7 +72,7 @@ manifest.training_data"""
     ),
     new_markdown_cell("## Run the evaluation"),
     new_code_cell(
-        """from jpo.evaluate import evaluate, load_evaluation_settings
+        """from jpo.evaluation.evaluate import evaluate, load_evaluation_settings
 
 settings = load_evaluation_settings().with_overrides(
     rounds=ROUNDS, seeds=SEEDS, jpo_path=JPO_PATH
@@ -92,7 +92,7 @@ print(f"{len(result.workloads)} workloads, {len(frame)} rounds recorded")"""
         """import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from jpo.evaluate import gain_by_round, method_summary, quality_bar, workload_summary
+from jpo.evaluation.evaluate import gain_by_round, method_summary, quality_bar, workload_summary
 
 pd.set_option("display.precision", 3)
 per_method = method_summary(result)
@@ -127,7 +127,7 @@ jpo_rounds"""
     ),
     new_markdown_cell("## Plots (also written to the output folder with the report)"),
     new_code_cell(
-        """from jpo.evaluate import write_report
+        """from jpo.evaluation.evaluate import write_report
 
 paths = write_report(result, OUT)
 for plot in paths.plots:

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV="${JPO_VENV:-.venv}"
-"$VENV/bin/ruff" check jpo envs serve tests benchmarks
+"$VENV/bin/ruff" check jpo tests benchmarks
 "$VENV/bin/mypy"
 # With arguments: one pytest run with them (e.g. `-m "not slow"` for the fast tier).
 # Without (CI): every tier, one after the other; any failure fails the run.

@@ -104,7 +104,7 @@ def assert_documented_commands(scripts: list[str]) -> set[str]:
 
 def test_ci_subcommands_are_in_the_architecture_contract() -> None:
     text = (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
-    for module in ("jpo/suggest.py", "jpo/feedback.py", "check_workload"):
+    for module in ("jpo/stage/suggest.py", "jpo/stage/feedback.py", "check_workload"):
         assert module in text, f"docs/ARCHITECTURE.md no longer mentions {module}"
 
 
@@ -240,7 +240,7 @@ COMMIT_SCRIPT = "examples/ci/jpo-commit-state.sh"
 def test_audit_log_lives_beside_config_ini_in_both_pipelines(
     github: dict[str, Any], gitlab: dict[str, Any]
 ) -> None:
-    from jpo.workspace import Workspace
+    from jpo.stage.workspace import Workspace
 
     expected = Workspace(Path(CONFIG).parent).audit_log.as_posix()
     assert github["env"]["JPO_LOG"] == expected

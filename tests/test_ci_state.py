@@ -62,7 +62,7 @@ def jpo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("JPO_AUDIT_LOG", None)
     return subprocess.run(
-        [sys.executable, "-m", "jpo.cli", *args],
+        [sys.executable, "-m", "jpo.cli.app", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -74,7 +74,7 @@ def jpo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def seed_repository(tmp_path: Path) -> Path:
     """Create the bare 'remote' with the workload's config.ini and JPO's ignore lines."""
-    from jpo.workspace import GITIGNORE_LINES
+    from jpo.stage.workspace import GITIGNORE_LINES
 
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
@@ -90,7 +90,7 @@ def seed_repository(tmp_path: Path) -> Path:
 
 
 def _simulate(hp: Any, run_id: str, start: float) -> Any:
-    from envs.response import load_conditions, load_profile, simulate_run
+    from jpo.sim.response import load_conditions, load_profile, simulate_run
 
     return simulate_run(
         load_profile(WORKLOAD),
@@ -119,7 +119,7 @@ def simulated_run(hp: Any, run_id: str, start: float, *, degraded: bool) -> Any:
 
 def backfill(prometheus: Any, run: Any) -> None:
     """Make ``run`` visible in Prometheus (the training pods' scrapes, after the fact)."""
-    from envs.simulator import write_openmetrics
+    from jpo.sim.simulator import write_openmetrics
 
     buf = io.StringIO()
     write_openmetrics([run], buf)
@@ -140,11 +140,12 @@ def pipeline_round(
     tmp_path: Path, origin: Path, prometheus: Any, policy: Path, r: int, start: float
 ) -> dict[str, Any]:
     """One pipeline run in a fresh clone; return what it did."""
-    from jpo.config_file import read_workload
+    from jpo.workload.config_file import read_workload
 
     clone = tmp_path / f"pipeline-{r}"
     git(tmp_path, "clone", "-q", str(origin), str(clone))
     records_before = len(audit_records(clone))
+
     # What the old pipelines did (config.ini committed, the log left behind): the same
     # suggestion without the log, as a dry run, for comparison.
     def suggest(log: str, *extra: str) -> subprocess.CompletedProcess[str]:

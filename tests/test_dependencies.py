@@ -4,7 +4,7 @@ declared that nothing uses.
 * The CI stage's modules import and run with every installed distribution outside the
   core's dependency closure blocked at import time, so ``pip install jpo`` (no extras)
   really is enough for ``jpo check``/``suggest``/``feedback``/``log``/``metrics`` and for
-  ``jpo.exporter`` in a training image.
+  ``jpo.telemetry.exporter`` in a training image.
 * Every declared distribution is imported by some file of the repository, or (for tools)
   named where it is run.
 """
@@ -25,17 +25,17 @@ REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 CI_PATH_MODULES = (
-    "jpo.cli",
-    "jpo.suggest",
-    "jpo.feedback",
-    "jpo.exporter",
-    "jpo.monitoring",
-    "jpo.policy_source",
-    "jpo.commands.check",
-    "jpo.commands.suggest",
-    "jpo.commands.feedback",
-    "jpo.commands.log",
-    "jpo.commands.metrics",
+    "jpo.cli.app",
+    "jpo.stage.suggest",
+    "jpo.stage.feedback",
+    "jpo.telemetry.exporter",
+    "jpo.reporting.monitoring",
+    "jpo.policy.source",
+    "jpo.cli.commands.check",
+    "jpo.cli.commands.suggest",
+    "jpo.cli.commands.feedback",
+    "jpo.cli.commands.log",
+    "jpo.cli.commands.metrics",
 )
 
 # Distributions whose import name differs from the distribution's, or that are tools run
@@ -55,7 +55,7 @@ IMPORT_NAMES = {
     "scikit-learn": "sklearn",
     "ray": "ray",
 }
-SEARCHED = ("jpo", "envs", "serve", "tests", "benchmarks", "examples", "notebooks", "scripts")
+SEARCHED = ("jpo", "tests", "benchmarks", "examples", "notebooks", "scripts")
 
 
 def _name(requirement: str) -> str:
@@ -107,7 +107,7 @@ def test_ci_path_runs_on_the_core_dependencies_alone(tmp_path: Path) -> None:
         sys.meta_path.insert(0, Block())
         for module in {CI_PATH_MODULES!r}:
             importlib.import_module(module)
-        from jpo.cli import main
+        from jpo.cli.app import main
         sys.argv = ["jpo", "check", {str(REPO / "examples" / "workload" / "config.ini")!r}]
         code = 0
         try:

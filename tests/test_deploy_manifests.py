@@ -433,7 +433,7 @@ def test_rayservice_runs_the_serve_app_with_autoscaling() -> None:
     manifest = _manifest("configs/k8s/rayservice.yaml")
     serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
     (app,) = serve_config["applications"]
-    assert app["import_path"] == "serve.app:app"
+    assert app["import_path"] == "jpo.serving.app:app"
     assert app["route_prefix"] == "/"
     assert app["deployments"], "no deployment settings"
     for deployment in app["deployments"]:
@@ -614,8 +614,8 @@ def in_build_context(rel: str) -> bool:
 
 
 def demo_files() -> list[str]:
-    """Files `jpo demo` reads from the repository layout (jpo/demo.py REPO, EXAMPLES)."""
-    from jpo.demo import DEMO_WORKLOADS, EXAMPLES
+    """Files `jpo demo` reads from the repository layout (jpo/cli/demo.py REPO, EXAMPLES)."""
+    from jpo.cli.demo import DEMO_WORKLOADS, EXAMPLES
 
     files = [f"{EXAMPLES.relative_to(REPO).as_posix()}/{w}/config.ini" for w in DEMO_WORKLOADS]
     files += [p.relative_to(REPO).as_posix() for p in sorted((REPO / "configs").glob("*.toml"))]
@@ -630,7 +630,7 @@ def test_dockerignore_lets_in_what_jpo_demo_reads() -> None:
     for rel in files:
         assert (REPO / rel).is_file(), rel
         assert in_build_context(rel), f".dockerignore keeps {rel} out; `jpo demo` reads it"
-    # and the final stage copies them to /app (the layout jpo/demo.py expects)
+    # and the final stage copies them to /app (the layout jpo/cli/demo.py expects)
     _, stages = dockerfile_stages()
     copies = [rest.split() for ins, rest in stages[-1] if ins == "COPY"]
     sources = {c[0].rstrip("/") for c in copies if not c[0].startswith("--from")}
@@ -645,7 +645,7 @@ def test_dockerignore_matcher_follows_docker_rules() -> None:
     assert not in_build_context("tests/conftest.py")
     assert not in_build_context("examples/ci/github-actions.yml")
     assert not in_build_context("jpo/__pycache__/cli.cpython-311.pyc")
-    assert in_build_context("jpo/cli.py")
+    assert in_build_context("jpo/cli/app.py")
 
 
 # ------------------------------------------------------------------ the kustomize stack
@@ -809,7 +809,7 @@ def test_rayservice_reads_promoted_policies_from_the_pvc(stack: list[dict[str, A
     (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
     (deployment,) = app["deployments"]
     user_config = deployment["user_config"]
-    from serve.app import ServeSettings
+    from jpo.serving.app import ServeSettings
 
     ServeSettings.model_validate(user_config)  # what reconfigure() will be given
     # where the continuous-learning job promotes (configs/train.yaml, relative to /app)

@@ -12,9 +12,9 @@ import timeit
 
 import numpy as np
 
-from jpo.config_file import JpoSection
-from jpo.constraints import ParamLimits, load_constraints
-from jpo.workload import Hyperparameters
+from jpo.workload.config_file import JpoSection
+from jpo.workload.constraints import ParamLimits, load_constraints
+from jpo.workload.types import Hyperparameters
 
 N = 20_000
 REPEATS = 7

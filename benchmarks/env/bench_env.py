@@ -26,8 +26,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-import envs  # noqa: F401  (registers jpo/PrometheusReplay-v0)
-from envs.replay_env import ENV_ID, PrometheusReplayEnv
+import jpo.sim  # noqa: F401  (registers jpo/PrometheusReplay-v0)
+from jpo.sim.replay_env import ENV_ID, PrometheusReplayEnv
 
 CONFIG: dict = {}  # the defaults of configs/env.toml: catalog train split, 24 runs each
 

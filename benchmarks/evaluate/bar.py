@@ -67,8 +67,8 @@ def _clean(value: object) -> object:
 
 def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> None:
     """Evaluate ``methods`` on one set; write the rounds to frames/<set>-<methods>.parquet."""
-    from jpo.evaluate import evaluate, load_evaluation_settings, load_set
-    from jpo.policy import LocalPolicy
+    from jpo.evaluation.evaluate import evaluate, load_evaluation_settings, load_set
+    from jpo.policy.artifact import LocalPolicy
 
     base = load_evaluation_settings().with_overrides(
         seeds=args.seeds, rounds=args.rounds, split="all", methods=tuple(methods)
@@ -81,7 +81,7 @@ def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> No
     if args.probe:  # a CI-stage variant under selection (SELECTION.md), passed, not patched
         import dataclasses
 
-        from jpo.suggest import load_suggest_settings
+        from jpo.stage.suggest import load_suggest_settings
 
         ci = dataclasses.replace(load_suggest_settings(), probe_enabled=True)
     t0 = time.perf_counter()
@@ -109,7 +109,7 @@ def report(args: argparse.Namespace) -> dict[str, object]:
 
     import pandas as pd
 
-    from jpo.evaluate import (
+    from jpo.evaluation.evaluate import (
         METHODS,
         EvaluationResult,
         baseline_bar,
@@ -117,7 +117,7 @@ def report(args: argparse.Namespace) -> dict[str, object]:
         method_summary,
         write_report,
     )
-    from jpo.suggest import load_suggest_settings
+    from jpo.stage.suggest import load_suggest_settings
 
     ci = load_suggest_settings()
     base = load_evaluation_settings()
@@ -178,7 +178,7 @@ def report(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main() -> int:
-    from jpo.evaluate import load_evaluation_settings
+    from jpo.evaluation.evaluate import load_evaluation_settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=10)

@@ -7,7 +7,8 @@
     done; wait
     python benchmarks/evaluate/ci_select.py
 
-Each variant is a :class:`jpo.suggest.SuggestSettings` handed to ``jpo.evaluate.evaluate``
+Each variant is a :class:`jpo.stage.suggest.SuggestSettings` handed to
+``jpo.evaluation.evaluate.evaluate``
 (``suggest_settings=``): no product module is patched. Applies the rule of SELECTION.md
 and prints the choice.
 """
@@ -37,9 +38,9 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 def run_variant(name: str, seeds: int, rounds: int, policy_path: str, frames: Path) -> None:
     """Score one variant on the validation set; write its rounds to frames/<name>.parquet."""
-    from jpo.evaluate import evaluate, load_evaluation_settings, load_set
-    from jpo.policy import LocalPolicy
-    from jpo.suggest import load_suggest_settings
+    from jpo.evaluation.evaluate import evaluate, load_evaluation_settings, load_set
+    from jpo.policy.artifact import LocalPolicy
+    from jpo.stage.suggest import load_suggest_settings
 
     base = load_evaluation_settings().with_overrides(
         seeds=seeds, rounds=rounds, split="all", methods=("jpo",)
@@ -68,7 +69,7 @@ def combine(
     """Apply SELECTION.md's rule to the variants' rounds; return and write the record."""
     import pandas as pd
 
-    from jpo.evaluate import (
+    from jpo.evaluation.evaluate import (
         EvaluationResult,
         load_evaluation_settings,
         method_summary,

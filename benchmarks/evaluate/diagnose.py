@@ -1,6 +1,6 @@
 """Diagnostics behind the quality-bar gap (benchmarks/evaluate/RESULTS.md, round 5).
 
-Three questions, each measured with ``jpo.evaluate``'s protocol (5 rounds, incumbent
+Three questions, each measured with ``jpo.evaluation.evaluate``'s protocol (5 rounds, incumbent
 scoring, fraction of the oracle's improvement):
 
 ``regimes``   Does the synthetic validation set predict the held-out split? Scores a
@@ -74,15 +74,15 @@ sys.path.insert(0, str(REPO / "benchmarks" / "train"))
 
 from select_checkpoint import validation_profiles  # noqa: E402
 
-from envs.randomization import input_bound_cpu_s_per_sample  # noqa: E402
-from envs.teacher import EPOCHS_RULES, action_towards_target  # noqa: E402
-from jpo.evaluate import (  # noqa: E402
+from jpo.evaluation.evaluate import (  # noqa: E402
     evaluate,
     load_evaluation_settings,
     method_summary,
     workload_summary,
 )
-from jpo.policy import LocalPolicy  # noqa: E402
+from jpo.policy.artifact import LocalPolicy  # noqa: E402
+from jpo.sim.randomization import input_bound_cpu_s_per_sample  # noqa: E402
+from jpo.sim.teacher import EPOCHS_RULES, action_towards_target  # noqa: E402
 
 BUNDLED = REPO / "jpo" / "data" / "policy"
 
@@ -144,7 +144,7 @@ def cmd_regimes(args: argparse.Namespace) -> None:
 @contextlib.contextmanager
 def suggest_settings(**changes: Any) -> Iterator[None]:
     """Run the evaluation's suggest path with ``configs/suggest.toml`` values changed."""
-    import jpo.suggest as suggest_module
+    import jpo.stage.suggest as suggest_module
 
     settings = dataclasses.replace(suggest_module.load_suggest_settings(), **changes)
     original = suggest_module.load_suggest_settings
@@ -271,7 +271,7 @@ STEP_VARIANTS: dict[str, tuple[float, float, float, float, float]] = {
 
 
 def cmd_step(args: argparse.Namespace) -> None:
-    """The suggest path with step adaptation variants (jpo/stepping.py), three splits each."""
+    """The suggest path with step adaptation variants (jpo/stage/stepping.py), three splits each."""
     catalog = validation_profiles(args.profiles, args.val_seed)
     policy = LocalPolicy.load(args.policy)
     names = ("initial", "expand", "shrink", "min_scale", "max_scale")
@@ -394,7 +394,7 @@ def _replayed_observations(config: Mapping[str, Any], starts: int) -> dict[str, 
     """Return each workload's first observations (one per recorded run) as the env replays."""
     import gymnasium as gym
 
-    from envs.replay_env import ENV_ID  # importing envs registers the id
+    from jpo.sim.replay_env import ENV_ID  # importing envs registers the id
 
     env = gym.make(ENV_ID, config={"episode_length": 8, **config}).unwrapped
     out = {}
@@ -406,7 +406,7 @@ def _replayed_observations(config: Mapping[str, Any], starts: int) -> dict[str, 
 
 def cmd_coverage(args: argparse.Namespace) -> None:
     """Distance of each held-out workload to the training workloads, in observation space."""
-    from jpo.features import OBSERVATION_NAMES
+    from jpo.learning.features import OBSERVATION_NAMES
 
     train_config: dict[str, Any] = {"split": "train", "randomized_profiles": args.randomized}
     if args.randomization:
@@ -451,8 +451,8 @@ def _greedy_campaign(profile: Any, shared: Mapping[str, Any], rounds: int) -> di
     """One greedy campaign of :func:`cmd_greedy` on ``profile``."""
     import itertools
 
-    from envs.oracle import best_config, objective, reference_config
-    from envs.response import predict
+    from jpo.sim.oracle import best_config, objective, reference_config
+    from jpo.sim.response import predict
 
     conditions, weights = shared["conditions"], shared["weights"]
     constraints, tolerance = shared["constraints"], shared["tolerance"]
@@ -498,10 +498,10 @@ def cmd_greedy(args: argparse.Namespace) -> None:
     whose noise-free val loss holds the bar's tolerance. No method can see this; it shows
     what knowing the landscape around the current configuration is worth in R rounds.
     """
-    from envs.response import load_catalog, load_conditions
-    from jpo.constraints import load_constraints
-    from jpo.evaluate import evaluation_oracle_settings
-    from jpo.reward import load_reward_weights
+    from jpo.evaluation.evaluate import evaluation_oracle_settings
+    from jpo.learning.reward import load_reward_weights
+    from jpo.sim.response import load_catalog, load_conditions
+    from jpo.workload.constraints import load_constraints
 
     settings = load_evaluation_settings()
     shared = {
@@ -528,10 +528,10 @@ def cmd_oracle_moves(args: argparse.Namespace) -> None:
     """Median oracle/default ratio per hyperparameter, by profile set and regime."""
     import statistics
 
-    from envs.oracle import best_config
-    from envs.randomization import random_profiles
-    from envs.response import load_catalog
     from jpo.errors import ConfigError
+    from jpo.sim.oracle import best_config
+    from jpo.sim.randomization import random_profiles
+    from jpo.sim.response import load_catalog
 
     catalog = load_catalog()
     sets: dict[str, list[Any]] = {"catalog-train": [], "catalog-holdout": [], "randomized": []}
@@ -581,7 +581,7 @@ def teacher_proposer(hold: Sequence[str], epochs_rule: str = "oracle") -> Iterat
     The teacher of ``benchmarks/train/imitate.py``: it knows the oracle (the tuning task
     carries it for the oracle method), so it is a ceiling, not a method.
     """
-    import jpo.evaluate as evaluate_module
+    import jpo.evaluation.evaluate as evaluate_module
 
     def proposer(_policy: Any) -> Callable[..., Any]:
         def propose(*, task: Any, current: Any, **_: Any) -> tuple[Any, str]:
@@ -640,9 +640,9 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 
 @contextlib.contextmanager
 def _evaluation_hooks(direct: Any, suggest_path: Any, source: Any) -> Iterator[None]:
-    """Swap jpo.evaluate's two proposers and the CI stage's local policy source, then restore."""
-    import jpo.evaluate as evaluate_module
-    import jpo.policy_source as policy_source
+    """Swap evaluation's two proposers and the CI stage's local policy source, then restore."""
+    import jpo.evaluation.evaluate as evaluate_module
+    import jpo.policy.source as policy_source
 
     saved = (
         evaluate_module.jpo_proposer,
@@ -670,8 +670,8 @@ def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
     the policy's action (a policy source that answers with the planner's step), so the
     guards, rollback and failed-config memory act on it as on the policy's.
     """
-    import jpo.evaluate as evaluate_module
-    import jpo.policy_source as policy_source
+    import jpo.evaluation.evaluate as evaluate_module
+    import jpo.policy.source as policy_source
 
     pending: dict[str, Any] = {}
 
@@ -738,9 +738,9 @@ def cmd_planner(args: argparse.Namespace) -> None:
     """Scores of the calibrated model-based planner (round 11), per path and held values."""
     from planner import CalibratedPlanner, training_priors
 
-    from envs.response import load_catalog, load_conditions
-    from jpo.evaluate import evaluation_oracle_settings
-    from jpo.reward import load_reward_weights
+    from jpo.evaluation.evaluate import evaluation_oracle_settings
+    from jpo.learning.reward import load_reward_weights
+    from jpo.sim.response import load_catalog, load_conditions
 
     settings = load_evaluation_settings()
     policy = LocalPolicy.load(BUNDLED)  # not consulted: the planner replaces its proposals
@@ -796,8 +796,8 @@ def history_paths() -> Iterator[None]:
     """Let both evaluation paths run history students (round 12); other policies unchanged."""
     from campaign_history import is_history_input
 
-    import jpo.evaluate as evaluate_module
-    import jpo.policy_source as policy_source
+    import jpo.evaluation.evaluate as evaluate_module
+    import jpo.policy.source as policy_source
 
     campaign: dict[str, Any] = {"key": None}
 

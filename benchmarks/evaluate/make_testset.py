@@ -3,7 +3,7 @@
     python benchmarks/evaluate/make_testset.py [--out configs/testsets/broad-v1] [--count 36]
 
 Draws ``--count`` profiles from a prior BROADER than the training one
-(``envs/randomization.py``): every catalog profile (both splits) may be the base, every
+(``jpo/sim/randomization.py``): every catalog profile (both splits) may be the base, every
 constant is spread further (``SPREAD_POWER`` x the training spreads in log space), and
 each profile is pushed into one regime, in turn:
 
@@ -67,7 +67,7 @@ def _factor(rng: np.random.Generator, spread: float) -> float:
 
 def _spread(data: Data, rng: np.random.Generator) -> None:
     """Multiply the profile's constants by broad log-uniform factors (in place)."""
-    from envs.randomization import load_randomization
+    from jpo.sim.randomization import load_randomization
 
     spreads = load_randomization().spread
     for section, table in spreads.items():
@@ -123,7 +123,7 @@ def _regime(name: str, data: Data, rng: np.random.Generator) -> list[str]:
     elif name == "memory_bound":
         data["limits"]["gpu_memory_mib"] = float(round(_gpu_mib(data) / rng.uniform(0.70, 0.88)))
     elif name == "input_bound":
-        from envs.randomization import input_bound_cpu_s_per_sample
+        from jpo.sim.randomization import input_bound_cpu_s_per_sample
 
         ratio = rng.uniform(1.5, 4.0)
         data["compute"]["cpu_s_per_sample"] = input_bound_cpu_s_per_sample(data, ratio)
@@ -140,7 +140,7 @@ def _regime(name: str, data: Data, rng: np.random.Generator) -> list[str]:
 
 
 def _clamp_defaults(data: Data) -> None:
-    from jpo.constraints import load_constraints
+    from jpo.workload.constraints import load_constraints
 
     cons = load_constraints()
     d = data["defaults"]
@@ -153,9 +153,9 @@ def _clamp_defaults(data: Data) -> None:
 
 def draw(index: int, bases: list[Any], frameworks: list[str]) -> tuple[Any, list[str], str]:
     """Return profile ``index`` of the set, its frozen parameters and its regime."""
-    from envs.oracle import reference_config
-    from envs.response import ClusterConditions, profile_from_dict
     from jpo.errors import ConfigError
+    from jpo.sim.oracle import reference_config
+    from jpo.sim.response import ClusterConditions, profile_from_dict
 
     regime = REGIMES[index % len(REGIMES)]
     framework = frameworks[index % len(frameworks)]
@@ -210,7 +210,7 @@ def render(profile: Any, frozen: list[str], regime: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the set's profile files."""
-    from envs.response import load_catalog
+    from jpo.sim.response import load_catalog
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "configs" / "testsets" / "broad-v1")

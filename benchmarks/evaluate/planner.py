@@ -4,9 +4,9 @@ Round 11's question (benchmarks/evaluate/RESULTS.md): the teacher that knows eac
 workload's oracle configuration reaches 0.955 on the held-out split, and a student that
 sees one run's telemetry 0.45-0.53. Does a planner that knows no oracle, only the
 response model's form, close the gap? After every run of a campaign it fits a profile
-to the campaign's runs so far (:func:`envs.calibration.fit_profile`, prior: the catalog
+to the campaign's runs so far (:func:`jpo.sim.calibration.fit_profile`, prior: the catalog
 training profile that best explains them, never the workload itself), searches that
-fitted profile's oracle configuration (:func:`envs.oracle.best_config`, the settings every
+fitted profile's oracle configuration (:func:`jpo.sim.oracle.best_config`, the settings every
 score is judged by) and takes one trust-region step towards it. What the planner is told
 beyond the runs is what CI knows too: the workload's default configuration (its
 ``config.ini``) and its pod limits (kube-state-metrics, DCGM FB_USED + FB_FREE).
@@ -19,19 +19,19 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from envs.calibration import (
+from jpo.errors import ConfigError
+from jpo.learning.reward import RewardWeights
+from jpo.sim.calibration import (
     CalibrationSettings,
     best_explaining,
     fit_profile,
     load_calibration_settings,
 )
-from envs.oracle import OracleSettings, best_config
-from envs.response import ClusterConditions, WorkloadProfile
-from jpo.constraints import Constraints
-from jpo.errors import ConfigError
-from jpo.reward import RewardWeights
-from jpo.schema import RunSummary
-from jpo.workload import Hyperparameters, WorkloadKey
+from jpo.sim.oracle import OracleSettings, best_config
+from jpo.sim.response import ClusterConditions, WorkloadProfile
+from jpo.telemetry.schema import RunSummary
+from jpo.workload.constraints import Constraints
+from jpo.workload.types import Hyperparameters, WorkloadKey
 
 Run = tuple[Hyperparameters, RunSummary]
 

@@ -28,9 +28,9 @@ import numpy as np
 
 
 def random_policy(folder: Path, seed: int = 0) -> Path:
-    from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-    from jpo.policy import write_artifact
-    from jpo.workload import HYPERPARAMETER_NAMES
+    from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+    from jpo.policy.artifact import write_artifact
+    from jpo.workload.types import HYPERPARAMETER_NAMES
 
     n, k, h = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES), 32
     rng = np.random.default_rng(seed)
@@ -83,14 +83,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "jpo-eval-bench")
     args = parser.parse_args()
 
-    from jpo.evaluate import (
+    from jpo.evaluation.evaluate import (
         evaluate,
         load_evaluation_settings,
         method_summary,
         quality_bar,
         write_report,
     )
-    from jpo.policy import LocalPolicy
+    from jpo.policy.artifact import LocalPolicy
 
     bundled = Path(__file__).resolve().parents[2] / "jpo" / "data" / "policy"
     policy_path = args.policy

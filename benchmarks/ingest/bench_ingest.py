@@ -5,7 +5,7 @@
    a real Prometheus with ``promtool tsdb create-blocks-from openmetrics``.
 2. Runs, each in its own subprocess (so peak RSS is per method), alternating, R times:
    - ``jpo``: ``PrometheusSource.history`` (one range query per metric for all
-     workloads, vectorized conversion) + ``jpo.history.append_history``;
+     workloads, vectorized conversion) + ``jpo.telemetry.history.append_history``;
    - ``naive``: a loop over workloads x metrics, each a ``custom_query_range`` through
      prometheus-api-client, rows built in Python, then the same ``append_history``.
 3. Checks both stores hold the same rows, and prints medians as JSON.
@@ -114,10 +114,10 @@ def generate_openmetrics(path: Path, n_workloads: int, hours: float, end: float)
 
 
 def run_jpo(url: str, store: Path, start: float, end: float) -> dict[str, float]:
-    from jpo.history import append_history
-    from jpo.prometheus import PrometheusClient
-    from jpo.promql import load_catalog
-    from jpo.telemetry import PrometheusSource
+    from jpo.telemetry.history import append_history
+    from jpo.telemetry.prometheus import PrometheusClient
+    from jpo.telemetry.promql import load_catalog
+    from jpo.telemetry.sources import PrometheusSource
 
     client = PrometheusClient(url, timeout_s=600, retries=0)
     source = PrometheusSource(client, load_catalog(), metrics=METRICS)
@@ -142,10 +142,10 @@ def run_naive(
     import pyarrow as pa
     from prometheus_api_client import PrometheusConnect
 
-    from jpo.history import append_history
-    from jpo.promql import load_catalog
-    from jpo.schema import HISTORY_SCHEMA
-    from jpo.workload import WorkloadKey
+    from jpo.telemetry.history import append_history
+    from jpo.telemetry.promql import load_catalog
+    from jpo.telemetry.schema import HISTORY_SCHEMA
+    from jpo.workload.types import WorkloadKey
 
     catalog = load_catalog()
     prom = PrometheusConnect(url=url, disable_ssl=True)
@@ -275,8 +275,8 @@ def main() -> None:
                     res = json.loads(done.stdout.strip().splitlines()[-1])
                     results[method].append(res)
                     print(method, rep, res, file=sys.stderr, flush=True)
-            from jpo.history import read_history
-            from jpo.workload import WorkloadKey
+            from jpo.telemetry.history import read_history
+            from jpo.workload.types import WorkloadKey
 
             keys = [WorkloadKey(*workload(w)) for w in range(naive_n)]
             a = read_history(tmp_path / "store-jpo-0", keys)

@@ -1,9 +1,9 @@
 """Serve latency under load: 50 concurrent clients for 60 s on loopback.
 
 Targets, measured one after the other in the same run:
-  * the Ray Serve app (serve/app.py: proxy -> replica -> FastAPI -> numpy policy),
+  * the Ray Serve app (jpo/serving/app.py: proxy -> replica -> FastAPI -> numpy policy),
     1 replica, local Ray with 2 CPUs;
-  * the same FastAPI app (serve/api.py) under plain uvicorn, no Ray (the floor).
+  * the same FastAPI app (jpo/serving/api.py) under plain uvicorn, no Ray (the floor).
 
 Two load shapes, both with 50 clients (one connection each, httpx.AsyncClient):
 
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks" / "suggest"))
 
 from bench_cold_suggest import policy_like_sac  # noqa: E402
 
-from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES  # noqa: E402
+from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES  # noqa: E402
 
 BODY = {
     "workload": {"dataset": "cifar10", "model": "resnet18", "framework": "pytorch"},
@@ -151,7 +151,7 @@ def bench_ray(
     import ray
     from ray import serve
 
-    from serve.app import build_app
+    from jpo.serving.app import build_app
 
     port = free_port()
     ray.init(
@@ -175,7 +175,7 @@ def bench_ray(
 def _uvicorn_proc(policy: str, port: int) -> None:
     import uvicorn
 
-    from serve.api import PolicyService, create_api
+    from jpo.serving.api import PolicyService, create_api
 
     app = create_api(PolicyService(Path(policy)))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")

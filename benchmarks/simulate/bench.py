@@ -1,4 +1,4 @@
-"""Benchmark of envs/: predict() per call, history generation runs/s, calibration error.
+"""Benchmark of jpo/sim/: predict() per call, history generation runs/s, calibration error.
 
 Run: python benchmarks/simulate/bench.py [--runs 20] [--repeats 3]
 Prints a Markdown report (paste into RESULTS.md).
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.calibration import FITTED, fit_profile
-from envs.response import (
+from jpo.sim.calibration import FITTED, fit_profile
+from jpo.sim.response import (
     load_catalog,
     load_conditions,
     load_profile,
     predict,
     simulate_run,
 )
-from envs.simulator import generate_history, generate_runs
-from jpo.workload import Hyperparameters
+from jpo.sim.simulator import generate_history, generate_runs
+from jpo.workload.types import Hyperparameters
 
 
 def machine():

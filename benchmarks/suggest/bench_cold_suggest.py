@@ -26,12 +26,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from envs.response import ClusterConditions, load_profile, simulate_run  # noqa: E402
-from envs.simulator import write_openmetrics  # noqa: E402
-from jpo.demo import LocalPrometheus  # noqa: E402
-from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES  # noqa: E402
-from jpo.policy import write_artifact  # noqa: E402
-from jpo.workload import HYPERPARAMETER_NAMES, Hyperparameters  # noqa: E402
+from jpo.cli.demo import LocalPrometheus  # noqa: E402
+from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES  # noqa: E402
+from jpo.policy.artifact import write_artifact  # noqa: E402
+from jpo.sim.response import ClusterConditions, load_profile, simulate_run  # noqa: E402
+from jpo.sim.simulator import write_openmetrics  # noqa: E402
+from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters  # noqa: E402
 
 JPO = str(Path(sys.executable).parent / "jpo")
 

@@ -1,4 +1,4 @@
-"""What the return to the best (jpo/incumbent.py) adds to one `jpo suggest`, in-process.
+"""What the return to the best (jpo/stage/incumbent.py) adds to one `jpo suggest`, in-process.
 
 Builds a campaign's audit log through the real CI stage (simulated runs of
 cifar10-resnet18, a constant policy), then times scoring its newest ``--records`` records
@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fakes.suggest_campaign import CONFIG, HP, FakeSource, log_of, make_policy, run  # noqa: E402
 
-from jpo import audit  # noqa: E402
-from jpo.incumbent import (  # noqa: E402
+from jpo.stage import audit  # noqa: E402
+from jpo.stage.incumbent import (  # noqa: E402
     IncumbentSettings,
     lower_than_incumbent,
     scored_runs,

@@ -58,7 +58,7 @@ def run_rllib_algo(overrides: dict, warmup: int, eps_len: int):  # type: ignore[
     """Build RLlib SAC for one variant; return it and a (env steps, updates) reader."""
     import ray
 
-    from jpo.train import build_sac_config, load_train_config
+    from jpo.train.trainer import build_sac_config, load_train_config
 
     cfg = load_train_config(
         REPO / "configs" / "train.yaml",

@@ -42,7 +42,7 @@ def run_variant(
     """Time one SAC configuration; rates are per-iteration medians after the warm-up."""
     import torch
 
-    from jpo.train import build_sac_config, load_train_config
+    from jpo.train.trainer import build_sac_config, load_train_config
 
     cfg = load_train_config(
         REPO / "configs" / "train.yaml",

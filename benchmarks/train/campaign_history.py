@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jpo.features import FEATURE_SPEC_VERSION
-from jpo.policy import LocalPolicy, latest_artifact
+from jpo.learning.features import FEATURE_SPEC_VERSION
+from jpo.policy.artifact import LocalPolicy, latest_artifact
 
 PREVIOUS_PREFIX = "prev_"
 HAS_PREVIOUS = "has_previous"

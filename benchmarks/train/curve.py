@@ -20,7 +20,7 @@ from pathlib import Path
 
 from quality import measure
 
-from jpo.train import Storage, export_latest, load_train_config, train
+from jpo.train.trainer import Storage, export_latest, load_train_config, train
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ import json
 
 import numpy as np
 
-from jpo.continuous import evaluate_policy
-from jpo.policy import LocalPolicy
-from jpo.train import _make_env
+from jpo.policy.artifact import LocalPolicy
+from jpo.train.continuous import evaluate_policy
+from jpo.train.trainer import _make_env
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     policy = LocalPolicy.load(args.policy)
     k = len(policy.action_names)
     rng = np.random.default_rng(0)
-    section = {"id": "jpo/PrometheusReplay-v0", "register_module": "envs", "config": {}}
+    section = {"id": "jpo/PrometheusReplay-v0", "register_module": "jpo.sim", "config": {}}
     out = {}
     for split in ("train", "holdout"):
         cfg = {"split": split, "episode_length": args.episode_length}

@@ -8,7 +8,7 @@ run cannot rank recipes: seeds of one recipe differ on the held-out split by mor
 recipes do. This script trains the same recipe (env config, network widths, learning
 rates, gamma, tau, batch, warm-up, buffer, one update per env step) several times as fast,
 so that a recipe can be judged by its mean over seeds before an RLlib run is spent on it.
-The actor is exported through `jpo.policy_export.export_policy`, the exporter of RLlib
+The actor is exported through `jpo.policy.export.export_policy`, the exporter of RLlib
 checkpoints, so `benchmarks/evaluate/run.py --policy DIR` scores it like any artifact.
 
 Run: python benchmarks/train/fast_sac.py --config configs/train.yaml --steps 150000 \
@@ -34,8 +34,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minimal_sac import Settings, train
 
-from jpo.policy_export import export_policy
-from jpo.train import describe_env, load_train_config
+from jpo.policy.export import export_policy
+from jpo.train.trainer import describe_env, load_train_config
 
 
 class _ActorView:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from jpo.policy import MANIFEST_FILE, write_artifact
+from jpo.policy.artifact import MANIFEST_FILE, write_artifact
 
 _SHARED = ("feature_spec_version", "observation", "action", "constraints_sha256")
 

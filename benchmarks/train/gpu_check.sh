@@ -15,7 +15,7 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/nvidia-smi.txt"
 python3 -c 'import torch, ray; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "ray", ray.__version__)'
-python3 -m pytest -p no:cacheprovider -m gpu -v -o addopts="" tests/jpo/test_train_gpu.py 2>&1 \
+python3 -m pytest -p no:cacheprovider -m gpu -v -o addopts="" tests/train/test_train_gpu.py 2>&1 \
   | tee "$OUT/pytest-gpu.log" | grep -E "PASS|FAIL|SKIP|ERROR|passed|failed|Error" | tail -20
 python3 benchmarks/train/bench_gpu.py --budget-s "${BUDGET_S:-10}" --out "$OUT/bench_gpu.json" 2>&1 \
   | grep -v -E "WARN|warn\(" | tee "$OUT/bench_gpu.log" | tail -12

@@ -9,9 +9,9 @@ known for every training profile. So this trains the student on it directly.
 Teacher: in each state of the recipe's training env (catalog training split plus the
 randomized profiles; never a held-out workload), the action that moves the current
 configuration as far towards that profile's oracle configuration as one trust-region
-step allows (:meth:`jpo.constraints.Constraints.action_towards`). The oracle is
-:func:`envs.oracle.best_config` with the settings every score is judged by
-(:func:`jpo.evaluate.evaluation_oracle_settings`). ``--hold learning_rate`` (the default)
+step allows (:meth:`jpo.workload.constraints.Constraints.action_towards`). The oracle is
+:func:`jpo.sim.oracle.best_config` with the settings every score is judged by
+(:func:`jpo.evaluation.evaluate.evaluation_oracle_settings`). ``--hold learning_rate`` (the default)
 gives the learning rate's entry 0, so the learning rate only follows the batch size
 through the coupling. The best learning rate is a hidden property of a workload that one
 run's telemetry does not show.
@@ -21,7 +21,7 @@ error between ``tanh(loc)`` and the teacher's action. It learns on the states it
 itself (DAgger, Ross et al. 2011): iteration 0 follows the teacher; every later one
 rolls out the student with Gaussian exploration noise, and the teacher labels the visited
 states. The teacher sees the profile; the student sees only the observation, as in CI. The
-actor is exported through `jpo.policy_export`, like fast_sac.py's and RLlib's, so
+actor is exported through `jpo.policy.export`, like fast_sac.py's and RLlib's, so
 `diagnose.py score` scores it like any artifact.
 
 ``--history`` (round 12) adds the campaign's previous observation and a flag to the
@@ -53,9 +53,9 @@ from campaign_history import HISTORY_SPEC_VERSION, history_names, with_history
 from fast_sac import export_actor, parse_overrides
 from minimal_sac import mlp, oracle_cache_path
 
-from envs.teacher import cached_oracle_configs, teacher_action
-from jpo.train import describe_env, load_train_config
-from jpo.workload import HYPERPARAMETER_NAMES
+from jpo.sim.teacher import cached_oracle_configs, teacher_action
+from jpo.train.trainer import describe_env, load_train_config
+from jpo.workload.types import HYPERPARAMETER_NAMES
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ validation profiles do not rank teacher-trained recipes as the held-out split do
 the test set. This measures transfer inside the training split: the catalog's training
 workloads are dealt into ``--folds`` folds; for each fold, ``imitate.py`` trains a
 student on the other training workloads plus the recipe's randomized profiles, and
-``jpo.evaluate`` (the shipped CI stage, ``--seeds`` noise seeds, 5 rounds) scores it on
+``jpo.evaluation.evaluate`` (the shipped CI stage, ``--seeds`` noise seeds, 5 rounds) scores it on
 the fold's workloads. Each training workload is scored once, by the student that never
 saw it; the recipe's figure is the mean over all of them. No held-out workload is used.
 
@@ -33,7 +33,7 @@ IMITATE = Path(__file__).resolve().parent / "imitate.py"
 
 def training_workloads() -> list[str]:
     """Return the catalog's training-split workload names, sorted."""
-    from envs.response import load_catalog
+    from jpo.sim.response import load_catalog
 
     return sorted(n for n, p in load_catalog().items() if p.split == "train")
 
@@ -47,8 +47,8 @@ def folds_of(names: list[str], folds: int) -> list[list[str]]:
 
 def score_fold(policy: Path, workloads: list[str], seeds: int) -> dict[str, float]:
     """Return the student's oracle fraction per workload (the evaluation protocol)."""
-    from jpo.evaluate import evaluate, load_evaluation_settings, workload_summary
-    from jpo.policy import LocalPolicy
+    from jpo.evaluation.evaluate import evaluate, load_evaluation_settings, workload_summary
+    from jpo.policy.artifact import LocalPolicy
 
     settings = load_evaluation_settings().with_overrides(
         split="all", seeds=seeds, methods=("jpo", "oracle")

@@ -42,7 +42,7 @@ class Settings:
     init_actor: str = ""  # artifact folder whose actor starts the run ("" = random init)
     init_std: float = 0.3  # with init_actor: the starting policy's action std (pre-tanh)
     actor_delay: int = 0  # env steps after the warm-up before the actor starts learning
-    # Behaviour cloning towards the oracle teacher (envs/teacher.py), TD3+BC style (Fujimoto &
+    # Behaviour cloning towards the oracle teacher (jpo/sim/teacher.py), TD3+BC style (Fujimoto &
     # Gu 2021): actor loss = SAC loss / mean|Q| + bc_weight * squared error to the
     # teacher's action. 0 = plain SAC.
     bc_weight: float = 0.0
@@ -163,7 +163,7 @@ class Agent:
 
 
 def make_env(s: Settings):
-    import envs  # noqa: F401  (registers jpo/PrometheusReplay-v0)
+    import jpo.sim  # noqa: F401  (registers jpo/PrometheusReplay-v0)
 
     return gym.make(s.env_id, config=s.env_config) if s.env_config else gym.make(s.env_id)
 
@@ -192,7 +192,7 @@ def train(s: Settings, steps: int, on_episode=None) -> dict:
     bc = s.bc_weight > 0
     env_labels = False
     if bc:
-        from envs.teacher import TEACHER_ACTION, cached_oracle_configs, teacher_action
+        from jpo.sim.teacher import TEACHER_ACTION, cached_oracle_configs, teacher_action
 
         base = env.unwrapped
         # The env labels every state itself when its teacher holds what ours holds (the

@@ -1,6 +1,6 @@
-"""Quality of an exported policy: jpo.evaluate's fraction of the oracle's improvement.
+"""Quality of an exported policy: jpo.evaluation.evaluate's fraction of the oracle's improvement.
 
-Runs the evaluation protocol of jpo/evaluate.py (tuning campaigns of ``--rounds`` rounds
+Runs the evaluation protocol of jpo/evaluation/evaluate.py (tuning campaigns of ``--rounds`` rounds
 from each workload's default configuration, scored with the oracle's objective) for the
 policy, no tuning and the oracle, on one catalog split, and prints one JSON line per
 method.
@@ -14,8 +14,8 @@ import argparse
 import json
 import time
 
-from jpo.evaluate import evaluate, load_evaluation_settings, method_summary, quality_bar
-from jpo.policy import LocalPolicy
+from jpo.evaluation.evaluate import evaluate, load_evaluation_settings, method_summary, quality_bar
+from jpo.policy.artifact import LocalPolicy
 
 
 def measure(policy_path: str, split: str, rounds: int, seeds: int) -> dict:

@@ -1,6 +1,6 @@
 """Pick the checkpoint to bundle on VALIDATION profiles, never on the held-out workloads.
 
-Every checkpoint of a training run is exported and scored with ``jpo.evaluate``'s
+Every checkpoint of a training run is exported and scored with ``jpo.evaluation.evaluate``'s
 protocol (5 rounds, suggest path, fraction of the oracle's improvement) on synthetic
 validation profiles: domain-randomized profiles drawn like the training ones
 (``configs/randomization.toml``) but with another seed, so no training profile is among
@@ -25,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from envs.randomization import load_randomization, random_profiles
-from envs.response import load_catalog
-from jpo.evaluate import evaluate, load_evaluation_settings, method_summary
-from jpo.policy import LocalPolicy
-from jpo.train import Storage, export_latest, load_train_config
+from jpo.evaluation.evaluate import evaluate, load_evaluation_settings, method_summary
+from jpo.policy.artifact import LocalPolicy
+from jpo.sim.randomization import load_randomization, random_profiles
+from jpo.sim.response import load_catalog
+from jpo.train.trainer import Storage, export_latest, load_train_config
 
 REPO = Path(__file__).resolve().parents[2]
 

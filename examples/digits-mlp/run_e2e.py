@@ -4,7 +4,7 @@ Steps:
 
 1. copy ``config.ini`` into a work folder (``--out``; the example's own file stays as it is);
 2. start Debian's ``prometheus`` on a loopback port, scraping every second the app's
-   training exporter (jpo.exporter) and a local-pod exporter served by this script
+   training exporter (jpo.telemetry.exporter) and a local-pod exporter served by this script
    (``local_pod_exporter.py``: cAdvisor / kube-state-metrics names for the app's process;
    like kube-state-metrics it keeps a completed pod's labels and limits);
 3. run ``train.py`` with the copied config (run 1), measure it;
@@ -176,7 +176,7 @@ def train(
     """Run train.py once as a "pod"; return its result JSON plus its wall-clock window."""
     from local_pod_exporter import LocalPod
 
-    from jpo.config_file import read_workload
+    from jpo.workload.config_file import read_workload
 
     key = read_workload(config).key
     result_path = out / f"{run_id}.json"

@@ -1,10 +1,10 @@
 """A real PyTorch training job that JPO can tune: an MLP on scikit-learn's digits.
 
 The hyperparameters (batch_size, learning_rate, num_layers, epochs) come from the
-``config.ini`` beside this file (read with :func:`jpo.config_file.read_workload`, the same
+``config.ini`` beside this file (read with :func:`jpo.workload.config_file.read_workload`, the same
 reader ``jpo suggest`` uses). While it trains, the job exports its real throughput,
 validation loss, epoch, hyperparameters and final status on ``/metrics`` with
-:class:`jpo.exporter.TrainingExporter`, for Prometheus to scrape. Its CPU and memory are
+:class:`jpo.telemetry.exporter.TrainingExporter`, for Prometheus to scrape. Its CPU and memory are
 those of this very process.
 
 With ``--pod-port`` the process also exposes its own CPU and memory under cAdvisor's and
@@ -102,7 +102,7 @@ def build_model(num_layers: int, hidden: int):  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from jpo.config_file import read_workload
+    from jpo.workload.config_file import read_workload
 
     workload = read_workload(args.config)
     key, hp = workload.key, workload.hyperparameters
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     exporter = None
     if args.port:
-        from jpo.exporter import TrainingExporter
+        from jpo.telemetry.exporter import TrainingExporter
 
         exporter = TrainingExporter(
             key.dataset, key.model, key.framework, run_id, port=args.port, addr="127.0.0.1"

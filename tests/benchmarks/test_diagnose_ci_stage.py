@@ -11,7 +11,7 @@ sys.path.insert(0, str(REPO / "benchmarks" / "evaluate"))
 sys.path.insert(0, str(REPO / "benchmarks" / "train"))
 import diagnose  # noqa: E402
 
-from jpo.suggest import load_suggest_settings  # noqa: E402
+from jpo.stage.suggest import load_suggest_settings  # noqa: E402
 
 
 def test_every_variant_names_real_settings_and_the_shipped_one_is_the_old_stage() -> None:
@@ -27,7 +27,7 @@ def test_every_variant_names_real_settings_and_the_shipped_one_is_the_old_stage(
 
 
 def test_the_suggest_settings_swap_is_undone() -> None:
-    import jpo.suggest as suggest_module
+    import jpo.stage.suggest as suggest_module
 
     before = suggest_module.load_suggest_settings
     with diagnose.suggest_settings(incumbent_enabled=False):

@@ -13,8 +13,8 @@ sys.path.insert(0, str(REPO / "benchmarks" / "train"))
 import diagnose  # noqa: E402
 from campaign_history import history_names  # noqa: E402
 
-import jpo.evaluate as evaluate_module  # noqa: E402
-import jpo.policy_source as policy_source  # noqa: E402
+import jpo.evaluation.evaluate as evaluate_module  # noqa: E402
+import jpo.policy.source as policy_source  # noqa: E402
 
 
 class _Recorder:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jpo.policy import LocalPolicy
+from jpo.policy.artifact import LocalPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks" / "evaluate"))
@@ -68,11 +68,11 @@ def test_behaviour_cloning_pulls_the_actor_towards_the_teacher(tmp_path: Path, h
     configs/train.yaml's env teacher holds learning_rate and epochs: with that hold the
     labels come from the env's infos (no second oracle search), with another from fast_sac.
     """
-    import envs  # noqa: F401
-    from envs.replay_env import PrometheusReplayEnv
+    import jpo.sim  # noqa: F401
+    from jpo.sim.replay_env import PrometheusReplayEnv
 
     sys.path.insert(0, str(REPO / "benchmarks" / "train"))
-    from envs.teacher import oracle_configs, teacher_action
+    from jpo.sim.teacher import oracle_configs, teacher_action
 
     workloads = ["cifar10-resnet18", "mnist-lenet", "imdb-lstm"]
     runs = {}

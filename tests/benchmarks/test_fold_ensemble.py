@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-from jpo.policy import LocalPolicy, write_artifact
+from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+from jpo.policy.artifact import LocalPolicy, write_artifact
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks" / "train"))

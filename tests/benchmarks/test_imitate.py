@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jpo.errors import PolicyError
-from jpo.policy import LocalPolicy
+from jpo.policy.artifact import LocalPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,10 +10,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks" / "evaluate"))
 from planner import CalibratedPlanner, training_priors  # noqa: E402
 
-from envs.response import load_catalog, load_conditions, predict  # noqa: E402
-from jpo.constraints import load_constraints  # noqa: E402
-from jpo.evaluate import evaluation_oracle_settings, load_evaluation_settings  # noqa: E402
-from jpo.reward import load_reward_weights  # noqa: E402
+from jpo.evaluation.evaluate import evaluation_oracle_settings, load_evaluation_settings  # noqa: E402
+from jpo.learning.reward import load_reward_weights  # noqa: E402
+from jpo.sim.response import load_catalog, load_conditions, predict  # noqa: E402
+from jpo.workload.constraints import load_constraints  # noqa: E402
 
 
 def _planner(priors: list) -> CalibratedPlanner:

@@ -16,8 +16,8 @@ EXAMPLE = ROOT / "examples" / "digits-mlp"
 
 
 def test_config_ini_passes_the_workload_checker() -> None:
-    from jpo.config_file import check_workload, read_workload
-    from jpo.constraints import load_constraints
+    from jpo.workload.config_file import check_workload, read_workload
+    from jpo.workload.constraints import load_constraints
 
     report = check_workload(EXAMPLE / "config.ini", load_constraints())
     assert not list(getattr(report, "problems", ()))
@@ -104,10 +104,10 @@ def test_a_pod_that_exits_right_after_finishing_is_seen_finished(prometheus_fact
     sys.path.insert(0, str(EXAMPLE))
     from local_pod_exporter import LocalPod, LocalPodCollector, serve
 
-    from jpo.exporter import TrainingExporter
-    from jpo.promql import load_catalog
-    from jpo.telemetry import PrometheusSource
-    from jpo.workload import Hyperparameters, WorkloadKey
+    from jpo.telemetry.exporter import TrainingExporter
+    from jpo.telemetry.promql import load_catalog
+    from jpo.telemetry.sources import PrometheusSource
+    from jpo.workload.types import Hyperparameters, WorkloadKey
 
     key = WorkloadKey("digits", "mlp", "pytorch")
     pod = LocalPod(os.getpid(), key.dataset, key.model, key.framework, "gone1", 1.0, 2.0**30)

@@ -25,8 +25,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
-from jpo.promql import escape_label_value
-from jpo.schema import HISTORY_SCHEMA
+from jpo.telemetry.promql import escape_label_value
+from jpo.telemetry.schema import HISTORY_SCHEMA
 
 NAMESPACE = "training"
 CONTAINER = "trainer"
@@ -59,7 +59,7 @@ class FakeRun:
     # run_id (JPO's label), job_name (a Kubernetes Job's pods), training_kubeflow_org_job_name
     # (a Kubeflow training job's pods); None: the pod names no run.
     run_label: str | None = "run_id"
-    # Whether the run's trainer exports jpo_training_* series (jpo.exporter), run_id labelled.
+    # Whether the run's trainer exports jpo_training_* series (the exporter), run_id labelled.
     exports_training: bool = True
     hyperparameters: dict[str, float] = field(
         default_factory=lambda: {

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-from jpo.policy import write_artifact
-from jpo.workload import HYPERPARAMETER_NAMES
+from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+from jpo.policy.artifact import write_artifact
+from jpo.workload.types import HYPERPARAMETER_NAMES
 
 
 def fixed_action_policy(

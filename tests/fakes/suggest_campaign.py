@@ -1,4 +1,4 @@
-"""Simulated cifar10-resnet18 runs as a MetricSource, a fixed-action policy, jpo.suggest helpers."""
+"""Simulated cifar10-resnet18 runs as a MetricSource, a fixed-action policy, suggest helpers."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fakes.policy import fixed_action_policy
 
-from envs.response import ClusterConditions, load_profile, simulate_run
-from jpo.prometheus import EmptyResult
-from jpo.suggest import SuggestOptions, SuggestSettings, suggest
-from jpo.telemetry import MetricSource
-from jpo.workload import Hyperparameters, WorkloadKey
+from jpo.sim.response import ClusterConditions, load_profile, simulate_run
+from jpo.stage.suggest import SuggestOptions, SuggestSettings, suggest
+from jpo.telemetry.prometheus import EmptyResult
+from jpo.telemetry.sources import MetricSource
+from jpo.workload.types import Hyperparameters, WorkloadKey
 
 KEY = WorkloadKey("cifar10", "resnet18", "pytorch")
 HP = Hyperparameters(64, 0.05, 18, 30)

@@ -21,7 +21,7 @@ def tiny_train_config(tmp_path: Path, iterations: int = 1, **extra: object) -> P
         "seed": 1,
         "env": {
             "id": "jpo/PrometheusReplay-v0",
-            "register_module": "envs",
+            "register_module": "jpo.sim",
             "config": {"source": "catalog", "split": "train", "episode_length": 4},
         },
         "model": {"fcnet_hiddens": [16, 16]},
@@ -45,7 +45,7 @@ def train_tiny(tmp_path: Path, iterations: int = 1) -> Path:
     """Train ``python -m jpo.train`` on the tiny config; return the config path."""
     config = tiny_train_config(tmp_path, iterations)
     proc = subprocess.run(
-        [sys.executable, "-m", "jpo.train", "--config", str(config)],
+        [sys.executable, "-m", "jpo.train.trainer", "--config", str(config)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -15,9 +15,9 @@ NOTEBOOK = ROOT / "notebooks" / "evaluate_checkpoint.ipynb"
 
 
 def _tiny_policy(folder: Path) -> Path:
-    from jpo.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-    from jpo.policy import write_artifact
-    from jpo.workload import HYPERPARAMETER_NAMES
+    from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+    from jpo.policy.artifact import write_artifact
+    from jpo.workload.types import HYPERPARAMETER_NAMES
 
     n, k, h = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES), 8
     rng = np.random.default_rng(1)

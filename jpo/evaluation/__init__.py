@@ -1,0 +1,1 @@
+"""Evaluation: JPO against baseline tuners on simulated workloads, and its report."""

@@ -1,0 +1,1 @@
+"""What people read: campaign views, `jpo log`, audit-log metrics, the dashboard."""

@@ -1,0 +1,1 @@
+"""Training: the RLlib SAC recipe, its behaviour-cloning term and continuous learning."""

@@ -1,0 +1,1 @@
+"""The workload file (config.ini) and the hard constraints every suggestion stays inside."""

@@ -1,0 +1,837 @@
+"""The workload file ``config.ini``: read it, check it, report every problem with its line.
+
+Layout (SPEC §2)::
+
+    [workload]
+    dataset = cifar10          ; Kubernetes label values: <= 63 chars of [A-Za-z0-9_.-],
+    model = resnet18           ; starting and ending with a letter or digit
+    framework = pytorch        ; one of configs/workload_schema.toml known_frameworks
+
+    [hyperparameters]
+    batch_size = 128           ; int
+    learning_rate = 0.01       ; float
+    num_layers = 18            ; int
+    epochs = 30                ; int
+
+    [jpo]                      ; optional
+    tune = batch_size, learning_rate      ; parameters JPO may change (default: all)
+    freeze = epochs                       ; parameters JPO must keep
+    batch_size_min = 32                   ; <name>_min / _max / _trust_region narrow the
+    batch_size_max = 512                  ; global limits of configs/constraints.toml
+    batch_size_power_of_two = true        ; round batch_size to powers of two
+    batch_size_multiple_of = 1            ; humane rounding (constraints.toml: 8 on GPU)
+    device = cpu                          ; trains without a GPU (default: gpu)
+
+Reading never writes. ``configparser`` runs with ``interpolation=None`` (a ``%`` is just a
+character) and a default section nobody can name (``[DEFAULT]`` is an ordinary, unknown
+section rather than one that silently feeds keys into every other section). Keys are
+case-insensitive as in configparser; section names are case-sensitive.
+"""
+
+from __future__ import annotations
+
+import configparser
+import math
+import os
+import re
+import stat
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jpo.errors import ConfigError
+from jpo.workload.types import DEVICES, HYPERPARAMETER_NAMES, Device, Hyperparameters, WorkloadKey
+
+if TYPE_CHECKING:
+    from jpo.workload.constraints import Constraints, ParamLimits
+
+__all__ = [
+    "CheckReport",
+    "JpoSection",
+    "Problem",
+    "WorkloadFile",
+    "check_workload",
+    "check_workload_text",
+    "load_workload_schema",
+    "parse_workload_text",
+    "read_workload",
+]
+
+WORKLOAD_SECTION = "workload"
+HP_SECTION = "hyperparameters"
+JPO_SECTION = "jpo"
+WORKLOAD_KEYS = ("dataset", "model", "framework")
+_INT_TYPES = {"batch_size": True, "learning_rate": False, "num_layers": True, "epochs": True}
+_LIMIT_SUFFIXES = ("_min", "_max", "_trust_region", "_power_of_two", "_multiple_of")
+_NO_DEFAULT = "\x00jpo-no-default-section"
+
+_INT_RE = re.compile(r"[+-]?[0-9]{1,30}")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,5})?")
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?")
+_SECTCRE = configparser.ConfigParser.SECTCRE
+_OPTCRE = configparser.ConfigParser.OPTCRE
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSchema:
+    """What a config.ini may contain besides hyperparameter ranges (workload_schema.toml)."""
+
+    known_frameworks: tuple[str, ...]
+    max_file_bytes: int
+    label_value_max_length: int
+
+
+@lru_cache(maxsize=8)
+def _load_schema_cached(path: str) -> WorkloadSchema:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{p}: cannot load the workload schema: {err}") from err
+    try:
+        schema = WorkloadSchema(
+            known_frameworks=tuple(str(f).lower() for f in data["known_frameworks"]),
+            max_file_bytes=int(data["max_file_bytes"]),
+            label_value_max_length=int(data["label_value_max_length"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{p}: needs known_frameworks (list), max_file_bytes and label_value_max_length "
+            f"({err!r})"
+        ) from err
+    if schema.max_file_bytes <= 0 or schema.label_value_max_length <= 0:
+        raise ConfigError(f"{p}: max_file_bytes and label_value_max_length must be > 0")
+    return schema
+
+
+def load_workload_schema(path: str | os.PathLike[str] | None = None) -> WorkloadSchema:
+    """Load ``workload_schema.toml`` (default: from the configs folder)."""
+    from jpo.workload.constraints import config_dir
+
+    p = Path(path) if path is not None else config_dir() / "workload_schema.toml"
+    return _load_schema_cached(str(p))
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a workload file, with where it is and how to fix it."""
+
+    file: str
+    line: int | None
+    section: str | None
+    key: str | None
+    message: str
+    fix: str
+
+    def location(self) -> str:
+        """Return ``file:line`` (or just the file when the line is unknown)."""
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def __str__(self) -> str:
+        where = f"[{self.section}]" if self.section else ""
+        if self.key:
+            where = f"{where} {self.key}".strip()
+        head = f"{self.location()}: {where}: " if where else f"{self.location()}: "
+        return f"{head}{self.message} (fix: {self.fix})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "section": self.section,
+            "key": self.key,
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JpoSection:
+    """The optional ``[jpo]`` section: what may be tuned and per-workload limits."""
+
+    tunable: tuple[str, ...] = HYPERPARAMETER_NAMES
+    frozen: tuple[str, ...] = ()
+    limits: Mapping[str, ParamLimits] = field(default_factory=dict)
+    source: str = "config.ini"
+    device: Device = "gpu"
+
+
+@dataclass(frozen=True)
+class WorkloadFile:
+    """A checked workload file: its identity, hyperparameters and ``[jpo]`` settings."""
+
+    path: Path
+    key: WorkloadKey
+    hyperparameters: Hyperparameters
+    jpo: JpoSection
+    lines: Mapping[tuple[str, str], int] = field(default_factory=dict, repr=False)
+
+    def line_of(self, section: str, key: str | None = None) -> int:
+        """Return the 1-based line of a key (or section header); 0 when absent."""
+        return self.lines.get((section, (key or "").lower()), 0)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Everything ``jpo check`` found: problems make the file invalid, warnings do not."""
+
+    path: str
+    problems: tuple[Problem, ...]
+    warnings: tuple[Problem, ...] = ()
+    workload: WorkloadFile | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the file has no problems."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (the ``jpo check --json`` output)."""
+        wl = self.workload
+        return {
+            "file": self.path,
+            "valid": self.ok,
+            "problems": [p.to_dict() for p in self.problems],
+            "warnings": [w.to_dict() for w in self.warnings],
+            "workload": None
+            if wl is None
+            else {
+                "dataset": wl.key.dataset,
+                "model": wl.key.model,
+                "framework": wl.key.framework,
+                "hyperparameters": wl.hyperparameters.as_dict(),
+                "tunable": list(wl.jpo.tunable),
+                "frozen": list(wl.jpo.frozen),
+                "device": wl.jpo.device,
+            },
+        }
+
+
+# --------------------------------------------------------------------------- scanning
+@dataclass
+class _Scan:
+    lines: dict[tuple[str, str], int]
+    problems: list[Problem]
+
+
+def _strip_comments(line: str) -> str:
+    """Return a line without comments, exactly as configparser (3.11) strips them."""
+    if line.strip().startswith(("#", ";")):
+        return ""
+    comment_start = len(line)
+    for prefix in (";", "#"):
+        idx = line.find(prefix)
+        while idx != -1:
+            if idx == 0 or line[idx - 1].isspace():
+                comment_start = min(comment_start, idx)
+                break
+            idx = line.find(prefix, idx + 1)
+    return line[:comment_start].strip()
+
+
+def _scan_lines(text: str, file: str) -> _Scan:
+    """Map (section, key) to line numbers and find duplicate sections/keys (all of them).
+
+    Mirrors configparser's line logic (comment stripping, continuation lines by indent,
+    empty or comment lines ending a value, SECTCRE/OPTCRE) so that the line found for a key
+    is the line configparser read its value from; safe_write edits that line.
+    """
+    lines: dict[tuple[str, str], int] = {}
+    problems: list[Problem] = []
+    section: str | None = None
+    optname: str | None = None
+    indent_level = sys.maxsize
+    for no, raw in enumerate(text.splitlines(), start=1):
+        value = _strip_comments(raw)
+        if not value:
+            indent_level = sys.maxsize  # empty_lines_in_values=False: ends a value
+            continue
+        cur_indent = len(raw) - len(raw.lstrip())
+        if section is not None and optname and cur_indent > indent_level:
+            continue  # continuation line of a multi-line value
+        indent_level = cur_indent
+        m = _SECTCRE.match(value)
+        if m:
+            section = m.group("header")
+            optname = None
+            if (section, "") in lines:
+                problems.append(
+                    Problem(
+                        file,
+                        no,
+                        section,
+                        None,
+                        f"duplicate section [{section}] (first at line {lines[(section, '')]})",
+                        "merge the two sections into one",
+                    )
+                )
+            else:
+                lines[(section, "")] = no
+            continue
+        if section is None:
+            continue  # configparser reports MissingSectionHeaderError
+        m = _OPTCRE.match(value)
+        if not m:
+            continue  # configparser reports a ParsingError
+        key = m.group("option").rstrip().lower()
+        optname = key
+        if (section, key) in lines:
+            problems.append(
+                Problem(
+                    file,
+                    no,
+                    section,
+                    key,
+                    f"duplicate key {key!r} (first at line {lines[(section, key)]})",
+                    "keep one of the two lines",
+                )
+            )
+        else:
+            lines[(section, key)] = no
+    return _Scan(lines, problems)
+
+
+def _parser() -> configparser.ConfigParser:
+    return configparser.ConfigParser(
+        interpolation=None,
+        strict=False,  # duplicates are reported (all of them) by _scan_lines
+        default_section=_NO_DEFAULT,
+        inline_comment_prefixes=(";", "#"),
+        comment_prefixes=("#", ";"),
+        empty_lines_in_values=False,
+    )
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """Return repr(text), shortened for messages when long (huge values stay readable)."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def _is_label(value: str, max_len: int) -> bool:
+    return len(value) <= max_len and _LABEL_RE.fullmatch(value) is not None
+
+
+def _parse_number(name: str, raw: str) -> tuple[float | int | None, str | None, str | None]:
+    """Return (value, problem, fix) for one hyperparameter's text."""
+    text = raw.strip()
+    is_int = _INT_TYPES[name]
+    kind = "an integer" if is_int else "a number"
+    low = text.lower()
+    if low in {"nan", "+nan", "-nan"} or "nan" in low:
+        return None, f"{name} = {_short(text)} is not a number (NaN)", f"write {kind}"
+    if "inf" in low:
+        return (
+            None,
+            f"{name} = {_short(text)} is infinite",
+            f"write a finite {kind.split(maxsplit=1)[1]}",
+        )
+    if not text:
+        return None, f"{name} is empty", f"write {kind}"
+    if is_int:
+        if _INT_RE.fullmatch(text):
+            return int(text), None, None
+        if _FLOAT_RE.fullmatch(text):
+            try:
+                f = float(text)
+            except (ValueError, OverflowError):
+                f = math.nan
+            if math.isfinite(f) and f == math.floor(f) and abs(f) < 1e30:
+                return (
+                    None,
+                    f"{name} = {_short(text)} must be written as an integer",
+                    f"write {int(f)}",
+                )
+            if not math.isfinite(f):
+                return (
+                    None,
+                    f"{name} = {_short(text)} is too large to be finite",
+                    "write a sane integer",
+                )
+            return None, f"{name} = {_short(text)} is not an integer", f"write e.g. {round(f)}"
+        if re.fullmatch(r"[+-]?[0-9_]+", text):
+            return None, f"{name} = {_short(text)} is not a plain integer", "write digits only"
+        return None, f"{name} = {_short(text)} is not an integer", f"write {kind}"
+    if _FLOAT_RE.fullmatch(text):
+        f = float(text)
+        if not math.isfinite(f):
+            return None, f"{name} = {_short(text)} overflows to infinity", "write a finite number"
+        return f, None, None
+    return None, f"{name} = {_short(text)} is not a number", "write a decimal number such as 0.01"
+
+
+def _parse_bool(text: str) -> bool | None:
+    low = text.strip().lower()
+    if low in {"true", "yes", "on", "1"}:
+        return True
+    if low in {"false", "no", "off", "0"}:
+        return False
+    return None
+
+
+def _split_names(text: str) -> list[str]:
+    return [t.strip().lower() for t in re.split(r"[,\s]+", text) if t.strip()]
+
+
+# --------------------------------------------------------------------------- analysis
+@dataclass
+class _Analysis:
+    problems: list[Problem]
+    warnings: list[Problem]
+    workload: WorkloadFile | None
+
+
+def _read_bytes(path: Path, schema: WorkloadSchema) -> tuple[bytes | None, Problem | None]:
+    """Read a workload file's bytes, refusing anything that is not a small regular file."""
+    file = str(path)
+
+    def prob(msg: str, fix: str) -> tuple[None, Problem]:
+        return None, Problem(file, None, None, None, msg, fix)
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return prob("file not found", "pass the path of the workload's config.ini")
+    except PermissionError:
+        return prob("file cannot be read (permission denied)", "make it readable (chmod u+r)")
+    except OSError as err:
+        return prob(f"file cannot be read: {err.strerror or err}", "pass a readable file")
+    if stat.S_ISDIR(st.st_mode):
+        return prob("is a directory, not a file", "pass the config.ini inside it")
+    if not stat.S_ISREG(st.st_mode):
+        return prob("is not a regular file (device, pipe or socket)", "pass a regular file")
+    if st.st_size > schema.max_file_bytes:
+        return prob(
+            f"file is too large ({st.st_size} bytes > {schema.max_file_bytes}); "
+            "this is not a workload config",
+            "pass the workload's config.ini (a few hundred bytes)",
+        )
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(schema.max_file_bytes + 1)
+    except PermissionError:
+        return prob("file cannot be read (permission denied)", "make it readable (chmod u+r)")
+    except OSError as err:
+        return prob(f"file cannot be read: {err.strerror or err}", "pass a readable file")
+    if len(data) > schema.max_file_bytes:
+        return prob(
+            f"file is too large (> {schema.max_file_bytes} bytes)",
+            "pass the workload's config.ini",
+        )
+    return data, None
+
+
+def _decode(data: bytes, file: str) -> tuple[str | None, Problem | None]:
+    """Decode UTF-8 (a leading BOM is accepted); name the line of the first bad byte."""
+    if not data.strip():
+        return None, Problem(
+            file,
+            None,
+            None,
+            None,
+            "file is empty",
+            "write [workload] and [hyperparameters] sections (see examples/workload/config.ini)",
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        return None, Problem(
+            file,
+            line,
+            None,
+            None,
+            f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})",
+            "save the file as UTF-8",
+        )
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        return None, Problem(
+            file, line, None, None, "contains NUL bytes (binary data)", "save it as plain text"
+        )
+    return text, None
+
+
+def _analyse_text(
+    text: str,
+    file: str,
+    constraints: Constraints | None,
+    schema: WorkloadSchema,
+) -> _Analysis:
+    """Check the text of a workload file; collect every problem."""
+    from jpo.workload.constraints import ParamLimits
+
+    scan = _scan_lines(text, file)
+    problems = list(scan.problems)
+    warnings: list[Problem] = []
+    lines = scan.lines
+
+    def add(section: str | None, key: str | None, msg: str, fix: str) -> None:
+        line = lines.get((section or "", (key or "").lower())) if section else None
+        if line is None and section:
+            line = lines.get((section, ""))
+        problems.append(Problem(file, line, section, key, msg, fix))
+
+    def warn(section: str | None, key: str | None, msg: str, fix: str) -> None:
+        line = lines.get((section or "", (key or "").lower())) if section else None
+        warnings.append(Problem(file, line, section, key, msg, fix))
+
+    cp = _parser()
+    try:
+        cp.read_string(text, source=file)
+    except configparser.MissingSectionHeaderError as err:
+        problems.append(
+            Problem(
+                file,
+                err.lineno,
+                None,
+                None,
+                f"line {err.lineno} comes before any [section] header: {_short(err.line.strip())}",
+                "start the file with [workload]",
+            )
+        )
+        return _Analysis(problems, warnings, None)
+    except configparser.ParsingError as err:
+        text_lines = text.splitlines()
+        for lineno, _line in err.errors:
+            bad_line = text_lines[lineno - 1] if 0 < lineno <= len(text_lines) else ""
+            problems.append(
+                Problem(
+                    file,
+                    lineno,
+                    None,
+                    None,
+                    f"cannot parse line {lineno}: {_short(bad_line.strip())} is not `key = value`",
+                    "write `key = value` lines under a [section] header",
+                )
+            )
+        return _Analysis(problems, warnings, None)
+    except configparser.Error as err:
+        problems.append(Problem(file, None, None, None, f"cannot parse: {err}", "fix the syntax"))
+        return _Analysis(problems, warnings, None)
+
+    sections = cp.sections()
+    for sec_name in sections:
+        if sec_name not in (WORKLOAD_SECTION, HP_SECTION, JPO_SECTION):
+            hint = next(
+                (
+                    s
+                    for s in (WORKLOAD_SECTION, HP_SECTION, JPO_SECTION)
+                    if s == sec_name.lower().strip()
+                ),
+                None,
+            )
+            if hint is not None:
+                add(
+                    sec_name,
+                    None,
+                    f"section [{sec_name}] is not [{hint}]",
+                    f"rename it to [{hint}]",
+                )
+            else:
+                warn(
+                    sec_name,
+                    None,
+                    f"unknown section [{sec_name}] (ignored by JPO)",
+                    "ignore if intended",
+                )
+
+    # [workload]
+    key_values: dict[str, str] = {}
+    if not cp.has_section(WORKLOAD_SECTION):
+        add(
+            None,
+            None,
+            "missing section [workload]",
+            "add [workload] with dataset, model, framework",
+        )
+    else:
+        sec = cp[WORKLOAD_SECTION]
+        for k in WORKLOAD_KEYS:
+            if k not in sec:
+                add(WORKLOAD_SECTION, None, f"missing key {k!r} in [workload]", f"add `{k} = ...`")
+                continue
+            v = sec[k].strip()
+            if not v:
+                add(
+                    WORKLOAD_SECTION, k, f"{k} is empty", f"set {k} to a name such as a label value"
+                )
+                continue
+            if not _is_label(v, schema.label_value_max_length):
+                add(
+                    WORKLOAD_SECTION,
+                    k,
+                    f"{k} = {_short(v)} is not a valid Kubernetes label value",
+                    f"use at most {schema.label_value_max_length} characters of letters, "
+                    "digits, '-', '_', '.', starting and ending with a letter or digit",
+                )
+                continue
+            if k == "framework" and v.lower() not in schema.known_frameworks:
+                add(
+                    WORKLOAD_SECTION,
+                    k,
+                    f"unknown framework {_short(v)}",
+                    f"use one of {', '.join(schema.known_frameworks)} "
+                    "(configs/workload_schema.toml)",
+                )
+                continue
+            key_values[k] = v
+        for k in sec:
+            if k not in WORKLOAD_KEYS:
+                warn(WORKLOAD_SECTION, k, f"unknown key {k!r} in [workload] (ignored)", "ignore")
+
+    # [hyperparameters]
+    hp_values: dict[str, float | int] = {}
+    if not cp.has_section(HP_SECTION):
+        add(
+            None,
+            None,
+            "missing section [hyperparameters]",
+            f"add [hyperparameters] with {', '.join(HYPERPARAMETER_NAMES)}",
+        )
+    else:
+        sec = cp[HP_SECTION]
+        for name in HYPERPARAMETER_NAMES:
+            if name not in sec:
+                add(
+                    HP_SECTION,
+                    None,
+                    f"missing key {name!r} in [hyperparameters]",
+                    f"add `{name} = ...`",
+                )
+                continue
+            value, msg, fix = _parse_number(name, sec[name])
+            if msg is not None:
+                add(HP_SECTION, name, msg, fix or "fix the value")
+                continue
+            assert value is not None
+            hp_values[name] = value
+        for k in sec:
+            if k not in HYPERPARAMETER_NAMES:
+                warn(HP_SECTION, k, f"{k!r} is not tuned by JPO (kept as is)", "ignore if intended")
+
+    # [jpo]
+    tunable: tuple[str, ...] = HYPERPARAMETER_NAMES
+    frozen: tuple[str, ...] = ()
+    limits: dict[str, ParamLimits] = {}
+    device: Device = "gpu"
+    jpo_ok = True
+    if cp.has_section(JPO_SECTION):
+        sec = cp[JPO_SECTION]
+        tune_names: list[str] | None = None
+        freeze_names: list[str] = []
+        raw_limits: dict[str, dict[str, Any]] = {}
+        for k, v in sec.items():
+            if k in ("tune", "freeze"):
+                names_list = _split_names(v)
+                bad = [n for n in names_list if n not in HYPERPARAMETER_NAMES]
+                if bad:
+                    jpo_ok = False
+                    add(
+                        JPO_SECTION,
+                        k,
+                        f"{k} names unknown parameter(s) {', '.join(map(repr, bad))}",
+                        f"use names from {', '.join(HYPERPARAMETER_NAMES)}",
+                    )
+                    continue
+                if k == "tune":
+                    tune_names = names_list
+                else:
+                    freeze_names = names_list
+                continue
+            if k == "device":
+                text = v.strip().lower()
+                if text not in DEVICES:
+                    jpo_ok = False
+                    add(
+                        JPO_SECTION,
+                        k,
+                        f"device = {_short(v)} is not one of {', '.join(DEVICES)}",
+                        "write gpu (the default) or cpu (a workload that trains without a GPU)",
+                    )
+                    continue
+                device = "cpu" if text == "cpu" else "gpu"
+                continue
+            suffix = next((s for s in _LIMIT_SUFFIXES if k.endswith(s)), None)
+            pname = k[: -len(suffix)] if suffix else ""
+            if suffix is None or pname not in HYPERPARAMETER_NAMES:
+                jpo_ok = False
+                add(
+                    JPO_SECTION,
+                    k,
+                    f"unknown key {k!r} in [jpo]",
+                    "use tune, freeze, device, or "
+                    "<param>_min/_max/_trust_region/_power_of_two/_multiple_of",
+                )
+                continue
+            if suffix == "_power_of_two":
+                b = _parse_bool(v)
+                if b is None:
+                    jpo_ok = False
+                    add(
+                        JPO_SECTION,
+                        k,
+                        f"{k} = {_short(v)} is not true/false",
+                        "write true or false",
+                    )
+                    continue
+                raw_limits.setdefault(pname, {})["power_of_two"] = b
+                continue
+            if suffix == "_multiple_of":
+                text = v.strip()
+                if not text.isdigit() or int(text) < 1:
+                    jpo_ok = False
+                    add(
+                        JPO_SECTION,
+                        k,
+                        f"{k} = {_short(text)} is not a whole number >= 1",
+                        "write e.g. 8 (round to multiples of 8) or 1 (no rounding)",
+                    )
+                    continue
+                raw_limits.setdefault(pname, {})["multiple_of"] = int(text)
+                continue
+            text = v.strip()
+            num: float | None = None
+            if _FLOAT_RE.fullmatch(text) and "nan" not in text.lower():
+                num = float(text)
+            if num is None or not math.isfinite(num):
+                jpo_ok = False
+                add(
+                    JPO_SECTION, k, f"{k} = {_short(text)} is not a finite number", "write a number"
+                )
+                continue
+            raw_limits.setdefault(pname, {})[suffix[1:]] = num
+        overlap = [n for n in freeze_names if tune_names is not None and n in tune_names]
+        if overlap:
+            jpo_ok = False
+            add(
+                JPO_SECTION,
+                "freeze",
+                f"{', '.join(overlap)} both tuned and frozen",
+                "list each parameter in tune or in freeze, not both",
+            )
+        base = tune_names if tune_names is not None else list(HYPERPARAMETER_NAMES)
+        tunable = tuple(n for n in HYPERPARAMETER_NAMES if n in base and n not in freeze_names)
+        frozen = tuple(n for n in HYPERPARAMETER_NAMES if n not in tunable)
+        limits = {n: ParamLimits(**d) for n, d in raw_limits.items()}
+    jpo = JpoSection(tunable=tunable, frozen=frozen, limits=limits, source=file, device=device)
+
+    # constraints
+    effective = constraints
+    if constraints is not None and limits:
+        bad_limits = False
+        for pname, lim in limits.items():
+            try:
+                constraints.for_workload(JpoSection(limits={pname: lim}, source=file))
+            except ConfigError as err:
+                bad_limits = True
+                key = next(
+                    (
+                        f"{pname}{s}"
+                        for s in _LIMIT_SUFFIXES
+                        if (JPO_SECTION, f"{pname}{s}") in lines
+                    ),
+                    None,
+                )
+                msg = str(err).split("[jpo]: ", 1)[-1]
+                add(JPO_SECTION, key, msg, "a workload may only narrow configs/constraints.toml")
+        if not bad_limits and jpo_ok:
+            effective = constraints.for_workload(jpo)
+    if effective is not None:
+        for name, value in hp_values.items():
+            msg = effective.value_problem(name, value)
+            if msg is not None:
+                src = constraints.source if constraints is not None else "constraints"
+                add(HP_SECTION, name, msg, f"change {name}; the limits come from {src}")
+
+    wl: WorkloadFile | None = None
+    if not problems:
+        wl = WorkloadFile(
+            path=Path(file),
+            key=WorkloadKey(**key_values),
+            hyperparameters=Hyperparameters.from_mapping(hp_values),
+            jpo=jpo,
+            lines=dict(lines),
+        )
+    return _Analysis(problems, warnings, wl)
+
+
+def check_workload_text(
+    text: str,
+    file: str = "<text>",
+    constraints: Constraints | None = None,
+) -> CheckReport:
+    """Check a workload file's text (as :func:`check_workload` does for a path)."""
+    schema = load_workload_schema()
+    a = _analyse_text(text, file, constraints, schema)
+    return CheckReport(file, tuple(a.problems), tuple(a.warnings), a.workload)
+
+
+def check_workload(
+    path: str | os.PathLike[str],
+    constraints: Constraints | None = None,
+    *,
+    use_default_constraints: bool = True,
+) -> CheckReport:
+    """Check a workload file and return every problem found; never writes anything.
+
+    ``constraints`` defaults to ``configs/constraints.toml`` (pass
+    ``use_default_constraints=False`` to check structure and types only).
+    """
+    p = Path(path)
+    file = str(path)
+    schema = load_workload_schema()
+    if constraints is None and use_default_constraints:
+        from jpo.workload.constraints import load_constraints
+
+        constraints = load_constraints()
+    data, prob = _read_bytes(p, schema)
+    if prob is not None or data is None:
+        return CheckReport(file, (prob,) if prob else ())
+    text, prob = _decode(data, file)
+    if prob is not None or text is None:
+        return CheckReport(file, (prob,) if prob else ())
+    a = _analyse_text(text, file, constraints, schema)
+    wl = a.workload
+    return CheckReport(file, tuple(a.problems), tuple(a.warnings), wl)
+
+
+def _raise_for(report: CheckReport) -> None:
+    n = len(report.problems)
+    head = f"{report.path}: {n} problem{'s' if n != 1 else ''}: "
+    raise ConfigError(head + "; ".join(str(p) for p in report.problems))
+
+
+def parse_workload_text(
+    text: str, file: str = "<text>", constraints: Constraints | None = None
+) -> WorkloadFile:
+    """Parse a workload file's text; raise ConfigError listing every problem."""
+    report = check_workload_text(text, file, constraints)
+    if not report.ok or report.workload is None:
+        _raise_for(report)
+    assert report.workload is not None
+    return report.workload
+
+
+def read_workload(
+    path: str | os.PathLike[str], constraints: Constraints | None = None
+) -> WorkloadFile:
+    """Read and check a workload file.
+
+    Checks structure, types, finiteness, labels, framework and value ranges (against
+    ``constraints``, default ``configs/constraints.toml`` narrowed by the file's ``[jpo]``).
+
+    Raises:
+        ConfigError: listing every problem, each with file:line, key and fix.
+    """
+    report = check_workload(path, constraints)
+    if not report.ok or report.workload is None:
+        _raise_for(report)
+    assert report.workload is not None
+    return report.workload
