@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 
     from jpo.policy.artifact import LocalPolicy
     from jpo.policy.source import PolicySource
+    from jpo.policy.step import Actor
     from jpo.sim.oracle import OracleSettings
     from jpo.sim.response import WorkloadProfile
     from jpo.stage.suggest import SuggestSettings
@@ -293,16 +294,20 @@ def select_workloads(
 # --------------------------------------------------------------------------- the JPO path
 
 
-def jpo_proposer(policy: LocalPolicy) -> Callable[..., Proposal]:
+def jpo_proposer(policy: Actor) -> Callable[..., Proposal]:
     """Return the bare policy mapping: features -> action -> constraints (no guards).
 
     It computes the observation with :func:`jpo.learning.features.build_observation` (the CI
-    stage's feature code), asks the policy for an action and maps it through
-    :meth:`jpo.workload.constraints.Constraints.apply_action` (trust region, rounding, frozen
-    keys). ``[jpo] path = "direct"`` selects it; the default drives the whole CI stage
-    (:func:`suggest_proposer`).
+    stage's feature code) and maps the policy's action with :func:`jpo.policy.step.policy_step`,
+    the CI stage's and Serve's mapping (a non-finite action is a PolicyError; entries ordered
+    by the manifest's action names; :meth:`jpo.workload.constraints.Constraints.apply_action`:
+    trust region, rounding, frozen keys). ``[jpo] path = "direct"`` selects it; the default
+    drives the whole CI stage (:func:`suggest_proposer`).
     """
     from jpo.learning.features import build_observation, context_from_runs
+    from jpo.policy.step import policy_step
+
+    source = f"file:{getattr(policy, 'path', 'policy')}"
 
     def propose(
         *,
@@ -316,10 +321,8 @@ def jpo_proposer(policy: LocalPolicy) -> Callable[..., Proposal]:
         # over the campaign's runs); the model size stays unknown, as in training and CI.
         context = context_from_runs(summary, history, framework=task.profile.framework)
         obs = build_observation(summary, current, task.constraints, context)
-        action = np.asarray(policy.act(obs), dtype=np.float64)
-        coupling = policy.learning_rate_follows_batch
-        hp = task.constraints.apply_action(current, action, learning_rate_follows_batch=coupling)
-        return hp, "direct"
+        step = policy_step(policy, obs, task.constraints, current, source=source)
+        return step.hyperparameters, "direct"
 
     return propose
 

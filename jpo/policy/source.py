@@ -28,6 +28,7 @@ import numpy as np
 
 from jpo.errors import PolicyAuthError, PolicyError
 from jpo.paths import BUNDLED_POLICY_DIR
+from jpo.policy.step import Actor, checked_action
 from jpo.telemetry.schema import RunSummary
 from jpo.workload.types import Hyperparameters, WorkloadKey
 
@@ -80,18 +81,6 @@ def default_policy_path() -> Path:
     return BUNDLED_POLICY_DIR
 
 
-def _checked_action(raw: Any, source: str) -> tuple[float, ...]:
-    try:
-        action = np.asarray(raw, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as err:
-        raise PolicyError(f"{source}: the policy's action is not a numeric vector") from err
-    if action.size == 0:
-        raise PolicyError(f"{source}: the policy returned an empty action")
-    if not np.all(np.isfinite(action)):
-        raise PolicyError(f"{source}: the policy returned a non-finite action {action.tolist()}")
-    return tuple(float(a) for a in np.clip(action, -1.0, 1.0))
-
-
 class PolicySource(ABC):
     """A backend that maps an observation to an action."""
 
@@ -110,11 +99,14 @@ class PolicySource(ABC):
 
 
 class LocalPolicySource(PolicySource):
-    """An exported artifact run in-process with numpy (loaded lazily, once)."""
+    """An exported artifact run in-process with numpy (loaded lazily, once).
 
-    def __init__(self, path: str | Path | None = None):
+    ``policy``: an already loaded policy to run instead (``path`` then only names it).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, policy: Actor | None = None):
         self.path = Path(path) if path is not None else default_policy_path()
-        self._policy: Any = None
+        self._policy: Any = policy
 
     @property
     def description(self) -> str:
@@ -144,7 +136,7 @@ class LocalPolicySource(PolicySource):
     def answer(self, query: PolicyQuery) -> PolicyAnswer:
         """Run the actor on the observation."""
         policy = self._load()
-        action = _checked_action(policy.act(query.observation), self.description)
+        action = checked_action(policy.act(query.observation), self.description)
         names = tuple(getattr(policy, "action_names", ()) or ()) or None
         return PolicyAnswer(
             action=action,
@@ -253,7 +245,7 @@ class EndpointPolicySource(PolicySource):
         """POST the observation (and summary) and validate the answer."""
         from pydantic import ValidationError
 
-        from jpo.serving.api import RunSummaryModel, SuggestResponse
+        from jpo.policy.wire import RunSummaryModel, SuggestResponse
 
         body: dict[str, Any] = {
             "workload": {
@@ -278,7 +270,7 @@ class EndpointPolicySource(PolicySource):
             raise PolicyError(
                 f"{self.url}/v1/suggest: malformed answer ({where}: {first.get('msg')})"
             ) from err
-        action = _checked_action(parsed.action, self.url)
+        action = checked_action(parsed.action, self.url)
         return PolicyAnswer(
             action=action,
             version=parsed.policy_version,

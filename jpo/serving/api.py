@@ -18,164 +18,45 @@ Routes:
 Bad bodies (NaN, Inf, wrong types, unknown fields, too long lists, bodies over the size
 limit, values the constraints refuse, a ``feature_spec_version`` the server does not run)
 are answered 422 with a one-line ``detail``; a missing or wrong bearer token 401 (when a
-token is configured); request headers over ``max_header_bytes`` in all 431.
+token is configured); request headers over ``max_header_bytes`` in all 431. An observation
+for which the policy returns a non-finite action is answered 422 too, its ``detail``
+naming the action (``... the policy returned a non-finite action [nan, ...]``): the action
+is mapped by :func:`jpo.policy.step.policy_step`, as in the CI stage (which refuses it with
+exit 5) and evaluation, never replaced by 0. The wire models live in
+:mod:`jpo.policy.wire` (the endpoint client validates answers with them).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jpo.errors import JpoError, PolicyError
-from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
+from jpo.policy.wire import (
+    Health,
+    HyperparameterValues,
+    PolicyInfo,
+    RunSummaryModel,
+    SuggestRequest,
+    SuggestResponse,
+    WorkloadLabels,
+    hyperparameters_from_wire,
+)
+from jpo.workload.types import HYPERPARAMETER_NAMES
 
 log = logging.getLogger(__name__)
-
-LABEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
-"""A Kubernetes label value (SPEC §2): <= 63 chars, alphanumeric at both ends."""
-
-MAX_FEATURES = 512
-"""Upper bound on the observation length a client may send (the real spec is far shorter)."""
-
-Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN, max_length=63)]
-FiniteNonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-
-
-class _Strict(BaseModel):
-    """Base of every wire model: unknown fields, NaN and Inf are errors."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-
-class WorkloadLabels(_Strict):
-    """The workload's pod labels."""
-
-    dataset: Label
-    model: Label
-    framework: Label
-
-    def key(self) -> WorkloadKey:
-        """Return the workload key."""
-        return WorkloadKey(self.dataset, self.model, self.framework)
-
-
-class HyperparameterValues(_Strict):
-    """One setting of the tunable hyperparameters (the client's current values)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
-
-    batch_size: Annotated[int, Field(ge=1, le=1_000_000)]
-    learning_rate: Annotated[float, Field(gt=0.0, le=1e3)]
-    num_layers: Annotated[int, Field(ge=1, le=100_000)]
-    epochs: Annotated[int, Field(ge=1, le=1_000_000)]
-
-    def to_hyperparameters(self) -> Hyperparameters:
-        """Return the shared dataclass."""
-        return Hyperparameters(self.batch_size, self.learning_rate, self.num_layers, self.epochs)
-
-    @classmethod
-    def of(cls, hp: Hyperparameters) -> HyperparameterValues:
-        """Build from the shared dataclass."""
-        return cls(**hp.as_dict())  # type: ignore[arg-type]
-
-
-class RunSummaryModel(_Strict):
-    """A finished run's telemetry summary (mirrors :class:`jpo.telemetry.schema.RunSummary`)."""
-
-    cpu_util_mean: FiniteNonNegative
-    cpu_util_p95: FiniteNonNegative
-    mem_util_mean: FiniteNonNegative
-    mem_util_p95: FiniteNonNegative
-    gpu_util_mean: FiniteNonNegative
-    gpu_util_p95: FiniteNonNegative
-    gpu_mem_util_mean: FiniteNonNegative
-    gpu_mem_util_p95: FiniteNonNegative
-    throughput: FiniteNonNegative
-    final_val_loss: FiniteNonNegative
-    duration_s: FiniteNonNegative
-    gpu_hours: FiniteNonNegative
-    failure: Literal["none", "oom", "diverged", "failed"] = "none"
-
-    def to_summary(self) -> Any:
-        """Return a :class:`jpo.telemetry.schema.RunSummary`."""
-        from jpo.telemetry.schema import RunSummary
-
-        return RunSummary(**self.model_dump())
-
-
-class SuggestRequest(_Strict):
-    """Body of ``POST /v1/suggest``: features OR a raw telemetry summary (or both)."""
-
-    workload: WorkloadLabels
-    hyperparameters: HyperparameterValues
-    features: (
-        Annotated[
-            list[Annotated[float, Field(allow_inf_nan=False)]],
-            Field(min_length=1, max_length=MAX_FEATURES),
-        ]
-        | None
-    ) = None
-    feature_spec_version: Annotated[str, StringConstraints(max_length=32)] | None = None
-    summary: RunSummaryModel | None = None
-    baseline_throughput: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
-    """With ``summary``: the workload's reference throughput (default: the run's own)."""
-    best_val_loss: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
-    """With ``summary``: the workload's best loss so far (default: the run's own)."""
-
-    @model_validator(mode="after")
-    def _features_or_summary(self) -> SuggestRequest:
-        if self.features is None and self.summary is None:
-            raise ValueError("give `features` (with `feature_spec_version`) or `summary`")
-        if self.features is not None and self.feature_spec_version is None:
-            raise ValueError("`features` needs `feature_spec_version` (jpo.learning.features)")
-        return self
-
-
-class SuggestResponse(_Strict):
-    """Answer of ``POST /v1/suggest``."""
-
-    hyperparameters: HyperparameterValues
-    action: Annotated[
-        list[Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False)]],
-        Field(min_length=1, max_length=len(HYPERPARAMETER_NAMES)),
-    ]
-    action_names: Annotated[
-        list[Literal["batch_size", "learning_rate", "num_layers", "epochs"]],
-        Field(min_length=1, max_length=len(HYPERPARAMETER_NAMES)),
-    ]
-    predicted_gain: Annotated[float, Field(allow_inf_nan=False)] | None
-    policy_version: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    feature_spec_version: Annotated[str, StringConstraints(max_length=32)]
-    learning_rate_follows_batch: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    """Action mapping's learning-rate/batch coupling (the client applies ``action`` with it)."""
-
-
-class PolicyInfo(_Strict):
-    """Answer of ``GET /v1/policy``."""
-
-    version: str
-    manifest: dict[str, Any]
-
-
-class Health(_Strict):
-    """Answer of ``GET /healthz``."""
-
-    status: Literal["ok"]
-    policy_version: str
 
 
 def resolve_artifact(path: Path) -> Path:
@@ -261,6 +142,7 @@ class PolicyService:
     def suggest(self, request: SuggestRequest) -> SuggestResponse:
         """Answer one suggestion request with the current policy."""
         from jpo.learning import features as feats
+        from jpo.policy.step import policy_step
         from jpo.stage.guards import predicted_throughput_gain
 
         policy = self.policy  # one reference for the whole request
@@ -292,24 +174,21 @@ class PolicyService:
                 framework=request.workload.framework,
             )
             obs = feats.build_observation(summary, current, self._constraints, context)
-        action = np.asarray(policy.act(obs), dtype=np.float64).reshape(-1)
-        action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
-        names = tuple(policy.action_names)
-        by_name = dict(zip(names, action.tolist(), strict=True))
-        vector = [by_name.get(n, 0.0) for n in self._constraints.tunable]
-        coupling = policy.learning_rate_follows_batch
-        suggested = self._constraints.apply_action(
-            current, np.asarray(vector), learning_rate_follows_batch=coupling
+        # the one mapping the CI stage and evaluation use too (jpo.policy.step): a
+        # non-finite action is a PolicyError (answered 422 below), never replaced by 0
+        step = policy_step(
+            policy, obs, self._constraints, current, source=f"file:{self.artifact_path}"
         )
+        suggested = step.hyperparameters
         gain = predicted_throughput_gain(summary, current, suggested) if summary else None
         return SuggestResponse(
             hyperparameters=HyperparameterValues.of(suggested),
-            action=[float(a) for a in action],
-            action_names=list(names),
+            action=list(step.action),
+            action_names=list(step.action_names),  # type: ignore[arg-type]  # Literal names
             predicted_gain=gain,
             policy_version=str(policy.version),
             feature_spec_version=str(feats.FEATURE_SPEC_VERSION),
-            learning_rate_follows_batch=coupling,
+            learning_rate_follows_batch=step.learning_rate_follows_batch,
         )
 
 
@@ -520,15 +399,6 @@ def create_api(
     return BodyLimitMiddleware(app, max_body_bytes, max_header_bytes)
 
 
-def hyperparameters_from_wire(values: dict[str, Any]) -> Hyperparameters:
-    """Validate a wire hyperparameter mapping and return the dataclass (raises ValueError)."""
-    model = HyperparameterValues.model_validate(values)
-    hp = model.to_hyperparameters()
-    if not all(math.isfinite(float(v)) for v in hp.as_dict().values()):
-        raise ValueError("non-finite hyperparameter")
-    return hp
-
-
 __all__ = [
     "HYPERPARAMETER_NAMES",
     "BodyLimitMiddleware",
@@ -541,5 +411,6 @@ __all__ = [
     "SuggestResponse",
     "WorkloadLabels",
     "create_api",
+    "hyperparameters_from_wire",
     "resolve_artifact",
 ]

@@ -48,7 +48,6 @@ from jpo.errors import (
     ConfigError,
     ConstraintViolation,
     ExitCode,
-    PolicyError,
     TelemetryError,
 )
 from jpo.paths import config_path
@@ -339,24 +338,6 @@ def build_policy_source(options: SuggestOptions, settings: SuggestSettings) -> P
     return FallbackPolicySource([endpoint, local] if allow else [endpoint])
 
 
-def _policy_vector(
-    constraints: Constraints, action: Sequence[float], action_names: Sequence[str] | None
-) -> list[float]:
-    """Order a policy's action entries as the constraints' tunable parameters expect.
-
-    A policy names its action entries (manifest ``action.names``); a tunable parameter the
-    policy does not act on gets 0 (keep), an entry for a non-tunable (frozen) one is dropped.
-    """
-    names = tuple(action_names) if action_names else HYPERPARAMETER_NAMES[: len(action)]
-    if len(names) != len(action):
-        raise PolicyError(
-            f"the policy returned {len(action)} action entries for {len(names)} names "
-            f"({', '.join(names)}); re-export the policy"
-        )
-    by_name = dict(zip(names, action, strict=True))
-    return [float(by_name.get(name, 0.0)) for name in constraints.tunable]
-
-
 def _context(summary: RunSummary, key: WorkloadKey, history: Sequence[Any]) -> Any:
     """Build the observation's WorkloadContext from the audit history and this run.
 
@@ -464,6 +445,7 @@ def suggest(
         build_observation,
     )
     from jpo.policy.source import PolicyQuery, PolicyUnavailable
+    from jpo.policy.step import constrained_step
     from jpo.stage import audit
     from jpo.stage.feedback import (
         RECOVERY_STEPS,
@@ -645,20 +627,23 @@ def suggest(
     notes.extend(answer.notes)
     decide.answer = answer
 
-    # 6. step adaptation, constraints
-    vector = _policy_vector(constraints, answer.action, answer.action_names)
+    # 6. step adaptation, constraints: the one mapping Serve and evaluation use too
     step = step_state(records, settings.step)
+    mapped = constrained_step(
+        constraints,
+        current,
+        answer.action,
+        action_names=answer.action_names,
+        learning_rate_follows_batch=answer.learning_rate_follows_batch,
+        source=answer.source,
+        adjust=step.apply if step.scale != 1.0 else None,
+    )
     if step.scale != 1.0:
-        vector = step.apply(vector)
         notes.append(
             f"step x{step.scale:.2f} ({step.hits} earlier change(s) paid off, "
             f"{step.misses} did not; configs/suggest.toml [step])"
         )
-    proposed = constraints.apply_action(
-        current,
-        np.asarray(vector, dtype=np.float64),
-        learning_rate_follows_batch=answer.learning_rate_follows_batch,
-    )
+    vector, proposed = list(mapped.vector), mapped.hyperparameters
     decide.proposed = proposed
 
     # 7. guards
