@@ -302,6 +302,11 @@ class ActionEnsemble:
         """The members' action coupling (they must share it)."""
         return self.members[0].learning_rate_follows_batch
 
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """The members' action names (jpo.policy.step orders the action by them)."""
+        return self.members[0].action_names
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Average the members' actions."""
         return np.mean([m.act(obs) for m in self.members], axis=0)
