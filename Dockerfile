@@ -33,13 +33,15 @@ ENV PATH=/opt/venv/bin:$PATH
 # torch==2.13.0, satisfied by 2.13.0+cpu or +cuXXX) keeps this build.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
-# JPO finds its configs/ beside its package (jpo/../configs, the repository layout), so the
-# project is installed in editable mode from /app, and the runtime stage puts the same
-# sources at the same path: the venv's import hook points there.
+# A normal (non-editable) install: the wheel carries configs/ as jpo/configs/ and the demo
+# workloads' config.ini as jpo/example_workloads/ (package data, see pyproject.toml), so
+# the venv alone is the program and the runtime stage needs no sources.
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY jpo/ jpo/
-RUN pip install -e ".[all]" \
+COPY configs/ configs/
+COPY examples/workloads/ examples/workloads/
+RUN pip install "./[all]" \
     && pip check
 
 # ---------------------------------------------------------------- runtime
@@ -66,13 +68,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# Sources and configs at the path the editable install points to, owned by root (read-only
-# for the runtime user); runs/ and .jpo/ (checkpoints, audit log, history) are writable.
+# /app is the working folder of the manifests: configs/ here is what their relative paths
+# name (`--config configs/train.yaml`; the package carries the same files), the bundled
+# policy seeds the RayService's versions folder (/app/jpo/data/policy), and runs/ and .jpo/
+# (checkpoints, audit log, history) are writable. Owned by root: read-only for the user.
 WORKDIR /app
-COPY --from=builder /app /app
 COPY configs/ configs/
-# `jpo demo` reads the catalog workloads' config.ini from here (jpo/cli/demo.py EXAMPLES).
-COPY examples/workloads/ examples/workloads/
+COPY jpo/data/policy/ jpo/data/policy/
 RUN mkdir -p runs .jpo && chown 1000:1000 runs .jpo
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.

@@ -538,17 +538,24 @@ def test_dockerfile_final_stage_is_pinned_non_root_and_free_of_build_tools() -> 
     assert entrypoint and entrypoint[-1] == '["jpo"]'
 
 
-def test_dockerfile_keeps_configs_beside_the_package() -> None:
-    # JPO reads configs/ at jpo/../configs: the builder installs the project in editable
-    # mode from /app and the runtime stage has the same sources and configs/ at /app.
+def test_dockerfile_installs_the_package_with_its_configs() -> None:
+    # configs/ and the demo workloads are package data (setup.py, pyproject.toml): the
+    # builder installs the project normally (not editable) from the sources it copied,
+    # and the runtime stage keeps /app as the manifests' working folder with configs/.
     _, stages = dockerfile_stages()
     builder, final = stages[0], stages[-1]
     assert ("WORKDIR", "/app") in builder and ("WORKDIR", "/app") in final
-    # editable, with or without extras (`pip install -e ".[all]"`: dependencies by role)
-    editable = re.compile(r'pip install -e "?\.(?:\[[\w,]+\])?"?(?:\s|$)')
-    assert any(ins == "RUN" and editable.search(rest) for ins, rest in builder)
+    # a normal install, with or without extras (`pip install "./[all]"`: dependencies by role)
+    plain = re.compile(r'pip install "?\./?(?:\[[\w,]+\])?"?(?:\s|$)')
+    runs = [rest for ins, rest in builder if ins == "RUN"]
+    assert any(plain.search(rest) for rest in runs)
+    assert not any(re.search(r"pip install (-e|--editable)\b", rest) for rest in runs)
+    builder_copies = {
+        src.rstrip("/") for ins, rest in builder if ins == "COPY" for src in rest.split()[:-1]
+    }
+    assert {"setup.py", "jpo", "configs", "examples/workloads"} <= builder_copies
     copies = [rest for ins, rest in final if ins == "COPY"]
-    assert "--from=builder /app /app" in copies
+    assert "--from=builder /app /app" not in copies, "the venv alone is the program"
     assert "configs/ configs/" in copies
 
 
@@ -614,10 +621,12 @@ def in_build_context(rel: str) -> bool:
 
 
 def demo_files() -> list[str]:
-    """Files `jpo demo` reads from the repository layout (jpo/cli/demo.py REPO, EXAMPLES)."""
-    from jpo.cli.demo import DEMO_WORKLOADS, EXAMPLES
+    """Files `jpo demo` reads from the repository layout (jpo.paths: examples, configs)."""
+    from jpo.cli.demo import DEMO_WORKLOADS
+    from jpo.paths import example_workloads_dir
 
-    files = [f"{EXAMPLES.relative_to(REPO).as_posix()}/{w}/config.ini" for w in DEMO_WORKLOADS]
+    examples = example_workloads_dir().relative_to(REPO).as_posix()
+    files = [f"{examples}/{w}/config.ini" for w in DEMO_WORKLOADS]
     files += [p.relative_to(REPO).as_posix() for p in sorted((REPO / "configs").glob("*.toml"))]
     policy = REPO / "jpo" / "data" / "policy"
     files += [p.relative_to(REPO).as_posix() for p in sorted(policy.rglob("*")) if p.is_file()]
@@ -630,14 +639,11 @@ def test_dockerignore_lets_in_what_jpo_demo_reads() -> None:
     for rel in files:
         assert (REPO / rel).is_file(), rel
         assert in_build_context(rel), f".dockerignore keeps {rel} out; `jpo demo` reads it"
-    # and the final stage copies them to /app (the layout jpo/cli/demo.py expects)
+    # and the builder copies them into the sources it installs (package data of the wheel)
     _, stages = dockerfile_stages()
-    copies = [rest.split() for ins, rest in stages[-1] if ins == "COPY"]
-    sources = {c[0].rstrip("/") for c in copies if not c[0].startswith("--from")}
+    copies = [rest.split() for ins, rest in stages[0] if ins == "COPY"]
+    sources = {s.rstrip("/") for c in copies if not c[0].startswith("--from") for s in c[:-1]}
     for rel in files:
-        top = rel.split("/")[0]
-        if top in {"jpo", "envs", "serve"}:  # copied with the builder's /app
-            continue
         assert any(rel.startswith(f"{s}/") for s in sources), f"the image lacks {rel}"
 
 

@@ -40,12 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from jpo.errors import ConfigError, JpoError, PolicyError, TelemetryError
-from jpo.paths import REPO_ROOT
+from jpo.paths import config_path, example_workloads_dir
 
 __all__ = ["DEFAULT_ROUNDS", "DEMO_WORKLOADS", "MAX_ROUNDS", "DemoRow", "run_demo"]
 
-REPO = REPO_ROOT
-EXAMPLES = REPO / "examples" / "workloads"
 DEMO_WORKLOADS: tuple[str, ...] = ("cifar10-resnet18", "mnist-lenet", "imdb-lstm")
 """Catalog workloads the demo tunes (GPU-bound CNN, tiny CNN, recurrent text model)."""
 FAST_WORKLOADS: tuple[str, ...] = DEMO_WORKLOADS[:2]
@@ -395,11 +393,12 @@ def _read_campaign(row: DemoRow, root: Path) -> None:
 
 def check_workloads(names: Sequence[str]) -> None:
     """Raise ConfigError naming every workload without an example config.ini, and the fix."""
-    known = sorted(p.parent.name for p in EXAMPLES.glob("*/config.ini"))
+    examples = example_workloads_dir()
+    known = sorted(p.parent.name for p in examples.glob("*/config.ini"))
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(
-            f"--workload {', '.join(unknown)}: no such demo workload under {EXAMPLES}; "
+            f"--workload {', '.join(unknown)}: no such demo workload under {examples}; "
             f"fix: pick from {', '.join(known)}"
         )
 
@@ -410,7 +409,7 @@ def _copy_configs(root: Path, names: Sequence[str]) -> list[DemoRow]:
 
     rows = []
     for name in names:
-        example = EXAMPLES / name / "config.ini"
+        example = example_workloads_dir() / name / "config.ini"
         folder = root / name
         folder.mkdir(exist_ok=True)
         config = folder / "config.ini"
@@ -456,13 +455,14 @@ def _live_catalog(root: Path) -> Any:
     """Return the metric catalog with [query] steps scaled to second-long live runs."""
     import re
 
-    from jpo.telemetry.promql import DEFAULT_CATALOG_PATH, load_catalog
+    from jpo.telemetry.promql import load_catalog
 
-    text = DEFAULT_CATALOG_PATH.read_text(encoding="utf-8")
+    shipped = config_path("metrics.toml")
+    text = shipped.read_text(encoding="utf-8")
     for key, value in LIVE_QUERY.items():
         text, n = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {value}", text, count=1)
         if n != 1:
-            raise JpoError(f"{DEFAULT_CATALOG_PATH}: no [query] {key} to scale for the live demo")
+            raise JpoError(f"{shipped}: no [query] {key} to scale for the live demo")
     path = root / "metrics-live.toml"
     path.write_text(text, encoding="utf-8")
     return load_catalog(path)
