@@ -9,6 +9,7 @@ at fault and what would fix it.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,12 +32,12 @@ class Settings(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
-def config_file(name: str, path: str | Path | None = None) -> Path:
+def config_file(name: str, path: str | os.PathLike[str] | None = None) -> Path:
     """Return ``path`` if given, else the file ``name`` in the configuration folder."""
     return Path(path) if path is not None else config_path(name)
 
 
-def read_config(file: str | Path) -> dict[str, Any]:
+def read_config(file: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse one TOML or YAML settings file into a dict; unreadable files are ConfigError."""
     file = Path(file)
     try:
@@ -82,7 +83,10 @@ def _where(file: Path, section: str | None, loc: tuple[int | str, ...]) -> str:
 
 
 def validate_settings(
-    model: type[M], data: Mapping[str, Any], file: str | Path, section: str | None = None
+    model: type[M],
+    data: Mapping[str, Any],
+    file: str | os.PathLike[str],
+    section: str | None = None,
 ) -> M:
     """Validate ``data`` (read from ``file``) as ``model``; errors name the file and key."""
     try:
@@ -103,7 +107,7 @@ def validate_settings(
 def load_settings(
     model: type[M],
     name: str,
-    path: str | Path | None = None,
+    path: str | os.PathLike[str] | None = None,
     *,
     section: str | None = None,
     missing_ok: bool = False,

@@ -89,7 +89,6 @@ import math
 import os
 import shutil
 import tempfile
-import tomllib
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -110,6 +109,7 @@ from pydantic import (
 
 from jpo.errors import PolicyError
 from jpo.safe_json import loads_bounded
+from jpo.settings import Settings, load_settings
 
 __all__ = [
     "ACTIVATIONS",
@@ -192,24 +192,39 @@ class ArtifactLimits:
     max_abs_clip: float = 1e6
 
 
+_DEFAULT_LIMITS = ArtifactLimits()
+
+
+class _LimitsTable(Settings):
+    """``[limits]`` of policy.toml."""
+
+    max_manifest_bytes: int = _DEFAULT_LIMITS.max_manifest_bytes
+    max_json_depth: int = _DEFAULT_LIMITS.max_json_depth
+    max_weights_bytes: int = _DEFAULT_LIMITS.max_weights_bytes
+    max_arrays: int = _DEFAULT_LIMITS.max_arrays
+    max_array_elements: int = _DEFAULT_LIMITS.max_array_elements
+
+
+class _NormalizationTable(Settings):
+    """``[normalization]`` of policy.toml."""
+
+    max_abs_mean: float = _DEFAULT_LIMITS.max_abs_mean
+    min_std: float = _DEFAULT_LIMITS.min_std
+    max_std: float = _DEFAULT_LIMITS.max_std
+    max_abs_clip: float = _DEFAULT_LIMITS.max_abs_clip
+
+
+class _PolicySettingsFile(Settings):
+    """The whole of policy.toml."""
+
+    limits: _LimitsTable = _LimitsTable()
+    normalization: _NormalizationTable = _NormalizationTable()
+
+
 def load_artifact_limits(path: str | os.PathLike[str] | None = None) -> ArtifactLimits:
     """Read ``configs/policy.toml`` (or ``path``); the defaults when the default file is absent."""
-    if path is None:
-        from jpo.workload.constraints import config_dir
-
-        path = config_dir() / "policy.toml"
-        if not Path(path).is_file():
-            return ArtifactLimits()
-    try:
-        with Path(path).open("rb") as fh:
-            raw = tomllib.load(fh)
-        merged = {**raw.get("limits", {}), **raw.get("normalization", {})}
-        limits = ArtifactLimits(**merged)
-    except (OSError, tomllib.TOMLDecodeError, TypeError, AttributeError) as err:
-        from jpo.errors import ConfigError
-
-        raise ConfigError(f"{path}: cannot read the artifact limits ({err}); fix the file") from err
-    return limits
+    raw = load_settings(_PolicySettingsFile, "policy.toml", path, missing_ok=True)
+    return ArtifactLimits(**raw.limits.model_dump(), **raw.normalization.model_dump())
 
 
 class _Frozen(BaseModel):

@@ -13,18 +13,17 @@ The templates live in ``configs/metrics.toml`` (see that file for the placeholde
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict, Field
 
 from jpo.errors import ConfigError
-from jpo.paths import config_path
+from jpo.settings import Settings, config_file, read_config, validate_settings
 from jpo.telemetry.schema import METRICS
 from jpo.workload.types import WorkloadKey
-
-DEFAULT_CATALOG_PATH = config_path("metrics.toml")
-"""The metric catalog shipped with JPO."""
 
 WORKLOAD_FIELDS: tuple[str, ...] = ("dataset", "model", "framework", "run_id")
 """Canonical workload columns, in the order queries group by them."""
@@ -292,98 +291,125 @@ def render_template(
     raise ConfigError(f"{where}: placeholders nest more than 10 deep (a snippet uses itself?)")
 
 
-def _require(table: Mapping[str, object], key: str, kind: type, where: str) -> object:
-    if key not in table:
-        raise ConfigError(f"{where}: missing key {key!r}")
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{where}: {key!r} must be {kind.__name__}, got {value!r}")
-    return value
+class _QueryTable(Settings):
+    """``[query]`` of metrics.toml."""
+
+    model_config = ConfigDict(strict=True)
+    rate_window: str
+    lookback: str
+    discovery_step_s: float
+    run_step_s: float
+    max_points_per_series: int
+    min_points: int
+
+
+class _ClientTable(Settings):
+    """``[client]`` of metrics.toml."""
+
+    model_config = ConfigDict(strict=True)
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    max_parallel_queries: int
+
+
+class _LabelSet(Settings):
+    """One ``[label_sets.<name>]``: the label carrying each workload field."""
+
+    model_config = ConfigDict(strict=True)
+    dataset: str
+    model: str
+    framework: str
+    run_id: str
+
+
+class _Template(Settings):
+    """One ``[metrics.<name>]`` or ``[gpus]`` template."""
+
+    model_config = ConfigDict(strict=True)
+    label_set: str
+    query: str
+    description: str = ""
+
+
+class _RunsTable(Settings):
+    """``[runs]``: run discovery."""
+
+    model_config = ConfigDict(strict=True)
+    label_set: str
+    series: str
+    query: str
+    run_labels: Any = Field(default_factory=list)  # checked by _run_labels (its message)
+
+
+class _CatalogFile(Settings):
+    """The whole of metrics.toml."""
+
+    query: _QueryTable
+    client: _ClientTable
+    label_sets: dict[str, _LabelSet] = Field(default_factory=dict)
+    snippets: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, _Template] = Field(default_factory=dict)
+    runs: _RunsTable
+    gpus: _Template | None = None
 
 
 def _squash(promql: str) -> str:
     return " ".join(promql.split())
 
 
-def load_catalog(path: str | Path | None = None) -> MetricCatalog:
-    """Read and validate the metric catalog (default: ``configs/metrics.toml``)."""
-    path = Path(path) if path is not None else DEFAULT_CATALOG_PATH
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"cannot read metric catalog {path}: {err}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from err
-    query = data.get("query", {})
-    client = data.get("client", {})
+def _template(
+    name: str,
+    entry: _Template | _RunsTable,
+    description: str,
+    label_sets: Mapping[str, object],
+    where: str,
+) -> MetricTemplate:
+    """Return one template, its label set checked against ``[label_sets]``."""
+    if entry.label_set not in label_sets:
+        raise ConfigError(f"{where}: label_set {entry.label_set!r} is not defined in [label_sets]")
+    return MetricTemplate(name, entry.label_set, _squash(entry.query), description)
+
+
+def _check_settings(settings: QuerySettings, path: Path) -> None:
+    """Raise ConfigError for query settings out of range."""
     q, c = f"{path} [query]", f"{path} [client]"
-    settings = QuerySettings(
-        rate_window=str(_require(query, "rate_window", str, q)),
-        lookback=str(_require(query, "lookback", str, q)),
-        discovery_step_s=float(_require(query, "discovery_step_s", float, q)),  # type: ignore[arg-type]
-        run_step_s=float(_require(query, "run_step_s", float, q)),  # type: ignore[arg-type]
-        max_points_per_series=int(_require(query, "max_points_per_series", int, q)),  # type: ignore[call-overload]
-        min_points=int(_require(query, "min_points", int, q)),  # type: ignore[call-overload]
-        timeout_s=float(_require(client, "timeout_s", float, c)),  # type: ignore[arg-type]
-        retries=int(_require(client, "retries", int, c)),  # type: ignore[call-overload]
-        backoff_s=float(_require(client, "backoff_s", float, c)),  # type: ignore[arg-type]
-        max_parallel_queries=int(_require(client, "max_parallel_queries", int, c)),  # type: ignore[call-overload]
-    )
     if settings.max_parallel_queries < 1 or settings.retries < 0 or settings.timeout_s <= 0:
         raise ConfigError(f"{c}: need max_parallel_queries >= 1, retries >= 0 and timeout_s > 0")
     for name in ("rate_window", "lookback"):
         if not _DURATION.match(getattr(settings, name)):
             raise ConfigError(f"{q}: {name} must be a Prometheus duration such as 1m or 7d")
-    label_sets: dict[str, dict[str, str]] = {}
-    for set_name, labels in data.get("label_sets", {}).items():
-        where = f"{path} [label_sets.{set_name}]"
-        label_sets[set_name] = {
-            f: check_label_name(str(_require(labels, f, str, where))) for f in WORKLOAD_FIELDS
-        }
+
+
+def load_catalog(path: str | Path | None = None) -> MetricCatalog:
+    """Read and validate the metric catalog (default: ``configs/metrics.toml``)."""
+    path = config_file("metrics.toml", path)
+    raw = validate_settings(_CatalogFile, read_config(path), path)
+    settings = QuerySettings(**raw.query.model_dump(), **raw.client.model_dump())
+    _check_settings(settings, path)
+    label_sets = {
+        name: {f: check_label_name(getattr(labels, f)) for f in WORKLOAD_FIELDS}
+        for name, labels in raw.label_sets.items()
+    }
     # Whitespace in the configured PromQL is collapsed at load time (templates are written
     # over several lines); escaped label values are substituted later, verbatim.
-    snippets = {str(k): _squash(str(v)) for k, v in data.get("snippets", {}).items()}
+    snippets = {k: _squash(v) for k, v in raw.snippets.items()}
     metrics: dict[str, MetricTemplate] = {}
-    for name, entry in data.get("metrics", {}).items():
+    for name, entry in raw.metrics.items():
         where = f"{path} [metrics.{name}]"
         if name not in METRICS:
             raise ConfigError(f"{where}: {name!r} is not a canonical metric (schema.METRICS)")
-        label_set = str(_require(entry, "label_set", str, where))
-        if label_set not in label_sets:
-            raise ConfigError(f"{where}: label_set {label_set!r} is not defined in [label_sets]")
-        metrics[name] = MetricTemplate(
-            name=name,
-            label_set=label_set,
-            query=_squash(str(_require(entry, "query", str, where))),
-            description=str(entry.get("description", "")),
-        )
+        metrics[name] = _template(name, entry, entry.description, label_sets, where)
     if not metrics:
         raise ConfigError(f"{path}: no [metrics.*] templates defined")
-    runs = data.get("runs", {})
     where = f"{path} [runs]"
-    runs_label_set = str(_require(runs, "label_set", str, where))
-    if runs_label_set not in label_sets:
-        raise ConfigError(f"{where}: label_set {runs_label_set!r} is not defined in [label_sets]")
-    runs_template = MetricTemplate(
-        RUNS, runs_label_set, _squash(str(_require(runs, "query", str, where))), "run discovery"
-    )
-    runs_series = str(_require(runs, "series", str, where))
-    if not _LABEL_NAME.match(runs_series.replace(":", "_")):
-        raise ConfigError(f"{where}: series {runs_series!r} is not a metric name")
-    run_labels = _run_labels(runs.get("run_labels", []), where)
+    runs = raw.runs
+    runs_template = _template(RUNS, runs, "run discovery", label_sets, where)
+    if not _LABEL_NAME.match(runs.series.replace(":", "_")):
+        raise ConfigError(f"{where}: series {runs.series!r} is not a metric name")
     gpus_template = None
-    if "gpus" in data:
-        gpus, where = data["gpus"], f"{path} [gpus]"
-        gpus_label_set = str(_require(gpus, "label_set", str, where))
-        if gpus_label_set not in label_sets:
-            raise ConfigError(
-                f"{where}: label_set {gpus_label_set!r} is not defined in [label_sets]"
-            )
-        gpus_template = MetricTemplate(
-            GPUS, gpus_label_set, _squash(str(_require(gpus, "query", str, where))), "GPUs"
-        )
+    if raw.gpus is not None:
+        gpus_template = _template(GPUS, raw.gpus, "GPUs", label_sets, f"{path} [gpus]")
     return MetricCatalog(
         path,
         label_sets,
@@ -391,9 +417,9 @@ def load_catalog(path: str | Path | None = None) -> MetricCatalog:
         metrics,
         settings,
         runs_template,
-        runs_series,
+        runs.series,
         gpus_template,
-        run_labels,
+        _run_labels(runs.run_labels, where),
     )
 
 
