@@ -43,8 +43,9 @@ def read_config(file: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as err:
+        reason = "file not found" if isinstance(err, FileNotFoundError) else err.strerror or err
         raise ConfigError(
-            f"{file}: cannot read settings ({err.strerror or err}); restore the file or pass "
+            f"{file}: cannot read settings ({reason}); restore the file or pass "
             "another path (or set JPO_CONFIG_DIR to a folder holding it)"
         ) from err
     if file.suffix in (".yaml", ".yml"):
@@ -52,7 +53,9 @@ def read_config(file: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{file}: not valid TOML ({err}); fix the line it names") from err
+        raise ConfigError(
+            f"{file}: cannot read settings, not valid TOML ({err}); fix the line it names"
+        ) from err
 
 
 def _parse_yaml(file: Path, text: str) -> dict[str, Any]:
@@ -61,7 +64,9 @@ def _parse_yaml(file: Path, text: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: not valid YAML ({err}); fix the line it names") from err
+        raise ConfigError(
+            f"{file}: cannot read settings, not valid YAML ({err}); fix the line it names"
+        ) from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -82,6 +87,28 @@ def _where(file: Path, section: str | None, loc: tuple[int | str, ...]) -> str:
     return f"{file}: [{'.'.join(keys[:-1])}] {keys[-1]}"
 
 
+_PHRASES = {
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+}
+"""Plain words for the commonest pydantic error types (the pydantic message follows)."""
+
+
+def _unknown(file: Path, section: str | None, loc: tuple[int | str, ...], value: Any) -> str:
+    """Describe an unknown key or table: ``unknown section [a.b]`` / ``unknown key 'k'``."""
+    keys = [*(section.split(".") if section else ()), *(str(p) for p in loc)]
+    if isinstance(value, dict):
+        return f"{file}: unknown section [{'.'.join(keys)}]"
+    table = f" in [{'.'.join(keys[:-1])}]" if len(keys) > 1 else ""
+    return f"{_where(file, section, loc)}: unknown key {keys[-1]!r}{table}"
+
+
 def validate_settings(
     model: type[M],
     data: Mapping[str, Any],
@@ -93,15 +120,17 @@ def validate_settings(
         return model.model_validate(dict(data))
     except ValidationError as err:
         first = err.errors()[0]
-        where = _where(Path(file), section, tuple(first["loc"]))
+        loc = tuple(first["loc"])
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        if first["type"] == "extra_forbidden":
+            head = _unknown(Path(file), section, loc, first["input"])
+            hint = "remove it or check its spelling against the shipped file"
+            raise ConfigError(f"{head}{more}; {hint}") from err
+        where = _where(Path(file), section, loc)
         value = f" = {first['input']!r}" if first["type"] != "missing" else ""
-        hint = (
-            "remove it or check its spelling against the shipped file"
-            if first["type"] == "extra_forbidden"
-            else "fix the value"
-        )
-        raise ConfigError(f"{where}{value}: {first['msg']}{more}; {hint}") from err
+        phrase = _PHRASES.get(first["type"])
+        msg = f"{phrase} ({first['msg']})" if phrase else first["msg"]
+        raise ConfigError(f"{where}{value}: {msg}{more}; fix the value") from err
 
 
 def load_settings(

@@ -82,7 +82,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +92,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jpo.errors import ConfigError, TelemetryError
-from jpo.paths import config_path
+from jpo.settings import Settings, config_file, load_settings
 from jpo.telemetry.prometheus import EmptyResult, NonFiniteSample
 from jpo.telemetry.schema import HISTORY_SCHEMA, PARTITION_COLUMNS, Failure, RunSummary
 from jpo.workload.types import HYPERPARAMETER_NAMES, Device, Hyperparameters, WorkloadKey
@@ -119,8 +118,6 @@ __all__ = [
 
 FEATURE_SPEC_VERSION = "1"
 """Version of the feature spec above; the policy manifest records it and CI checks it."""
-
-FEATURES_CONFIG_PATH = config_path("features.toml")
 
 UTILIZATION_METRICS: tuple[str, ...] = ("cpu_util", "mem_util", "gpu_util", "gpu_mem_util")
 """Utilization metrics summarized as mean and p95, in observation order."""
@@ -150,31 +147,49 @@ class NonFiniteMetricError(NonFiniteSample):
     """A metric a run summary needs has a NaN or infinite sample."""
 
 
-def _load_spec_constants(path: Path = FEATURES_CONFIG_PATH) -> dict[str, Any]:
-    """Read configs/features.toml and check it belongs to this FEATURE_SPEC_VERSION."""
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-        clip = raw["clip"]
-        desc = raw["descriptors"]
-        constants = {
-            "spec_version": str(raw["spec_version"]),
-            "utilization_max": float(clip["utilization_max"]),
-            "throughput_ratio_max": float(clip["throughput_ratio_max"]),
-            "val_loss_rel_min": float(clip["val_loss_rel_min"]),
-            "val_loss_rel_max": float(clip["val_loss_rel_max"]),
-            "frameworks": tuple(str(f) for f in desc["frameworks"]),
-            "log10_params_center": float(desc["log10_params_center"]),
-            "log10_params_scale": float(desc["log10_params_scale"]),
-        }
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ConfigError(
-            f"{path}: cannot read the feature spec constants ({err!r}); restore the file "
-            "from the repository"
-        ) from err
+class _ClipTable(Settings):
+    """``[clip]`` of features.toml."""
+
+    utilization_max: float
+    throughput_ratio_max: float
+    val_loss_rel_min: float
+    val_loss_rel_max: float
+
+
+class _DescriptorsTable(Settings):
+    """``[descriptors]`` of features.toml."""
+
+    frameworks: tuple[str, ...]
+    log10_params_center: float
+    log10_params_scale: float
+
+
+class _FeaturesFile(Settings):
+    """The whole of features.toml."""
+
+    spec_version: str | int
+    clip: _ClipTable
+    descriptors: _DescriptorsTable
+
+
+def _load_spec_constants(path: str | Path | None = None) -> dict[str, Any]:
+    """Read configs/features.toml and check it belongs to this FEATURE_SPEC_VERSION.
+
+    The module reads it once, at import: the constants are part of the feature spec, which
+    a policy was trained with (``$JPO_CONFIG_DIR`` set before the import is honoured).
+    """
+    file = config_file("features.toml", path)
+    raw = load_settings(_FeaturesFile, "features.toml", file)
+    constants = {
+        "spec_version": str(raw.spec_version),
+        **raw.clip.model_dump(),
+        "frameworks": raw.descriptors.frameworks,
+        "log10_params_center": raw.descriptors.log10_params_center,
+        "log10_params_scale": raw.descriptors.log10_params_scale,
+    }
     if constants["spec_version"] != FEATURE_SPEC_VERSION:
         raise ConfigError(
-            f"{path}: spec_version = {constants['spec_version']!r} but jpo.learning.features is "
+            f"{file}: spec_version = {constants['spec_version']!r} but jpo.learning.features is "
             f"version {FEATURE_SPEC_VERSION!r}; bump both together when the spec changes"
         )
     return constants

@@ -49,17 +49,16 @@ it, high utilization and throughput alone favour runs that take many times the G
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+
+from pydantic import ConfigDict
 
 from jpo.errors import ConfigError
-from jpo.paths import config_path
+from jpo.settings import Settings, config_file, load_settings
 from jpo.telemetry.schema import RunSummary
 
 __all__ = [
-    "REWARD_CONFIG_PATH",
     "RewardBreakdown",
     "RewardWeights",
     "compute_reward",
@@ -68,8 +67,6 @@ __all__ = [
     "objective_vs_run",
     "per_gpu_throughput",
 ]
-
-REWARD_CONFIG_PATH = config_path("reward.toml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +158,54 @@ _TOML_KEYS: dict[str, dict[str, str]] = {
 }
 
 
+class _RewardTable(Settings):
+    """One table of reward.toml: numbers only (bools and strings are errors)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class _EfficiencyTable(_RewardTable):
+    weight: float | None = None
+    gpu: float | None = None
+    gpu_mem: float | None = None
+    cpu: float | None = None
+    mem: float | None = None
+
+
+class _LogRatioTable(_RewardTable):
+    weight: float | None = None
+    log_clip: float | None = None
+
+
+class _QualityTable(_RewardTable):
+    weight: float | None = None
+    clip: float | None = None
+
+
+class _DegradationTable(_RewardTable):
+    weight: float | None = None
+    tolerance_previous: float | None = None
+    tolerance_best: float | None = None
+    cap: float | None = None
+
+
+class _FailureTable(_RewardTable):
+    oom: float | None = None
+    diverged: float | None = None
+    other: float | None = None
+
+
+class _RewardFile(Settings):
+    """The whole of reward.toml; keys left out keep the RewardWeights defaults."""
+
+    efficiency: _EfficiencyTable = _EfficiencyTable()
+    throughput: _LogRatioTable = _LogRatioTable()
+    quality: _QualityTable = _QualityTable()
+    degradation: _DegradationTable = _DegradationTable()
+    cost: _LogRatioTable = _LogRatioTable()
+    failure: _FailureTable = _FailureTable()
+
+
 def load_reward_weights(path: str | Path | None = None) -> RewardWeights:
     """Load reward weights from a TOML file (default ``configs/reward.toml``).
 
@@ -169,32 +214,12 @@ def load_reward_weights(path: str | Path | None = None) -> RewardWeights:
     Raises:
         ConfigError: the file is missing, not TOML, has unknown keys or invalid values.
     """
-    p = Path(path) if path is not None else REWARD_CONFIG_PATH
-    try:
-        with p.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError as err:
-        raise ConfigError(
-            f"{p}: reward weights file not found; pass an existing TOML file or omit the "
-            "path to use configs/reward.toml"
-        ) from err
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{p}: cannot read reward weights: {err}") from err
-    values: dict[str, Any] = {}
-    for section, table in raw.items():
-        keys = _TOML_KEYS.get(section)
-        if keys is None or not isinstance(table, dict):
-            raise ConfigError(
-                f"{p}: unknown section [{section}]; expected one of {sorted(_TOML_KEYS)}"
-            )
-        for key, value in table.items():
-            if key not in keys:
-                raise ConfigError(
-                    f"{p}: unknown key {key!r} in [{section}]; expected one of {sorted(keys)}"
-                )
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{p}: [{section}] {key} = {value!r} must be a number")
-            values[keys[key]] = float(value)
+    p = config_file("reward.toml", path)
+    raw = load_settings(_RewardFile, "reward.toml", p)
+    values: dict[str, float] = {}
+    for section, keys in _TOML_KEYS.items():
+        table = getattr(raw, section).model_dump(exclude_unset=True)
+        values |= {keys[key]: float(value) for key, value in table.items()}
     try:
         return RewardWeights(**values)
     except ConfigError as err:
