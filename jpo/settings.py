@@ -54,7 +54,8 @@ def read_config(file: str | os.PathLike[str]) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(
-            f"{file}: cannot read settings, not valid TOML ({err}); fix the line it names"
+            f"{file}: invalid TOML ({err}); cannot read settings that are not valid TOML: "
+            "fix the line it names"
         ) from err
 
 
@@ -65,7 +66,8 @@ def _parse_yaml(file: Path, text: str) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(
-            f"{file}: cannot read settings, not valid YAML ({err}); fix the line it names"
+            f"{file}: invalid YAML ({err}); cannot read settings that are not valid YAML: "
+            "fix the line it names"
         ) from err
     if data is None:
         return {}

@@ -36,14 +36,16 @@ import os
 import re
 import stat
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from jpo.errors import ConfigError
+from jpo.settings import Settings, config_file, load_settings
 from jpo.workload.types import DEVICES, HYPERPARAMETER_NAMES, Device, Hyperparameters, WorkloadKey
 
 if TYPE_CHECKING:
@@ -85,35 +87,27 @@ class WorkloadSchema:
     label_value_max_length: int
 
 
+class _SchemaFile(Settings):
+    """The whole of workload_schema.toml."""
+
+    known_frameworks: tuple[str, ...]
+    max_file_bytes: int = Field(gt=0)
+    label_value_max_length: int = Field(gt=0)
+
+
 @lru_cache(maxsize=8)
 def _load_schema_cached(path: str) -> WorkloadSchema:
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{p}: cannot load the workload schema: {err}") from err
-    try:
-        schema = WorkloadSchema(
-            known_frameworks=tuple(str(f).lower() for f in data["known_frameworks"]),
-            max_file_bytes=int(data["max_file_bytes"]),
-            label_value_max_length=int(data["label_value_max_length"]),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise ConfigError(
-            f"{p}: needs known_frameworks (list), max_file_bytes and label_value_max_length "
-            f"({err!r})"
-        ) from err
-    if schema.max_file_bytes <= 0 or schema.label_value_max_length <= 0:
-        raise ConfigError(f"{p}: max_file_bytes and label_value_max_length must be > 0")
-    return schema
+    raw = load_settings(_SchemaFile, "workload_schema.toml", path)
+    return WorkloadSchema(
+        known_frameworks=tuple(f.lower() for f in raw.known_frameworks),
+        max_file_bytes=raw.max_file_bytes,
+        label_value_max_length=raw.label_value_max_length,
+    )
 
 
 def load_workload_schema(path: str | os.PathLike[str] | None = None) -> WorkloadSchema:
     """Load ``workload_schema.toml`` (default: from the configs folder)."""
-    from jpo.workload.constraints import config_dir
-
-    p = Path(path) if path is not None else config_dir() / "workload_schema.toml"
-    return _load_schema_cached(str(p))
+    return _load_schema_cached(str(config_file("workload_schema.toml", path)))
 
 
 @dataclass(frozen=True, slots=True)

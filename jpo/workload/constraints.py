@@ -38,16 +38,16 @@ import hashlib
 import json
 import math
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from jpo.errors import ConfigError, ConstraintViolation
 from jpo.paths import config_dir
+from jpo.settings import Settings, config_file, load_settings
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
 
 if TYPE_CHECKING:
@@ -61,16 +61,6 @@ __all__ = [
     "load_constraints",
 ]
 
-_SPEC_KEYS = {
-    "type",
-    "min",
-    "max",
-    "scale",
-    "power_of_two",
-    "trust_region",
-    "multiple_of",
-    "significant_digits",
-}
 _ACTION_KEYS = {"learning_rate_follows_batch"}
 _BATCH, _LR = HYPERPARAMETER_NAMES.index("batch_size"), HYPERPARAMETER_NAMES.index("learning_rate")
 _REL_TOL = 1e-9  # float comparisons in validate(): tolerate rounding of cur * f**a
@@ -864,33 +854,41 @@ def _check_coupling(value: object, where: str) -> float:
     return float(value)
 
 
-def _spec_from_table(name: str, table: Any, where: str) -> ParamSpec:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: [params.{name}] must be a table")
-    unknown = set(table) - _SPEC_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{where}: [params.{name}] has unknown key(s) {sorted(unknown)}; "
-            f"allowed: {sorted(_SPEC_KEYS)}"
-        )
-    required = _SPEC_KEYS - {"power_of_two", "multiple_of", "significant_digits"}
-    missing = sorted(required - set(table))
-    if missing:
-        raise ConfigError(f"{where}: [params.{name}] lacks {', '.join(missing)}")
-    pow2 = table.get("power_of_two", False)
-    if not isinstance(pow2, bool):
+class _ParamTable(Settings):
+    """One ``[params.<name>]`` table; values are checked by ``_check_spec`` (its messages)."""
+
+    type: Any
+    min: Any
+    max: Any
+    scale: Any
+    trust_region: Any
+    power_of_two: Any = False
+    multiple_of: Any = 1
+    significant_digits: Any = 0
+
+
+class _ConstraintsFile(Settings):
+    """The whole of constraints.toml: ``[params.*]`` and ``[action]``."""
+
+    params: dict[str, _ParamTable]
+    action: Any = Field(default_factory=dict)
+
+
+def _spec_from_table(name: str, table: _ParamTable, where: str) -> ParamSpec:
+    """Return one parameter's limits (its values are checked by the Constraints)."""
+    if not isinstance(table.power_of_two, bool):
         raise ConfigError(f"{where}: [params.{name}] power_of_two must be true or false")
-    return ParamSpec(
-        name=name,
-        type=table["type"],
-        min=table["min"],
-        max=table["max"],
-        scale=table["scale"],
-        power_of_two=pow2,
-        trust_region=table["trust_region"],
-        multiple_of=table.get("multiple_of", 1),
-        significant_digits=table.get("significant_digits", 0),
-    )
+    return ParamSpec(name=name, **table.model_dump())
+
+
+def _action_coupling(action: Any, where: str) -> float:
+    """Return ``[action] learning_rate_follows_batch`` (0 when absent), checked."""
+    if not isinstance(action, dict) or set(action) - _ACTION_KEYS:
+        raise ConfigError(
+            f"{where}: [action] must be a table with only {sorted(_ACTION_KEYS)}; see "
+            "configs/constraints.toml"
+        )
+    return _check_coupling(action.get("learning_rate_follows_batch", 0.0), f"{where} [action]")
 
 
 def load_constraints(path: str | os.PathLike[str] | None = None) -> Constraints:
@@ -899,37 +897,12 @@ def load_constraints(path: str | os.PathLike[str] | None = None) -> Constraints:
     Raises:
         ConfigError: the file is missing, not TOML, or its limits are inconsistent.
     """
-    p = Path(path) if path is not None else config_dir() / "constraints.toml"
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ConfigError(
-            f"{p}: constraints file not found; pass --constraints or set JPO_CONFIG_DIR"
-        ) from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{p}: cannot read constraints file: {err}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{p}: invalid TOML: {err}") from err
-    params = data.get("params")
-    if not isinstance(params, dict):
-        raise ConfigError(f"{p}: no [params.<name>] tables; see configs/constraints.toml")
-    extra = set(data) - {"params", "action"}
-    if extra:
-        raise ConfigError(
-            f"{p}: unknown top-level key(s) {sorted(extra)}; only [params.*] and [action]"
-        )
-    action = data.get("action", {})
-    if not isinstance(action, dict) or set(action) - _ACTION_KEYS:
-        raise ConfigError(
-            f"{p}: [action] must be a table with only {sorted(_ACTION_KEYS)}; see "
-            "configs/constraints.toml"
-        )
-    specs = {name: _spec_from_table(name, t, str(p)) for name, t in params.items()}
+    p = config_file("constraints.toml", path)
+    raw = load_settings(_ConstraintsFile, "constraints.toml", p)
+    specs = {name: _spec_from_table(name, t, str(p)) for name, t in raw.params.items()}
     return Constraints(
         specs,
         HYPERPARAMETER_NAMES,
         source=str(p),
-        learning_rate_follows_batch=_check_coupling(
-            action.get("learning_rate_follows_batch", 0.0), f"{p} [action]"
-        ),
+        learning_rate_follows_batch=_action_coupling(raw.action, str(p)),
     )
