@@ -28,16 +28,16 @@ the same base the replay env uses.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, field_validator
 
 from jpo.errors import ConfigError
-from jpo.paths import config_path
+from jpo.settings import Settings, load_settings
 from jpo.sim.response import (
     ClusterConditions,
     WorkloadProfile,
@@ -48,8 +48,6 @@ from jpo.sim.response import (
 )
 from jpo.telemetry.schema import RunSummary
 from jpo.workload.types import Hyperparameters, WorkloadKey
-
-CALIBRATION_CONFIG = config_path("calibration.toml")
 
 FITTED: tuple[str, ...] = (
     "step_overhead_s",
@@ -100,20 +98,35 @@ class CalibrationSettings:
     tolerance: float
 
 
+class _FitTable(Settings):
+    """``[fit]`` of calibration.toml: every value a number > 0."""
+
+    model_config = ConfigDict(strict=True)
+    prior_weight: float
+    log_bound: float
+    failure_weight: float
+    floor: float
+    max_nfev: int | float
+    tolerance: float
+
+    @field_validator("*")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(f"must be a number > 0, got {v!r}")
+        return v
+
+
+class _CalibrationFile(Settings):
+    """The whole of calibration.toml."""
+
+    fit: _FitTable
+
+
 def load_calibration_settings(path: str | Path | None = None) -> CalibrationSettings:
     """Load the fit settings (default ``configs/calibration.toml``)."""
-    file = Path(path) if path is not None else CALIBRATION_CONFIG
-    try:
-        table = tomllib.loads(file.read_text(encoding="utf-8")).get("fit", {})
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{file}: cannot read calibration settings: {err}") from err
-    values: dict[str, Any] = {}
-    for name, f in CalibrationSettings.__dataclass_fields__.items():
-        v = table.get(name)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-            raise ConfigError(f"{file}: [fit] {name} must be a number > 0, got {v!r}")
-        values[name] = int(v) if f.type == "int" else float(v)
-    return CalibrationSettings(**values)
+    fit = load_settings(_CalibrationFile, "calibration.toml", path).fit
+    return CalibrationSettings(**{**fit.model_dump(), "max_nfev": int(fit.max_nfev)})
 
 
 def _log_ratio(pred: float, obs: float, floor: float) -> float:

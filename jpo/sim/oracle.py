@@ -34,14 +34,16 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from pydantic import ValidationInfo, field_validator
 
 from jpo.errors import ConfigError
 from jpo.paths import config_path
+from jpo.settings import Settings, load_settings
 from jpo.sim.response import ClusterConditions, WorkloadProfile, predict
 from jpo.telemetry.schema import RunSummary
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
@@ -49,8 +51,6 @@ from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
 if TYPE_CHECKING:
     from jpo.learning.reward import RewardWeights
     from jpo.workload.constraints import Constraints
-
-ORACLE_CONFIG = config_path("oracle.toml")
 
 
 class OracleResult(NamedTuple):
@@ -75,25 +75,73 @@ class OracleSettings:
     tolerance: float
 
 
+def _at_least(v: int, lowest: int, info: ValidationInfo) -> int:
+    """Return ``v`` if it is >= ``lowest``, else raise (worded as the old loader did)."""
+    if v < lowest:
+        kind = "a non-negative" if lowest == 0 else "a positive"
+        raise ValueError(f"{info.field_name} must be {kind} integer, got {v!r}")
+    return v
+
+
+class _GridTable(Settings):
+    """``[grid]`` of oracle.toml."""
+
+    lr_points_per_decade: int
+    batch_points_per_octave: int
+    int_points_per_octave: int
+
+    @field_validator("*")
+    @classmethod
+    def _positive(cls, v: int, info: ValidationInfo) -> int:
+        return _at_least(v, 1, info)
+
+
+class _RefineTable(Settings):
+    """``[refine]`` of oracle.toml."""
+
+    rounds: int
+    neighbours: int
+    starts: int
+    max_moves: int
+
+    @field_validator("rounds", "starts")
+    @classmethod
+    def _non_negative(cls, v: int, info: ValidationInfo) -> int:
+        return _at_least(v, 0, info)
+
+    @field_validator("neighbours", "max_moves")
+    @classmethod
+    def _positive(cls, v: int, info: ValidationInfo) -> int:
+        return _at_least(v, 1, info)
+
+
+class _ObjectiveTable(Settings):
+    """``[objective]`` of oracle.toml."""
+
+    tolerance: float
+
+
+class _OracleFile(Settings):
+    """The whole of oracle.toml."""
+
+    grid: _GridTable
+    refine: _RefineTable
+    objective: _ObjectiveTable
+
+
 def load_oracle_settings(path: str | Path | None = None) -> OracleSettings:
     """Load the oracle's search settings (default ``configs/oracle.toml``)."""
-    file = Path(path) if path is not None else ORACLE_CONFIG
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{file}: cannot read oracle settings: {err}") from err
-    flat = {**data.get("grid", {}), **data.get("refine", {}), **data.get("objective", {})}
-    values: dict[str, Any] = {}
-    for name, f in OracleSettings.__dataclass_fields__.items():
-        v = flat.get(name)
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ConfigError(f"{file}: missing or non-numeric key {name!r}")
-        lowest = 0 if name in ("rounds", "starts") else 1
-        if f.type == "int" and (int(v) != v or v < lowest):
-            kind = "a non-negative" if lowest == 0 else "a positive"
-            raise ConfigError(f"{file}: {name} must be {kind} integer, got {v!r}")
-        values[name] = int(v) if f.type == "int" else float(v)
-    return OracleSettings(**values)
+    raw = load_settings(_OracleFile, "oracle.toml", path)
+    return OracleSettings(
+        **raw.grid.model_dump(), **raw.refine.model_dump(), **raw.objective.model_dump()
+    )
+
+
+def __getattr__(name: str) -> Path:
+    """Resolve ``ORACLE_CONFIG`` when read (``$JPO_CONFIG_DIR`` may change after import)."""
+    if name == "ORACLE_CONFIG":
+        return config_path("oracle.toml")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def objective(

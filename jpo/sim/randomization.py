@@ -28,16 +28,16 @@ reproducible and adding profiles keeps the earlier ones.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from jpo.errors import ConfigError
-from jpo.paths import config_path
+from jpo.settings import Settings, config_file, load_settings
 from jpo.sim.response import (
     ClusterConditions,
     WorkloadProfile,
@@ -45,14 +45,11 @@ from jpo.sim.response import (
 )
 
 __all__ = [
-    "RANDOMIZATION_CONFIG",
     "RandomizationSettings",
     "input_bound_cpu_s_per_sample",
     "load_randomization",
     "random_profiles",
 ]
-
-RANDOMIZATION_CONFIG = config_path("randomization.toml")
 
 _SPREAD_SECTIONS = ("defaults", "limits", "memory", "compute", "optimization", "loss")
 _LOSS_SCALE = "loss_scale"
@@ -73,40 +70,68 @@ class RandomizationSettings:
     input_bound_ratio_max: float = 1.0
 
 
-def load_randomization(path: str | Path | None = None) -> RandomizationSettings:
-    """Load the randomization settings (default ``configs/randomization.toml``).
+def _non_negative(v: float, info: ValidationInfo) -> float:
+    """Return ``v`` if it is >= 0 (as the old loader worded it), else raise."""
+    if v < 0:
+        raise ValueError(f"{info.field_name} must be a number >= 0, got {v!r}")
+    return v
 
-    Raises:
-        ConfigError: unreadable file, missing key, unknown field or a spread below 1.
-    """
-    file = Path(path) if path is not None else RANDOMIZATION_CONFIG
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{file}: cannot read randomization settings: {err}") from err
-    sampling = data.get("sampling", {})
-    values: dict[str, Any] = {}
-    for key, kind in (
-        ("seed", int),
-        ("max_tries", int),
-        ("max_default_hours", float),
-        ("min_default_hours", float),
-        ("runs_per_profile", int),
-    ):
-        v = sampling.get(key)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-            raise ConfigError(f"{file}: [sampling] {key} must be a number >= 0, got {v!r}")
-        if kind is int and int(v) != v:
-            raise ConfigError(f"{file}: [sampling] {key} must be an integer, got {v!r}")
-        values[key] = kind(v)
-    if values["max_tries"] < 1 or values["runs_per_profile"] < 1:
-        raise ConfigError(f"{file}: [sampling] max_tries and runs_per_profile must be >= 1")
-    if not values["min_default_hours"] < values["max_default_hours"]:
-        raise ConfigError(f"{file}: [sampling] min_default_hours must be < max_default_hours")
+
+class _SamplingTable(Settings):
+    """``[sampling]`` of randomization.toml."""
+
+    model_config = ConfigDict(strict=True)
+    seed: int
+    max_tries: int = Field(ge=1)
+    max_default_hours: float
+    min_default_hours: float
+    runs_per_profile: int = Field(ge=1)
+
+    @field_validator("*")
+    @classmethod
+    def _at_least_zero(cls, v: float, info: ValidationInfo) -> float:
+        return _non_negative(v, info)
+
+    @model_validator(mode="after")
+    def _hours_ordered(self) -> _SamplingTable:
+        if not self.min_default_hours < self.max_default_hours:
+            raise ValueError("min_default_hours must be < max_default_hours")
+        return self
+
+
+class _RegimesTable(Settings):
+    """``[regimes]`` of randomization.toml (defaults: no input-bound regime)."""
+
+    model_config = ConfigDict(strict=True)
+    input_bound_share: float = Field(default=0.0, le=1.0)
+    input_bound_ratio_min: float = 1.0
+    input_bound_ratio_max: float = 1.0
+
+    @field_validator("*")
+    @classmethod
+    def _at_least_zero(cls, v: float, info: ValidationInfo) -> float:
+        return _non_negative(v, info)
+
+    @model_validator(mode="after")
+    def _ratios_ordered(self) -> _RegimesTable:
+        if not 1.0 <= self.input_bound_ratio_min <= self.input_bound_ratio_max:
+            raise ValueError("need 1 <= input_bound_ratio_min <= input_bound_ratio_max")
+        return self
+
+
+class _RandomizationFile(Settings):
+    """The whole of randomization.toml; ``[spread.*]`` is checked by :func:`_spread`."""
+
+    sampling: _SamplingTable
+    regimes: _RegimesTable = _RegimesTable()
+    spread: dict[str, Any] = Field(default_factory=dict)
+
+
+def _spread(raw_spread: Mapping[str, Any], file: Path) -> dict[str, dict[str, float]]:
+    """Return the ``[spread.*]`` factors; unknown sections or keys and factors < 1 raise."""
     from jpo.sim.response import PROFILE_FIELDS
 
     known = {(s, k) for s, k, kind in PROFILE_FIELDS if kind != "str"} | {("loss", _LOSS_SCALE)}
-    raw_spread = data.get("spread", {})
     spread: dict[str, dict[str, float]] = {}
     for section, table in raw_spread.items():
         if section not in _SPREAD_SECTIONS or not isinstance(table, dict):
@@ -117,19 +142,20 @@ def load_randomization(path: str | Path | None = None) -> RandomizationSettings:
             if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 1.0:
                 raise ConfigError(f"{file}: [spread.{section}] {key} must be >= 1, got {v!r}")
             spread.setdefault(section, {})[key] = float(v)
-    regimes = data.get("regimes", {})
-    for key in ("input_bound_share", "input_bound_ratio_min", "input_bound_ratio_max"):
-        v = regimes.get(key, getattr(RandomizationSettings, key))
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-            raise ConfigError(f"{file}: [regimes] {key} must be a number >= 0, got {v!r}")
-        values[key] = float(v)
-    if values["input_bound_share"] > 1:
-        raise ConfigError(f"{file}: [regimes] input_bound_share must be <= 1")
-    if not 1.0 <= values["input_bound_ratio_min"] <= values["input_bound_ratio_max"]:
-        raise ConfigError(
-            f"{file}: [regimes] need 1 <= input_bound_ratio_min <= input_bound_ratio_max"
-        )
-    return RandomizationSettings(spread=spread, **values)
+    return spread
+
+
+def load_randomization(path: str | Path | None = None) -> RandomizationSettings:
+    """Load the randomization settings (default ``configs/randomization.toml``).
+
+    Raises:
+        ConfigError: unreadable file, missing key, unknown field or a spread below 1.
+    """
+    file = config_file("randomization.toml", path)
+    raw = load_settings(_RandomizationFile, "randomization.toml", file)
+    return RandomizationSettings(
+        spread=_spread(raw.spread, file), **raw.sampling.model_dump(), **raw.regimes.model_dump()
+    )
 
 
 def input_bound_cpu_s_per_sample(data: Mapping[str, Mapping[str, Any]], ratio: float) -> float:

@@ -65,21 +65,19 @@ Relations used, with their sources (see ../shared/SPEC.md, appendix):
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pydantic import ConfigDict, Field
 
 from jpo.errors import ConfigError
 from jpo.paths import config_path
+from jpo.settings import Settings, config_file, read_config, validate_settings
 from jpo.telemetry.schema import HISTORY_SCHEMA, RUN_STATUS_CODES, RunSummary
 from jpo.workload.types import Hyperparameters, WorkloadKey
-
-WORKLOADS_DIR = config_path("workloads")
-CLUSTER_CONFIG = config_path("cluster.toml")
 
 CONVERGENCE_RATE = math.log(20.0)
 """k in exp(-k e / e_conv): by definition e_conv reaches 95 % of the way to the floor."""
@@ -324,22 +322,18 @@ def load_profile(name_or_path: str | Path) -> WorkloadProfile:
     """
     path = Path(name_or_path)
     if path.suffix != ".toml" and not path.exists():
-        path = WORKLOADS_DIR / f"{name_or_path}.toml"
+        workloads = config_path("workloads")
+        path = workloads / f"{name_or_path}.toml"
         if not path.exists():
-            known = ", ".join(sorted(p.stem for p in WORKLOADS_DIR.glob("*.toml")))
+            known = ", ".join(sorted(p.stem for p in workloads.glob("*.toml")))
             raise ConfigError(f"unknown workload profile {name_or_path!r}; known: {known}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read workload profile: {err}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from err
-    return profile_from_dict(data, source=str(path))
+    # Profiles keep their own format (profile_from_dict checks every field and names it).
+    return profile_from_dict(read_config(path), source=str(path))
 
 
 def load_catalog(directory: str | Path | None = None) -> dict[str, WorkloadProfile]:
     """Load every ``*.toml`` profile in ``directory`` (default configs/workloads), by name."""
-    folder = Path(directory) if directory is not None else WORKLOADS_DIR
+    folder = Path(directory) if directory is not None else config_path("workloads")
     catalog: dict[str, WorkloadProfile] = {}
     for path in sorted(folder.glob("*.toml")):
         profile = load_profile(path)
@@ -380,33 +374,31 @@ class ClusterConditions:
     """Relative run-to-run noise (std) of validation losses."""
 
 
+_NEUTRAL = ClusterConditions()
+
+
+class _ConditionsTable(Settings):
+    """``[conditions]`` of cluster.toml: numbers >= 0; shares <= 1; a period > 0."""
+
+    model_config = ConfigDict(strict=True)
+    contention: float = Field(default=_NEUTRAL.contention, ge=0, le=1)
+    contention_amplitude: float = Field(default=_NEUTRAL.contention_amplitude, ge=0)
+    contention_period_s: float = Field(default=_NEUTRAL.contention_period_s, gt=0)
+    contention_jitter: float = Field(default=_NEUTRAL.contention_jitter, ge=0)
+    gpu_contention_share: float = Field(default=_NEUTRAL.gpu_contention_share, ge=0, le=1)
+    max_contention: float = Field(default=_NEUTRAL.max_contention, ge=0, le=1)
+    noise: float = Field(default=_NEUTRAL.noise, ge=0)
+    loss_noise: float = Field(default=_NEUTRAL.loss_noise, ge=0)
+
+
 def load_conditions(path: str | Path | None = None, **overrides: float) -> ClusterConditions:
     """Load the cluster conditions (default ``configs/cluster.toml``), with overrides."""
-    file = Path(path) if path is not None else CLUSTER_CONFIG
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{file}: cannot read cluster conditions: {err}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{file}: invalid TOML: {err}") from err
-    table = data.get("conditions")
+    file = config_file("cluster.toml", path)
+    table = read_config(file).get("conditions")
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: missing section [conditions]")
-    names = set(ClusterConditions.__dataclass_fields__)
-    values: dict[str, float] = {}
-    for key, value in {**table, **overrides}.items():
-        if key not in names:
-            raise ConfigError(f"{file}: unknown key {key!r} in [conditions]; known: {names}")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{file}: [conditions] {key} must be a number >= 0")
-        values[key] = float(value)
-    conditions = ClusterConditions(**values)
-    for key in ("contention", "gpu_contention_share", "max_contention"):
-        if getattr(conditions, key) > 1.0:
-            raise ConfigError(f"{file}: [conditions] {key} must be <= 1")
-    if conditions.contention_period_s <= 0:
-        raise ConfigError(f"{file}: [conditions] contention_period_s must be > 0")
-    return conditions
+    values = validate_settings(_ConditionsTable, {**table, **overrides}, file, "conditions")
+    return ClusterConditions(**values.model_dump())
 
 
 # --------------------------------------------------------------------------- predict

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import tomllib
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -26,10 +25,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from pydantic import ConfigDict, Field
 
 from jpo.errors import ConfigError
+from jpo.settings import Settings, config_file, read_config, validate_settings
 from jpo.sim.response import (
-    CLUSTER_CONFIG,
     ClusterConditions,
     SimulatedRun,
     WorkloadProfile,
@@ -60,24 +60,27 @@ class HistorySettings:
     scrape_interval_s: float
 
 
+class _HistoryTable(Settings):
+    """``[history]`` of cluster.toml: numbers >= 0 (scrape_interval_s > 0)."""
+
+    model_config = ConfigDict(strict=True)
+    default_share: float = Field(ge=0)
+    batch_log2_sd: float = Field(ge=0)
+    lr_log_sd: float = Field(ge=0)
+    layers_rel_sd: float = Field(ge=0)
+    epochs_rel_sd: float = Field(ge=0)
+    gap_s: float = Field(ge=0)
+    scrape_interval_s: float = Field(gt=0)
+
+
 def load_history_settings(path: str | Path | None = None) -> HistorySettings:
     """Load ``[history]`` from configs/cluster.toml (or ``path``)."""
-    file = Path(path) if path is not None else CLUSTER_CONFIG
-    try:
-        table = tomllib.loads(file.read_text(encoding="utf-8")).get("history")
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{file}: cannot read [history]: {err}") from err
-    if not isinstance(table, dict):
-        raise ConfigError(f"{file}: missing section [history]")
-    values = {}
-    for name in HistorySettings.__dataclass_fields__:
-        v = table.get(name)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-            raise ConfigError(f"{file}: [history] {name} must be a number >= 0, got {v!r}")
-        values[name] = float(v)
-    if values["scrape_interval_s"] <= 0:
-        raise ConfigError(f"{file}: [history] scrape_interval_s must be > 0")
-    return HistorySettings(**values)
+    file = config_file("cluster.toml", path)
+    data = read_config(file)
+    if not isinstance(data.get("history"), dict):
+        raise ConfigError(f"{file}: missing section [history]; see the shipped cluster.toml")
+    table = validate_settings(_HistoryTable, data["history"], file, section="history")
+    return HistorySettings(**table.model_dump())
 
 
 # --------------------------------------------------------------------------- raw series
