@@ -19,9 +19,10 @@ from typing import Any
 from jpo.errors import ConfigError
 from jpo.paths import config_dir
 
-__all__ = ["DASHBOARD_PATH", "PanelQuery", "instantiate", "metric_names", "panel_queries"]
+__all__ = ["PanelQuery", "instantiate", "metric_names", "panel_queries"]
 
-DASHBOARD_PATH = config_dir() / "k8s" / "dashboards" / ("jpo-fleet.json")
+_DASHBOARD = ("k8s", "dashboards", "jpo-fleet.json")
+"""The dashboard's place in the configuration folder (a Grafana file, not JPO settings)."""
 _METRIC = re.compile(r"\b(?:jpo|ray)_[a-z0-9_]+\b")
 _VARIABLES = {"$dataset": ".*"}
 """Values the dashboard's template variables take when a query runs outside Grafana."""
@@ -36,12 +37,20 @@ class PanelQuery:
     expr: str
 
 
-def load_dashboard(path: Path = DASHBOARD_PATH) -> dict[str, Any]:
-    """Return the dashboard JSON.
+def __getattr__(name: str) -> Path:
+    """Resolve ``DASHBOARD_PATH`` when read (``$JPO_CONFIG_DIR`` may change after import)."""
+    if name == "DASHBOARD_PATH":
+        return config_dir().joinpath(*_DASHBOARD)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_dashboard(path: Path | None = None) -> dict[str, Any]:
+    """Return the dashboard JSON (default: ``configs/k8s/dashboards/jpo-fleet.json``).
 
     Raises:
         ConfigError: the file is missing or not JSON.
     """
+    path = path if path is not None else config_dir().joinpath(*_DASHBOARD)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:

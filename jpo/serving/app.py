@@ -28,24 +28,20 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from ray import serve
 
 from jpo.errors import ConfigError, JpoError
 from jpo.paths import config_path
 from jpo.serving.api import PolicyService, SuggestRequest, SuggestResponse, create_api
 from jpo.serving.auth import load_token
+from jpo.settings import Settings, config_file, read_config, validate_settings
 
 log = logging.getLogger("ray.serve")
 
-SERVE_YAML = config_path("serve.yaml")
 
-
-class ServeSettings(BaseModel):
+class ServeSettings(Settings):
     """Replica settings (``user_config`` in ``configs/serve.yaml``; comments there)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy_path: str = ""
     """Policy artifact or versions folder; empty: the bundled ``jpo/data/policy``."""
@@ -69,15 +65,34 @@ class ServeSettings(BaseModel):
         return default_policy_path()
 
 
-def default_settings(path: Path = SERVE_YAML) -> dict[str, Any]:
-    """Return the first deployment's ``user_config`` from ``configs/serve.yaml`` ({} if none)."""
+_USER_CONFIG = "applications.0.deployments.0.user_config"
+"""Where JPO's replica settings sit in serve.yaml (the rest is Ray Serve's own schema)."""
+
+
+def default_settings(path: str | Path | None = None) -> dict[str, Any]:
+    """Return the first deployment's ``user_config`` from ``configs/serve.yaml`` ({} if none).
+
+    The values are checked as :class:`ServeSettings`; errors name the file and the key.
+    """
+    file = config_file("serve.yaml", path)
+    doc = read_config(file)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         deployments = doc["applications"][0].get("deployments") or [{}]
         user_config = deployments[0].get("user_config") or {}
-    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, AttributeError) as err:
-        raise ConfigError(f"{path}: cannot read the Serve settings ({err})") from err
+    except (KeyError, IndexError, TypeError, AttributeError) as err:
+        raise ConfigError(
+            f"{file}: cannot read the Serve settings ({err!r}); {_USER_CONFIG} is where "
+            "the replica settings go (see the shipped serve.yaml)"
+        ) from err
+    validate_settings(ServeSettings, user_config, file, _USER_CONFIG)
     return dict(user_config)
+
+
+def __getattr__(name: str) -> Path:
+    """Resolve ``SERVE_YAML`` when read (``$JPO_CONFIG_DIR`` may change after import)."""
+    if name == "SERVE_YAML":
+        return config_path("serve.yaml")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _ReplicaMetrics:

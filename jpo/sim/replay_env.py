@@ -10,7 +10,6 @@ import logging
 import math
 import statistics
 import time
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -39,7 +38,7 @@ from jpo.learning.reward import (
     load_reward_weights,
     per_gpu_throughput,
 )
-from jpo.paths import config_path
+from jpo.settings import config_file, read_config
 from jpo.sim.response import (
     ClusterConditions,
     WorkloadProfile,
@@ -54,10 +53,9 @@ from jpo.telemetry.schema import HISTORY_SCHEMA, PARTITION_COLUMNS, RunSummary
 from jpo.workload.constraints import Constraints, load_constraints
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
 
-__all__ = ["ENV_CONFIG_PATH", "ENV_ID", "EnvConfig", "PrometheusReplayEnv", "load_env_config"]
+__all__ = ["ENV_ID", "EnvConfig", "PrometheusReplayEnv", "load_env_config"]
 
 ENV_ID = "jpo/PrometheusReplay-v0"
-ENV_CONFIG_PATH = config_path("env.toml")
 
 _SOURCES = ("catalog", "parquet", "table")
 _SPLITS = ("train", "holdout", "all")
@@ -191,14 +189,8 @@ def load_env_config(
         ConfigError: unreadable file, unknown key, wrong type or an invalid value.
     """
     over = dict(overrides or {})
-    base_path = Path(over.pop("config_path", None) or path or ENV_CONFIG_PATH)
-    try:
-        with base_path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError as err:
-        raise ConfigError(f"{base_path}: env config file not found") from err
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{base_path}: cannot read env config: {err}") from err
+    base_path = config_file("env.toml", over.pop("config_path", None) or path)
+    raw = read_config(base_path)  # checked key by key below, with the overrides (EnvConfig)
     defaults = EnvConfig()
     known = {f for f in EnvConfig.__dataclass_fields__}
     values: dict[str, Any] = {}

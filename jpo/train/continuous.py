@@ -54,9 +54,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from jpo.errors import ConfigError, JpoError, PolicyError, TelemetryError
+from jpo.settings import Settings
 
 if TYPE_CHECKING:
     from jpo.policy.artifact import LocalPolicy
@@ -79,10 +80,8 @@ logger = logging.getLogger("jpo.train.continuous")
 STATE_FILE = "continuous_state.json"
 
 
-class ContinuousConfig(BaseModel):
-    """The ``continuous:`` section of the training config."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class ContinuousConfig(Settings):
+    """The ``continuous:`` section of the training config (jpo.settings: frozen, no extras)."""
 
     prometheus_url: str | None = None
     """Prometheus to pull new history from; None: use the store as it is."""

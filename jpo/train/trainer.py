@@ -43,10 +43,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from jpo.errors import ConfigError, JpoError, TrainingError, exit_code_for
 from jpo.paths import config_path
+from jpo.settings import Settings, config_file, read_config
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     from ray.rllib.algorithms.sac import SACConfig
 
 __all__ = [
-    "DEFAULT_CONFIG_PATH",
     "EnvDescription",
     "Storage",
     "TrainConfig",
@@ -73,7 +73,6 @@ __all__ = [
 
 logger = logging.getLogger("jpo.train.trainer")
 
-DEFAULT_CONFIG_PATH = config_path("train.yaml")
 ENV_NAME = "jpo-train-env"
 """Name under which the configured env is registered with Ray Tune's env registry."""
 CHECKPOINT_MARKER = "jpo_checkpoint.json"
@@ -85,8 +84,8 @@ description (observation/action names, data provenance), which ``--export-only``
 # --------------------------------------------------------------------------- config
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Section(Settings):
+    """A section of train.yaml: frozen, unknown keys are errors (jpo.settings)."""
 
 
 class EnvSection(_Section):
@@ -259,15 +258,13 @@ def load_train_config(
     path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> TrainConfig:
     """Read and validate a training YAML file (default ``configs/train.yaml``)."""
-    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    try:
-        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read training config {cfg_path}: {err}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{cfg_path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{cfg_path}: the top level must be a mapping of sections")
+    cfg_path = config_file("train.yaml", path)
+    if not cfg_path.is_file():
+        raise ConfigError(
+            f"cannot read training config {cfg_path}: no such file; pass --config or set "
+            "JPO_CONFIG_DIR to a folder holding train.yaml"
+        )
+    raw = read_config(cfg_path)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value, cfg_path)
     return validate_train_config(raw, cfg_path, overrides)
@@ -1233,3 +1230,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_code_for(err))
     print(json.dumps(summary))
     return 0
+
+
+def __getattr__(name: str) -> Path:
+    """Resolve ``DEFAULT_CONFIG_PATH`` when read (``$JPO_CONFIG_DIR`` may change)."""
+    if name == "DEFAULT_CONFIG_PATH":
+        return config_path("train.yaml")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
