@@ -40,16 +40,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field
 
 from jpo.errors import ConfigError
 from jpo.settings import Settings, config_file, load_settings
-from jpo.workload.types import DEVICES, HYPERPARAMETER_NAMES, Device, Hyperparameters, WorkloadKey
-
-if TYPE_CHECKING:
-    from jpo.workload.constraints import Constraints, ParamLimits
+from jpo.workload.constraints import Constraints, load_constraints
+from jpo.workload.types import (
+    DEVICES,
+    HYPERPARAMETER_NAMES,
+    Device,
+    Hyperparameters,
+    JpoSection,
+    ParamLimits,
+    WorkloadKey,
+)
 
 __all__ = [
     "CheckReport",
@@ -142,17 +148,6 @@ class Problem:
             "message": self.message,
             "fix": self.fix,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class JpoSection:
-    """The optional ``[jpo]`` section: what may be tuned and per-workload limits."""
-
-    tunable: tuple[str, ...] = HYPERPARAMETER_NAMES
-    frozen: tuple[str, ...] = ()
-    limits: Mapping[str, ParamLimits] = field(default_factory=dict)
-    source: str = "config.ini"
-    device: Device = "gpu"
 
 
 @dataclass(frozen=True)
@@ -452,47 +447,41 @@ def _decode(data: bytes, file: str) -> tuple[str | None, Problem | None]:
     return text, None
 
 
-def _analyse_text(
-    text: str,
-    file: str,
-    constraints: Constraints | None,
-    schema: WorkloadSchema,
-) -> _Analysis:
-    """Check the text of a workload file; collect every problem."""
-    from jpo.workload.constraints import ParamLimits
+@dataclass
+class _Collector:
+    """Problems and warnings of one file, each placed on the line of its section/key."""
 
-    scan = _scan_lines(text, file)
-    problems = list(scan.problems)
-    warnings: list[Problem] = []
-    lines = scan.lines
+    file: str
+    lines: Mapping[tuple[str, str], int]
+    problems: list[Problem]
+    warnings: list[Problem] = field(default_factory=list)
 
-    def add(section: str | None, key: str | None, msg: str, fix: str) -> None:
-        line = lines.get((section or "", (key or "").lower())) if section else None
+    def _line(self, section: str | None, key: str | None) -> int | None:
+        return self.lines.get((section or "", (key or "").lower())) if section else None
+
+    def add(self, section: str | None, key: str | None, msg: str, fix: str) -> None:
+        """Record a problem (on the key's line, else the section header's)."""
+        line = self._line(section, key)
         if line is None and section:
-            line = lines.get((section, ""))
-        problems.append(Problem(file, line, section, key, msg, fix))
+            line = self.lines.get((section, ""))
+        self.problems.append(Problem(self.file, line, section, key, msg, fix))
 
-    def warn(section: str | None, key: str | None, msg: str, fix: str) -> None:
-        line = lines.get((section or "", (key or "").lower())) if section else None
-        warnings.append(Problem(file, line, section, key, msg, fix))
+    def warn(self, section: str | None, key: str | None, msg: str, fix: str) -> None:
+        """Record a warning (on the key's line)."""
+        self.warnings.append(Problem(self.file, self._line(section, key), section, key, msg, fix))
 
+
+def _parse_ini(text: str, file: str) -> tuple[configparser.ConfigParser | None, list[Problem]]:
+    """Parse the INI text; on a syntax error return None and the problems, one per line."""
     cp = _parser()
     try:
         cp.read_string(text, source=file)
     except configparser.MissingSectionHeaderError as err:
-        problems.append(
-            Problem(
-                file,
-                err.lineno,
-                None,
-                None,
-                f"line {err.lineno} comes before any [section] header: {_short(err.line.strip())}",
-                "start the file with [workload]",
-            )
-        )
-        return _Analysis(problems, warnings, None)
+        msg = f"line {err.lineno} comes before any [section] header: {_short(err.line.strip())}"
+        return None, [Problem(file, err.lineno, None, None, msg, "start the file with [workload]")]
     except configparser.ParsingError as err:
         text_lines = text.splitlines()
+        problems = []
         for lineno, _line in err.errors:
             bad_line = text_lines[lineno - 1] if 0 < lineno <= len(text_lines) else ""
             problems.append(
@@ -505,255 +494,290 @@ def _analyse_text(
                     "write `key = value` lines under a [section] header",
                 )
             )
-        return _Analysis(problems, warnings, None)
+        return None, problems
     except configparser.Error as err:
-        problems.append(Problem(file, None, None, None, f"cannot parse: {err}", "fix the syntax"))
-        return _Analysis(problems, warnings, None)
+        return None, [Problem(file, None, None, None, f"cannot parse: {err}", "fix the syntax")]
+    return cp, []
 
-    sections = cp.sections()
-    for sec_name in sections:
-        if sec_name not in (WORKLOAD_SECTION, HP_SECTION, JPO_SECTION):
-            hint = next(
-                (
-                    s
-                    for s in (WORKLOAD_SECTION, HP_SECTION, JPO_SECTION)
-                    if s == sec_name.lower().strip()
-                ),
-                None,
+
+def _check_section_names(cp: configparser.ConfigParser, out: _Collector) -> None:
+    """Flag misspelt known sections as problems and unknown sections as warnings."""
+    known = (WORKLOAD_SECTION, HP_SECTION, JPO_SECTION)
+    for sec_name in cp.sections():
+        if sec_name in known:
+            continue
+        hint = next((s for s in known if s == sec_name.lower().strip()), None)
+        if hint is not None:
+            out.add(
+                sec_name, None, f"section [{sec_name}] is not [{hint}]", f"rename it to [{hint}]"
             )
-            if hint is not None:
-                add(
-                    sec_name,
-                    None,
-                    f"section [{sec_name}] is not [{hint}]",
-                    f"rename it to [{hint}]",
-                )
-            else:
-                warn(
-                    sec_name,
-                    None,
-                    f"unknown section [{sec_name}] (ignored by JPO)",
-                    "ignore if intended",
-                )
+        else:
+            msg = f"unknown section [{sec_name}] (ignored by JPO)"
+            out.warn(sec_name, None, msg, "ignore if intended")
 
-    # [workload]
+
+def _workload_value_problem(k: str, v: str, schema: WorkloadSchema) -> tuple[str, str] | None:
+    """Return (message, fix) when a [workload] value is unusable, else None."""
+    if not v:
+        return f"{k} is empty", f"set {k} to a name such as a label value"
+    if not _is_label(v, schema.label_value_max_length):
+        return (
+            f"{k} = {_short(v)} is not a valid Kubernetes label value",
+            f"use at most {schema.label_value_max_length} characters of letters, "
+            "digits, '-', '_', '.', starting and ending with a letter or digit",
+        )
+    if k == "framework" and v.lower() not in schema.known_frameworks:
+        return (
+            f"unknown framework {_short(v)}",
+            f"use one of {', '.join(schema.known_frameworks)} (configs/workload_schema.toml)",
+        )
+    return None
+
+
+def _check_workload(
+    cp: configparser.ConfigParser, out: _Collector, schema: WorkloadSchema
+) -> dict[str, str]:
+    """Return the [workload] labels that are usable; record the others."""
     key_values: dict[str, str] = {}
     if not cp.has_section(WORKLOAD_SECTION):
-        add(
+        out.add(
             None,
             None,
             "missing section [workload]",
             "add [workload] with dataset, model, framework",
         )
-    else:
-        sec = cp[WORKLOAD_SECTION]
-        for k in WORKLOAD_KEYS:
-            if k not in sec:
-                add(WORKLOAD_SECTION, None, f"missing key {k!r} in [workload]", f"add `{k} = ...`")
-                continue
-            v = sec[k].strip()
-            if not v:
-                add(
-                    WORKLOAD_SECTION, k, f"{k} is empty", f"set {k} to a name such as a label value"
-                )
-                continue
-            if not _is_label(v, schema.label_value_max_length):
-                add(
-                    WORKLOAD_SECTION,
-                    k,
-                    f"{k} = {_short(v)} is not a valid Kubernetes label value",
-                    f"use at most {schema.label_value_max_length} characters of letters, "
-                    "digits, '-', '_', '.', starting and ending with a letter or digit",
-                )
-                continue
-            if k == "framework" and v.lower() not in schema.known_frameworks:
-                add(
-                    WORKLOAD_SECTION,
-                    k,
-                    f"unknown framework {_short(v)}",
-                    f"use one of {', '.join(schema.known_frameworks)} "
-                    "(configs/workload_schema.toml)",
-                )
-                continue
-            key_values[k] = v
-        for k in sec:
-            if k not in WORKLOAD_KEYS:
-                warn(WORKLOAD_SECTION, k, f"unknown key {k!r} in [workload] (ignored)", "ignore")
+        return key_values
+    sec = cp[WORKLOAD_SECTION]
+    for k in WORKLOAD_KEYS:
+        if k not in sec:
+            out.add(WORKLOAD_SECTION, None, f"missing key {k!r} in [workload]", f"add `{k} = ...`")
+            continue
+        v = sec[k].strip()
+        problem = _workload_value_problem(k, v, schema)
+        if problem is not None:
+            out.add(WORKLOAD_SECTION, k, *problem)
+            continue
+        key_values[k] = v
+    for k in sec:
+        if k not in WORKLOAD_KEYS:
+            out.warn(WORKLOAD_SECTION, k, f"unknown key {k!r} in [workload] (ignored)", "ignore")
+    return key_values
 
-    # [hyperparameters]
+
+def _check_hyperparameters(
+    cp: configparser.ConfigParser, out: _Collector
+) -> dict[str, float | int]:
+    """Return the [hyperparameters] values that parse; record the others."""
     hp_values: dict[str, float | int] = {}
     if not cp.has_section(HP_SECTION):
-        add(
+        out.add(
             None,
             None,
             "missing section [hyperparameters]",
             f"add [hyperparameters] with {', '.join(HYPERPARAMETER_NAMES)}",
         )
-    else:
-        sec = cp[HP_SECTION]
-        for name in HYPERPARAMETER_NAMES:
-            if name not in sec:
-                add(
-                    HP_SECTION,
-                    None,
-                    f"missing key {name!r} in [hyperparameters]",
-                    f"add `{name} = ...`",
-                )
-                continue
-            value, msg, fix = _parse_number(name, sec[name])
-            if msg is not None:
-                add(HP_SECTION, name, msg, fix or "fix the value")
-                continue
-            assert value is not None
-            hp_values[name] = value
-        for k in sec:
-            if k not in HYPERPARAMETER_NAMES:
-                warn(HP_SECTION, k, f"{k!r} is not tuned by JPO (kept as is)", "ignore if intended")
+        return hp_values
+    sec = cp[HP_SECTION]
+    for name in HYPERPARAMETER_NAMES:
+        if name not in sec:
+            missing = f"missing key {name!r} in [hyperparameters]"
+            out.add(HP_SECTION, None, missing, f"add `{name} = ...`")
+            continue
+        value, msg, fix = _parse_number(name, sec[name])
+        if msg is not None:
+            out.add(HP_SECTION, name, msg, fix or "fix the value")
+            continue
+        assert value is not None
+        hp_values[name] = value
+    for k in sec:
+        if k not in HYPERPARAMETER_NAMES:
+            out.warn(HP_SECTION, k, f"{k!r} is not tuned by JPO (kept as is)", "ignore if intended")
+    return hp_values
 
-    # [jpo]
-    tunable: tuple[str, ...] = HYPERPARAMETER_NAMES
-    frozen: tuple[str, ...] = ()
-    limits: dict[str, ParamLimits] = {}
+
+@dataclass
+class _JpoDraft:
+    """The [jpo] section as read so far (``ok``: no problem found in it)."""
+
+    tune: list[str] | None = None
+    freeze: list[str] = field(default_factory=list)
+    raw_limits: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: Device = "gpu"
-    jpo_ok = True
-    if cp.has_section(JPO_SECTION):
-        sec = cp[JPO_SECTION]
-        tune_names: list[str] | None = None
-        freeze_names: list[str] = []
-        raw_limits: dict[str, dict[str, Any]] = {}
-        for k, v in sec.items():
-            if k in ("tune", "freeze"):
-                names_list = _split_names(v)
-                bad = [n for n in names_list if n not in HYPERPARAMETER_NAMES]
-                if bad:
-                    jpo_ok = False
-                    add(
-                        JPO_SECTION,
-                        k,
-                        f"{k} names unknown parameter(s) {', '.join(map(repr, bad))}",
-                        f"use names from {', '.join(HYPERPARAMETER_NAMES)}",
-                    )
-                    continue
-                if k == "tune":
-                    tune_names = names_list
-                else:
-                    freeze_names = names_list
-                continue
-            if k == "device":
-                text = v.strip().lower()
-                if text not in DEVICES:
-                    jpo_ok = False
-                    add(
-                        JPO_SECTION,
-                        k,
-                        f"device = {_short(v)} is not one of {', '.join(DEVICES)}",
-                        "write gpu (the default) or cpu (a workload that trains without a GPU)",
-                    )
-                    continue
-                device = "cpu" if text == "cpu" else "gpu"
-                continue
-            suffix = next((s for s in _LIMIT_SUFFIXES if k.endswith(s)), None)
-            pname = k[: -len(suffix)] if suffix else ""
-            if suffix is None or pname not in HYPERPARAMETER_NAMES:
-                jpo_ok = False
-                add(
-                    JPO_SECTION,
-                    k,
-                    f"unknown key {k!r} in [jpo]",
-                    "use tune, freeze, device, or "
-                    "<param>_min/_max/_trust_region/_power_of_two/_multiple_of",
-                )
-                continue
-            if suffix == "_power_of_two":
-                b = _parse_bool(v)
-                if b is None:
-                    jpo_ok = False
-                    add(
-                        JPO_SECTION,
-                        k,
-                        f"{k} = {_short(v)} is not true/false",
-                        "write true or false",
-                    )
-                    continue
-                raw_limits.setdefault(pname, {})["power_of_two"] = b
-                continue
-            if suffix == "_multiple_of":
-                text = v.strip()
-                if not text.isdigit() or int(text) < 1:
-                    jpo_ok = False
-                    add(
-                        JPO_SECTION,
-                        k,
-                        f"{k} = {_short(text)} is not a whole number >= 1",
-                        "write e.g. 8 (round to multiples of 8) or 1 (no rounding)",
-                    )
-                    continue
-                raw_limits.setdefault(pname, {})["multiple_of"] = int(text)
-                continue
-            text = v.strip()
-            num: float | None = None
-            if _FLOAT_RE.fullmatch(text) and "nan" not in text.lower():
-                num = float(text)
-            if num is None or not math.isfinite(num):
-                jpo_ok = False
-                add(
-                    JPO_SECTION, k, f"{k} = {_short(text)} is not a finite number", "write a number"
-                )
-                continue
-            raw_limits.setdefault(pname, {})[suffix[1:]] = num
-        overlap = [n for n in freeze_names if tune_names is not None and n in tune_names]
-        if overlap:
-            jpo_ok = False
-            add(
-                JPO_SECTION,
-                "freeze",
-                f"{', '.join(overlap)} both tuned and frozen",
-                "list each parameter in tune or in freeze, not both",
+    ok: bool = True
+
+
+def _jpo_names(k: str, v: str, draft: _JpoDraft) -> tuple[str, str] | None:
+    """Read ``tune`` / ``freeze``; return (message, fix) for unknown names."""
+    names = _split_names(v)
+    bad = [n for n in names if n not in HYPERPARAMETER_NAMES]
+    if bad:
+        return (
+            f"{k} names unknown parameter(s) {', '.join(map(repr, bad))}",
+            f"use names from {', '.join(HYPERPARAMETER_NAMES)}",
+        )
+    if k == "tune":
+        draft.tune = names
+    else:
+        draft.freeze = names
+    return None
+
+
+def _jpo_device(v: str, draft: _JpoDraft) -> tuple[str, str] | None:
+    """Read ``device``; return (message, fix) when it is not gpu or cpu."""
+    text = v.strip().lower()
+    if text not in DEVICES:
+        return (
+            f"device = {_short(v)} is not one of {', '.join(DEVICES)}",
+            "write gpu (the default) or cpu (a workload that trains without a GPU)",
+        )
+    draft.device = "cpu" if text == "cpu" else "gpu"
+    return None
+
+
+def _limit_value(k: str, suffix: str, v: str) -> tuple[Any, tuple[str, str] | None]:
+    """Parse one ``<param><suffix>`` override; return (value, None) or (None, problem)."""
+    if suffix == "_power_of_two":
+        b = _parse_bool(v)
+        if b is None:
+            return None, (f"{k} = {_short(v)} is not true/false", "write true or false")
+        return b, None
+    text = v.strip()
+    if suffix == "_multiple_of":
+        if not text.isdigit() or int(text) < 1:
+            return None, (
+                f"{k} = {_short(text)} is not a whole number >= 1",
+                "write e.g. 8 (round to multiples of 8) or 1 (no rounding)",
             )
-        base = tune_names if tune_names is not None else list(HYPERPARAMETER_NAMES)
-        tunable = tuple(n for n in HYPERPARAMETER_NAMES if n in base and n not in freeze_names)
-        frozen = tuple(n for n in HYPERPARAMETER_NAMES if n not in tunable)
-        limits = {n: ParamLimits(**d) for n, d in raw_limits.items()}
-    jpo = JpoSection(tunable=tunable, frozen=frozen, limits=limits, source=file, device=device)
+        return int(text), None
+    num: float | None = None
+    if _FLOAT_RE.fullmatch(text) and "nan" not in text.lower():
+        num = float(text)
+    if num is None or not math.isfinite(num):
+        return None, (f"{k} = {_short(text)} is not a finite number", "write a number")
+    return num, None
 
-    # constraints
-    effective = constraints
-    if constraints is not None and limits:
-        bad_limits = False
-        for pname, lim in limits.items():
-            try:
-                constraints.for_workload(JpoSection(limits={pname: lim}, source=file))
-            except ConfigError as err:
-                bad_limits = True
-                key = next(
-                    (
-                        f"{pname}{s}"
-                        for s in _LIMIT_SUFFIXES
-                        if (JPO_SECTION, f"{pname}{s}") in lines
-                    ),
-                    None,
-                )
-                msg = str(err).split("[jpo]: ", 1)[-1]
-                add(JPO_SECTION, key, msg, "a workload may only narrow configs/constraints.toml")
-        if not bad_limits and jpo_ok:
-            effective = constraints.for_workload(jpo)
-    if effective is not None:
-        for name, value in hp_values.items():
-            msg = effective.value_problem(name, value)
-            if msg is not None:
-                src = constraints.source if constraints is not None else "constraints"
-                add(HP_SECTION, name, msg, f"change {name}; the limits come from {src}")
 
+def _jpo_limit(k: str, v: str, draft: _JpoDraft) -> tuple[str, str] | None:
+    """Read a ``<param>_min/_max/...`` override; return (message, fix) if it is bad."""
+    suffix = next((s for s in _LIMIT_SUFFIXES if k.endswith(s)), None)
+    pname = k[: -len(suffix)] if suffix else ""
+    if suffix is None or pname not in HYPERPARAMETER_NAMES:
+        return (
+            f"unknown key {k!r} in [jpo]",
+            "use tune, freeze, device, or "
+            "<param>_min/_max/_trust_region/_power_of_two/_multiple_of",
+        )
+    value, problem = _limit_value(k, suffix, v)
+    if problem is None:
+        draft.raw_limits.setdefault(pname, {})[suffix[1:]] = value
+    return problem
+
+
+def _check_jpo(cp: configparser.ConfigParser, out: _Collector) -> tuple[JpoSection, bool]:
+    """Return the [jpo] section (defaults when absent) and whether it had no problem."""
+    if not cp.has_section(JPO_SECTION):
+        return JpoSection(source=out.file), True
+    draft = _JpoDraft()
+    for k, v in cp[JPO_SECTION].items():
+        if k in ("tune", "freeze"):
+            problem = _jpo_names(k, v, draft)
+        elif k == "device":
+            problem = _jpo_device(v, draft)
+        else:
+            problem = _jpo_limit(k, v, draft)
+        if problem is not None:
+            draft.ok = False
+            out.add(JPO_SECTION, k, *problem)
+    overlap = [n for n in draft.freeze if draft.tune is not None and n in draft.tune]
+    if overlap:
+        draft.ok = False
+        out.add(
+            JPO_SECTION,
+            "freeze",
+            f"{', '.join(overlap)} both tuned and frozen",
+            "list each parameter in tune or in freeze, not both",
+        )
+    base = draft.tune if draft.tune is not None else list(HYPERPARAMETER_NAMES)
+    tunable = tuple(n for n in HYPERPARAMETER_NAMES if n in base and n not in draft.freeze)
+    frozen = tuple(n for n in HYPERPARAMETER_NAMES if n not in tunable)
+    limits = {n: ParamLimits(**d) for n, d in draft.raw_limits.items()}
+    jpo = JpoSection(
+        tunable=tunable, frozen=frozen, limits=limits, source=out.file, device=draft.device
+    )
+    return jpo, draft.ok
+
+
+def _narrowed(
+    constraints: Constraints, jpo: JpoSection, jpo_ok: bool, out: _Collector
+) -> Constraints:
+    """Return the constraints narrowed by [jpo]; record each override that would widen them."""
+    bad_limits = False
+    for pname, lim in jpo.limits.items():
+        try:
+            constraints.for_workload(JpoSection(limits={pname: lim}, source=out.file))
+        except ConfigError as err:
+            bad_limits = True
+            key = next(
+                (
+                    f"{pname}{s}"
+                    for s in _LIMIT_SUFFIXES
+                    if (JPO_SECTION, f"{pname}{s}") in out.lines
+                ),
+                None,
+            )
+            msg = str(err).split("[jpo]: ", 1)[-1]
+            out.add(JPO_SECTION, key, msg, "a workload may only narrow configs/constraints.toml")
+    if not bad_limits and jpo_ok and jpo.limits:
+        return constraints.for_workload(jpo)
+    return constraints
+
+
+def _check_ranges(
+    constraints: Constraints | None,
+    jpo: JpoSection,
+    jpo_ok: bool,
+    hp_values: Mapping[str, float | int],
+    out: _Collector,
+) -> None:
+    """Record every hyperparameter outside the (narrowed) constraints."""
+    if constraints is None:
+        return
+    effective = _narrowed(constraints, jpo, jpo_ok, out)
+    for name, value in hp_values.items():
+        msg = effective.value_problem(name, value)
+        if msg is not None:
+            out.add(
+                HP_SECTION, name, msg, f"change {name}; the limits come from {constraints.source}"
+            )
+
+
+def _analyse_text(
+    text: str,
+    file: str,
+    constraints: Constraints | None,
+    schema: WorkloadSchema,
+) -> _Analysis:
+    """Check the text of a workload file; collect every problem."""
+    scan = _scan_lines(text, file)
+    out = _Collector(file, scan.lines, list(scan.problems))
+    cp, syntax = _parse_ini(text, file)
+    if cp is None:
+        return _Analysis([*out.problems, *syntax], out.warnings, None)
+    _check_section_names(cp, out)
+    key_values = _check_workload(cp, out, schema)
+    hp_values = _check_hyperparameters(cp, out)
+    jpo, jpo_ok = _check_jpo(cp, out)
+    _check_ranges(constraints, jpo, jpo_ok, hp_values, out)
     wl: WorkloadFile | None = None
-    if not problems:
+    if not out.problems:
         wl = WorkloadFile(
             path=Path(file),
             key=WorkloadKey(**key_values),
             hyperparameters=Hyperparameters.from_mapping(hp_values),
             jpo=jpo,
-            lines=dict(lines),
+            lines=dict(scan.lines),
         )
-    return _Analysis(problems, warnings, wl)
+    return _Analysis(out.problems, out.warnings, wl)
 
 
 def check_workload_text(
@@ -782,8 +806,6 @@ def check_workload(
     file = str(path)
     schema = load_workload_schema()
     if constraints is None and use_default_constraints:
-        from jpo.workload.constraints import load_constraints
-
         constraints = load_constraints()
     data, prob = _read_bytes(p, schema)
     if prob is not None or data is None:

@@ -40,7 +40,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -48,10 +48,7 @@ from pydantic import Field
 from jpo.errors import ConfigError, ConstraintViolation
 from jpo.paths import config_dir
 from jpo.settings import Settings, config_file, load_settings
-from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
-
-if TYPE_CHECKING:
-    from jpo.workload.config_file import JpoSection
+from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters, JpoSection, ParamLimits
 
 __all__ = [
     "Constraints",
@@ -79,17 +76,6 @@ class ParamSpec:
     trust_region: float
     multiple_of: int = 1
     significant_digits: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ParamLimits:
-    """Per-workload narrowing of one parameter (from config.ini ``[jpo]``); None = keep."""
-
-    min: float | None = None
-    max: float | None = None
-    trust_region: float | None = None
-    power_of_two: bool | None = None
-    multiple_of: int | None = None
 
 
 def _float(v: float) -> float:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 Device = Literal["gpu", "cpu"]
@@ -49,3 +50,25 @@ class Hyperparameters:
             num_layers=int(values["num_layers"]),
             epochs=int(values["epochs"]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ParamLimits:
+    """Per-workload narrowing of one parameter (from config.ini ``[jpo]``); None = keep."""
+
+    min: float | None = None
+    max: float | None = None
+    trust_region: float | None = None
+    power_of_two: bool | None = None
+    multiple_of: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JpoSection:
+    """The optional ``[jpo]`` section: what may be tuned and per-workload limits."""
+
+    tunable: tuple[str, ...] = HYPERPARAMETER_NAMES
+    frozen: tuple[str, ...] = ()
+    limits: Mapping[str, ParamLimits] = field(default_factory=dict)
+    source: str = "config.ini"
+    device: Device = "gpu"
