@@ -221,6 +221,40 @@ def _humane_int(r: float, cur: float, m: int, lo: float, hi: float) -> float:
     return float(c) if ok and c >= 1 and lo <= c <= hi else r
 
 
+def _check_specs(specs: Mapping[str, ParamSpec], tunable: Sequence[str], source: str) -> None:
+    """Raise ConfigError unless every parameter has consistent limits and tunable is known."""
+    missing = [n for n in HYPERPARAMETER_NAMES if n not in specs]
+    if missing:
+        raise ConfigError(
+            f"{source}: no [params.{missing[0]}] table; every one of "
+            f"{', '.join(HYPERPARAMETER_NAMES)} needs limits"
+        )
+    for n, s in specs.items():
+        if n not in HYPERPARAMETER_NAMES:
+            raise ConfigError(
+                f"{source}: unknown parameter [params.{n}]; known: "
+                f"{', '.join(HYPERPARAMETER_NAMES)}"
+            )
+        _check_spec(s, source)
+    unknown = [n for n in tunable if n not in HYPERPARAMETER_NAMES]
+    if unknown:
+        raise ConfigError(f"{source}: unknown tunable parameter {unknown[0]!r}")
+
+
+def _limits_sha256(
+    specs: Mapping[str, ParamSpec], tunable: Sequence[str], lr_follows_batch: float
+) -> str:
+    """Return the hash of effective limits, tunable set and coupling (audit, manifests)."""
+    payload: dict[str, Any] = {
+        "params": {n: _spec_payload(specs[n]) for n in HYPERPARAMETER_NAMES},
+        "tunable": list(tunable),
+    }
+    if lr_follows_batch:  # absent when off: hashes of older files stay valid
+        payload["learning_rate_follows_batch"] = lr_follows_batch
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 class Constraints:
     """Effective limits for one workload (immutable); see the module docstring."""
 
@@ -255,22 +289,7 @@ class Constraints:
         source: str = "<memory>",
         learning_rate_follows_batch: float = 0.0,
     ) -> None:
-        missing = [n for n in HYPERPARAMETER_NAMES if n not in specs]
-        if missing:
-            raise ConfigError(
-                f"{source}: no [params.{missing[0]}] table; every one of "
-                f"{', '.join(HYPERPARAMETER_NAMES)} needs limits"
-            )
-        for n, s in specs.items():
-            if n not in HYPERPARAMETER_NAMES:
-                raise ConfigError(
-                    f"{source}: unknown parameter [params.{n}]; known: "
-                    f"{', '.join(HYPERPARAMETER_NAMES)}"
-                )
-            _check_spec(s, source)
-        unknown = [n for n in tunable if n not in HYPERPARAMETER_NAMES]
-        if unknown:
-            raise ConfigError(f"{source}: unknown tunable parameter {unknown[0]!r}")
+        _check_specs(specs, tunable, source)
         self._lr_follows_batch = _check_coupling(learning_rate_follows_batch, source)
         self._source = source
         self._specs: dict[str, ParamSpec] = {n: specs[n] for n in HYPERPARAMETER_NAMES}
@@ -295,14 +314,7 @@ class Constraints:
         self._tr = tuple(float(s.trust_region) for s in sp)
         self._mult = tuple(int(s.multiple_of) for s in sp)
         self._digits = tuple(int(s.significant_digits) for s in sp)
-        payload: dict[str, Any] = {
-            "params": {n: _spec_payload(self._specs[n]) for n in HYPERPARAMETER_NAMES},
-            "tunable": list(self._tunable),
-        }
-        if self._lr_follows_batch:  # absent when off: hashes of older files stay valid
-            payload["learning_rate_follows_batch"] = self._lr_follows_batch
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        self._sha = hashlib.sha256(blob.encode()).hexdigest()
+        self._sha = _limits_sha256(self._specs, self._tunable, self._lr_follows_batch)
 
     # ----------------------------------------------------------------- introspection
     @property
