@@ -15,12 +15,13 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
 import pyarrow as pa
 from gymnasium import spaces
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from jpo.errors import ConfigError, JpoError
 from jpo.learning.features import (
@@ -38,7 +39,7 @@ from jpo.learning.reward import (
     load_reward_weights,
     per_gpu_throughput,
 )
-from jpo.settings import config_file, read_config
+from jpo.settings import Settings, config_file, read_config, validate_settings
 from jpo.sim.response import (
     ClusterConditions,
     WorkloadProfile,
@@ -132,6 +133,55 @@ class EnvConfig:
     teacher_cache: str = ""
 
 
+_ENV = EnvConfig()
+"""The defaults (configs/env.toml states them too)."""
+_Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A finite number (an int is accepted, a bool is not)."""
+
+
+class _EnvCatalogTable(Settings):
+    """``[catalog]`` of env.toml (the synthetic catalog history)."""
+
+    runs_per_workload: StrictInt = _ENV.catalog_runs_per_workload
+    start: _Float = _ENV.catalog_start
+
+
+class _EnvFile(Settings):
+    """The whole of env.toml; ``load_env_config`` overlays the caller's overrides."""
+
+    source: StrictStr = _ENV.source
+    history_path: StrictStr = _ENV.history_path
+    split: StrictStr = _ENV.split
+    workloads: tuple[StrictStr, ...] = _ENV.workloads
+    episode_length: StrictInt = _ENV.episode_length
+    reward_weights_path: StrictStr = _ENV.reward_weights_path
+    constraints_path: StrictStr = _ENV.constraints_path
+    cluster_path: StrictStr = _ENV.cluster_path
+    catalog_path: StrictStr = _ENV.catalog_path
+    tunable: tuple[StrictStr, ...] = _ENV.tunable
+    calibrate: StrictBool = _ENV.calibrate
+    rollback_on_failure: StrictBool = _ENV.rollback_on_failure
+    rollback_on_degraded: StrictBool = _ENV.rollback_on_degraded
+    noise: _Float = _ENV.noise
+    residual_clip: _Float = _ENV.residual_clip
+    step_info: StrictBool = _ENV.step_info
+    seed: StrictInt = _ENV.seed
+    randomized_profiles: StrictInt = _ENV.randomized_profiles
+    randomization_path: StrictStr = _ENV.randomization_path
+    teacher: StrictBool = _ENV.teacher
+    teacher_hold: tuple[StrictStr, ...] = _ENV.teacher_hold
+    teacher_cache: StrictStr = _ENV.teacher_cache
+    catalog: _EnvCatalogTable = _EnvCatalogTable()
+
+
+def _file_values(file: Path) -> dict[str, Any]:
+    """Return the values env.toml sets (flattened: ``[catalog] start`` -> ``catalog_start``)."""
+    raw = validate_settings(_EnvFile, read_config(file), file)
+    values = raw.model_dump(exclude_unset=True, exclude={"catalog"})
+    catalog = raw.catalog.model_dump(exclude_unset=True)
+    return values | {f"catalog_{k}": v for k, v in catalog.items()}
+
+
 def _flatten(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Flatten ``[catalog] key`` into ``catalog_key``."""
     flat: dict[str, Any] = {}
@@ -190,19 +240,15 @@ def load_env_config(
     """
     over = dict(overrides or {})
     base_path = config_file("env.toml", over.pop("config_path", None) or path)
-    raw = read_config(base_path)  # checked key by key below, with the overrides (EnvConfig)
+    values = _file_values(base_path)
     defaults = EnvConfig()
     known = {f for f in EnvConfig.__dataclass_fields__}
-    values: dict[str, Any] = {}
-    for where, layer in ((str(base_path), _flatten(raw, str(base_path))), ("config", over)):
-        layer = _flatten(layer, where)
-        for key, value in layer.items():
-            if key not in known:
-                raise ConfigError(
-                    f"{where}: unknown env config key {key!r}; known keys: "
-                    f"{', '.join(sorted(known))}"
-                )
-            values[key] = _check_type(key, value, getattr(defaults, key), where)
+    for key, value in _flatten(over, "config").items():
+        if key not in known:
+            raise ConfigError(
+                f"config: unknown env config key {key!r}; known keys: {', '.join(sorted(known))}"
+            )
+        values[key] = _check_type(key, value, getattr(defaults, key), "config")
     cfg = replace(defaults, **values)
     _validate(cfg)
     return cfg
