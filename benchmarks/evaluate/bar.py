@@ -79,11 +79,9 @@ def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> No
     policy = LocalPolicy.load(args.policy) if "jpo" in methods else None
     ci = None
     if args.probe:  # a CI-stage variant under selection (SELECTION.md), passed, not patched
-        import dataclasses
-
         from jpo.stage.suggest import load_suggest_settings
 
-        ci = dataclasses.replace(load_suggest_settings(), probe_enabled=True)
+        ci = load_suggest_settings().updated({"probe": {"enabled": True}})
     t0 = time.perf_counter()
     result = evaluate(
         base,

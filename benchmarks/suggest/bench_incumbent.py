@@ -32,6 +32,7 @@ from jpo.stage.incumbent import (  # noqa: E402
     scored_runs,
     worse_runs,
 )
+from jpo.stage.record import suggestion_records  # noqa: E402
 
 
 def main() -> int:
@@ -51,7 +52,7 @@ def main() -> int:
             fake.add(hp, f"run-{i}", val_loss=0.5)
             result = run(config, fake, policy)
             hp = result.after or hp
-        records = audit.read_records(log_of(config))[-args.records :]
+        records = suggestion_records(audit.read_records(log_of(config))[-args.records :])
     settings = IncumbentSettings(window=args.records)
     times = []
     for _ in range(args.repeats):

@@ -205,8 +205,8 @@ class EvaluationSettings:
         suggest = load_suggest_settings()
         return CampaignRules(
             val_loss_tolerance=self.val_loss_tolerance,
-            max_gpu_memory_fraction=suggest.max_gpu_memory_fraction,
-            activation_fraction=suggest.activation_fraction,
+            max_gpu_memory_fraction=suggest.memory.max_gpu_memory_fraction,
+            activation_fraction=suggest.memory.activation_fraction,
         )
 
 
@@ -1484,13 +1484,8 @@ def _tolerance_lines(result: EvaluationResult) -> list[str]:
     rows = [
         ("scoring rule (incumbent, val loss ok, honest baselines)", tol, "the one setting"),
         (
-            "CI incumbent rule (configs/suggest.toml [incumbent])",
-            suggest.incumbent_val_loss_tolerance,
-            "1.0 = off: a drift check at 2-3 % lowered scores (round 13)",
-        ),
-        (
             "CI rollback (configs/suggest.toml [rollback])",
-            suggest.val_loss_tolerance,
+            suggest.rollback.val_loss_tolerance,
             "one noisy run against one noisy run: 1 % would roll back most reruns of the "
             "same configuration; the scoring rule's incumbent choice filters at 1 %",
         ),

@@ -73,23 +73,16 @@ class _Scored:
 
 def _outcomes(records: Sequence[AuditRecord]) -> dict[str, _Scored]:
     """Return the scored runs of the log by run id (the newest outcome of each run wins)."""
-    from jpo.stage.feedback import outcome_hyperparameters, outcome_summary
+    from jpo.stage.record import suggestion_records
 
     out: dict[str, _Scored] = {}
-    for rec in records:
+    for rec in suggestion_records(records):
         outcome = rec.outcome
-        if not outcome or not outcome.get("run_id"):
+        if outcome is None or not outcome.run_id:
             continue
-        summary = outcome_summary(outcome)
-        failed = summary is not None and summary.failure != "none"
-        verdict = "failed" if failed else ("degraded" if outcome.get("degraded") else "ok")
-        reward = outcome.get("reward")
-        out[str(outcome["run_id"])] = _Scored(
-            float(reward) if isinstance(reward, int | float) else None,
-            verdict,
-            summary,
-            outcome_hyperparameters(rec),
-        )
+        verdict = "failed" if outcome.failed else ("degraded" if outcome.degraded else "ok")
+        reward = None if outcome.reward is None else float(outcome.reward)
+        out[outcome.run_id] = _Scored(reward, verdict, outcome.summary, rec.ran)
     return out
 
 
@@ -101,7 +94,7 @@ def campaign_runs(records: Sequence[AuditRecord]) -> list[CampaignRun]:
     """
     from jpo.learning.reward import load_reward_weights, objective_vs_run
     from jpo.reporting.monitoring import decision_of
-    from jpo.stage.feedback import record_applied, record_before, record_run_id, record_summary
+    from jpo.stage.record import suggestion_records
 
     keys = {r.key for r in records}
     if len(keys) > 1:
@@ -110,13 +103,14 @@ def campaign_runs(records: Sequence[AuditRecord]) -> list[CampaignRun]:
     if not records:
         return []
     weights = load_reward_weights()
-    reference = record_summary(records[0])
+    typed = suggestion_records(records)
+    reference = typed[0].basis.summary
     scored = _outcomes(records)
     rows: dict[str, dict[str, Any]] = {}
-    for rec in records:
-        rid = record_run_id(rec) or f"(run before suggestion {str(rec.suggestion_id)[:8]})"
-        row = rows.setdefault(rid, {"summary": record_summary(rec), "hp": record_before(rec)})
-        row.update(decision=decision_of(rec), next=record_applied(rec), when=rec.timestamp)
+    for rec in typed:
+        rid = rec.basis.run_id or f"(run before suggestion {rec.suggestion_id[:8]})"
+        row = rows.setdefault(rid, {"summary": rec.basis.summary, "hp": rec.before})
+        row.update(decision=decision_of(rec.record), next=rec.applied, when=rec.record.timestamp)
     for rid, scored_run in scored.items():  # scored runs no suggestion was made from yet
         rows.setdefault(rid, {"summary": scored_run.summary, "hp": scored_run.hyperparameters})
     out: list[CampaignRun] = []

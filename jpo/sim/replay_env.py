@@ -815,7 +815,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         if cfg.rollback_on_degraded:
             from jpo.stage.suggest import load_suggest_settings
 
-            self._degraded_tolerance = load_suggest_settings().val_loss_tolerance
+            self._degraded_tolerance = load_suggest_settings().rollback.val_loss_tolerance
         self._noise = cfg.noise
         self._info = cfg.step_info
         low, high = observation_bounds()

@@ -53,12 +53,11 @@ class FailedConfig:
     """A configuration that failed, degraded, or scored below the campaign's best run.
 
     ``"degraded"``: its run worsened validation loss and was rolled back; ``"worse"``: its
-    run scored below the campaign's best known-good run; ``"drifted"``: its val loss drifted
-    beyond the tolerance of the campaign's reference run (both :mod:`jpo.stage.incumbent`).
+    run scored below the campaign's best known-good run (:mod:`jpo.stage.incumbent`).
     """
 
     hyperparameters: Hyperparameters
-    failure: Failure | Literal["degraded", "worse", "drifted"]
+    failure: Failure | Literal["degraded", "worse"]
     run_id: str = ""
 
 
@@ -178,10 +177,11 @@ def check_failed_configs(
         )
         if hit and proposed != current:
             where = f" in run {failed.run_id}" if failed.run_id else ""
-            what = {
-                "worse": "scored below the campaign's best known-good run",
-                "drifted": "drifted in val loss from the campaign's reference run",
-            }.get(failed.failure, f"failed with {failed.failure}")
+            what = (
+                "scored below the campaign's best known-good run"
+                if failed.failure == "worse"
+                else f"failed with {failed.failure}"
+            )
             note = (
                 f"failed-config memory: {_fmt(proposed)} repeats or exceeds a configuration "
                 f"that {what}{where} ({_fmt(failed.hyperparameters)})"

@@ -77,7 +77,7 @@ def probe_step(
     """Return the first probe from ``current`` not yet run nor forbidden, or None.
 
     ``ran`` holds every configuration the campaign ran (its audit log); ``failures`` the
-    failed-config memory (failed, degraded, worse, drifted runs). A probe is clamped into
+    failed-config memory (failed, degraded, worse runs). A probe is clamped into
     the constraints and the trust region; one that equals ``current`` (a frozen or
     bounded parameter), repeats a run within ``near`` or is refused by the memory is
     skipped.

@@ -266,14 +266,14 @@ def _degraded_runs(conf: ContinuousConfig, source: MetricSource | None) -> tuple
     if not conf.audit_log or not Path(conf.audit_log).is_file():
         return 0, 0
     from jpo.stage.audit import read_log
-    from jpo.stage.feedback import outcome_degraded, record_key, record_outcome
+    from jpo.stage.record import suggestion_records
     from jpo.telemetry.history import append_history, read_history
 
     degraded = []
-    for record in read_log(conf.audit_log).records:
-        outcome = record_outcome(record)
-        if outcome_degraded(outcome) and outcome and outcome.get("run_id"):
-            degraded.append((record_key(record), str(outcome["run_id"])))
+    for record in suggestion_records(read_log(conf.audit_log).records):
+        outcome = record.outcome
+        if outcome is not None and outcome.degraded and outcome.run_id:
+            degraded.append((record.key, outcome.run_id))
     if not degraded:
         return 0, 0
     history = read_history(conf.history_path) if Path(conf.history_path).is_dir() else None

@@ -24,7 +24,7 @@ from fakes.suggest_campaign import CONFIG, HP, FakeSource, make_policy
 
 from jpo.cli import app as cli
 from jpo.errors import CARRY_ON_CODES, ExitCode
-from jpo.stage import suggest
+from jpo.stage import run_telemetry, suggest
 from jpo.workload.types import Hyperparameters
 
 README = Path(__file__).parents[2] / "README.md"
@@ -64,7 +64,7 @@ class Campaign:
         self.config.write_text(CONFIG)
         self.source = FakeSource()
         self.source.add(HP, "run-1", val_loss=0.5)
-        monkeypatch.setattr(suggest, "prometheus_source", lambda *a, **k: self.source)
+        monkeypatch.setattr(run_telemetry, "prometheus_source", lambda *a, **k: self.source)
         self.up = make_policy(tmp / "up", (0.5, 0.0, 0.0, 0.0))
         self.keep = make_policy(tmp / "keep", (0.0, 0.0, 0.0, 0.0))
 

@@ -291,7 +291,7 @@ def test_ci_stage_probes_when_the_policy_stalls(tmp_path: Path) -> None:
 
     policy = REPO / "jpo" / "data" / "policy"
     settings = EvaluationSettings(rounds=5, methods=("jpo",), jpo_path="suggest")
-    ci = dataclasses.replace(load_suggest_settings(), probe_enabled=True)
+    ci = load_suggest_settings().updated({"probe": {"enabled": True}})
     evaluate(
         settings,
         workloads=["cityscapes-deeplabv3", "coco-yolov5", "criteo-dlrm"],

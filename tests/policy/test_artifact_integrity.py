@@ -414,7 +414,7 @@ def test_jpo_suggest_exits_5_with_one_line_and_config_untouched(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from jpo.cli import app as cli
-    from jpo.stage import suggest
+    from jpo.stage import run_telemetry
 
     app = tmp_path / "app"
     app.mkdir()
@@ -422,7 +422,7 @@ def test_jpo_suggest_exits_5_with_one_line_and_config_untouched(
     config.write_text(CONFIG)
     source = FakeSource()
     source.add(HP, "run-1", val_loss=0.5)
-    monkeypatch.setattr(suggest, "prometheus_source", lambda *a, **k: source)
+    monkeypatch.setattr(run_telemetry, "prometheus_source", lambda *a, **k: source)
     policy = CASES[name][0](tmp_path)
     code = cli.main(["suggest", "--config", str(config), "--policy", str(policy), "--approve"])
     err = capsys.readouterr().err

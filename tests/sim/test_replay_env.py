@@ -469,7 +469,7 @@ def test_rollback_on_degraded_val_loss_is_opt_in(ci_like: bool) -> None:
     start_hp, start_run = e._hp, e._prev
     shrink = np.array([0.0, 0.0, -1.0, -1.0], dtype=np.float32)  # fewer layers and epochs
     _, _, _, _, info = e.step(shrink)
-    tolerance = load_suggest_settings().val_loss_tolerance
+    tolerance = load_suggest_settings().rollback.val_loss_tolerance
     assert info["summary"].final_val_loss > start_run.final_val_loss * (1.0 + tolerance)
     assert info["summary"].failure == "none"
     assert info["rolled_back"] is ci_like

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,9 @@ from fakes.suggest_campaign import CONFIG, HP, FakeSource, make_policy, without_
 
 from jpo.errors import ConfigError
 from jpo.stage import audit
-from jpo.stage.feedback import (
-    FeedbackOptions,
-    failed_configs,
-    feedback,
-    last_known_good,
-    run_outcome_is_bad,
-)
+from jpo.stage.feedback import FeedbackOptions, failed_configs, feedback
+from jpo.stage.record import suggestion_records
+from jpo.stage.rollback import last_known_good, run_outcome_is_bad
 from jpo.stage.suggest import SuggestOptions, SuggestSettings, suggest
 from jpo.workload.types import Hyperparameters
 
@@ -48,10 +43,10 @@ def test_feedback_scores_the_run_and_stores_it(config: Path, tmp_path: Path) -> 
     result = feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source)
     assert result.run_id == "run-2" and not result.degraded
     assert result.val_loss_change == pytest.approx(-0.1)
-    (record,) = audit.read_records(config.parent / ".jpo" / "audit.jsonl")
-    assert record.outcome is not None
-    assert record.outcome["reward"] == pytest.approx(result.reward)
-    assert record.outcome["summary"]["final_val_loss"] == pytest.approx(0.45)
+    (record,) = suggestion_records(audit.read_records(config.parent / ".jpo" / "audit.jsonl"))
+    assert record.record.outcome is not None
+    assert record.record.outcome["reward"] == pytest.approx(result.reward)
+    assert record.record.outcome["summary"]["final_val_loss"] == pytest.approx(0.45)
     assert run_outcome_is_bad(record, SETTINGS) is None
     assert last_known_good([record]) == new
     assert any((config.parent / ".jpo" / "history").rglob("*.parquet"))
@@ -67,9 +62,9 @@ def test_feedback_of_a_cpu_device_workload(config: Path, tmp_path: Path) -> None
     source.runs = [without_gpu_series(t) for t in source.runs]
     result = feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source)
     assert result.run_id == "run-2" and not result.degraded
-    (record,) = audit.read_records(config.parent / ".jpo" / "audit.jsonl")
-    assert record.outcome is not None and record.outcome["gpus"] == 1
-    summary = record.outcome["summary"]
+    (record,) = suggestion_records(audit.read_records(config.parent / ".jpo" / "audit.jsonl"))
+    assert record.record.outcome is not None and record.record.outcome["gpus"] == 1
+    summary = record.record.outcome["summary"]
     assert summary["gpu_util_mean"] == summary["cpu_util_mean"]
     assert not (config.parent / ".jpo" / "history").exists()
 
@@ -81,7 +76,7 @@ def test_degraded_and_failed_outcomes_call_for_rollback(config: Path, tmp_path: 
     source.add(new, "run-2", run_status=3)  # diverged
     result = feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source)
     assert result.degraded
-    (record,) = audit.read_records(config.parent / ".jpo" / "audit.jsonl")
+    (record,) = suggestion_records(audit.read_records(config.parent / ".jpo" / "audit.jsonl"))
     assert "diverged" in (run_outcome_is_bad(record, SETTINGS) or "")
     assert last_known_good([record]) == HP  # the values before the bad change
     (failed,) = failed_configs([record], None, None, "")
@@ -94,7 +89,7 @@ def test_degraded_configs_are_remembered_only_when_asked(config: Path, tmp_path:
     new = _suggested(config, tmp_path, source)
     source.add(new, "run-2", val_loss=0.8)  # trained, but 60 % worse
     assert feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source).degraded
-    records = audit.read_records(config.parent / ".jpo" / "audit.jsonl")
+    records = suggestion_records(audit.read_records(config.parent / ".jpo" / "audit.jsonl"))
     assert failed_configs(records, None, None, "") == ()
     (failed,) = failed_configs(records, None, None, "", include_degraded=True)
     assert failed.hyperparameters == new and failed.failure == "degraded"
@@ -110,8 +105,8 @@ def test_tolerance_comes_from_the_settings(config: Path, tmp_path: Path) -> None
         FeedbackOptions(config=config, run_id="run-2"), metric_source=source, settings=SETTINGS
     )
     assert not lenient.degraded
-    strict = replace(SETTINGS, val_loss_tolerance=0.01)
-    record = audit.read_records(config.parent / ".jpo" / "audit.jsonl")[0]
+    strict = SETTINGS.updated({"rollback": {"val_loss_tolerance": 0.01}})
+    record = suggestion_records(audit.read_records(config.parent / ".jpo" / "audit.jsonl"))[0]
     assert record.outcome is not None
     assert run_outcome_is_bad(record, strict) is None  # verdict stored at feedback time
 
@@ -131,6 +126,6 @@ def test_no_known_good_values_when_the_values_before_failed_too(
     new = _suggested(config, tmp_path, source)
     source.add(new, "run-2", run_status=2)
     feedback(FeedbackOptions(config=config, run_id="run-2"), metric_source=source)
-    (record,) = audit.read_records(config.parent / ".jpo" / "audit.jsonl")
+    (record,) = suggestion_records(audit.read_records(config.parent / ".jpo" / "audit.jsonl"))
     assert run_outcome_is_bad(record, SETTINGS) is not None
     assert last_known_good([record]) is None  # rolling back would repeat run-1's OOM

@@ -135,13 +135,14 @@ def _best_runs(records: Sequence[AuditRecord], keys: Iterable[WorkloadKey]) -> l
     """One line per shown workload: its best known-good run (jpo.stage.incumbent), if scored."""
     from jpo.reporting.log_view import short_number
     from jpo.stage.incumbent import best_run, scored_runs
-    from jpo.stage.suggest import load_suggest_settings
+    from jpo.stage.record import suggestion_records
+    from jpo.stage.settings import load_suggest_settings
 
     settings = load_suggest_settings().incumbent
     lines = []
     for key in sorted(keys, key=lambda k: k.slug()):
-        runs = scored_runs([r for r in records if r.key == key], settings)
-        best = best_run(runs, settings)
+        runs = scored_runs(suggestion_records([r for r in records if r.key == key]), settings)
+        best = best_run(runs)
         if len(runs) < 2 or best is None:
             continue
         values = ", ".join(
