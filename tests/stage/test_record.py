@@ -63,13 +63,9 @@ def test_odd_stored_values_read_as_absent_and_unknown_keys_are_kept() -> None:
 
 
 def test_a_null_loss_reads_as_infinite_and_bad_values_as_none() -> None:
-    summary = dict.fromkeys(
-        (
-            "cpu_util_mean cpu_util_p95 mem_util_mean mem_util_p95 gpu_util_mean gpu_util_p95 "
-            "gpu_mem_util_mean gpu_mem_util_p95 throughput duration_s gpu_hours"
-        ).split(),
-        0.5,
-    )
+    utils = ("cpu_util", "mem_util", "gpu_util", "gpu_mem_util")
+    names = [f"{m}_{k}" for m in utils for k in ("mean", "p95")]
+    summary = dict.fromkeys([*names, "throughput", "duration_s", "gpu_hours"], 0.5)
     got = Outcome.read({"summary": {**summary, "final_val_loss": None, "failure": "oom"}})
     assert got.summary is not None and math.isinf(got.summary.final_val_loss) and got.failed
     record = audit.AuditRecord.for_change(
