@@ -134,6 +134,11 @@ class Outcome(_Stored):
     notes: list[str] | None = None
     """Notes of the scoring (e.g. an assumed GPU count)."""
 
+    @field_validator("degraded", mode="before")
+    @classmethod
+    def _read_degraded(cls, value: Any) -> bool:
+        return bool(value)  # as every earlier reader did: any truthy value marks it
+
     @property
     def failed(self) -> bool:
         """Whether the run failed (OOM, divergence, crash)."""

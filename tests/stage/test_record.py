@@ -58,6 +58,7 @@ def test_odd_stored_values_read_as_absent_and_unknown_keys_are_kept() -> None:
     assert outcome.degraded and not outcome.good
     assert outcome.model_extra == {"status": "ok"}
     assert Outcome.read("not an object") == Outcome()
+    assert Outcome.read({"degraded": "yes"}).degraded and not Outcome.read({}).degraded
     basis = Basis.read({"gpu_util_mean": 0.42, "missing": None})
     assert basis.run_id == "" and basis.to_json() == {"gpu_util_mean": 0.42, "missing": None}
 
