@@ -60,3 +60,13 @@ def test_updated_changes_keys_and_refuses_unknown_ones() -> None:
     assert not SuggestSettings().probe.enabled
     with pytest.raises(ValueError, match="backtrack_halvings"):
         SuggestSettings().updated({"failed_configs": {"backtrack_halvings": 1}})
+
+
+def test_the_config_dir_set_after_import_is_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "suggest.toml").write_text("[probe]\nenabled = true\n")
+    monkeypatch.setenv("JPO_CONFIG_DIR", str(tmp_path))
+    assert load_suggest_settings().probe.enabled
+    monkeypatch.delenv("JPO_CONFIG_DIR")
+    assert not load_suggest_settings().probe.enabled
