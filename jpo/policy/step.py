@@ -21,7 +21,7 @@ the other ``jpo.policy`` modules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -115,7 +115,6 @@ def constrained_step(
     action_names: Sequence[str] | None,
     learning_rate_follows_batch: float,
     source: str,
-    adjust: Callable[[list[float]], list[float]] | None = None,
 ) -> PolicyStep:
     """Map a policy's returned action to the constrained next hyperparameters.
 
@@ -126,8 +125,6 @@ def constrained_step(
         action_names: the policy's manifest ``action.names`` (None: ``HYPERPARAMETER_NAMES``).
         learning_rate_follows_batch: the policy's coupling, handed to ``apply_action``.
         source: where the action came from, named in errors (``file:<path>``, a URL).
-        adjust: an optional rescaling of the ordered vector before it is applied (the CI
-            stage's step adaptation, :mod:`jpo.stage.stepping`).
 
     Raises:
         PolicyError: a non-finite or empty action, or as many names as entries missing.
@@ -135,8 +132,6 @@ def constrained_step(
     """
     checked = checked_action(action, source)
     vector = _tunable_vector(constraints, checked, action_names)
-    if adjust is not None:
-        vector = adjust(vector)
     names = tuple(action_names) if action_names else HYPERPARAMETER_NAMES[: len(checked)]
     hyperparameters = constraints.apply_action(
         current,
