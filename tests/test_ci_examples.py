@@ -2,7 +2,7 @@
 
 Stage order (suggest -> train -> feedback), a concurrency group per workload file, the
 documented `jpo suggest` exit codes each handled, and only `jpo` subcommands and flags that
-the CLI contract documents (docs/ARCHITECTURE.md, issue 7). The CLI is not imported.
+the CLI contract documents (docs/maintainer-guide.md, issue 7). The CLI is not imported.
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ def assert_documented_commands(scripts: list[str]) -> set[str]:
 
 
 def test_ci_subcommands_are_in_the_architecture_contract() -> None:
-    text = (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "maintainer-guide.md").read_text(encoding="utf-8")
     for module in ("jpo/stage/suggest.py", "jpo/stage/feedback.py", "check_workload"):
-        assert module in text, f"docs/ARCHITECTURE.md no longer mentions {module}"
+        assert module in text, f"docs/maintainer-guide.md no longer mentions {module}"
 
 
 # ------------------------------------------------------------------ GitHub Actions

@@ -1,6 +1,6 @@
-"""Walk README's exit-code table: every code listed is produced by a real command.
+"""Walk the user guide's exit-code table: every code listed is produced by a real command.
 
-Each row of the table (README, "Exit codes") is parsed: its code, the commands it names,
+Each row of the table (docs/user-guide.md, "Exit codes") is parsed: its code, the commands it names,
 and whether a pipeline carries on or stops. For every code a recipe runs the CLI
 in-process (``jpo.cli.app.main``) and must get exactly that code. Telemetry comes from the
 project's FakeSource (simulated cifar10-resnet18 runs) where a recipe needs a finished
@@ -27,12 +27,12 @@ from jpo.errors import CARRY_ON_CODES, ExitCode
 from jpo.stage import run_telemetry, suggest
 from jpo.workload.types import Hyperparameters
 
-README = Path(__file__).parents[2] / "README.md"
+GUIDE = Path(__file__).parents[2] / "docs" / "user-guide.md"
 
 
 @dataclass(frozen=True)
 class Row:
-    """One row of the README's exit-code table."""
+    """One row of the user guide's exit-code table."""
 
     code: int
     commands: str
@@ -41,7 +41,7 @@ class Row:
 
 def table() -> dict[int, Row]:
     """Parse the "Exit codes" section's table."""
-    text = README.read_text(encoding="utf-8")
+    text = GUIDE.read_text(encoding="utf-8")
     section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     rows: dict[int, Row] = {}
     for line in section.splitlines():
