@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Documented process exit codes (README, "Exit codes")."""
+    """Documented process exit codes (docs/user-guide.md, "Exit codes")."""
 
     OK = 0  # success; for `jpo suggest`: config.ini changed
     INTERNAL = 1  # unexpected error (a bug): run again with --debug and report it
@@ -61,7 +61,7 @@ class NoTrustworthyTelemetry(TelemetryError):
 
     Every telemetry fault of the CI stage (unreachable, timeout, malformed URL or answer,
     non-numeric or missing samples, no finished run) maps to one code: config.ini is
-    unchanged and a pipeline carries on (README, "Exit codes").
+    unchanged and a pipeline carries on (docs/user-guide.md, "Exit codes").
     """
 
     exit_code = ExitCode.UNCHANGED_NO_DATA
@@ -95,7 +95,7 @@ CARRY_ON_CODES: frozenset[ExitCode] = frozenset(
     {ExitCode.OK, ExitCode.UNCHANGED_BY_CHOICE, ExitCode.UNCHANGED_NO_DATA}
 )
 """Codes after which a pipeline may continue its build: config.ini is valid as it stands
-(changed by JPO, or left as it was). Every other code means "stop" (README, "Exit codes");
+(changed by JPO, or left as it was). Every other code means "stop" (docs/user-guide.md, "Exit codes");
 12 stops for a person's approval."""
 
 

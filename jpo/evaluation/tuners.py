@@ -37,7 +37,7 @@ passes every batch/depth change through the CI stage's memory guard
 
 A user's own method: subclass :class:`Tuner` (``ask`` / ``tell``; ``anchor`` when its
 trust region is measured from another configuration than the last one) and pass
-``--tuner module:Class`` to ``jpo evaluate`` (README, "Adding a tuner").
+``--tuner module:Class`` to ``jpo evaluate`` (docs/maintainer-guide.md, "Adding a tuner").
 """
 
 from __future__ import annotations

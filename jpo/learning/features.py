@@ -45,7 +45,7 @@ and the memory that an OOM is measured against, as on a GPU), and ``gpu_hours`` 
 pod as one device (pod-hours). GPU samples of such a run are ignored. The observation's
 layout and the policy are the same; the policy was trained on GPU workloads only, so its
 suggestions for a CPU workload are an extrapolation that the CI stage's guards and
-rollback keep in check (README, CPU workloads).
+rollback keep in check (docs/user-guide.md, "CPU workloads").
 
 A missing required metric raises :class:`MissingMetricError`; a NaN or infinite sample
 raises :class:`NonFiniteMetricError`. Nothing is ever filled with 0, with two documented

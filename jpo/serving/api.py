@@ -362,7 +362,7 @@ def create_api(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Any, err: StarletteHTTPException) -> JSONResponse:
         # FastAPI answers a body it cannot parse at all (e.g. nested too deep) with 400;
-        # the README promises 422 for every bad body.
+        # the operator guide promises 422 for every bad body.
         status = 422 if err.status_code == 400 else err.status_code
         headers = dict(err.headers) if err.headers else None
         return JSONResponse(status_code=status, content={"detail": err.detail}, headers=headers)

@@ -37,7 +37,7 @@ def feedback_command(
 ) -> int:
     """Fetch a finished run from Prometheus, score it, store it in the history and the log.
 
-    Exit codes as ``jpo suggest``'s for the same faults (README, "Exit codes"): any
+    Exit codes as ``jpo suggest``'s for the same faults (docs/user-guide.md, "Exit codes"): any
     telemetry fault 11 (nothing recorded, config.ini unchanged), history or log not
     written 7.
     """

@@ -1,6 +1,6 @@
 """``jpo suggest``: the CI stage (read config.ini, ask the policy, guard, write, audit).
 
-Exit codes (README, "Exit codes"): 0 changed (or --dry-run), 10 unchanged by choice,
+Exit codes (docs/user-guide.md, "Exit codes"): 0 changed (or --dry-run), 10 unchanged by choice,
 11 unchanged: no trustworthy telemetry, 12 needs approval, 2 invalid input, 3 validation
 failed, 5 policy unusable (endpoint down and no local fallback), 7 write failed, 8 the
 endpoint refused the token (never hidden by --fallback-local), 1 internal error.
@@ -106,7 +106,7 @@ def print_result(result: object) -> None:
     assert isinstance(result, SuggestResult)
     console = out_console()
     if result.status in (SuggestStatus.NO_DATA, SuggestStatus.POLICY_UNAVAILABLE):
-        # it could not suggest at all: one line on stderr, as every failure (README)
+        # it could not suggest at all: one line on stderr, as every failure (user guide)
         print_error(result.message, prefix=result.status.value)
     else:
         console.print(f"{result.status.value}: {result.message}", markup=False, highlight=False)
