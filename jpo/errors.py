@@ -95,7 +95,7 @@ CARRY_ON_CODES: frozenset[ExitCode] = frozenset(
     {ExitCode.OK, ExitCode.UNCHANGED_BY_CHOICE, ExitCode.UNCHANGED_NO_DATA}
 )
 """Codes after which a pipeline may continue its build: config.ini is valid as it stands
-(changed by JPO, or left as it was). Every other code means "stop" (docs/user-guide.md, "Exit codes");
+(changed by JPO, or left as it was). Every other code means "stop" (user guide, "Exit codes");
 12 stops for a person's approval."""
 
 

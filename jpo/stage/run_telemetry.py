@@ -85,7 +85,7 @@ def run_summary(
             raise MissingMetricError(
                 f"{err}; its pods have no nvidia_com_gpu limit either: if the workload "
                 "trains without a GPU, add `device = cpu` to the [jpo] section of its "
-                "config.ini (docs/user-guide.md, "CPU workloads")",
+                "config.ini (docs/user-guide.md, section 'CPU workloads')",
                 metric=err.metric,
             ) from err
         raise
