@@ -1,4 +1,17 @@
-"""Shared fixtures: a real Prometheus server (Debian's ``prometheus`` binary) for tests.
+"""Shared fixtures (a real Prometheus server, Debian's ``prometheus`` binary) and the test tiers.
+
+Tiers (one per test, given at collection; scripts/test.sh runs every tier in turn):
+
+- ``fast`` (the default run, ``pytest`` with no arguments): the product's tests that start
+  no real service;
+- ``sim``: tests/sim, tests/train and tests/evaluation (simulation, training, evaluation);
+- ``research``: research/tests and tests/benchmarks (the research scripts);
+- ``slow``: end-to-end tests that start real services: marked ``@pytest.mark.slow`` or using
+  a real-service fixture (:data:`REAL_SERVICE_FIXTURES`); research keeps its own;
+- ``rerun``: marked ``@pytest.mark.rerun`` (BENCHMARKS.md's rerun commands).
+
+``pytest -m <tier>`` runs one tier; ``pytest <paths>`` runs every test in the paths but the
+rerun tier (as before tiers), so a module's own tests are one command away.
 
 Usage::
 
@@ -32,8 +45,52 @@ import pytest
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 PROMTOOL_BIN = "/usr/bin/promtool"
 INSTALL_HINT = "install it with: sudo apt-get install -y prometheus"
+TESTS_DIR = Path(__file__).resolve().parent
+ROOT = TESTS_DIR.parent
+SIM_PATHS = ("tests/sim", "tests/train", "tests/evaluation")
+RESEARCH_PATHS = ("research/tests", "tests/benchmarks")
+REAL_SERVICE_FIXTURES = frozenset({"prometheus_factory"})
+TIERS = ("fast", "sim", "research", "slow", "rerun")
 READY_TIMEOUT_S = 180.0  # generous: a loaded 2-core CI machine replays the WAL slowly
 POLL_S = 0.2
+
+
+def tier_of(item: pytest.Item) -> str:
+    """Return the tier of a collected test (see the module docstring)."""
+    if item.get_closest_marker("rerun") is not None:
+        return "rerun"
+    where = item.path.resolve()
+    if any(where.is_relative_to(ROOT / p) for p in RESEARCH_PATHS):
+        return "research"
+    uses_service = REAL_SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if item.get_closest_marker("slow") is not None or uses_service:
+        return "slow"
+    if any(where.is_relative_to(ROOT / p) for p in SIM_PATHS):
+        return "sim"
+    return "fast"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier; without -m, keep the default selection.
+
+    ``pytest`` alone (the testpaths) keeps the fast tier; ``pytest <paths>`` every test in
+    them but the rerun tier. With ``-m`` pytest's own selection applies to the marks.
+    """
+    for item in items:
+        tier = tier_of(item)
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(tier)
+    if config.option.markexpr:
+        return
+    default_run = config.args_source == pytest.Config.ArgsSource.TESTPATHS
+    keep, drop = [], []
+    for item in items:
+        tier = tier_of(item)
+        (keep if tier == "fast" or (not default_run and tier != "rerun") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _require_binary(path: str) -> str:
