@@ -75,151 +75,18 @@ def _stragglers(marker: str) -> list[int]:
     return pids
 
 
-class Head:
-    """A private Ray head: its dashboard URL and the env that authenticates to it."""
+class Cluster:
+    """A private two-node Ray cluster: the head's dashboard URL and GCS address, its nodes,
+    and the env that authenticates to it."""
 
-    def __init__(self, dashboard_url: str, env: dict[str, str], temp_dir: Path):
+    def __init__(
+        self, dashboard_url: str, gcs: str, env: dict[str, str], temp_dir: Path, nodes: list[dict]
+    ):
         self.dashboard_url = dashboard_url
+        self.gcs = gcs
         self.env = env
         self.temp_dir = temp_dir
-
-
-@pytest.fixture(scope="module")
-def ray_head() -> Iterator[Head]:
-    temp_dir = Path(tempfile.mkdtemp(prefix="jpo-rj-", dir="/tmp"))  # short: socket paths
-    token = secrets.token_hex(32)
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    env.pop("RAY_ADDRESS", None)
-    ports = _distinct_free_ports(9)
-    dash = ports[0]
-    worker_ports = 200
-    worker_base = _worker_port_base(ports, width=worker_ports)
-    cmd = [
-        RAY, "start", "--head", "--block",
-        "--node-ip-address", "127.0.0.1",
-        "--port", str(ports[1]),
-        "--num-cpus", "2", "--num-gpus", "0",
-        "--object-store-memory", str(200 * 1024 * 1024),
-        "--include-dashboard", "true",
-        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-        "--dashboard-agent-listen-port", str(ports[2]),
-        "--dashboard-agent-grpc-port", str(ports[3]),
-        "--runtime-env-agent-port", str(ports[4]),
-        "--metrics-export-port", str(ports[5]),
-        "--ray-client-server-port", str(ports[6]),
-        "--node-manager-port", str(ports[7]),
-        "--object-manager-port", str(ports[8]),
-        "--min-worker-port", str(worker_base), "--max-worker-port", str(worker_base + worker_ports),
-        "--temp-dir", str(temp_dir),
-        "--disable-usage-stats",
-    ]  # fmt: skip
-    log = (temp_dir / "head.log").open("w")
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ray start exited: {(temp_dir / 'head.log').read_text()[-3000:]}")
-            try:
-                resp = httpx.get(f"{url}/api/version", headers={"Authorization": f"Bearer {token}"})
-                if resp.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"dashboard not up: {(temp_dir / 'head.log').read_text()[-3000:]}")
-            time.sleep(1)
-        yield Head(url, env, temp_dir)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        time.sleep(2)
-        for pid in _stragglers(str(temp_dir)):  # only processes of THIS head
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-@pytest.mark.slow
-def test_dashboard_refuses_requests_without_the_token(ray_head: Head) -> None:
-    resp = httpx.get(f"{ray_head.dashboard_url}/api/jobs/")
-    assert resp.status_code in (401, 403)
-
-
-@pytest.mark.slow
-def test_ray_job_submit_trains_and_checkpoints(ray_head: Head, tmp_path: Path) -> None:
-    storage = tmp_path / "store"
-    config = {
-        "seed": 3,
-        "env": {
-            "id": "jpo/PrometheusReplay-v0",
-            "register_module": "jpo.sim",
-            "config": {"split": "train", "episode_length": 4},
-        },
-        "model": {"fcnet_hiddens": [16, 16]},
-        "sac": {
-            "train_batch_size_per_learner": 32,
-            "num_steps_sampled_before_learning_starts": 50,
-            "replay_buffer": {"capacity": 2000},
-        },
-        "resources": {"torch_threads": 1},
-        "storage": {"path": str(storage), "checkpoint_every": 1},
-        "stop": {"iterations": 50},
-        "reporting": {"min_sample_timesteps_per_iteration": 100, "progress_bar": False},
-    }
-    cfg_path = tmp_path / "job.yaml"
-    cfg_path.write_text(yaml.safe_dump(config))
-    runtime_env = {"excludes": [".git", "runs", "*.egg-info", "notebooks"]}
-    proc = subprocess.run(
-        [
-            RAY,
-            "job",
-            "submit",
-            "--address",
-            ray_head.dashboard_url,
-            "--working-dir",
-            ".",
-            "--runtime-env-json",
-            json.dumps(runtime_env),
-            "--",
-            "python",
-            "-m",
-            "jpo.train.trainer",
-            "--config",
-            str(cfg_path),
-            "--stop-iters",
-            "2",
-        ],
-        cwd=REPO,
-        env=ray_head.env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    assert "succeeded" in out, out[-4000:]
-    ckpt = storage / "checkpoints" / "iter_000002"
-    assert (ckpt / "jpo_checkpoint.json").is_file(), out[-4000:]
-    assert (ckpt / "rllib_checkpoint.json").is_file()
-    assert json.loads((ckpt / "jpo_checkpoint.json").read_text())["iteration"] == 2
-    # the job log (what `ray job submit` streams and the dashboard shows) says each phase
-    for phase in ("phase 1/3 setup", "building replays", "phase 3/3 training", "iter 2 | steps"):
-        assert phase in out, (phase, out[-4000:])
+        self.nodes = nodes
 
 
 def _node_ports() -> list[str]:
@@ -255,6 +122,23 @@ def _ray_node(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _wait_for_dashboard(url: str, token: str, head: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the head's dashboard answers an authenticated request."""
+    deadline = time.monotonic() + 90
+    while True:
+        if head.poll() is not None:
+            pytest.fail(f"ray start exited: {log.read_text()[-3000:]}")
+        try:
+            resp = httpx.get(f"{url}/api/version", headers={"Authorization": f"Bearer {token}"})
+            if resp.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"dashboard not up: {log.read_text()[-3000:]}")
+        time.sleep(1)
+
+
 def _wait_for_nodes(env: dict[str, str], gcs: str, count: int, logs: list[Path]) -> list[dict]:
     """Wait until the cluster at ``gcs`` has ``count`` alive nodes; return them."""
     probe = (
@@ -275,12 +159,12 @@ def _wait_for_nodes(env: dict[str, str], gcs: str, count: int, logs: list[Path])
         time.sleep(2)
 
 
-@pytest.mark.slow
-def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(tmp_path: Path) -> None:
-    """A head and a worker node (separate `ray start` processes, token auth) on this
-    machine; the env runner needs a custom resource only the worker offers; the run
-    checkpoints to a path both nodes share and records where its env runners ran."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="jpo-2n-", dir="/tmp"))
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """One cluster for the module (one start, not one per test): a token-auth head with the
+    dashboard (for `ray job submit`) and a worker node, separate `ray start` processes, the
+    worker alone offering the custom resource ``jpo_sampler``."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="jpo-rj-", dir="/tmp"))  # short: socket paths
     token = secrets.token_hex(32)
     env = {
         **os.environ,
@@ -291,13 +175,15 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(tmp_pat
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     env.pop("RAY_ADDRESS", None)
-    gcs_port, client_port = _distinct_free_ports(2)
+    dash, gcs_port, client_port = _distinct_free_ports(3)
     gcs = f"127.0.0.1:{gcs_port}"
     head_cmd = [
         RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
         "--port", str(gcs_port), "--ray-client-server-port", str(client_port),
-        "--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "false",
-        "--object-store-memory", str(100 * 1024 * 1024),
+        "--num-cpus", "2", "--num-gpus", "0",
+        "--object-store-memory", str(200 * 1024 * 1024),
+        "--include-dashboard", "true",
+        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
         "--temp-dir", str(temp_dir), "--disable-usage-stats", *_node_ports(),
     ]  # fmt: skip
     worker_cmd = [
@@ -307,6 +193,100 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(tmp_pat
         "--temp-dir", str(temp_dir), "--disable-usage-stats", *_node_ports(),
     ]  # fmt: skip
     logs = [temp_dir / "head.log", temp_dir / "worker.log"]
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        with _ray_node(head_cmd, env, logs[0]) as head:
+            _wait_for_dashboard(url, token, head, logs[0])
+            with _ray_node(worker_cmd, env, logs[1]):
+                nodes = _wait_for_nodes(env, gcs, 2, logs)
+                yield Cluster(url, gcs, env, temp_dir, nodes)
+    finally:
+        time.sleep(2)
+        for pid in _stragglers(str(temp_dir)):  # only processes of THIS cluster
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    # an error of the module's last test when the cluster left a process behind
+    assert not _stragglers(str(temp_dir)), _stragglers(str(temp_dir))
+
+
+@pytest.mark.slow
+def test_dashboard_refuses_requests_without_the_token(cluster: Cluster) -> None:
+    resp = httpx.get(f"{cluster.dashboard_url}/api/jobs/")
+    assert resp.status_code in (401, 403)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_trains_and_checkpoints(cluster: Cluster, tmp_path: Path) -> None:
+    storage = tmp_path / "store"
+    config = {
+        "seed": 3,
+        "env": {
+            "id": "jpo/PrometheusReplay-v0",
+            "register_module": "jpo.sim",
+            "config": {"split": "train", "episode_length": 4},
+        },
+        "model": {"fcnet_hiddens": [16, 16]},
+        "sac": {
+            "train_batch_size_per_learner": 32,
+            "num_steps_sampled_before_learning_starts": 50,
+            "replay_buffer": {"capacity": 2000},
+        },
+        "resources": {"torch_threads": 1},
+        "storage": {"path": str(storage), "checkpoint_every": 1},
+        "stop": {"iterations": 50},
+        "reporting": {"min_sample_timesteps_per_iteration": 100, "progress_bar": False},
+    }
+    cfg_path = tmp_path / "job.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    runtime_env = {"excludes": [".git", "runs", "*.egg-info", "notebooks"]}
+    proc = subprocess.run(
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            cluster.dashboard_url,
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--",
+            "python",
+            "-m",
+            "jpo.train.trainer",
+            "--config",
+            str(cfg_path),
+            "--stop-iters",
+            "2",
+        ],
+        cwd=REPO,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "succeeded" in out, out[-4000:]
+    ckpt = storage / "checkpoints" / "iter_000002"
+    assert (ckpt / "jpo_checkpoint.json").is_file(), out[-4000:]
+    assert (ckpt / "rllib_checkpoint.json").is_file()
+    assert json.loads((ckpt / "jpo_checkpoint.json").read_text())["iteration"] == 2
+    # the job log (what `ray job submit` streams and the dashboard shows) says each phase
+    for phase in ("phase 1/3 setup", "building replays", "phase 3/3 training", "iter 2 | steps"):
+        assert phase in out, (phase, out[-4000:])
+
+
+@pytest.mark.slow
+def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A head and a worker node (separate `ray start` processes, token auth) on this
+    machine; the env runner needs a custom resource only the worker offers; the run
+    checkpoints to a path both nodes share and records where its env runners ran."""
+    worker = next(n for n in cluster.nodes if n["Resources"].get("jpo_sampler"))
+    head = next(n for n in cluster.nodes if not n["Resources"].get("jpo_sampler"))
     shared = tmp_path / "shared-storage"
     config = {
         "seed": 4,
@@ -334,28 +314,15 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(tmp_pat
     }
     cfg_path = tmp_path / "two-node.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    try:
-        with _ray_node(head_cmd, env, logs[0]):
-            _wait_for_nodes(env, gcs, 1, logs)
-            with _ray_node(worker_cmd, env, logs[1]):
-                nodes = _wait_for_nodes(env, gcs, 2, logs)
-                worker = next(n for n in nodes if n["Resources"].get("jpo_sampler"))
-                head = next(n for n in nodes if not n["Resources"].get("jpo_sampler"))
-                proc = subprocess.run(
-                    [sys.executable, "-m", "jpo.train.trainer", "--config", str(cfg_path)],
-                    cwd=REPO,
-                    env={**env, "RAY_ADDRESS": gcs},
-                    capture_output=True,
-                    text=True,
-                    timeout=400,
-                )
-                assert proc.returncode == 0, proc.stderr[-4000:]
-    finally:
-        time.sleep(2)
-        for pid in _stragglers(str(temp_dir)):  # only processes of THIS cluster
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jpo.train.trainer", "--config", str(cfg_path)],
+        cwd=REPO,
+        env={**cluster.env, "RAY_ADDRESS": cluster.gcs},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
     ckpt = shared / "checkpoints" / "iter_000002"
     assert (ckpt / "jpo_checkpoint.json").is_file(), proc.stderr[-4000:]
     run = json.loads((ckpt / "jpo_train_config.json").read_text())
@@ -363,4 +330,3 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(tmp_pat
     assert placement["env_runner_nodes"] == [worker["NodeID"]]  # asked from inside the runner
     assert placement["driver_node"] == head["NodeID"]  # the driver joined the head's node
     assert "1 remote env runners on nodes" in proc.stderr
-    assert not _stragglers(str(temp_dir))
