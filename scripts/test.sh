@@ -38,8 +38,10 @@ step() {  # step NAME COMMAND...: run, time and name one step; remember a failur
   echo "test: == $name: $([ "$status" = 0 ] && echo passed || echo "FAILED ($status)") in $((SECONDS - start)) s"
   [ "$status" = 0 ] || rc=1
 }
-lint_paths=(jpo tests benchmarks scripts)
-[ -d research ] && lint_paths+=(research)
+lint_paths=()
+for path in jpo tests scripts benchmarks research; do
+  [ -d "$path" ] && lint_paths+=("$path")
+done
 step "lint: ruff" "$VENV/bin/ruff" check "${lint_paths[@]}"
 step "lint: mypy" "$VENV/bin/mypy"
 step "lint: import layers (lint-imports)" "$VENV/bin/lint-imports"
