@@ -75,18 +75,15 @@ def _stragglers(marker: str) -> list[int]:
     return pids
 
 
-class Cluster:
-    """A private two-node Ray cluster: the head's dashboard URL and GCS address, its nodes,
-    and the env that authenticates to it."""
+class Head:
+    """A private Ray head: its dashboard URL, GCS address, temp dir and the env that
+    authenticates to it."""
 
-    def __init__(
-        self, dashboard_url: str, gcs: str, env: dict[str, str], temp_dir: Path, nodes: list[dict]
-    ):
+    def __init__(self, dashboard_url: str, gcs: str, env: dict[str, str], temp_dir: Path):
         self.dashboard_url = dashboard_url
         self.gcs = gcs
         self.env = env
         self.temp_dir = temp_dir
-        self.nodes = nodes
 
 
 def _node_ports() -> list[str]:
@@ -160,10 +157,9 @@ def _wait_for_nodes(env: dict[str, str], gcs: str, count: int, logs: list[Path])
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    """One cluster for the module (one start, not one per test): a token-auth head with the
-    dashboard (for `ray job submit`) and a worker node, separate `ray start` processes, the
-    worker alone offering the custom resource ``jpo_sampler``."""
+def ray_head() -> Iterator[Head]:
+    """One token-auth head with the dashboard for the module's tests (one start: the
+    two-node test joins a worker node to it)."""
     temp_dir = Path(tempfile.mkdtemp(prefix="jpo-rj-", dir="/tmp"))  # short: socket paths
     token = secrets.token_hex(32)
     env = {
@@ -171,7 +167,6 @@ def cluster() -> Iterator[Cluster]:
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(REPO),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     env.pop("RAY_ADDRESS", None)
@@ -186,20 +181,12 @@ def cluster() -> Iterator[Cluster]:
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
         "--temp-dir", str(temp_dir), "--disable-usage-stats", *_node_ports(),
     ]  # fmt: skip
-    worker_cmd = [
-        RAY, "start", "--block", "--address", gcs, "--node-ip-address", "127.0.0.1",
-        "--num-cpus", "2", "--num-gpus", "0", "--resources", json.dumps({"jpo_sampler": 2}),
-        "--object-store-memory", str(100 * 1024 * 1024),
-        "--temp-dir", str(temp_dir), "--disable-usage-stats", *_node_ports(),
-    ]  # fmt: skip
-    logs = [temp_dir / "head.log", temp_dir / "worker.log"]
+    log = temp_dir / "head.log"
     url = f"http://127.0.0.1:{dash}"
     try:
-        with _ray_node(head_cmd, env, logs[0]) as head:
-            _wait_for_dashboard(url, token, head, logs[0])
-            with _ray_node(worker_cmd, env, logs[1]):
-                nodes = _wait_for_nodes(env, gcs, 2, logs)
-                yield Cluster(url, gcs, env, temp_dir, nodes)
+        with _ray_node(head_cmd, env, log) as head:
+            _wait_for_dashboard(url, token, head, log)
+            yield Head(url, gcs, env, temp_dir)
     finally:
         time.sleep(2)
         for pid in _stragglers(str(temp_dir)):  # only processes of THIS cluster
@@ -211,13 +198,13 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.mark.slow
-def test_dashboard_refuses_requests_without_the_token(cluster: Cluster) -> None:
-    resp = httpx.get(f"{cluster.dashboard_url}/api/jobs/")
+def test_dashboard_refuses_requests_without_the_token(ray_head: Head) -> None:
+    resp = httpx.get(f"{ray_head.dashboard_url}/api/jobs/")
     assert resp.status_code in (401, 403)
 
 
 @pytest.mark.slow
-def test_ray_job_submit_trains_and_checkpoints(cluster: Cluster, tmp_path: Path) -> None:
+def test_ray_job_submit_trains_and_checkpoints(ray_head: Head, tmp_path: Path) -> None:
     storage = tmp_path / "store"
     config = {
         "seed": 3,
@@ -246,7 +233,7 @@ def test_ray_job_submit_trains_and_checkpoints(cluster: Cluster, tmp_path: Path)
             "job",
             "submit",
             "--address",
-            cluster.dashboard_url,
+            ray_head.dashboard_url,
             "--working-dir",
             ".",
             "--runtime-env-json",
@@ -261,7 +248,7 @@ def test_ray_job_submit_trains_and_checkpoints(cluster: Cluster, tmp_path: Path)
             "2",
         ],
         cwd=REPO,
-        env=cluster.env,
+        env=ray_head.env,
         capture_output=True,
         text=True,
         timeout=240,
@@ -280,13 +267,19 @@ def test_ray_job_submit_trains_and_checkpoints(cluster: Cluster, tmp_path: Path)
 
 @pytest.mark.slow
 def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(
-    cluster: Cluster, tmp_path: Path
+    ray_head: Head, tmp_path: Path
 ) -> None:
     """A head and a worker node (separate `ray start` processes, token auth) on this
     machine; the env runner needs a custom resource only the worker offers; the run
     checkpoints to a path both nodes share and records where its env runners ran."""
-    worker = next(n for n in cluster.nodes if n["Resources"].get("jpo_sampler"))
-    head = next(n for n in cluster.nodes if not n["Resources"].get("jpo_sampler"))
+    env = {**ray_head.env, "PYTHONPATH": str(REPO)}
+    worker_cmd = [
+        RAY, "start", "--block", "--address", ray_head.gcs, "--node-ip-address", "127.0.0.1",
+        "--num-cpus", "2", "--num-gpus", "0", "--resources", json.dumps({"jpo_sampler": 2}),
+        "--object-store-memory", str(100 * 1024 * 1024),
+        "--temp-dir", str(ray_head.temp_dir), "--disable-usage-stats", *_node_ports(),
+    ]  # fmt: skip
+    logs = [ray_head.temp_dir / "head.log", ray_head.temp_dir / "worker.log"]
     shared = tmp_path / "shared-storage"
     config = {
         "seed": 4,
@@ -314,15 +307,19 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(
     }
     cfg_path = tmp_path / "two-node.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    proc = subprocess.run(
-        [sys.executable, "-m", "jpo.train.trainer", "--config", str(cfg_path)],
-        cwd=REPO,
-        env={**cluster.env, "RAY_ADDRESS": cluster.gcs},
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    with _ray_node(worker_cmd, env, logs[1]):
+        nodes = _wait_for_nodes(env, ray_head.gcs, 2, logs)
+        worker = next(n for n in nodes if n["Resources"].get("jpo_sampler"))
+        head = next(n for n in nodes if not n["Resources"].get("jpo_sampler"))
+        proc = subprocess.run(
+            [sys.executable, "-m", "jpo.train.trainer", "--config", str(cfg_path)],
+            cwd=REPO,
+            env={**env, "RAY_ADDRESS": ray_head.gcs},
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
     ckpt = shared / "checkpoints" / "iter_000002"
     assert (ckpt / "jpo_checkpoint.json").is_file(), proc.stderr[-4000:]
     run = json.loads((ckpt / "jpo_train_config.json").read_text())
