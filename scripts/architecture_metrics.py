@@ -265,6 +265,18 @@ def baseline_files(baseline: dict[str, int]) -> list[str]:
 _PARSERS = {("tomllib", "load"), ("tomllib", "loads"), ("yaml", "safe_load"), ("yaml", "load")}
 
 
+def _own_calls(function: ast.AST) -> Iterator[ast.Call]:
+    """Yield the calls in ``function``'s body, not in the functions nested in it."""
+    stack = list(ast.iter_child_nodes(function))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Call):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def settings_loaders() -> list[str]:
     """Return the jpo functions that parse a settings file (TOML/YAML) themselves."""
     found = []
@@ -272,21 +284,12 @@ def settings_loaders() -> list[str]:
         for name, node in _definitions(path):
             if isinstance(node, ast.ClassDef):
                 continue
-            own = [
-                n
-                for n in ast.walk(node)
-                if isinstance(n, ast.Call)
-                and isinstance(n.func, ast.Attribute)
-                and isinstance(n.func.value, ast.Name)
-                and (n.func.value.id, n.func.attr) in _PARSERS
-            ]
-            nested = {
-                id(n)
-                for inner in ast.walk(node)
-                if inner is not node and isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef)
-                for n in ast.walk(inner)
-            }
-            if any(id(call) not in nested for call in own):
+            if any(
+                isinstance(call.func, ast.Attribute)
+                and isinstance(call.func.value, ast.Name)
+                and (call.func.value.id, call.func.attr) in _PARSERS
+                for call in _own_calls(node)
+            ):
                 found.append(name)
     return found
 
