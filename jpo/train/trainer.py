@@ -1237,3 +1237,7 @@ def __getattr__(name: str) -> Path:
     if name == "DEFAULT_CONFIG_PATH":
         return config_path("train.yaml")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":  # `python -m jpo.train.trainer` (tests, `ray job submit`)
+    sys.exit(main())

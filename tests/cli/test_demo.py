@@ -7,35 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fakes.policy import fixed_action_policy
 
 from jpo.cli.demo import DEFAULT_ROUNDS, FAST_WORKLOADS, render_campaign, run_demo
-from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-from jpo.policy.artifact import write_artifact
 from jpo.stage import audit
 from jpo.workload.config_file import check_workload
-from jpo.workload.types import HYPERPARAMETER_NAMES
 
-
-def make_policy(folder: Path, action: tuple[float, ...]) -> Path:
-    n_obs, n_act = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES)
-    bias = np.concatenate([np.arctanh(np.asarray(action)), np.zeros(n_act)]).astype("f4")
-    return write_artifact(
-        folder,
-        {"w": np.zeros((2 * n_act, n_obs), "f4"), "b": bias},
-        {
-            "policy_version": 1,
-            "feature_spec_version": FEATURE_SPEC_VERSION,
-            "observation": {
-                "names": list(OBSERVATION_NAMES),
-                "mean": [0.0] * n_obs,
-                "std": [1.0] * n_obs,
-            },
-            "action": {"names": list(HYPERPARAMETER_NAMES)},
-            "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
-        },
-    )
+make_policy = fixed_action_policy
 
 
 def _check(rows, workdir: Path, rounds: int) -> None:  # type: ignore[no-untyped-def]

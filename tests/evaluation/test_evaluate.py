@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
+from fakes.policy import random_policy
 from typer.testing import CliRunner
 
 from jpo.errors import ConfigError
@@ -25,8 +26,7 @@ from jpo.evaluation.evaluate import (
     write_report,
 )
 from jpo.evaluation.tuners import OptunaTuner, RandomSearchTuner, Tuner, TuningTask, reach_box
-from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-from jpo.policy.artifact import LocalPolicy, write_artifact
+from jpo.policy.artifact import LocalPolicy
 from jpo.sim.response import load_catalog
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
 
@@ -35,29 +35,7 @@ WORKLOADS = ["mnist-lenet", "higgs-mlp"]
 
 def tiny_policy(folder: Path, seed: int = 0) -> Path:
     """Write a random two-layer policy artifact with the current feature spec."""
-    n, k, h = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES), 16
-    rng = np.random.default_rng(seed)
-    weights = {
-        "l0.weight": rng.normal(0, 0.3, (h, n)).astype("f4"),
-        "l0.bias": np.zeros(h, "f4"),
-        "l1.weight": rng.normal(0, 0.3, (2 * k, h)).astype("f4"),
-        "l1.bias": np.zeros(2 * k, "f4"),
-    }
-    manifest = {
-        "policy_version": 7,
-        "feature_spec_version": FEATURE_SPEC_VERSION,
-        "observation": {"names": list(OBSERVATION_NAMES), "mean": [0.0] * n, "std": [1.0] * n},
-        "action": {"names": list(HYPERPARAMETER_NAMES)},
-        "network": {
-            "layers": [
-                {"weight": "l0.weight", "bias": "l0.bias", "activation": "relu"},
-                {"weight": "l1.weight", "bias": "l1.bias", "activation": "linear"},
-            ]
-        },
-        "constraints_sha256": "0" * 64,
-        "training_data": {"note": "random weights for tests"},
-    }
-    return write_artifact(folder, weights, manifest)
+    return random_policy(folder, seed=seed)
 
 
 @pytest.fixture(scope="module")

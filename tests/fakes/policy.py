@@ -1,4 +1,8 @@
-"""A tiny policy artifact whose deterministic action is fixed, whatever the observation."""
+"""Tiny policy artifacts for tests: a fixed action, or a random two-layer network.
+
+The one place tests write a policy artifact (tests/policy/test_policy.py keeps its own
+five-feature artifact: it checks the forward pass by hand against other names).
+"""
 
 from __future__ import annotations
 
@@ -35,3 +39,38 @@ def fixed_action_policy(
             "network": {"layers": [{"weight": "w", "bias": "b", "activation": "linear"}]},
         },
     )
+
+
+def random_policy(
+    folder: Path,
+    *,
+    seed: int = 0,
+    hidden: int = 16,
+    activation: str = "relu",
+    version: int = 7,
+    note: str = "random weights for tests",
+) -> Path:
+    """Write to ``folder`` a random two-layer artifact with the running feature spec."""
+    n, k, h = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES), hidden
+    rng = np.random.default_rng(seed)
+    weights = {
+        "l0.weight": rng.normal(0, 0.3, (h, n)).astype("f4"),
+        "l0.bias": np.zeros(h, "f4"),
+        "l1.weight": rng.normal(0, 0.3, (2 * k, h)).astype("f4"),
+        "l1.bias": np.zeros(2 * k, "f4"),
+    }
+    manifest = {
+        "policy_version": version,
+        "feature_spec_version": FEATURE_SPEC_VERSION,
+        "observation": {"names": list(OBSERVATION_NAMES), "mean": [0.0] * n, "std": [1.0] * n},
+        "action": {"names": list(HYPERPARAMETER_NAMES)},
+        "network": {
+            "layers": [
+                {"weight": "l0.weight", "bias": "l0.bias", "activation": activation},
+                {"weight": "l1.weight", "bias": "l1.bias", "activation": "linear"},
+            ]
+        },
+        "constraints_sha256": "0" * 64,
+        "training_data": {"note": note},
+    }
+    return write_artifact(folder, weights, manifest)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from fakes.policy import random_policy
 from fakes.training import train_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,33 +15,14 @@ NOTEBOOK = ROOT / "notebooks" / "evaluate_checkpoint.ipynb"
 
 
 def _tiny_policy(folder: Path) -> Path:
-    from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
-    from jpo.policy.artifact import write_artifact
-    from jpo.workload.types import HYPERPARAMETER_NAMES
-
-    n, k, h = len(OBSERVATION_NAMES), len(HYPERPARAMETER_NAMES), 8
-    rng = np.random.default_rng(1)
-    weights = {
-        "l0.weight": rng.normal(0, 0.3, (h, n)).astype("f4"),
-        "l0.bias": np.zeros(h, "f4"),
-        "l1.weight": rng.normal(0, 0.3, (2 * k, h)).astype("f4"),
-        "l1.bias": np.zeros(2 * k, "f4"),
-    }
-    manifest = {
-        "policy_version": 3,
-        "feature_spec_version": FEATURE_SPEC_VERSION,
-        "observation": {"names": list(OBSERVATION_NAMES), "mean": [0.0] * n, "std": [1.0] * n},
-        "action": {"names": list(HYPERPARAMETER_NAMES)},
-        "network": {
-            "layers": [
-                {"weight": "l0.weight", "bias": "l0.bias", "activation": "tanh"},
-                {"weight": "l1.weight", "bias": "l1.bias", "activation": "linear"},
-            ]
-        },
-        "constraints_sha256": "0" * 64,
-        "training_data": {"note": "tiny random artifact for the notebook test"},
-    }
-    return write_artifact(folder, weights, manifest)
+    return random_policy(
+        folder,
+        seed=1,
+        hidden=8,
+        activation="tanh",
+        version=3,
+        note="tiny random artifact for the notebook test",
+    )
 
 
 def _execute(tmp_path: Path) -> Any:

@@ -19,11 +19,24 @@ def setup():
     return load_constraints(), load_conditions(), load_reward_weights()
 
 
+@pytest.fixture(scope="module")
+def best(setup):
+    """``best_config`` of a profile with the default settings: one search per module."""
+    found = {}
+
+    def get(name):
+        if name not in found:
+            found[name] = best_config(load_profile(name), *setup)
+        return found[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", ["cifar10-resnet18", "imagenet-efficientnet", "squad-bert-large"])
-def test_oracle_beats_default_and_random_search(setup, name):
+def test_oracle_beats_default_and_random_search(setup, best, name):
     constraints, conditions, weights = setup
     profile = load_profile(name)
-    result = best_config(profile, constraints, conditions, weights)
+    result = best(name)
     _ref_hp, reference = reference_config(profile, conditions)
     tol = weights.tolerance_best
     assert result.summary.failure == "none"
@@ -40,18 +53,18 @@ def test_oracle_beats_default_and_random_search(setup, name):
             assert objective(s, reference, weights) <= result.objective + 1e-9
 
 
-def test_oracle_result_unpacks_and_is_deterministic(setup):
+def test_oracle_result_unpacks_and_is_deterministic(setup, best):
     constraints, conditions, weights = setup
     profile = load_profile("adult-mlp")
-    hp, summary, value = best_config(profile, constraints, conditions, weights)
+    hp, summary, value = best("adult-mlp")
     assert best_config(profile, constraints, conditions, weights) == (hp, summary, value)
 
 
-def test_refinement_never_hurts(setup):
+def test_refinement_never_hurts(setup, best):
     constraints, conditions, weights = setup
     profile = load_profile("cifar10-resnet18")
     coarse = replace(load_oracle_settings(), rounds=0)
-    fine = best_config(profile, constraints, conditions, weights)
+    fine = best("cifar10-resnet18")
     rough = best_config(profile, constraints, conditions, weights, settings=coarse)
     assert fine.objective >= rough.objective
 
@@ -150,7 +163,7 @@ def test_objective_prices_gpu_hours_like_the_env(setup):
     assert objective(longer, reference, weights) == pytest.approx(no_cost - cost)
 
 
-def test_reach_constraints_bound_the_oracle_to_the_trust_region_box(setup):
+def test_reach_constraints_bound_the_oracle_to_the_trust_region_box(setup, best):
     from jpo.evaluation.tuners import reach_box
     from jpo.sim.oracle import reach_constraints
 
@@ -163,5 +176,5 @@ def test_reach_constraints_bound_the_oracle_to_the_trust_region_box(setup):
         assert lo <= spec.min and spec.max <= hi
     local = best_config(profile, narrowed, conditions, weights)
     narrowed.validate(local.hp)
-    glob = best_config(profile, constraints, conditions, weights)
+    glob = best("adult-mlp")
     assert local.objective <= glob.objective + 1e-9

@@ -63,10 +63,10 @@ def test_the_env_puts_the_teacher_action_in_every_info(tmp_path: Path) -> None:
             }
         )
         _, info = env.reset(seed=0, options={"start": 0})
+        target = oracle_configs(env.profiles, env.constraints)["mnist-lenet"]  # the same each step
         for _ in range(3):
             action = info["teacher_action"]
             assert action.dtype == np.float32 and action.shape == (4,)
-            target = oracle_configs(env.profiles, env.constraints)["mnist-lenet"]
             expected = env.constraints.action_towards(
                 env.hyperparameters, target, hold=("learning_rate", "epochs")
             )

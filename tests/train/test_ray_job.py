@@ -76,16 +76,90 @@ def _stragglers(marker: str) -> list[int]:
 
 
 class Head:
-    """A private Ray head: its dashboard URL and the env that authenticates to it."""
+    """A private Ray head: its dashboard URL, GCS address, temp dir and the env that
+    authenticates to it."""
 
-    def __init__(self, dashboard_url: str, env: dict[str, str], temp_dir: Path):
+    def __init__(self, dashboard_url: str, gcs: str, env: dict[str, str], temp_dir: Path):
         self.dashboard_url = dashboard_url
+        self.gcs = gcs
         self.env = env
         self.temp_dir = temp_dir
 
 
+def _node_ports() -> list[str]:
+    """``ray start`` flags giving one node its own free component ports."""
+    ports = _distinct_free_ports(7)
+    base = _worker_port_base(ports, width=100)
+    return [
+        "--node-manager-port", str(ports[0]),
+        "--object-manager-port", str(ports[1]),
+        "--dashboard-agent-listen-port", str(ports[2]),
+        "--dashboard-agent-grpc-port", str(ports[3]),
+        "--runtime-env-agent-port", str(ports[4]),
+        "--metrics-export-port", str(ports[5]),
+        "--min-worker-port", str(base), "--max-worker-port", str(base + 100),
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _ray_node(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run one ``ray start ... --block`` node in its own process group; stop that group."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for_dashboard(url: str, token: str, head: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the head's dashboard answers an authenticated request."""
+    deadline = time.monotonic() + 90
+    while True:
+        if head.poll() is not None:
+            pytest.fail(f"ray start exited: {log.read_text()[-3000:]}")
+        try:
+            resp = httpx.get(f"{url}/api/version", headers={"Authorization": f"Bearer {token}"})
+            if resp.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"dashboard not up: {log.read_text()[-3000:]}")
+        time.sleep(1)
+
+
+def _wait_for_nodes(env: dict[str, str], gcs: str, count: int, logs: list[Path]) -> list[dict]:
+    """Wait until the cluster at ``gcs`` has ``count`` alive nodes; return them."""
+    probe = (
+        f"import json, ray; ray.init(address={gcs!r}, log_to_driver=False); "
+        "print(json.dumps([n for n in ray.nodes() if n['Alive']]))"
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        proc = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+        )
+        if proc.returncode == 0:
+            nodes = json.loads(proc.stdout.strip().splitlines()[-1])
+            if len(nodes) >= count:
+                return list(nodes)
+        if time.monotonic() > deadline:
+            pytest.fail("cluster not up: " + "".join(p.read_text()[-1500:] for p in logs))
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[Head]:
+    """One token-auth head with the dashboard for the module's tests (one start: the
+    two-node test joins a worker node to it)."""
     temp_dir = Path(tempfile.mkdtemp(prefix="jpo-rj-", dir="/tmp"))  # short: socket paths
     token = secrets.token_hex(32)
     env = {
@@ -96,62 +170,31 @@ def ray_head() -> Iterator[Head]:
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     env.pop("RAY_ADDRESS", None)
-    ports = _distinct_free_ports(9)
-    dash = ports[0]
-    worker_ports = 200
-    worker_base = _worker_port_base(ports, width=worker_ports)
-    cmd = [
-        RAY, "start", "--head", "--block",
-        "--node-ip-address", "127.0.0.1",
-        "--port", str(ports[1]),
+    dash, gcs_port, client_port = _distinct_free_ports(3)
+    gcs = f"127.0.0.1:{gcs_port}"
+    head_cmd = [
+        RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+        "--port", str(gcs_port), "--ray-client-server-port", str(client_port),
         "--num-cpus", "2", "--num-gpus", "0",
         "--object-store-memory", str(200 * 1024 * 1024),
         "--include-dashboard", "true",
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-        "--dashboard-agent-listen-port", str(ports[2]),
-        "--dashboard-agent-grpc-port", str(ports[3]),
-        "--runtime-env-agent-port", str(ports[4]),
-        "--metrics-export-port", str(ports[5]),
-        "--ray-client-server-port", str(ports[6]),
-        "--node-manager-port", str(ports[7]),
-        "--object-manager-port", str(ports[8]),
-        "--min-worker-port", str(worker_base), "--max-worker-port", str(worker_base + worker_ports),
-        "--temp-dir", str(temp_dir),
-        "--disable-usage-stats",
+        "--temp-dir", str(temp_dir), "--disable-usage-stats", *_node_ports(),
     ]  # fmt: skip
-    log = (temp_dir / "head.log").open("w")
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    log = temp_dir / "head.log"
     url = f"http://127.0.0.1:{dash}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ray start exited: {(temp_dir / 'head.log').read_text()[-3000:]}")
-            try:
-                resp = httpx.get(f"{url}/api/version", headers={"Authorization": f"Bearer {token}"})
-                if resp.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"dashboard not up: {(temp_dir / 'head.log').read_text()[-3000:]}")
-            time.sleep(1)
-        yield Head(url, env, temp_dir)
+        with _ray_node(head_cmd, env, log) as head:
+            _wait_for_dashboard(url, token, head, log)
+            yield Head(url, gcs, env, temp_dir)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
         time.sleep(2)
-        for pid in _stragglers(str(temp_dir)):  # only processes of THIS head
+        for pid in _stragglers(str(temp_dir)):  # only processes of THIS cluster
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+    # an error of the module's last test when the cluster left a process behind
+    assert not _stragglers(str(temp_dir)), _stragglers(str(temp_dir))
 
 
 @pytest.mark.slow
@@ -222,91 +265,21 @@ def test_ray_job_submit_trains_and_checkpoints(ray_head: Head, tmp_path: Path) -
         assert phase in out, (phase, out[-4000:])
 
 
-def _node_ports() -> list[str]:
-    """``ray start`` flags giving one node its own free component ports."""
-    ports = _distinct_free_ports(7)
-    base = _worker_port_base(ports, width=100)
-    return [
-        "--node-manager-port", str(ports[0]),
-        "--object-manager-port", str(ports[1]),
-        "--dashboard-agent-listen-port", str(ports[2]),
-        "--dashboard-agent-grpc-port", str(ports[3]),
-        "--runtime-env-agent-port", str(ports[4]),
-        "--metrics-export-port", str(ports[5]),
-        "--min-worker-port", str(base), "--max-worker-port", str(base + 100),
-    ]  # fmt: skip
-
-
-@contextlib.contextmanager
-def _ray_node(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run one ``ray start ... --block`` node in its own process group; stop that group."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield proc
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_for_nodes(env: dict[str, str], gcs: str, count: int, logs: list[Path]) -> list[dict]:
-    """Wait until the cluster at ``gcs`` has ``count`` alive nodes; return them."""
-    probe = (
-        f"import json, ray; ray.init(address={gcs!r}, log_to_driver=False); "
-        "print(json.dumps([n for n in ray.nodes() if n['Alive']]))"
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        proc = subprocess.run(
-            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
-        )
-        if proc.returncode == 0:
-            nodes = json.loads(proc.stdout.strip().splitlines()[-1])
-            if len(nodes) >= count:
-                return list(nodes)
-        if time.monotonic() > deadline:
-            pytest.fail("cluster not up: " + "".join(p.read_text()[-1500:] for p in logs))
-        time.sleep(2)
-
-
 @pytest.mark.slow
-def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(tmp_path: Path) -> None:
+def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(
+    ray_head: Head, tmp_path: Path
+) -> None:
     """A head and a worker node (separate `ray start` processes, token auth) on this
     machine; the env runner needs a custom resource only the worker offers; the run
     checkpoints to a path both nodes share and records where its env runners ran."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="jpo-2n-", dir="/tmp"))
-    token = secrets.token_hex(32)
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(REPO),
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    env.pop("RAY_ADDRESS", None)
-    gcs_port, client_port = _distinct_free_ports(2)
-    gcs = f"127.0.0.1:{gcs_port}"
-    head_cmd = [
-        RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-        "--port", str(gcs_port), "--ray-client-server-port", str(client_port),
-        "--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "false",
-        "--object-store-memory", str(100 * 1024 * 1024),
-        "--temp-dir", str(temp_dir), "--disable-usage-stats", *_node_ports(),
-    ]  # fmt: skip
+    env = {**ray_head.env, "PYTHONPATH": str(REPO)}
     worker_cmd = [
-        RAY, "start", "--block", "--address", gcs, "--node-ip-address", "127.0.0.1",
+        RAY, "start", "--block", "--address", ray_head.gcs, "--node-ip-address", "127.0.0.1",
         "--num-cpus", "2", "--num-gpus", "0", "--resources", json.dumps({"jpo_sampler": 2}),
         "--object-store-memory", str(100 * 1024 * 1024),
-        "--temp-dir", str(temp_dir), "--disable-usage-stats", *_node_ports(),
+        "--temp-dir", str(ray_head.temp_dir), "--disable-usage-stats", *_node_ports(),
     ]  # fmt: skip
-    logs = [temp_dir / "head.log", temp_dir / "worker.log"]
+    logs = [ray_head.temp_dir / "head.log", ray_head.temp_dir / "worker.log"]
     shared = tmp_path / "shared-storage"
     config = {
         "seed": 4,
@@ -334,28 +307,19 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(tmp_pat
     }
     cfg_path = tmp_path / "two-node.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    try:
-        with _ray_node(head_cmd, env, logs[0]):
-            _wait_for_nodes(env, gcs, 1, logs)
-            with _ray_node(worker_cmd, env, logs[1]):
-                nodes = _wait_for_nodes(env, gcs, 2, logs)
-                worker = next(n for n in nodes if n["Resources"].get("jpo_sampler"))
-                head = next(n for n in nodes if not n["Resources"].get("jpo_sampler"))
-                proc = subprocess.run(
-                    [sys.executable, "-m", "jpo.train.trainer", "--config", str(cfg_path)],
-                    cwd=REPO,
-                    env={**env, "RAY_ADDRESS": gcs},
-                    capture_output=True,
-                    text=True,
-                    timeout=400,
-                )
-                assert proc.returncode == 0, proc.stderr[-4000:]
-    finally:
-        time.sleep(2)
-        for pid in _stragglers(str(temp_dir)):  # only processes of THIS cluster
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with _ray_node(worker_cmd, env, logs[1]):
+        nodes = _wait_for_nodes(env, ray_head.gcs, 2, logs)
+        worker = next(n for n in nodes if n["Resources"].get("jpo_sampler"))
+        head = next(n for n in nodes if not n["Resources"].get("jpo_sampler"))
+        proc = subprocess.run(
+            [sys.executable, "-m", "jpo.train.trainer", "--config", str(cfg_path)],
+            cwd=REPO,
+            env={**env, "RAY_ADDRESS": ray_head.gcs},
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
     ckpt = shared / "checkpoints" / "iter_000002"
     assert (ckpt / "jpo_checkpoint.json").is_file(), proc.stderr[-4000:]
     run = json.loads((ckpt / "jpo_train_config.json").read_text())
@@ -363,4 +327,3 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(tmp_pat
     assert placement["env_runner_nodes"] == [worker["NodeID"]]  # asked from inside the runner
     assert placement["driver_node"] == head["NodeID"]  # the driver joined the head's node
     assert "1 remote env runners on nodes" in proc.stderr
-    assert not _stragglers(str(temp_dir))
