@@ -2,7 +2,7 @@
 
 Used by the replay env's ``teacher`` option (the action in each step's info, for SAC's
 behaviour-cloning term, :mod:`jpo.train.sac_bc`) and by the research trainers
-(``benchmarks/train/imitate.py``, ``minimal_sac.py``). In a state of the replay env, the
+(``research/train/imitate.py``, ``minimal_sac.py``). In a state of the replay env, the
 teacher's action moves the current configuration as far towards the workload's oracle
 configuration as one trust-region step allows
 (:meth:`jpo.workload.constraints.Constraints.action_towards`). The oracle is
@@ -14,7 +14,7 @@ the files the oracle reads.
 
 A variant aims the epochs at the critical-batch relation instead of the oracle's epochs
 (``epochs_rule="critical_batch"``, :func:`progress_epochs`). Measured as a teacher with
-``diagnose.py teacher`` (benchmarks/evaluate/RESULTS.md, round 10): no better than holding
+``diagnose.py teacher`` (research/evaluate/RESULTS.md, round 10): no better than holding
 the epochs, so training does not use it.
 """
 
