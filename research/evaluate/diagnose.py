@@ -55,12 +55,11 @@ for the validation set and --holdout-seeds for the held-out split.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +72,13 @@ from select_checkpoint import validation_profiles  # noqa: E402
 
 from jpo.evaluation.evaluate import (  # noqa: E402
     evaluate,
+    jpo_proposer,
     load_evaluation_settings,
     method_summary,
     workload_summary,
 )
 from jpo.policy.artifact import LocalPolicy  # noqa: E402
+from jpo.policy.source import LocalPolicySource, PolicyAnswer, PolicySource  # noqa: E402
 from jpo.sim.randomization import input_bound_cpu_s_per_sample  # noqa: E402
 from jpo.sim.teacher import EPOCHS_RULES, action_towards_target  # noqa: E402
 
@@ -99,12 +100,19 @@ def _score(
     seeds: int,
     catalog: Mapping[str, Any] | None = None,
     path: str = "suggest",
+    plugins: Mapping[str, Any] | None = None,
 ) -> Any:
+    """Score a policy with ``jpo.evaluation.evaluate`` (``plugins``: its plug-in arguments)."""
     settings = load_evaluation_settings().with_overrides(
         split=split, seeds=seeds, methods=("jpo", "oracle"), jpo_path=path
     )
     return evaluate(
-        settings, policy=policy, policy_path=policy_path, progress=False, catalog=catalog
+        settings,
+        policy=policy,
+        policy_path=policy_path,
+        progress=False,
+        catalog=catalog,
+        **dict(plugins or {}),
     )
 
 
@@ -138,22 +146,14 @@ def cmd_regimes(args: argparse.Namespace) -> None:
     print(json.dumps(row), flush=True)
 
 
-@contextlib.contextmanager
-def suggest_settings(changes: dict[str, dict[str, Any]]) -> Iterator[None]:
-    """Run the evaluation's suggest path with ``configs/suggest.toml`` values changed.
+def suggest_settings(changes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Return evaluate's plug-in for the suggest path with ``configs/suggest.toml`` changed.
 
     ``changes`` is ``{table: {key: value}}`` of the file.
     """
-    import jpo.stage.suggest as suggest_module
+    from jpo.stage.suggest import load_suggest_settings
 
-    settings = suggest_module.load_suggest_settings().updated(changes)
-    original = suggest_module.load_suggest_settings
-    # evaluate's suggest path reads the settings through this function.
-    suggest_module.load_suggest_settings = lambda path=None, s=settings: s  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        suggest_module.load_suggest_settings = original
+    return {"suggest_settings": load_suggest_settings().updated(changes)}
 
 
 def cmd_guards(args: argparse.Namespace) -> None:
@@ -173,16 +173,25 @@ def cmd_guards(args: argparse.Namespace) -> None:
     catalog = validation_profiles(args.profiles, args.val_seed)
     policy = LocalPolicy.load(args.policy)
     for name, changes in off.items():
-        with suggest_settings(changes):
-            row = {
-                "variant": name,
-                "validation": _jpo(
-                    _score(policy, args.policy, split="all", seeds=args.seeds, catalog=catalog)
-                ),
-                "holdout": _jpo(
-                    _score(policy, args.policy, split="holdout", seeds=args.holdout_seeds)
-                ),
-            }
+        variant = suggest_settings(changes)
+        row = {
+            "variant": name,
+            "validation": _jpo(
+                _score(
+                    policy,
+                    args.policy,
+                    split="all",
+                    seeds=args.seeds,
+                    catalog=catalog,
+                    plugins=variant,
+                )
+            ),
+            "holdout": _jpo(
+                _score(
+                    policy, args.policy, split="holdout", seeds=args.holdout_seeds, plugins=variant
+                )
+            ),
+        }
         print(json.dumps(row), flush=True)
     row = {
         "variant": "direct_path",
@@ -227,17 +236,22 @@ def cmd_ci_stage(args: argparse.Namespace) -> None:
     names = args.variants or list(CI_STAGE_VARIANTS)
     for name in names:
         row: dict[str, Any] = {"variant": name}
-        with suggest_settings(CI_STAGE_VARIANTS[name]):
-            for split in args.splits:
-                if split == "validation":
-                    catalog = validation_profiles(args.profiles, args.val_seed)
-                    result = _score(
-                        policy, args.policy, split="all", seeds=args.seeds, catalog=catalog
-                    )
-                else:
-                    seeds = args.holdout_seeds if split == "holdout" else args.train_seeds
-                    result = _score(policy, args.policy, split=split, seeds=seeds)
-                row[split] = _jpo(result)
+        variant = suggest_settings(CI_STAGE_VARIANTS[name])
+        for split in args.splits:
+            if split == "validation":
+                catalog = validation_profiles(args.profiles, args.val_seed)
+                result = _score(
+                    policy,
+                    args.policy,
+                    split="all",
+                    seeds=args.seeds,
+                    catalog=catalog,
+                    plugins=variant,
+                )
+            else:
+                seeds = args.holdout_seeds if split == "holdout" else args.train_seeds
+                result = _score(policy, args.policy, split=split, seeds=seeds, plugins=variant)
+            row[split] = _jpo(result)
         print(json.dumps(row), flush=True)
 
 
@@ -530,31 +544,21 @@ def cmd_oracle_moves(args: argparse.Namespace) -> None:
             print(json.dumps(row), flush=True)
 
 
-@contextlib.contextmanager
-def teacher_proposer(hold: Sequence[str], epochs_rule: str = "oracle") -> Iterator[None]:
-    """Make the evaluation's direct path step towards each workload's oracle configuration.
+def teacher_proposer(hold: Sequence[str], epochs_rule: str = "oracle") -> dict[str, Any]:
+    """Return evaluate's plug-in that steps towards each workload's oracle configuration.
 
     The teacher of ``research/train/imitate.py``: it knows the oracle (the tuning task
     carries it for the oracle method), so it is a ceiling, not a method.
     """
-    import jpo.evaluation.evaluate as evaluate_module
 
-    def proposer(_policy: Any) -> Callable[..., Any]:
-        def propose(*, task: Any, current: Any, **_: Any) -> tuple[Any, str]:
-            target = task.extra["oracle_hp"]
-            action = action_towards_target(
-                task.constraints, task.profile, current, target, hold, epochs_rule=epochs_rule
-            )
-            return task.constraints.apply_action(current, action), "teacher"
+    def propose(*, task: Any, current: Any, **_: Any) -> tuple[Any, str]:
+        target = task.extra["oracle_hp"]
+        action = action_towards_target(
+            task.constraints, task.profile, current, target, hold, epochs_rule=epochs_rule
+        )
+        return task.constraints.apply_action(current, action), "teacher"
 
-        return propose
-
-    original = evaluate_module.jpo_proposer
-    evaluate_module.jpo_proposer = proposer  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        evaluate_module.jpo_proposer = original
+    return {"propose": propose}
 
 
 def cmd_teacher(args: argparse.Namespace) -> None:
@@ -573,62 +577,35 @@ def cmd_teacher(args: argparse.Namespace) -> None:
         held = tuple(h for h in hold.split(",") if h)
         if args.only_rule and epochs_rule != args.only_rule:
             continue
-        with teacher_proposer(held, epochs_rule):
-            row: dict[str, Any] = {"hold": list(held), "epochs_rule": epochs_rule}
-            for split, seeds, cat in (
-                ("holdout", args.holdout_seeds, None),
-                ("train", args.train_seeds, None),
-                ("validation", args.seeds, catalog),
-            ):
-                if split not in args.splits:
-                    continue
-                result = _score(
-                    policy,
-                    None,
-                    split="all" if cat is not None else split,
-                    seeds=seeds,
-                    catalog=cat,
-                    path="direct",
-                )
-                row[split] = _jpo(result)
+        teacher = teacher_proposer(held, epochs_rule)
+        row: dict[str, Any] = {"hold": list(held), "epochs_rule": epochs_rule}
+        for split, seeds, cat in (
+            ("holdout", args.holdout_seeds, None),
+            ("train", args.train_seeds, None),
+            ("validation", args.seeds, catalog),
+        ):
+            if split not in args.splits:
+                continue
+            result = _score(
+                policy,
+                None,
+                split="all" if cat is not None else split,
+                seeds=seeds,
+                catalog=cat,
+                path="direct",
+                plugins=teacher,
+            )
+            row[split] = _jpo(result)
         print(json.dumps(row), flush=True)
 
 
-@contextlib.contextmanager
-def _evaluation_hooks(direct: Any, suggest_path: Any, source: Any) -> Iterator[None]:
-    """Swap evaluation's two proposers and the CI stage's local policy source, then restore."""
-    import jpo.evaluation.evaluate as evaluate_module
-    import jpo.policy.source as policy_source
-
-    saved = (
-        evaluate_module.jpo_proposer,
-        evaluate_module.suggest_proposer,
-        policy_source.LocalPolicySource,
-    )
-    evaluate_module.jpo_proposer = direct
-    evaluate_module.suggest_proposer = suggest_path
-    policy_source.LocalPolicySource = source
-    try:
-        yield
-    finally:
-        (
-            evaluate_module.jpo_proposer,
-            evaluate_module.suggest_proposer,
-            policy_source.LocalPolicySource,
-        ) = saved
-
-
-@contextlib.contextmanager
-def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
-    """Make both evaluation paths ask the calibrated planner (``planner.py``) for each step.
+def planner_plugins(planner: Any, hold: Sequence[str], path: str) -> dict[str, Any]:
+    """Return evaluate's plug-ins that make ``path`` ask the calibrated planner for each step.
 
     The direct path applies its step as it is; the suggest path hands it to the CI stage as
     the policy's action (a policy source that answers with the planner's step), so the
     guards, rollback and failed-config memory act on it as on the policy's.
     """
-    import jpo.evaluation.evaluate as evaluate_module
-    import jpo.policy.source as policy_source
-
     pending: dict[str, Any] = {}
 
     def plan(task: Any, current: Any, summary: Any) -> Any:
@@ -644,21 +621,15 @@ def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
             )
         )
 
-    def direct(_policy: Any) -> Callable[..., Any]:
-        def propose(*, task: Any, current: Any, summary: Any, **_: Any) -> tuple[Any, str]:
-            target = plan(task, current, summary)
-            if target is None:
-                return current, "planner: no fit"
-            action = towards(task, current, target)
-            hp = task.constraints.apply_action(current, action, learning_rate_follows_batch=0.0)
-            return hp, "planner"
+    def direct(*, task: Any, current: Any, summary: Any, **_: Any) -> tuple[Any, str]:
+        target = plan(task, current, summary)
+        if target is None:
+            return current, "planner: no fit"
+        action = towards(task, current, target)
+        hp = task.constraints.apply_action(current, action, learning_rate_follows_batch=0.0)
+        return hp, "planner"
 
-        return propose
-
-    class PlannerSource(policy_source.PolicySource):
-        def __init__(self, _path: Any = None) -> None:
-            pass
-
+    class PlannerSource(PolicySource):
         @property
         def description(self) -> str:
             return "planner"
@@ -668,15 +639,11 @@ def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
 
         def answer(self, query: Any) -> Any:
             action = towards(pending["task"], query.current, pending["target"])
-            return policy_source.PolicyAnswer(
+            return PolicyAnswer(
                 action=tuple(float(a) for a in action), version="planner", source="planner"
             )
 
-    original_suggest = evaluate_module.suggest_proposer
-
-    def suggest_path(policy_path: Any, workdir: Any) -> Callable[..., Any]:
-        inner = original_suggest(policy_path, workdir)
-
+    def through_ci(inner: Callable[..., Any]) -> Callable[..., Any]:
         def propose(*, task: Any, current: Any, summary: Any, **kw: Any) -> tuple[Any, str]:
             target = plan(task, current, summary)
             if target is None:
@@ -686,8 +653,9 @@ def planner_paths(planner: Any, hold: Sequence[str]) -> Iterator[None]:
 
         return propose
 
-    with _evaluation_hooks(direct, suggest_path, PlannerSource):
-        yield
+    if path == "direct":
+        return {"propose": direct}
+    return {"policy_source": PlannerSource(), "wrap_propose": through_ci}
 
 
 def cmd_planner(args: argparse.Namespace) -> None:
@@ -710,10 +678,14 @@ def cmd_planner(args: argparse.Namespace) -> None:
         held = tuple(h for h in hold.split(",") if h)
         for path in args.paths:
             planner = CalibratedPlanner(**shared)  # a fresh one: no campaign's runs carry over
-            with planner_paths(planner, held):
-                result = _score(
-                    policy, str(BUNDLED), split=args.split, seeds=args.holdout_seeds, path=path
-                )
+            result = _score(
+                policy,
+                str(BUNDLED),
+                split=args.split,
+                seeds=args.holdout_seeds,
+                path=path,
+                plugins=planner_plugins(planner, held, path),
+            )
             per = workload_summary(result)
             per = per[per["method"] == "jpo"].set_index("workload")["oracle_fraction"]
             row = {"hold": list(held), "path": path, "split": args.split, **_jpo(result)}
@@ -747,13 +719,13 @@ class _HistoryPolicy:
         return self._policy.act(x)
 
 
-@contextlib.contextmanager
-def history_paths() -> Iterator[None]:
-    """Let both evaluation paths run history students (round 12); other policies unchanged."""
-    from campaign_history import is_history_input
+def history_plugins(policy: Any, policy_path: str, path: str) -> dict[str, Any]:
+    """Return evaluate's plug-ins that let ``path`` run a history student (round 12).
 
-    import jpo.evaluation.evaluate as evaluate_module
-    import jpo.policy.source as policy_source
+    A history student's input adds the campaign's previous observation (:class:`_HistoryPolicy`);
+    any other policy runs unchanged.
+    """
+    from campaign_history import is_history_input
 
     campaign: dict[str, Any] = {"key": None}
 
@@ -764,30 +736,12 @@ def history_paths() -> Iterator[None]:
 
         return propose
 
-    original_direct = evaluate_module.jpo_proposer
-    original_suggest = evaluate_module.suggest_proposer
-    original_source = policy_source.LocalPolicySource
-
-    def direct(policy: Any) -> Callable[..., Any]:
-        if not is_history_input(policy.observation_names):
-            return original_direct(policy)
-        return keyed(original_direct(_HistoryPolicy(policy, lambda: campaign["key"])))
-
-    def suggest_path(policy_path: Any, workdir: Any) -> Callable[..., Any]:
-        return keyed(original_suggest(policy_path, workdir))
-
-    class HistorySource(original_source):  # type: ignore[misc, valid-type]
-        def _load(self) -> Any:
-            policy = super()._load()
-            # _load returns the cached policy on later calls: wrap it once only.
-            if not isinstance(policy, _HistoryPolicy) and is_history_input(
-                policy.observation_names
-            ):
-                self._policy = policy = _HistoryPolicy(policy, lambda: campaign["key"])
-            return policy
-
-    with _evaluation_hooks(direct, suggest_path, HistorySource):
-        yield
+    if not is_history_input(policy.observation_names):
+        return {"wrap_propose": keyed}
+    wrapped = _HistoryPolicy(policy, lambda: campaign["key"])
+    if path == "direct":
+        return {"propose": jpo_proposer(wrapped), "wrap_propose": keyed}
+    return {"policy_source": LocalPolicySource(policy_path, policy=wrapped), "wrap_propose": keyed}
 
 
 def cmd_history(args: argparse.Namespace) -> None:
@@ -795,20 +749,24 @@ def cmd_history(args: argparse.Namespace) -> None:
     rows: list[dict[str, Any]] = []
     from campaign_history import load_policy
 
-    with history_paths():
-        for path in args.policies:
-            policy = load_policy(path)
-            row: dict[str, Any] = {"policy": path, "recipe": recipe_label(path)}
-            for eval_path in args.paths:
-                result = _score(
-                    policy, path, split=args.split, seeds=args.holdout_seeds, path=eval_path
-                )
-                per = workload_summary(result)
-                per = per[per["method"] == "jpo"].set_index("workload")["oracle_fraction"]
-                row[eval_path] = _jpo(result)
-                row[eval_path]["per_workload"] = {k: round(float(v), 3) for k, v in per.items()}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for path in args.policies:
+        policy = load_policy(path)
+        row: dict[str, Any] = {"policy": path, "recipe": recipe_label(path)}
+        for eval_path in args.paths:
+            result = _score(
+                policy,
+                path,
+                split=args.split,
+                seeds=args.holdout_seeds,
+                path=eval_path,
+                plugins=history_plugins(policy, path, eval_path),
+            )
+            per = workload_summary(result)
+            per = per[per["method"] == "jpo"].set_index("workload")["oracle_fraction"]
+            row[eval_path] = _jpo(result)
+            row[eval_path]["per_workload"] = {k: round(float(v), 3) for k, v in per.items()}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     for recipe, members in by_recipe(rows).items():
         line: dict[str, Any] = {"recipe": recipe, "runs": len(members)}
         for eval_path in args.paths:

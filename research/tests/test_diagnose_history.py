@@ -13,8 +13,7 @@ sys.path.insert(0, str(REPO / "research" / "train"))
 import diagnose  # noqa: E402
 from campaign_history import history_names  # noqa: E402
 
-import jpo.evaluation.evaluate as evaluate_module  # noqa: E402
-import jpo.policy.source as policy_source  # noqa: E402
+from jpo.policy.source import LocalPolicySource  # noqa: E402
 
 
 class _Recorder:
@@ -46,34 +45,22 @@ def test_each_campaign_sees_its_own_previous_run() -> None:
     np.testing.assert_array_equal(inner.seen[2], [3, 4, 1, 2, 1])
 
 
-def test_history_paths_patch_both_paths_and_restore_them() -> None:
-    saved = (
-        evaluate_module.jpo_proposer,
-        evaluate_module.suggest_proposer,
-        policy_source.LocalPolicySource,
-    )
-    with diagnose.history_paths():
-        assert evaluate_module.jpo_proposer is not saved[0]
-        assert evaluate_module.suggest_proposer is not saved[1]
-        assert issubclass(policy_source.LocalPolicySource, saved[2])
-    assert (
-        evaluate_module.jpo_proposer,
-        evaluate_module.suggest_proposer,
-        policy_source.LocalPolicySource,
-    ) == saved
+def test_history_plugins_wrap_a_history_student_on_both_paths() -> None:
+    student = _Recorder()
+    direct = diagnose.history_plugins(student, "/p", "direct")
+    assert set(direct) == {"propose", "wrap_propose"}
+    suggest = diagnose.history_plugins(student, "/p", "suggest")
+    assert set(suggest) == {"policy_source", "wrap_propose"}
+    source = suggest["policy_source"]
+    assert isinstance(source, LocalPolicySource) and source.description == "file:/p"
+    assert source.version() == "rec"  # the given policy: nothing is loaded from /p
 
 
-def test_a_spec_policy_goes_through_the_direct_path_unwrapped() -> None:
-    calls: list[object] = []
-    original = evaluate_module.jpo_proposer
-    evaluate_module.jpo_proposer = lambda policy: calls.append(policy) or original
-    try:
-        with diagnose.history_paths():
-            spec = _Recorder()
-            spec.observation_names = ("a", "b")  # type: ignore[misc]
-            evaluate_module.jpo_proposer(spec)
-            evaluate_module.jpo_proposer(_Recorder())
-    finally:
-        evaluate_module.jpo_proposer = original
-    assert calls[0] is spec
-    assert isinstance(calls[1], diagnose._HistoryPolicy)
+def test_a_spec_policy_goes_through_either_path_unwrapped() -> None:
+    spec = _Recorder()
+    spec.observation_names = ("a", "b")  # type: ignore[misc]
+    for path in ("direct", "suggest"):
+        plugins = diagnose.history_plugins(spec, "/p", path)
+        # evaluate builds the shipped proposer from the policy itself; only the campaign key
+        # is noted around it
+        assert set(plugins) == {"wrap_propose"}

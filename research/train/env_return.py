@@ -12,7 +12,7 @@ import numpy as np
 
 from jpo.policy.artifact import LocalPolicy
 from jpo.train.continuous import evaluate_policy
-from jpo.train.trainer import _make_env
+from jpo.train.trainer import make_env
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
         cfg = {"split": split, "episode_length": args.episode_length}
 
         def make(cfg: dict = cfg) -> object:
-            return _make_env(section, cfg)
+            return make_env(section, cfg)
 
         out[split] = {
             "policy": evaluate_policy(policy.act, make, episodes=args.episodes, seed=0),

@@ -22,8 +22,8 @@ from jpo.evaluation.evaluate import (
     quality_bar,
     select_workloads,
     workload_summary,
-    write_report,
 )
+from jpo.evaluation.report import write_report
 from jpo.evaluation.tuners import OptunaTuner, RandomSearchTuner, Tuner, TuningTask, reach_box
 from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
 from jpo.policy.artifact import LocalPolicy, write_artifact
