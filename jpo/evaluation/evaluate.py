@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field
 
 from jpo.errors import ConfigError, ConstraintViolation
 from jpo.evaluation.tuners import (
@@ -61,6 +62,7 @@ from jpo.evaluation.tuners import (
     reach_box,
 )
 from jpo.paths import BUNDLED_POLICY_DIR, REPO_ROOT, config_path
+from jpo.settings import Settings, config_file, load_settings
 from jpo.telemetry.schema import RunSummary
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
 
@@ -208,57 +210,72 @@ class EvaluationSettings:
         )
 
 
+class _RunTable(Settings):
+    rounds: int | None = None
+    seeds: int | None = None
+    base_seed: int | None = None
+    split: str | None = None
+    methods: tuple[str, ...] | None = None
+    score: str | None = None
+    scrape_interval_s: float | None = None
+    default_runs: int | None = None
+
+
+class _BaselinesTable(Settings):
+    search_space: str | None = None
+    random_trust_region: bool | None = None
+    optuna_startup_trials: int | None = None
+    rule_of_thumb_memory_fraction: float | None = None
+
+
+class _JpoTable(Settings):
+    path: str | None = None
+
+
+class _ScoringTable(Settings):
+    min_oracle_gap: float | None = None
+    oracle_val_loss_tolerance: float | None = None
+
+
+class _QualityBarTable(Settings):
+    oracle_fraction_min: float | None = None
+    val_loss_tolerance: float | None = None
+    val_loss_ok_share_min: float | None = None
+    must_beat: tuple[str, ...] | None = None
+    margin_min: float | None = None
+
+
+class EvaluateFile(Settings):
+    """``configs/evaluate.toml`` as written (each key documented there; unset keys: defaults)."""
+
+    run: _RunTable = _RunTable()
+    conditions: dict[str, float] = Field(default_factory=dict)
+    baselines: _BaselinesTable = _BaselinesTable()
+    jpo: _JpoTable = _JpoTable()
+    scoring: _ScoringTable = _ScoringTable()
+    quality_bar: _QualityBarTable = _QualityBarTable()
+    tuners: dict[str, str] = Field(default_factory=dict)
+    sets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def settings(self) -> EvaluationSettings:
+        """Return the file's :class:`EvaluationSettings` (raises ConfigError on bad values)."""
+        values: dict[str, Any] = {}
+        for table in (self.run, self.baselines, self.scoring, self.quality_bar):
+            values |= table.model_dump(exclude_unset=True)
+        if "path" in self.jpo.model_fields_set:
+            values["jpo_path"] = self.jpo.path
+        return EvaluationSettings(
+            **values, conditions=dict(self.conditions), tuners=dict(self.tuners),
+            sets={k: dict(v) for k, v in self.sets.items()},
+        )  # fmt: skip
+
+
 def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettings:
     """Read ``configs/evaluate.toml`` (or ``path``) into :class:`EvaluationSettings`."""
-    file = Path(path) if path is not None else EVALUATE_CONFIG_PATH
+    file = config_file("evaluate.toml", path)  # $JPO_CONFIG_DIR honoured when no path
+    model = load_settings(EvaluateFile, "evaluate.toml", file)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{file}: cannot read evaluation settings: {err}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{file}: invalid TOML: {err}; fix the syntax") from err
-    sections = {
-        "run": (
-            "rounds",
-            "seeds",
-            "base_seed",
-            "split",
-            "methods",
-            "score",
-            "scrape_interval_s",
-            "default_runs",
-        ),
-        "baselines": (
-            "search_space",
-            "random_trust_region",
-            "optuna_startup_trials",
-            "rule_of_thumb_memory_fraction",
-        ),
-        "jpo": ("path",),
-        "scoring": ("min_oracle_gap", "oracle_val_loss_tolerance"),
-        "quality_bar": (
-            "oracle_fraction_min",
-            "val_loss_tolerance",
-            "val_loss_ok_share_min",
-            "must_beat",
-            "margin_min",
-        ),
-    }
-    values: dict[str, Any] = {}
-    for section, keys in sections.items():
-        table = raw.get(section, {})
-        for key in table:
-            if key not in keys:
-                raise ConfigError(f"{file}: unknown key {key!r} in [{section}]; known: {keys}")
-        values.update({("jpo_path" if section == "jpo" else k): v for k, v in table.items()})
-    values["conditions"] = dict(raw.get("conditions", {}))
-    values["tuners"] = {str(k): str(v) for k, v in raw.get("tuners", {}).items()}
-    values["sets"] = {str(k): dict(v) for k, v in raw.get("sets", {}).items()}
-    for key in ("methods", "must_beat"):
-        if key in values:
-            values[key] = tuple(values[key])
-    try:
-        return EvaluationSettings(**values)
+        return model.settings()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{file}: {err}") from err
     except ConfigError as err:
@@ -670,14 +687,11 @@ def evaluate(
 
 def evaluation_oracle_settings(settings: EvaluationSettings) -> OracleSettings:
     """Return the oracle's settings under ``settings`` (the one every score is judged by)."""
-    from jpo.sim.oracle import load_oracle_settings
+    from jpo.sim.yardstick import judged_oracle_settings
 
     # The oracle holds validation loss to the quality bar's tolerance (unless configured
     # otherwise), so that its improvement is one a method may reach without failing the bar.
-    tolerance = settings.oracle_val_loss_tolerance
-    if tolerance is None:
-        tolerance = settings.val_loss_tolerance
-    return dataclasses.replace(load_oracle_settings(), tolerance=tolerance)
+    return judged_oracle_settings(settings.val_loss_tolerance, settings.oracle_val_loss_tolerance)
 
 
 def _catalog() -> dict[str, WorkloadProfile]:

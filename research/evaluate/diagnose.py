@@ -80,7 +80,6 @@ from jpo.evaluation.evaluate import (  # noqa: E402
 from jpo.policy.artifact import LocalPolicy  # noqa: E402
 from jpo.policy.source import LocalPolicySource, PolicyAnswer, PolicySource  # noqa: E402
 from jpo.sim.randomization import input_bound_cpu_s_per_sample  # noqa: E402
-from jpo.sim.teacher import EPOCHS_RULES, action_towards_target  # noqa: E402
 
 BUNDLED = REPO / "jpo" / "data" / "policy"
 
@@ -544,7 +543,7 @@ def cmd_oracle_moves(args: argparse.Namespace) -> None:
             print(json.dumps(row), flush=True)
 
 
-def teacher_proposer(hold: Sequence[str], epochs_rule: str = "oracle") -> dict[str, Any]:
+def teacher_proposer(hold: Sequence[str]) -> dict[str, Any]:
     """Return evaluate's plug-in that steps towards each workload's oracle configuration.
 
     The teacher of ``research/train/imitate.py``: it knows the oracle (the tuning task
@@ -553,9 +552,7 @@ def teacher_proposer(hold: Sequence[str], epochs_rule: str = "oracle") -> dict[s
 
     def propose(*, task: Any, current: Any, **_: Any) -> tuple[Any, str]:
         target = task.extra["oracle_hp"]
-        action = action_towards_target(
-            task.constraints, task.profile, current, target, hold, epochs_rule=epochs_rule
-        )
+        action = task.constraints.action_towards(current, target, hold=hold)
         return task.constraints.apply_action(current, action), "teacher"
 
     return {"propose": propose}
@@ -567,18 +564,12 @@ def cmd_teacher(args: argparse.Namespace) -> None:
         validation_profiles(args.profiles, args.val_seed) if "validation" in args.splits else {}
     )
     policy = LocalPolicy.load(BUNDLED)  # not consulted: the teacher replaces its proposals
-    variants = (
-        ("", "oracle"),
-        ("learning_rate", "oracle"),
-        ("learning_rate,epochs", "oracle"),
-        ("learning_rate", "critical_batch"),
-    )
-    for hold, epochs_rule in variants:
+    # (round 10 also scored epochs by the critical-batch relation: no better than holding
+    # them, research/evaluate/RESULTS.md; that variant left the product with issue 28)
+    for hold in ("", "learning_rate", "learning_rate,epochs"):
         held = tuple(h for h in hold.split(",") if h)
-        if args.only_rule and epochs_rule != args.only_rule:
-            continue
-        teacher = teacher_proposer(held, epochs_rule)
-        row: dict[str, Any] = {"hold": list(held), "epochs_rule": epochs_rule}
+        teacher = teacher_proposer(held)
+        row: dict[str, Any] = {"hold": list(held), "epochs_rule": "oracle"}
         for split, seeds, cat in (
             ("holdout", args.holdout_seeds, None),
             ("train", args.train_seeds, None),
@@ -827,12 +818,6 @@ def main() -> None:
         help="splits to score (validation builds 48 profiles' oracles: the slow part)",
     )
     s.add_argument("--train-seeds", type=int, default=3, help="noise seeds per training workload")
-    s.add_argument(
-        "--only-rule",
-        default=None,
-        choices=EPOCHS_RULES,
-        help="score only the variants whose epochs come from this rule",
-    )
     commands["teacher"] = cmd_teacher
     s = sub.add_parser("greedy", help=cmd_greedy.__doc__.splitlines()[0])
     s.add_argument("--split", default="holdout", choices=("holdout", "train"))
