@@ -1,6 +1,7 @@
 """Research never patches product modules and imports no private name from jpo (issue 28).
 
-Scans every Python file under research/ with ``ast``: an assignment (plain, augmented,
+Scans every Python file under research/ (and benchmarks/, which measure the product as
+shipped) with ``ast``: an assignment (plain, augmented,
 annotated, or a deletion) to an attribute of a name bound to a jpo module, a
 ``setattr``/``monkeypatch.setattr`` whose target is a jpo module, or an import of a
 ``_private`` name from jpo fails, naming the file and line. Research plugs into
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 RESEARCH = Path(__file__).resolve().parents[1]
-FILES = sorted(RESEARCH.rglob("*.py"))
+REPO = RESEARCH.parent
+FILES = sorted([*RESEARCH.rglob("*.py"), *(REPO / "benchmarks").rglob("*.py")])
 
 
 def _jpo_module_names(tree: ast.Module) -> set[str]:
@@ -99,7 +101,7 @@ def test_research_has_python_files() -> None:
     assert any(f.name == "diagnose.py" for f in FILES)
 
 
-@pytest.mark.parametrize("path", FILES, ids=[str(f.relative_to(RESEARCH)) for f in FILES])
+@pytest.mark.parametrize("path", FILES, ids=[str(f.relative_to(REPO)) for f in FILES])
 def test_no_research_file_patches_jpo_or_imports_a_private_name(path: Path) -> None:
     assert problems(path.read_text(encoding="utf-8"), str(path)) == []
 
