@@ -376,7 +376,7 @@ def test_settings_file_and_bad_values(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"evaluate.toml.*rounds must be >= 1"):
         load_evaluation_settings(bad)
     bad.write_text("[run]\nroundz = 3\n")
-    with pytest.raises(ConfigError, match=r"evaluate.toml: \[run\] roundz = 3: Extra inputs"):
+    with pytest.raises(ConfigError, match="unknown key 'roundz'"):
         load_evaluation_settings(bad)
     with pytest.raises(ConfigError, match="methods"):
         EvaluationSettings(methods=("jpo", "grid"))
