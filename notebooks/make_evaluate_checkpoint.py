@@ -47,7 +47,7 @@ OUT = Path(os.environ.get("JPO_NOTEBOOK_OUT", "evaluation-notebook"))""",
     ),
     new_markdown_cell("## Load the policy"),
     new_code_cell(
-        """from jpo.evaluation.evaluate import _bundled_policy
+        """from jpo.evaluation.evaluate import bundled_policy_path
 from jpo.policy.artifact import LocalPolicy
 
 if CHECKPOINT:
@@ -63,7 +63,7 @@ if CHECKPOINT:
         checkpoint=None if is_storage else str(ckpt),
     )
     POLICY = str(exported)
-policy_path = POLICY or str(_bundled_policy())
+policy_path = POLICY or str(bundled_policy_path())
 policy = LocalPolicy.load(policy_path)
 manifest = policy.manifest
 print(f"policy {policy.path}: version {policy.version}, "
@@ -127,7 +127,7 @@ jpo_rounds"""
     ),
     new_markdown_cell("## Plots (also written to the output folder with the report)"),
     new_code_cell(
-        """from jpo.evaluation.evaluate import write_report
+        """from jpo.evaluation.report import write_report
 
 paths = write_report(result, OUT)
 for plot in paths.plots:

@@ -113,8 +113,8 @@ def report(args: argparse.Namespace) -> dict[str, object]:
         baseline_bar,
         load_evaluation_settings,
         method_summary,
-        write_report,
     )
+    from jpo.evaluation.report import write_report
     from jpo.stage.suggest import load_suggest_settings
 
     ci = load_suggest_settings()

@@ -88,8 +88,8 @@ def main() -> int:
         load_evaluation_settings,
         method_summary,
         quality_bar,
-        write_report,
     )
+    from jpo.evaluation.report import write_report
     from jpo.policy.artifact import LocalPolicy
 
     bundled = Path(__file__).resolve().parents[2] / "jpo" / "data" / "policy"

@@ -28,8 +28,8 @@ Protocol (issue 8, item 1). For each workload of the chosen set and each seed:
    (the same search restricted to what a trust-region method reaches from the default in
    R steps, :func:`jpo.sim.oracle.reach_constraints`; ``oracle_reach_fraction``, reported).
 
-Outputs (:func:`write_report`): ``report.md``, ``rounds.parquet`` (one row per workload,
-seed, method and round), ``summary.json`` and PNG plots under ``plots/``.
+Outputs (:func:`jpo.evaluation.report.write_report`): ``report.md``, ``rounds.parquet`` (one
+row per workload, seed, method and round), ``summary.json`` and PNG plots under ``plots/``.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field
 
-from jpo.errors import ConfigError, ConstraintViolation, JpoError
-from jpo.evaluation.report import ReportPaths
+from jpo.errors import ConfigError, ConstraintViolation
 from jpo.evaluation.tuners import (
     CampaignRules,
     JpoPolicyTuner,
@@ -62,6 +62,7 @@ from jpo.evaluation.tuners import (
     reach_box,
 )
 from jpo.paths import BUNDLED_POLICY_DIR, REPO_ROOT, config_path
+from jpo.settings import Settings, config_file, load_settings
 from jpo.telemetry.schema import RunSummary
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
 
@@ -91,7 +92,6 @@ __all__ = [
     "select_workloads",
     "workload_seed",
     "workload_summary",
-    "write_report",
 ]
 
 EVALUATE_CONFIG_PATH = config_path("evaluate.toml")
@@ -210,57 +210,72 @@ class EvaluationSettings:
         )
 
 
+class _RunTable(Settings):
+    rounds: int | None = None
+    seeds: int | None = None
+    base_seed: int | None = None
+    split: str | None = None
+    methods: tuple[str, ...] | None = None
+    score: str | None = None
+    scrape_interval_s: float | None = None
+    default_runs: int | None = None
+
+
+class _BaselinesTable(Settings):
+    search_space: str | None = None
+    random_trust_region: bool | None = None
+    optuna_startup_trials: int | None = None
+    rule_of_thumb_memory_fraction: float | None = None
+
+
+class _JpoTable(Settings):
+    path: str | None = None
+
+
+class _ScoringTable(Settings):
+    min_oracle_gap: float | None = None
+    oracle_val_loss_tolerance: float | None = None
+
+
+class _QualityBarTable(Settings):
+    oracle_fraction_min: float | None = None
+    val_loss_tolerance: float | None = None
+    val_loss_ok_share_min: float | None = None
+    must_beat: tuple[str, ...] | None = None
+    margin_min: float | None = None
+
+
+class EvaluateFile(Settings):
+    """``configs/evaluate.toml`` as written (each key documented there; unset keys: defaults)."""
+
+    run: _RunTable = _RunTable()
+    conditions: dict[str, float] = Field(default_factory=dict)
+    baselines: _BaselinesTable = _BaselinesTable()
+    jpo: _JpoTable = _JpoTable()
+    scoring: _ScoringTable = _ScoringTable()
+    quality_bar: _QualityBarTable = _QualityBarTable()
+    tuners: dict[str, str] = Field(default_factory=dict)
+    sets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def settings(self) -> EvaluationSettings:
+        """Return the file's :class:`EvaluationSettings` (raises ConfigError on bad values)."""
+        values: dict[str, Any] = {}
+        for table in (self.run, self.baselines, self.scoring, self.quality_bar):
+            values |= table.model_dump(exclude_unset=True)
+        if "path" in self.jpo.model_fields_set:
+            values["jpo_path"] = self.jpo.path
+        return EvaluationSettings(
+            **values, conditions=dict(self.conditions), tuners=dict(self.tuners),
+            sets={k: dict(v) for k, v in self.sets.items()},
+        )  # fmt: skip
+
+
 def load_evaluation_settings(path: str | Path | None = None) -> EvaluationSettings:
     """Read ``configs/evaluate.toml`` (or ``path``) into :class:`EvaluationSettings`."""
-    file = Path(path) if path is not None else EVALUATE_CONFIG_PATH
+    file = config_file("evaluate.toml", path)  # $JPO_CONFIG_DIR honoured when no path
+    model = load_settings(EvaluateFile, "evaluate.toml", file)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{file}: cannot read evaluation settings: {err}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{file}: invalid TOML: {err}; fix the syntax") from err
-    sections = {
-        "run": (
-            "rounds",
-            "seeds",
-            "base_seed",
-            "split",
-            "methods",
-            "score",
-            "scrape_interval_s",
-            "default_runs",
-        ),
-        "baselines": (
-            "search_space",
-            "random_trust_region",
-            "optuna_startup_trials",
-            "rule_of_thumb_memory_fraction",
-        ),
-        "jpo": ("path",),
-        "scoring": ("min_oracle_gap", "oracle_val_loss_tolerance"),
-        "quality_bar": (
-            "oracle_fraction_min",
-            "val_loss_tolerance",
-            "val_loss_ok_share_min",
-            "must_beat",
-            "margin_min",
-        ),
-    }
-    values: dict[str, Any] = {}
-    for section, keys in sections.items():
-        table = raw.get(section, {})
-        for key in table:
-            if key not in keys:
-                raise ConfigError(f"{file}: unknown key {key!r} in [{section}]; known: {keys}")
-        values.update({("jpo_path" if section == "jpo" else k): v for k, v in table.items()})
-    values["conditions"] = dict(raw.get("conditions", {}))
-    values["tuners"] = {str(k): str(v) for k, v in raw.get("tuners", {}).items()}
-    values["sets"] = {str(k): dict(v) for k, v in raw.get("sets", {}).items()}
-    for key in ("methods", "must_beat"):
-        if key in values:
-            values[key] = tuple(values[key])
-    try:
-        return EvaluationSettings(**values)
+        return model.settings()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{file}: {err}") from err
     except ConfigError as err:
@@ -602,6 +617,12 @@ def _summary_fields(summary: RunSummary | None) -> dict[str, Any]:
     return {n: float(getattr(summary, n)) for n in names} | {"failure": summary.failure}
 
 
+Proposer = Callable[..., Proposal]
+"""A proposer of method ``"jpo"``: keyword arguments ``task``, ``current``, ``summary``,
+``history``, ``table`` (:class:`jpo.evaluation.tuners.JpoPolicyTuner` passes them) ->
+``(configuration, note)``."""
+
+
 def evaluate(
     settings: EvaluationSettings,
     *,
@@ -615,9 +636,15 @@ def evaluate(
     frozen: Mapping[str, Sequence[str]] | None = None,
     set_name: str = "",
     suggest_settings: SuggestSettings | None = None,
-    propose: Callable[..., Proposal] | None = None,
+    propose: Proposer | None = None,
+    policy_source: PolicySource | None = None,
+    wrap_propose: Callable[[Proposer], Proposer] | None = None,
 ) -> EvaluationResult:
     """Run the evaluation protocol (module docstring) and return every round.
+
+    The last four arguments are the plug-in points for research drivers (a variant of the
+    CI stage, a teacher, a planner, a policy wrapper): each replaces one piece of method
+    ``"jpo"`` for this call only, so nothing is patched.
 
     Args:
         settings: rounds, seeds, methods, scoring and baseline settings.
@@ -637,190 +664,285 @@ def evaluate(
         suggest_settings: the CI stage's settings on the suggest path (default:
             ``configs/suggest.toml``), e.g. a design variant under comparison.
         propose: the proposer of method ``"jpo"`` (default: built from ``policy`` and
-            ``[jpo] path``; :func:`jpo_proposer`, :func:`suggest_proposer`): the plug-in
-            point for research drivers (a teacher, a planner), so nothing is patched.
+            ``[jpo] path``; :func:`jpo_proposer`, :func:`suggest_proposer`), e.g. a teacher.
+        policy_source: the CI stage's policy on the suggest path (default: the local
+            artifact at ``policy_path``), e.g. a planner answering as a policy.
+        wrap_propose: applied to the proposer chosen above (e.g. to note each step's
+            campaign before the policy acts).
     """
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="jpo-evaluate-") as tmp:
-        return _evaluate(
-            settings,
-            workloads=workloads,
-            policy=policy,
-            policy_path=policy_path,
-            constraints=constraints,
-            progress=progress,
-            workdir=Path(workdir) if workdir is not None else Path(tmp),
-            catalog=catalog,
-            frozen=frozen,
-            set_name=set_name,
-            suggest_settings=suggest_settings,
-            propose=propose,
-        )
+        setup = _Setup.load(settings, constraints, catalog, frozen)
+        names = select_workloads(setup.catalog, workloads, settings.split)
+        if "jpo" in settings.methods and policy is None and propose is None:
+            raise ConfigError("method 'jpo' needs a policy: pass --policy PATH")
+        folder = Path(workdir) if workdir is not None else Path(tmp)
+        plugins = _Plugins(suggest_settings, propose, policy_source, wrap_propose)
+        chosen = _proposer(settings, policy, policy_path, folder, plugins)
+        rows = _evaluate_rows(settings, setup, names, chosen, progress)
+    version = policy.version if policy is not None else None
+    return EvaluationResult(rows, settings, tuple(names), policy_path, version, set_name)
 
 
 def evaluation_oracle_settings(settings: EvaluationSettings) -> OracleSettings:
     """Return the oracle's settings under ``settings`` (the one every score is judged by)."""
-    from jpo.sim.oracle import load_oracle_settings
+    from jpo.sim.yardstick import judged_oracle_settings
 
     # The oracle holds validation loss to the quality bar's tolerance (unless configured
     # otherwise), so that its improvement is one a method may reach without failing the bar.
-    tolerance = settings.oracle_val_loss_tolerance
-    if tolerance is None:
-        tolerance = settings.val_loss_tolerance
-    return dataclasses.replace(load_oracle_settings(), tolerance=tolerance)
+    return judged_oracle_settings(settings.val_loss_tolerance, settings.oracle_val_loss_tolerance)
 
 
-def _evaluate(
+def _catalog() -> dict[str, WorkloadProfile]:
+    from jpo.sim.response import load_catalog
+
+    return load_catalog()
+
+
+@dataclass(frozen=True)
+class _Plugins:
+    """The plug-in points of :func:`evaluate` (each None: the shipped piece)."""
+
+    suggest_settings: SuggestSettings | None
+    propose: Proposer | None
+    policy_source: PolicySource | None
+    wrap_propose: Callable[[Proposer], Proposer] | None
+
+
+def _proposer(
     settings: EvaluationSettings,
-    *,
-    workloads: Sequence[str] | None,
     policy: LocalPolicy | None,
     policy_path: str | None,
-    constraints: Constraints | None,
-    progress: bool,
     workdir: Path,
-    catalog: Mapping[str, WorkloadProfile] | None = None,
-    frozen: Mapping[str, Sequence[str]] | None = None,
-    set_name: str = "",
-    suggest_settings: SuggestSettings | None = None,
-    propose: Callable[..., Proposal] | None = None,
-) -> EvaluationResult:
-    """Body of :func:`evaluate` (``workdir`` exists)."""
-    from jpo.learning.reward import load_reward_weights
-    from jpo.sim.oracle import best_config, reach_constraints, reference_config
-    from jpo.sim.response import load_catalog, load_conditions, simulate_run
-    from jpo.workload.constraints import load_constraints
-
-    if catalog is None:
-        catalog = load_catalog()
-    names = select_workloads(catalog, workloads, settings.split)
-    base_constraints = constraints if constraints is not None else load_constraints()
-    weights = load_reward_weights()
-    conditions = load_conditions(None, **settings.conditions)
-    oracle_settings = evaluation_oracle_settings(settings)
-    rules = settings.rules
-    if "jpo" in settings.methods and policy is None and propose is None:
-        raise ConfigError("method 'jpo' needs a policy: pass --policy PATH")
-    if propose is not None:
-        pass  # the caller's proposer (plug-in point)
-    elif policy is not None and settings.jpo_path == "suggest":
+    plugins: _Plugins,
+) -> Proposer | None:
+    """Return method ``"jpo"``'s proposer: the caller's, else the ``[jpo] path``'s."""
+    propose = plugins.propose
+    if propose is None and policy is not None and settings.jpo_path == "suggest":
         if policy_path is None:
             raise ConfigError("the suggest path needs the policy's artifact folder (policy_path)")
-        propose = suggest_proposer(policy_path, workdir, suggest_settings)
-    elif policy is not None:
+        propose = suggest_proposer(
+            policy_path, workdir, plugins.suggest_settings, plugins.policy_source
+        )
+    elif propose is None and policy is not None:
         propose = jpo_proposer(policy)
+    if propose is not None and plugins.wrap_propose is not None:
+        propose = plugins.wrap_propose(propose)
+    return propose
 
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every workload of one evaluation shares: profiles, constraints, yardsticks."""
+
+    catalog: Mapping[str, WorkloadProfile]
+    constraints: Constraints
+    frozen: Mapping[str, Sequence[str]]
+    weights: Any
+    conditions: Any
+    oracle_settings: OracleSettings
+    rules: CampaignRules
+
+    @classmethod
+    def load(
+        cls,
+        settings: EvaluationSettings,
+        constraints: Constraints | None,
+        catalog: Mapping[str, WorkloadProfile] | None,
+        frozen: Mapping[str, Sequence[str]] | None,
+    ) -> _Setup:
+        """Read the shipped pieces the caller did not give."""
+        from jpo.learning.reward import load_reward_weights
+        from jpo.sim.response import load_conditions
+        from jpo.workload.constraints import load_constraints
+
+        return cls(
+            catalog=catalog if catalog is not None else _catalog(),
+            constraints=constraints if constraints is not None else load_constraints(),
+            frozen=frozen or {},
+            weights=load_reward_weights(),
+            conditions=load_conditions(None, **settings.conditions),
+            oracle_settings=evaluation_oracle_settings(settings),
+            rules=settings.rules,
+        )
+
+
+@dataclass(frozen=True)
+class _Yardstick:
+    """One workload's noise-free yardstick: the default and the two oracles, scored."""
+
+    scorer: _Scorer
+    constraints: Constraints
+    default_summary: RunSummary
+    default_objective: float
+    default_val_loss: float
+    oracle_hp: Hyperparameters
+    oracle_summary: RunSummary
+    oracle_objective: float
+    reach_objective: float
+    box: dict[str, tuple[float, float]] | None
+
+    @property
+    def gap(self) -> float:
+        """The global oracle's improvement over the default (the fraction's denominator)."""
+        return self.oracle_objective - self.default_objective
+
+
+def _yardstick(name: str, setup: _Setup, settings: EvaluationSettings) -> _Yardstick:
+    """Score one workload's default and oracles (identical for every method and seed)."""
+    from jpo.sim.oracle import reference_config
+
+    profile = setup.catalog[name]
+    default = profile.defaults
+    cons = _workload_constraints(setup.constraints, setup.frozen.get(name, ()))
+    _ref_hp, reference = reference_config(profile, setup.conditions)
+    scorer = _Scorer(profile, setup.conditions, setup.weights, reference)
+    default_summary = scorer.summary(default)
+    default_obj = scorer.objective(default_summary)
+    # The quality bar's "default's validation loss": the reference's when the default
+    # itself fails (an OOM'd run has no meaningful final loss).
+    default_val_loss = (
+        default_summary.final_val_loss
+        if default_summary.failure == "none"
+        else reference.final_val_loss
+    )
+    oracle = _oracle_or_none(profile, cons, setup)
+    oracle_hp = oracle.hp if oracle is not None else default
+    oracle_summary = scorer.summary(oracle_hp)
+    box = reach_box(cons, default, settings.rounds) if settings.search_space == "reach" else None
+    return _Yardstick(
+        scorer=scorer,
+        constraints=cons,
+        default_summary=default_summary,
+        default_objective=default_obj,
+        default_val_loss=default_val_loss,
+        oracle_hp=oracle_hp,
+        oracle_summary=oracle_summary,
+        oracle_objective=scorer.objective(oracle_summary) if oracle else math.nan,
+        reach_objective=_reach_objective(profile, cons, scorer, setup, settings.rounds),
+        box=box,
+    )
+
+
+def _oracle_or_none(profile: WorkloadProfile, cons: Constraints, setup: _Setup) -> Any:
+    """Return the global oracle's result, None when nothing inside the constraints trains."""
+    from jpo.sim.oracle import best_config
+
+    try:
+        return best_config(
+            profile, cons, setup.conditions, setup.weights, settings=setup.oracle_settings
+        )
+    except ConfigError:
+        return None
+
+
+def _reach_objective(
+    profile: WorkloadProfile, cons: Constraints, scorer: _Scorer, setup: _Setup, rounds: int
+) -> float:
+    """Return the reach-box oracle's objective: the best within ``rounds`` trust-region steps."""
+    from jpo.sim.oracle import best_config, reach_constraints
+
+    try:
+        reach = best_config(
+            profile,
+            reach_constraints(cons, profile.defaults, rounds),
+            setup.conditions,
+            setup.weights,
+            settings=setup.oracle_settings,
+        )
+    except ConfigError:
+        return math.nan
+    return scorer.objective(scorer.summary(reach.hp))
+
+
+def _evaluate_rows(
+    settings: EvaluationSettings,
+    setup: _Setup,
+    names: Sequence[str],
+    propose: Proposer | None,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Run every workload x seed x method campaign; return the rows in that order."""
     rows: list[dict[str, Any]] = []
     total = len(names) * settings.seeds * len(settings.methods) * settings.rounds
     with _progress(progress, total) as advance:
         for name in names:
-            # Keyed by name, not position: a workload's noise draws (and so its figures)
-            # do not change when other workloads join or leave the evaluated set.
-            w_index = workload_seed(name)
-            profile = catalog[name]
-            default = profile.defaults
-            cons = _workload_constraints(base_constraints, (frozen or {}).get(name, ()))
-            _ref_hp, reference = reference_config(profile, conditions)
-            scorer = _Scorer(profile, conditions, weights, reference)
-            # Noise-free scoring, identical for every method and seed of this workload.
-            default_true_summary = scorer.summary(default)
-            default_true = scorer.objective(default_true_summary)
-            # The quality bar's "default's validation loss": the reference's when the
-            # default itself fails (an OOM'd run has no meaningful final loss).
-            default_val_loss = (
-                default_true_summary.final_val_loss
-                if default_true_summary.failure == "none"
-                else reference.final_val_loss
-            )
-            try:
-                oracle = best_config(profile, cons, conditions, weights, settings=oracle_settings)
-            except ConfigError:
-                oracle = None  # nothing inside the constraints trains: no oracle
-            oracle_hp = oracle.hp if oracle is not None else default
-            oracle_true_summary = scorer.summary(oracle_hp)
-            oracle_obj = scorer.objective(oracle_true_summary) if oracle else math.nan
-            gap = oracle_obj - default_true
-            # The reach-box oracle: the best any method can do within `rounds` trust-region
-            # steps from the default (reported next to the global oracle's fraction).
-            try:
-                reach_oracle = best_config(
-                    profile,
-                    reach_constraints(cons, default, settings.rounds),
-                    conditions,
-                    weights,
-                    settings=oracle_settings,
-                )
-                reach_obj = scorer.objective(scorer.summary(reach_oracle.hp))
-            except ConfigError:
-                reach_obj = math.nan
-            box = (
-                reach_box(cons, default, settings.rounds)
-                if settings.search_space == "reach"
-                else None
-            )
+            yardstick = _yardstick(name, setup, settings)
             for seed in range(settings.base_seed, settings.base_seed + settings.seeds):
-                start = 1.7e9  # a fixed wall-clock origin keeps runs reproducible
-                sim0 = simulate_run(
-                    profile,
-                    default,
-                    conditions,
-                    rng=_seed_for(seed, w_index, 0),
-                    run_id=f"{name}-s{seed}-r0",
-                    start=start,
-                    scrape_interval_s=settings.scrape_interval_s,
-                )
-                # The scoring rule's reference: the mean measured val loss of several
-                # default runs (a recurring job's history has many); run 0 is one of them
-                # and stays the single-run reading.
-                extra_defaults = [
-                    simulate_run(
-                        profile,
-                        default,
-                        conditions,
-                        rng=_seed_for(seed, w_index, 0, k),
-                        run_id=f"{name}-s{seed}-d{k}",
-                        start=start - k * 86_400.0,
-                        scrape_interval_s=settings.scrape_interval_s,
-                    ).summary.final_val_loss
-                    for k in range(1, settings.default_runs)
-                ]
-                default_losses = (sim0.summary.final_val_loss, *extra_defaults)
-                campaign = _Campaign(
-                    name=name,
-                    w_index=w_index,
-                    seed=seed,
-                    profile=profile,
-                    constraints=cons,
-                    conditions=conditions,
-                    scorer=scorer,
-                    sim0=sim0,
-                    default_losses=default_losses,
-                    start=start,
-                    box=box,
-                    rules=rules,
-                    common={
-                        "workload": name,
-                        "split": profile.split,
-                        "framework": profile.framework,
-                        "bottleneck": profile.bottleneck,
-                        "seed": seed,
-                        "default_objective": default_true,
-                        "oracle_objective": oracle_obj,
-                        "oracle_gap": gap,
-                        "oracle_reach_objective": reach_obj,
-                        "oracle_reach_gap": reach_obj - default_true,
-                        "default_val_loss": default_val_loss,
-                        "oracle_val_loss": oracle_true_summary.final_val_loss,
-                        "frozen": ",".join(cons.frozen),
-                    },
-                    oracle_hp=oracle_hp,
-                    default_true=(default_true_summary, default_true),
-                )
+                campaign = _campaign(name, seed, setup, yardstick, settings)
                 for method in settings.methods:
                     rows.extend(_run_campaign(campaign, method, settings, propose, advance))
-    version = policy.version if policy is not None else None
-    return EvaluationResult(rows, settings, tuple(names), policy_path, version, set_name)
+    return rows
+
+
+def _campaign(
+    name: str, seed: int, setup: _Setup, y: _Yardstick, settings: EvaluationSettings
+) -> _Campaign:
+    """Simulate one workload x seed's default runs; return what every method's campaign shares."""
+    from jpo.sim.response import simulate_run
+
+    # Keyed by name, not position: a workload's noise draws (and so its figures) do not
+    # change when other workloads join or leave the evaluated set.
+    w_index = workload_seed(name)
+    profile = setup.catalog[name]
+    default = profile.defaults
+    start = 1.7e9  # a fixed wall-clock origin keeps runs reproducible
+    sim0 = simulate_run(
+        profile,
+        default,
+        setup.conditions,
+        rng=_seed_for(seed, w_index, 0),
+        run_id=f"{name}-s{seed}-r0",
+        start=start,
+        scrape_interval_s=settings.scrape_interval_s,
+    )
+    # The scoring rule's reference: the mean measured val loss of several default runs (a
+    # recurring job's history has many); run 0 is one of them and stays the single-run
+    # reading.
+    extra_defaults = [
+        simulate_run(
+            profile,
+            default,
+            setup.conditions,
+            rng=_seed_for(seed, w_index, 0, k),
+            run_id=f"{name}-s{seed}-d{k}",
+            start=start - k * 86_400.0,
+            scrape_interval_s=settings.scrape_interval_s,
+        ).summary.final_val_loss
+        for k in range(1, settings.default_runs)
+    ]
+    return _Campaign(
+        name=name,
+        w_index=w_index,
+        seed=seed,
+        profile=profile,
+        constraints=y.constraints,
+        conditions=setup.conditions,
+        scorer=y.scorer,
+        sim0=sim0,
+        default_losses=(sim0.summary.final_val_loss, *extra_defaults),
+        start=start,
+        box=y.box,
+        rules=setup.rules,
+        common={
+            "workload": name,
+            "split": profile.split,
+            "framework": profile.framework,
+            "bottleneck": profile.bottleneck,
+            "seed": seed,
+            "default_objective": y.default_objective,
+            "oracle_objective": y.oracle_objective,
+            "oracle_gap": y.gap,
+            "oracle_reach_objective": y.reach_objective,
+            "oracle_reach_gap": y.reach_objective - y.default_objective,
+            "default_val_loss": y.default_val_loss,
+            "oracle_val_loss": y.oracle_summary.final_val_loss,
+            "frozen": ",".join(y.constraints.frozen),
+        },
+        oracle_hp=y.oracle_hp,
+        default_true=(y.default_summary, y.default_objective),
+    )
 
 
 def _workload_constraints(base: Constraints, frozen: Sequence[str]) -> Constraints:
@@ -973,16 +1095,65 @@ def _holds(run: RunSummary, reference_loss: float, tolerance: float) -> bool:
     return run.final_val_loss <= reference_loss * (1.0 + tolerance)
 
 
+@dataclass(frozen=True)
+class _Incumbent:
+    """A campaign's best run so far under the scoring rule (round 0: the default)."""
+
+    hp: Hyperparameters
+    observed: float
+    round: int
+    true_summary: RunSummary
+    run: RunSummary
+
+
+@dataclass(frozen=True)
+class _Round:
+    """One round of a campaign: what was proposed, what ran, measured and noise-free."""
+
+    number: int
+    proposal: Hyperparameters
+    ran: Hyperparameters
+    run: RunSummary
+    true_summary: RunSummary
+    observed: float
+    true_objective: float
+    problem: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _Bests:
+    """A campaign's three readings of "best so far" (observed, noise-free objective pairs).
+
+    ``incumbent`` follows the multi-default-run scoring rule (the oracle is exempt: its
+    configuration holds quality by construction); ``ruled`` the same rule with no
+    exemption; ``single`` the single-default-run rule.
+    """
+
+    incumbent: _Incumbent
+    ruled: tuple[float, float]
+    single: tuple[float, float]
+
+    def after(self, r: _Round, holds: bool, holds_single: bool, exempt: bool) -> _Bests:
+        """Return the bests once round ``r`` (whose run ``holds`` the rule, or not) is in."""
+        incumbent, ruled, single = self.incumbent, self.ruled, self.single
+        if r.observed > incumbent.observed and (holds or exempt):
+            incumbent = _Incumbent(r.ran, r.observed, r.number, r.true_summary, r.run)
+        if r.observed > ruled[0] and holds:
+            ruled = (r.observed, r.true_objective)
+        if r.observed > single[0] and (holds_single or exempt):
+            single = (r.observed, r.true_objective)
+        return _Bests(incumbent, ruled, single)
+
+
 def _run_campaign(
     c: _Campaign,
     method: str,
     settings: EvaluationSettings,
-    propose: Callable[..., Proposal] | None,
+    propose: Proposer | None,
     advance: Callable[[], None],
 ) -> list[dict[str, Any]]:
     """Run one method's campaign on one workload x seed; return its rows (round 0..R)."""
-    from jpo.sim.response import simulate_run
-
     scorer, run0, tol = c.scorer, c.sim0.summary, settings.val_loss_tolerance
     default = c.profile.defaults
     default_true_summary, default_true = c.default_true
@@ -991,67 +1162,78 @@ def _run_campaign(
     multi_ref = c.reference_loss if run0.failure == "none" else math.nan
     tuner = _make_tuner(method, c.task(default_observed), settings, propose)
     common = dict(c.common, method=method)
-    gap = float(common["oracle_gap"])
-    incumbent = (default, default_observed, 0, default_true_summary, run0)
-    single = (default_observed, default_true)
-    ruled = (default_observed, default_true)
-    row = _row(common, 0, default, run0, default_true_summary, default_observed, default_true,
-               "", incumbent, scorer, gap, settings)  # fmt: skip
+    first = _Round(0, default, default, run0, default_true_summary, default_observed, default_true)
+    bests = _Bests(
+        _Incumbent(default, default_observed, 0, default_true_summary, run0),
+        (default_observed, default_true),
+        (default_observed, default_true),
+    )
+    row = _row(common, first, bests.incumbent, scorer, settings)
     row["oracle_fraction_ruled"] = row["oracle_fraction_incumbent"]
     row["oracle_fraction_single"] = row["oracle_fraction_incumbent"]
     row |= {"harmful": False, "rule_break": False, "reference_val_loss": multi_ref}
     rows = [row]
     current = default
     for rnd in range(1, settings.rounds + 1):
-        proposal = tuner.ask()
-        previous = tuner.anchor if tuner.uses_trust_region else None
-        problem = _validate(c.constraints, proposal, previous)
-        if problem:
-            tuner.reject(proposal)
-        proposal_ran = current if problem else proposal
-        sim = simulate_run(
-            c.profile,
-            proposal_ran,
-            c.conditions,
-            rng=_seed_for(c.seed, c.w_index, rnd),
-            run_id=f"{c.name}-s{c.seed}-r{rnd}",
-            start=c.start + rnd * 86_400.0,
-            scrape_interval_s=settings.scrape_interval_s,
-        )
-        run = sim.summary
-        observed = scorer.objective(run)
-        true_summary = scorer.summary(proposal_ran)
-        true_obj = scorer.objective(true_summary)
-        note = tuner.last_note
-        tuner.tell(proposal_ran, run, observed, sim.table)
-        current = proposal_ran
-        holds = _holds(run, multi_ref, tol)
-        # The oracle's configuration holds quality by construction (noise-free).
-        if observed > incumbent[1] and (holds or method == "oracle"):
-            incumbent = (proposal_ran, observed, rnd, true_summary, run)
-        if observed > ruled[0] and holds:
-            ruled = (observed, true_obj)
-        if observed > single[0] and (_holds(run, single_ref, tol) or method == "oracle"):
-            single = (observed, true_obj)
-        row = _row(common, rnd, proposal, run, true_summary, observed, true_obj, problem,
-                   incumbent, scorer, gap, settings)  # fmt: skip
-        row["note"] = note
-        row["oracle_fraction_ruled"] = _fraction(ruled[1], default_true, gap, settings)
-        row["oracle_fraction_single"] = _fraction(single[1], default_true, gap, settings)
-        row["harmful"] = bool(true_obj < default_true - 1e-9)
-        row["rule_break"] = bool(run.failure == "none" and not holds)
+        r = _play_round(c, tuner, rnd, current, settings)
+        current = r.ran
+        holds = _holds(r.run, multi_ref, tol)
+        holds_single = _holds(r.run, single_ref, tol)
+        bests = bests.after(r, holds, holds_single, exempt=method == "oracle")
+        row = _row(common, r, bests.incumbent, scorer, settings)
+        row["note"] = r.note
+        row["oracle_fraction_ruled"] = _fraction(bests.ruled[1], default_true, common, settings)
+        row["oracle_fraction_single"] = _fraction(bests.single[1], default_true, common, settings)
+        row["harmful"] = bool(r.true_objective < default_true - 1e-9)
+        row["rule_break"] = bool(r.run.failure == "none" and not holds)
         row["reference_val_loss"] = multi_ref
         rows.append(row)
         advance()
     return rows
 
 
+def _play_round(
+    c: _Campaign, tuner: Tuner, rnd: int, current: Hyperparameters, settings: EvaluationSettings
+) -> _Round:
+    """Ask the tuner, validate, simulate the run (an invalid proposal reruns ``current``), tell."""
+    from jpo.sim.response import simulate_run
+
+    proposal = tuner.ask()
+    previous = tuner.anchor if tuner.uses_trust_region else None
+    problem = _validate(c.constraints, proposal, previous)
+    if problem:
+        tuner.reject(proposal)
+    ran = current if problem else proposal
+    sim = simulate_run(
+        c.profile,
+        ran,
+        c.conditions,
+        rng=_seed_for(c.seed, c.w_index, rnd),
+        run_id=f"{c.name}-s{c.seed}-r{rnd}",
+        start=c.start + rnd * 86_400.0,
+        scrape_interval_s=settings.scrape_interval_s,
+    )
+    observed = c.scorer.objective(sim.summary)
+    true_summary = c.scorer.summary(ran)
+    true_obj = c.scorer.objective(true_summary)
+    note = tuner.last_note
+    tuner.tell(ran, sim.summary, observed, sim.table)
+    return _Round(rnd, proposal, ran, sim.summary, true_summary, observed, true_obj, problem, note)
+
+
 def _finite_or(value: float, fallback: float) -> float:
     return value if math.isfinite(value) else fallback
 
 
-def _fraction(obj: float, default: float, gap: float, settings: EvaluationSettings) -> float:
-    """Return the fraction of the oracle's improvement, NaN when the gap is negligible."""
+def _fraction(
+    obj: float, default: float, common: Mapping[str, Any], settings: EvaluationSettings
+) -> float:
+    """Return the fraction of the global oracle's improvement, NaN when the gap is negligible."""
+    return _fraction_of(obj, default, float(common["oracle_gap"]), settings)
+
+
+def _fraction_of(obj: float, default: float, gap: float, settings: EvaluationSettings) -> float:
+    """Return the fraction of an improvement ``gap``, NaN when the gap is negligible."""
     if not gap > settings.min_oracle_gap:
         return math.nan
     return (obj - default) / gap
@@ -1059,46 +1241,40 @@ def _fraction(obj: float, default: float, gap: float, settings: EvaluationSettin
 
 def _row(
     common: dict[str, Any],
-    rnd: int,
-    proposal: Hyperparameters,
-    run: RunSummary,
-    true_summary: RunSummary,
-    observed: float,
-    true_obj: float,
-    problem: str,
-    incumbent: tuple[Hyperparameters, float, int, RunSummary, RunSummary],
+    r: _Round,
+    inc: _Incumbent,
     scorer: _Scorer,
-    gap: float,
     settings: EvaluationSettings,
 ) -> dict[str, Any]:
-    """Build one Parquet row."""
-    inc_hp, _inc_obs, inc_round, inc_true, inc_run = incumbent
-    inc_obj = scorer.objective(inc_true)
+    """Build one Parquet row: round ``r`` of a campaign whose incumbent is ``inc``."""
+    inc_obj = scorer.objective(inc.true_summary)
     default_obj = common["default_objective"]
     row: dict[str, Any] = dict(common)
-    row |= {"round": rnd, "note": ""}
-    row |= {f"hp_{k}": v for k, v in proposal.as_dict().items()}
-    row |= _summary_fields(run)
+    row |= {"round": r.number, "note": ""}
+    row |= {f"hp_{k}": v for k, v in r.proposal.as_dict().items()}
+    row |= _summary_fields(r.run)
     row |= {
-        "valid": not problem,
-        "invalid_reason": problem,
-        "oom": run.failure == "oom",
-        "objective_observed": observed,
-        "objective_true": true_obj,
-        "true_val_loss": float(true_summary.final_val_loss),
-        "true_failure": true_summary.failure,
-        "incumbent_round": inc_round,
+        "valid": not r.problem,
+        "invalid_reason": r.problem,
+        "oom": r.run.failure == "oom",
+        "objective_observed": r.observed,
+        "objective_true": r.true_objective,
+        "true_val_loss": float(r.true_summary.final_val_loss),
+        "true_failure": r.true_summary.failure,
+        "incumbent_round": inc.round,
         "incumbent_objective_true": inc_obj,
-        "incumbent_val_loss_true": float(inc_true.final_val_loss),
-        "incumbent_failure_true": inc_true.failure,
-        **{f"incumbent_{k}": v for k, v in _summary_fields(inc_run).items() if k != "failure"},
-        **{f"incumbent_hp_{k}": v for k, v in inc_hp.as_dict().items()},
-        "oracle_fraction_incumbent": _fraction(inc_obj, default_obj, gap, settings),
-        "oracle_fraction_last": _fraction(true_obj, default_obj, gap, settings),
+        "incumbent_val_loss_true": float(inc.true_summary.final_val_loss),
+        "incumbent_failure_true": inc.true_summary.failure,
+        **{f"incumbent_{k}": v for k, v in _summary_fields(inc.run).items() if k != "failure"},
+        **{f"incumbent_hp_{k}": v for k, v in inc.hp.as_dict().items()},
+        "oracle_fraction_incumbent": _fraction(inc_obj, default_obj, common, settings),
+        "oracle_fraction_last": _fraction(r.true_objective, default_obj, common, settings),
     }
     reach_gap = float(common.get("oracle_reach_gap", math.nan))
-    row["oracle_reach_fraction_incumbent"] = _fraction(inc_obj, default_obj, reach_gap, settings)
-    row["oracle_reach_fraction_last"] = _fraction(true_obj, default_obj, reach_gap, settings)
+    row["oracle_reach_fraction_incumbent"] = _fraction_of(inc_obj, default_obj, reach_gap, settings)
+    row["oracle_reach_fraction_last"] = _fraction_of(
+        r.true_objective, default_obj, reach_gap, settings
+    )
     row["oracle_fraction"] = row[f"oracle_fraction_{settings.score}"]
     row["oracle_reach_fraction"] = row[f"oracle_reach_fraction_{settings.score}"]
     return row
@@ -1452,181 +1628,8 @@ def baseline_bar(
 # report.md, rounds.parquet, summary.json and the plots: jpo/evaluation/report.py.
 
 
-def write_report(result: EvaluationResult, out_dir: str | Path) -> ReportPaths:
-    """Write report.md, rounds.parquet, summary.json and plots/*.png into ``out_dir``."""
-    from jpo.evaluation.report import write_report as _write_report
-
-    return _write_report(result, out_dir)
-
-
-def _set_spec(result: EvaluationResult) -> dict[str, Any]:
-    """Return the evaluated set's ``[sets.NAME]`` table (empty when none was named)."""
-    return dict(result.settings.sets.get(result.set_name, {}))
-
-
-def _baseline_bar_json(result: EvaluationResult) -> dict[str, Any] | None:
-    """Return issue 25's bar as JSON-ready data (None when it does not apply)."""
-    spec = _set_spec(result)
-    bar = baseline_bar(result, absolute_min=spec.get("absolute_min"))
-    if bar is None:
-        return None
-    return asdict(bar) | {"ok": bar.ok, "set": result.set_name, "role": spec.get("role")}
-
-
-def _tolerance_lines(result: EvaluationResult) -> list[str]:
-    """Return the report's table of every val-loss tolerance in play, and why they differ."""
-    from jpo.learning.reward import load_reward_weights
-    from jpo.stage.suggest import load_suggest_settings
-
-    tol = result.settings.val_loss_tolerance
-    weights = load_reward_weights()
-    suggest = load_suggest_settings()
-    rows = [
-        ("scoring rule (incumbent, val loss ok, honest baselines)", tol, "the one setting"),
-        (
-            "CI rollback (configs/suggest.toml [rollback])",
-            suggest.rollback.val_loss_tolerance,
-            "one noisy run against one noisy run: 1 % would roll back most reruns of the "
-            "same configuration; the scoring rule's incumbent choice filters at 1 %",
-        ),
-        (
-            "reward vs previous run (configs/reward.toml)",
-            weights.tolerance_previous,
-            "the policy's training signal",
-        ),
-        (
-            "reward vs best run (configs/reward.toml)",
-            weights.tolerance_best,
-            "the policy's training signal (a soft penalty, not a rule)",
-        ),
-    ]
-    lines = ["| tolerance | value | why |", "|---|---|---|"]
-    lines += [f"| {name} | {value:g} | {why} |" for name, value, why in rows]
-    return lines
-
-
-def protocol_section(result: EvaluationResult, per_method: pd.DataFrame) -> list[str]:
-    """Return the report's protocol, safety and honest-baseline sections (issue 25)."""
-    from jpo.evaluation.report import _table
-
-    s = result.settings
-    spec = _set_spec(result)
-    role = spec.get("role", "unnamed (a folder or workloads given directly)")
-    parts = [
-        "## Protocol",
-        "",
-        f"- set: {result.set_name or 'n/a'}, role: **{role}** "
-        "(training: profiles the policy learns on; validation: every choice; test: read "
-        "only to report)",
-        f"- scoring rule: a run counts when its measured val loss <= the mean of "
-        f"{s.default_runs} measured default runs x (1 + {s.val_loss_tolerance:g}); "
-        "`oracle_fraction_single_mean` keeps the single-default-run reading",
-        "",
-        *_tolerance_lines(result),
-        "",
-        "## Safety (totals over tuning runs)",
-        "",
-        "harmful: noise-free objective below the default's; rule breaks: trained runs whose "
-        "measured val loss breaks the scoring rule.",
-        "",
-        _table(
-            per_method,
-            [
-                "method",
-                "oracle_fraction_mean",
-                "oracle_fraction_single_mean",
-                "tuning_runs",
-                "oom_runs",
-                "diverged_runs",
-                "failed_runs",
-                "harmful_runs",
-                "rule_breaks",
-                "val_loss_ok_share",
-            ],
-        ),
-        "",
-    ]
-    bar = baseline_bar(result, absolute_min=spec.get("absolute_min"))
-    if bar is None:
-        return parts
-    d = bar.difference
-    parts += [
-        "## JPO against the best honest baseline",
-        "",
-        f"Best honest baseline: **{bar.baseline}**. JPO - {bar.baseline} (paired by "
-        f"workload and seed): **{d.mean:+.3f}** (standard error over {d.seeds} seeds "
-        f"{d.se_seeds:.3f}, over {d.workloads} workloads {d.se_workloads:.3f}).",
-        "",
-    ]
-    parts += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in bar.passed.items()]
-    return [*parts, ""]
-
-
-def run_from_cli(
-    *,
-    policy_path: str | None,
-    workloads: Sequence[str] | None,
-    split: str | None,
-    rounds: int | None,
-    seeds: int | None,
-    methods: Sequence[str] | None,
-    out: str,
-    config: str | None = None,
-    progress: bool = True,
-    catalog_dir: str | None = None,
-    set_name: str | None = None,
-    tuners: Sequence[str] = (),
-    default_runs: int | None = None,
-) -> tuple[EvaluationResult, ReportPaths]:
-    """Load settings and the policy, evaluate, and write the report (``jpo evaluate``)."""
-    base = load_evaluation_settings(config)
-    extra = tuner_methods(tuners)
-    chosen = tuple(methods) if methods else None
-    if extra and chosen is None:
-        chosen = (*base.methods, *[m for m in extra if m not in base.methods])
-    settings = base.with_overrides(
-        split=split,
-        rounds=rounds,
-        seeds=seeds,
-        methods=chosen,
-        default_runs=default_runs,
-        tuners={**base.tuners, **extra},
-    )
-    if catalog_dir is not None and set_name is not None:
-        raise ConfigError("pass either --catalog DIR or --set NAME, not both")
-    catalog: Mapping[str, WorkloadProfile] | None = None
-    frozen: Mapping[str, Sequence[str]] | None = None
-    if catalog_dir is not None:
-        catalog, frozen = load_workload_folder(catalog_dir)
-        settings = settings.with_overrides(split="all")
-    elif set_name is not None:
-        catalog, frozen = load_set(settings, set_name)
-        settings = settings.with_overrides(split="all")
-    policy = None
-    if "jpo" in settings.methods:
-        from jpo.policy.artifact import LocalPolicy
-
-        path = policy_path or str(_bundled_policy())
-        policy = LocalPolicy.load(path)
-        policy_path = path
-    try:
-        result = evaluate(
-            settings,
-            workloads=workloads,
-            policy=policy,
-            policy_path=policy_path,
-            progress=progress,
-            catalog=catalog,
-            frozen=frozen,
-            set_name=set_name or "",
-        )
-    except JpoError:
-        raise
-    return result, write_report(result, out)
-
-
-def _bundled_policy() -> Path:
-    """Return the bundled policy folder (``jpo/data/policy``)."""
+def bundled_policy_path() -> Path:
+    """Return the bundled policy folder (``jpo/data/policy``); PolicyError when it is missing."""
     folder = BUNDLED_POLICY_DIR
     if not folder.exists():
         from jpo.errors import PolicyError
@@ -1644,15 +1647,13 @@ __all__ += [
     "ROLES",
     "BaselineBar",
     "PairedDifference",
-    "ReportPaths",
     "baseline_bar",
     "best_honest_baseline",
+    "bundled_policy_path",
     "gain_by_round",
     "load_set",
     "load_tuner_class",
     "load_workload_folder",
     "paired_difference",
-    "protocol_section",
-    "run_from_cli",
     "tuner_methods",
 ]

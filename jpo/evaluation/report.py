@@ -19,14 +19,38 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jpo.errors import ConfigError
+from jpo.errors import ConfigError, JpoError
+from jpo.evaluation.evaluate import (
+    EvaluationResult,
+    QualityBar,
+    baseline_bar,
+    bundled_policy_path,
+    evaluate,
+    gain_by_round,
+    load_evaluation_settings,
+    load_set,
+    load_workload_folder,
+    method_summary,
+    quality_bar,
+    tuner_methods,
+    workload_summary,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
 
-    from jpo.evaluation.evaluate import EvaluationResult, QualityBar
+    from jpo.sim.response import WorkloadProfile
 
-__all__ = ["METHOD_STYLES", "ReportPaths", "workload_rounds", "write_report"]
+__all__ = [
+    "METHOD_STYLES",
+    "ReportPaths",
+    "protocol_section",
+    "run_from_cli",
+    "workload_rounds",
+    "write_report",
+]
 
 OVERALL_QUALITY = (
     "method",
@@ -136,14 +160,6 @@ def _before_after(frame: pd.DataFrame, spec: Sequence[str | tuple[str, str]]) ->
 
 def write_report(result: EvaluationResult, out_dir: str | Path) -> ReportPaths:
     """Write report.md, rounds.parquet, summary.json and plots/*.png into ``out_dir``."""
-    from jpo.evaluation.evaluate import (
-        _baseline_bar_json,
-        gain_by_round,
-        method_summary,
-        quality_bar,
-        workload_summary,
-    )
-
     out = Path(out_dir)
     try:
         (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -400,8 +416,6 @@ def _markdown(
         _table(_before_after(per_method, OVERALL_RESOURCES), _columns(OVERALL_RESOURCES)),
         "",
     ]
-    from jpo.evaluation.evaluate import protocol_section
-
     parts += protocol_section(result, per_method)
     if bar is not None:
         parts += ["## Quality bar (JPO)", ""]
@@ -438,3 +452,167 @@ def _markdown(
     parts += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots]
     parts += ["", "All rounds: `rounds.parquet`.", ""]
     return "\n".join(parts)
+
+
+def _set_spec(result: EvaluationResult) -> dict[str, Any]:
+    """Return the evaluated set's ``[sets.NAME]`` table (empty when none was named)."""
+    return dict(result.settings.sets.get(result.set_name, {}))
+
+
+def _baseline_bar_json(result: EvaluationResult) -> dict[str, Any] | None:
+    """Return issue 25's bar as JSON-ready data (None when it does not apply)."""
+    spec = _set_spec(result)
+    bar = baseline_bar(result, absolute_min=spec.get("absolute_min"))
+    if bar is None:
+        return None
+    return asdict(bar) | {"ok": bar.ok, "set": result.set_name, "role": spec.get("role")}
+
+
+def _tolerance_lines(result: EvaluationResult) -> list[str]:
+    """Return the report's table of every val-loss tolerance in play, and why they differ."""
+    from jpo.learning.reward import load_reward_weights
+    from jpo.stage.suggest import load_suggest_settings
+
+    tol = result.settings.val_loss_tolerance
+    weights = load_reward_weights()
+    suggest = load_suggest_settings()
+    rows = [
+        ("scoring rule (incumbent, val loss ok, honest baselines)", tol, "the one setting"),
+        (
+            "CI rollback (configs/suggest.toml [rollback])",
+            suggest.rollback.val_loss_tolerance,
+            "one noisy run against one noisy run: 1 % would roll back most reruns of the "
+            "same configuration; the scoring rule's incumbent choice filters at 1 %",
+        ),
+        (
+            "reward vs previous run (configs/reward.toml)",
+            weights.tolerance_previous,
+            "the policy's training signal",
+        ),
+        (
+            "reward vs best run (configs/reward.toml)",
+            weights.tolerance_best,
+            "the policy's training signal (a soft penalty, not a rule)",
+        ),
+    ]
+    lines = ["| tolerance | value | why |", "|---|---|---|"]
+    lines += [f"| {name} | {value:g} | {why} |" for name, value, why in rows]
+    return lines
+
+
+def protocol_section(result: EvaluationResult, per_method: pd.DataFrame) -> list[str]:
+    """Return the report's protocol, safety and honest-baseline sections (issue 25)."""
+    s = result.settings
+    spec = _set_spec(result)
+    role = spec.get("role", "unnamed (a folder or workloads given directly)")
+    parts = [
+        "## Protocol",
+        "",
+        f"- set: {result.set_name or 'n/a'}, role: **{role}** "
+        "(training: profiles the policy learns on; validation: every choice; test: read "
+        "only to report)",
+        f"- scoring rule: a run counts when its measured val loss <= the mean of "
+        f"{s.default_runs} measured default runs x (1 + {s.val_loss_tolerance:g}); "
+        "`oracle_fraction_single_mean` keeps the single-default-run reading",
+        "",
+        *_tolerance_lines(result),
+        "",
+        "## Safety (totals over tuning runs)",
+        "",
+        "harmful: noise-free objective below the default's; rule breaks: trained runs whose "
+        "measured val loss breaks the scoring rule.",
+        "",
+        _table(
+            per_method,
+            [
+                "method",
+                "oracle_fraction_mean",
+                "oracle_fraction_single_mean",
+                "tuning_runs",
+                "oom_runs",
+                "diverged_runs",
+                "failed_runs",
+                "harmful_runs",
+                "rule_breaks",
+                "val_loss_ok_share",
+            ],
+        ),
+        "",
+    ]
+    bar = baseline_bar(result, absolute_min=spec.get("absolute_min"))
+    if bar is None:
+        return parts
+    d = bar.difference
+    parts += [
+        "## JPO against the best honest baseline",
+        "",
+        f"Best honest baseline: **{bar.baseline}**. JPO - {bar.baseline} (paired by "
+        f"workload and seed): **{d.mean:+.3f}** (standard error over {d.seeds} seeds "
+        f"{d.se_seeds:.3f}, over {d.workloads} workloads {d.se_workloads:.3f}).",
+        "",
+    ]
+    parts += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in bar.passed.items()]
+    return [*parts, ""]
+
+
+def run_from_cli(
+    *,
+    policy_path: str | None,
+    workloads: Sequence[str] | None,
+    split: str | None,
+    rounds: int | None,
+    seeds: int | None,
+    methods: Sequence[str] | None,
+    out: str,
+    config: str | None = None,
+    progress: bool = True,
+    catalog_dir: str | None = None,
+    set_name: str | None = None,
+    tuners: Sequence[str] = (),
+    default_runs: int | None = None,
+) -> tuple[EvaluationResult, ReportPaths]:
+    """Load settings and the policy, evaluate, and write the report (``jpo evaluate``)."""
+    base = load_evaluation_settings(config)
+    extra = tuner_methods(tuners)
+    chosen = tuple(methods) if methods else None
+    if extra and chosen is None:
+        chosen = (*base.methods, *[m for m in extra if m not in base.methods])
+    settings = base.with_overrides(
+        split=split,
+        rounds=rounds,
+        seeds=seeds,
+        methods=chosen,
+        default_runs=default_runs,
+        tuners={**base.tuners, **extra},
+    )
+    if catalog_dir is not None and set_name is not None:
+        raise ConfigError("pass either --catalog DIR or --set NAME, not both")
+    catalog: Mapping[str, WorkloadProfile] | None = None
+    frozen: Mapping[str, Sequence[str]] | None = None
+    if catalog_dir is not None:
+        catalog, frozen = load_workload_folder(catalog_dir)
+        settings = settings.with_overrides(split="all")
+    elif set_name is not None:
+        catalog, frozen = load_set(settings, set_name)
+        settings = settings.with_overrides(split="all")
+    policy = None
+    if "jpo" in settings.methods:
+        from jpo.policy.artifact import LocalPolicy
+
+        path = policy_path or str(bundled_policy_path())
+        policy = LocalPolicy.load(path)
+        policy_path = path
+    try:
+        result = evaluate(
+            settings,
+            workloads=workloads,
+            policy=policy,
+            policy_path=policy_path,
+            progress=progress,
+            catalog=catalog,
+            frozen=frozen,
+            set_name=set_name or "",
+        )
+    except JpoError:
+        raise
+    return result, write_report(result, out)

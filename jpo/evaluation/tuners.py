@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jpo.sim.oracle import reach_box
 from jpo.telemetry.schema import RunSummary
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
 
@@ -137,29 +138,6 @@ class TuningTask:
         if self.box is not None and name in self.box:
             return self.box[name]
         return float(spec.min), float(spec.max)
-
-
-def reach_box(
-    constraints: Constraints, start: Hyperparameters, rounds: int
-) -> dict[str, tuple[float, float]]:
-    """Return the box a trust-region method can reach from ``start`` in ``rounds`` steps.
-
-    Per tunable parameter with trust-region factor f: [start / f^R, start * f^R] (for
-    integers also at least start -/+ R, as one step may always move by one), intersected
-    with the constraints' bounds. Searching this box gives the baselines the same
-    reachable set as JPO in the same number of rounds, without its per-step limit.
-    """
-    values = start.as_dict()
-    box: dict[str, tuple[float, float]] = {}
-    for name in constraints.tunable:
-        spec = constraints.params[name]
-        v = float(values[name])
-        reach = spec.trust_region**rounds
-        lo, hi = v / reach, v * reach
-        if spec.type == "int":
-            lo, hi = min(lo, v - rounds), max(hi, v + rounds)
-        box[name] = (max(float(spec.min), lo), min(float(spec.max), hi))
-    return box
 
 
 class Tuner(ABC):

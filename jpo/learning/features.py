@@ -24,8 +24,8 @@ field               definition
                     counter's increase over the run (it starts at 0 with the run; a drop
                     is a restart, counted from 0 again) when the run exports it and lasts
                     more than one scrape; else the mean of the ``throughput`` samples,
-                    which on a run of a few scrapes can be off by 2x (benchmarks/evaluate/
-                    RESULTS.md, round 5)
+                    which on a run of a few scrapes can be off by 2x
+                    (docs/design/simulation.md)
 ``final_val_loss``  the ``val_loss`` sample with the latest timestamp
 ``duration_s``      latest minus earliest timestamp over all of the run's rows (s)
 ``gpu_hours``       ``duration_s / 3600`` x GPUs per pod (the ``gpus`` argument, default

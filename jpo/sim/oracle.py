@@ -25,7 +25,7 @@ previous step. Then a multi-start pattern search: from each of the best few grid
 step and then at each finer one. The single refinement alone missed optima that lie on a
 thin feasible ridge between grid points (the learning rate following the batch size up to
 the loss limit): a greedy walk told the noise-free objective ended above it on xsum-bart
-(x1.193) and higgs-mlp (x1.006), round 15 of benchmarks/evaluate/RESULTS.md. Settings live
+(x1.193) and higgs-mlp (x1.006) (docs/design/simulation.md). Settings live
 in ``configs/oracle.toml``.
 """
 
@@ -340,16 +340,38 @@ def best_config(
     return best
 
 
+def reach_box(
+    constraints: Constraints, start: Hyperparameters, rounds: int
+) -> dict[str, tuple[float, float]]:
+    """Return the box a trust-region method can reach from ``start`` in ``rounds`` steps.
+
+    Per tunable parameter with trust-region factor f: [start / f^R, start * f^R] (for
+    integers also at least start -/+ R, as one step may always move by one), intersected
+    with the constraints' bounds. Searching this box gives the baselines the same
+    reachable set as JPO in the same number of rounds, without its per-step limit.
+    """
+    values = start.as_dict()
+    box: dict[str, tuple[float, float]] = {}
+    for name in constraints.tunable:
+        spec = constraints.params[name]
+        v = float(values[name])
+        reach = spec.trust_region**rounds
+        lo, hi = v / reach, v * reach
+        if spec.type == "int":
+            lo, hi = min(lo, v - rounds), max(hi, v + rounds)
+        box[name] = (max(float(spec.min), lo), min(float(spec.max), hi))
+    return box
+
+
 def reach_constraints(constraints: Constraints, start: Hyperparameters, rounds: int) -> Constraints:
     """Return ``constraints`` narrowed to what a trust-region method reaches in ``rounds``.
 
-    Per tunable parameter the bounds become :func:`jpo.evaluation.tuners.reach_box` of ``start``
+    Per tunable parameter the bounds become :func:`reach_box` of ``start``
     (``[start / f^R, start * f^R]`` within the constraints, f its trust region). The oracle
     over these constraints is the best any method could do within ``rounds`` trust-region
     steps from ``start`` ("reach-box oracle"), as opposed to the global oracle over the
     whole constraint box.
     """
-    from jpo.evaluation.tuners import reach_box
     from jpo.workload.constraints import Constraints as _Constraints
 
     box = reach_box(constraints, start, rounds)

@@ -49,7 +49,6 @@ from jpo.sim.response import (
     predict,
 )
 from jpo.sim.teacher import TEACHER_ACTION, teacher_action
-from jpo.stage.feedback import val_loss_change
 from jpo.telemetry.schema import HISTORY_SCHEMA, PARTITION_COLUMNS, RunSummary
 from jpo.workload.constraints import Constraints, load_constraints
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
@@ -85,10 +84,6 @@ class EnvConfig:
         tunable: hyperparameters the agent may change (empty = the constraints' tunable).
         calibrate: fit profiles to recorded runs (jpo.sim.calibration) for history sources.
         rollback_on_failure: after a failed run, continue from the last good config.
-        rollback_on_degraded: also roll back a run whose val loss worsened vs the run
-            before by more than the CI stage's ``[rollback] val_loss_tolerance``
-            (configs/suggest.toml), and score the run after any rollback against the run
-            it returned to, as ``jpo suggest``/``jpo feedback`` do (off: v3's training env).
         noise: relative std of seeded per-step noise.
         residual_clip: clip of the recording's residual factors.
         step_info: return the full info dict from reset/step (False: empty dicts, faster
@@ -119,7 +114,6 @@ class EnvConfig:
     tunable: tuple[str, ...] = ()
     calibrate: bool = True
     rollback_on_failure: bool = True
-    rollback_on_degraded: bool = False
     noise: float = 0.01
     residual_clip: float = 1.5
     step_info: bool = True
@@ -161,7 +155,6 @@ class _EnvFile(Settings):
     tunable: tuple[StrictStr, ...] = _ENV.tunable
     calibrate: StrictBool = _ENV.calibrate
     rollback_on_failure: StrictBool = _ENV.rollback_on_failure
-    rollback_on_degraded: StrictBool = _ENV.rollback_on_degraded
     noise: _Float = _ENV.noise
     residual_clip: _Float = _ENV.residual_clip
     step_info: StrictBool = _ENV.step_info
@@ -762,7 +755,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     ``configs/env.toml`` (source ``catalog``/``parquet``/``table``, ``history_path``,
     ``table``, ``split``, ``workloads``, ``episode_length``, ``reward_weights_path``,
     ``constraints_path``, ``cluster_path``, ``tunable``, ``calibrate``,
-    ``rollback_on_failure``, ``rollback_on_degraded``, ``noise``, ``seed``,
+    ``rollback_on_failure``, ``noise``, ``seed``,
     ``catalog``: {...},
     ``randomized_profiles``, ``randomization_path``, ``teacher``, ``teacher_hold``,
     ``teacher_cache``). Invalid configs
@@ -780,8 +773,8 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: initial version (feature spec 1, reward of configs/reward.toml).
     * v0 (same id): catalog rewards reference the oracle's reference run; optional
       domain-randomized training profiles (``randomized_profiles``).
-    * v0 (same id): opt-in ``rollback_on_degraded`` (the CI stage's rollback of degraded
-      runs); the default behaviour is unchanged.
+    * v0 (same id): the opt-in ``rollback_on_degraded`` is gone again (measured as no
+      gain, docs/design/training.md); the default behaviour is unchanged.
     * v0 (same id): opt-in ``teacher`` (the oracle teacher's action in each info).
     """
 
@@ -811,11 +804,6 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         self._replays = _cached_replays(cfg) if cfg.source == "catalog" else _build_replays(cfg)
         self._episode_length = cfg.episode_length
         self._rollback = cfg.rollback_on_failure
-        self._degraded_tolerance: float | None = None
-        if cfg.rollback_on_degraded:
-            from jpo.stage.suggest import load_suggest_settings
-
-            self._degraded_tolerance = load_suggest_settings().rollback.val_loss_tolerance
         self._noise = cfg.noise
         self._info = cfg.step_info
         low, high = observation_bounds()
@@ -971,14 +959,6 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             failure=s.failure,
         )
 
-    def _degraded(self, run: RunSummary) -> bool:
-        """Whether ``run``'s val loss worsened beyond CI's rollback tolerance (if enabled)."""
-        prev = self._prev
-        if self._degraded_tolerance is None or prev is None or prev.failure != "none":
-            return False
-        # the measure `jpo feedback` marks runs degraded by
-        return val_loss_change(run, prev) > self._degraded_tolerance
-
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Run the next execution at the hyperparameters the action chooses."""
         w = self._w
@@ -997,7 +977,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
             reference_throughput=w.reference_throughput,
             reference_gpu_hours=w.reference_gpu_hours,
         )
-        failed = run.failure != "none" or self._degraded(run)
+        failed = run.failure != "none"
         rolled_back = False
         if not failed:
             self._last_good = hp
@@ -1011,10 +991,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         obs = build_observation(run, self._hp, self._norm, obs_ctx)
         self._seen.append(run)
         self._ctx = ctx.after(run)
-        if not (rolled_back and self._degraded_tolerance is not None):
-            # CI-like mode: the run after a rollback is scored against the run the rollback
-            # returned to, as `jpo feedback` scores a run against its suggestion's base.
-            self._prev = run
+        self._prev = run
         truncated = self._t >= self._episode_length
         if not self._info:
             return obs, reward.total, False, truncated, self._teacher_info()

@@ -6,7 +6,7 @@ quality) than a configuration the campaign already ran. Without a memory of the 
 ``config.ini`` then stays on the worse values, and a deterministic policy asked again from
 them rarely walks back: on the held-out split the bundled policy's last configurations
 held 0.38 of the oracle's improvement while the best ones it had run held 0.53
-(benchmarks/evaluate/RESULTS.md, round 13). This is the trust-region rule of keeping the
+(docs/design/ci-stage.md). This is the trust-region rule of keeping the
 incumbent when a step fails to improve (Nocedal & Wright, *Numerical Optimization*, 2nd
 ed., §4.1), applied with the objective every score is judged by.
 

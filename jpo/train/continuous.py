@@ -346,15 +346,15 @@ def _cycle_config(cfg: TrainConfig, conf: ContinuousConfig) -> TrainConfig:
 
 def _eval_sets(cfg: TrainConfig, cycle_cfg: TrainConfig) -> dict[str, Callable[[], Any]]:
     """The episode sets of the promotion check (env factories, teacher off: not needed)."""
-    from jpo.train.trainer import _make_env
+    from jpo.train.trainer import make_env
 
     no_teacher = {"teacher": False}
     sets: dict[str, Callable[[], Any]] = {
-        "cluster": lambda: _make_env(cycle_cfg.env.model_dump(), no_teacher),
+        "cluster": lambda: make_env(cycle_cfg.env.model_dump(), no_teacher),
     }
     if cfg.env.eval_config:
         holdout = {**cfg.env.eval_config, **no_teacher}
-        sets["holdout"] = lambda: _make_env(cfg.env.model_dump(), holdout)
+        sets["holdout"] = lambda: make_env(cfg.env.model_dump(), holdout)
     return sets
 
 

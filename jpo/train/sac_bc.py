@@ -1,6 +1,6 @@
 """SAC with a behaviour-cloning term towards the oracle teacher (RLlib, new API stack).
 
-Round 8 of benchmarks/evaluate/RESULTS.md: plain SAC learns the training distribution's
+docs/design/training.md: plain SAC learns the training distribution's
 reward and transfers poorly to unseen workloads. A teacher that steps towards each
 training profile's oracle configuration transfers well. SAC whose actor loss also pulls
 towards that teacher (TD3+BC, Fujimoto & Gu 2021) keeps the transfer and still learns in

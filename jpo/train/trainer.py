@@ -64,6 +64,7 @@ __all__ = [
     "export_latest",
     "load_train_config",
     "main",
+    "make_env",
     "parse_set_overrides",
     "recorded_run",
     "resolve_learner_resources",
@@ -435,7 +436,7 @@ class Storage:
 # --------------------------------------------------------------------------- env
 
 
-def _make_env(env_section: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Any:
+def make_env(env_section: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Any:
     """Build the configured env (import the registering module, then gymnasium.make)."""
     import gymnasium as gym
 
@@ -458,7 +459,7 @@ def _env_creator(env_section: dict[str, Any]) -> Callable[[Any], Any]:
     # Episode randomness comes from RLlib seeding reset() (config.debugging(seed=...));
     # env.config["seed"] is the replay env's synthetic-history seed and stays as given.
     def create(env_context: Any) -> Any:
-        return _make_env(env_section)
+        return make_env(env_section)
 
     return create
 
@@ -477,7 +478,7 @@ class EnvDescription:
 
 def describe_env(cfg: TrainConfig, overrides: Mapping[str, Any] | None = None) -> EnvDescription:
     """Probe one env instance for observation/action names and data provenance."""
-    env = _make_env(cfg.env.model_dump(), overrides)
+    env = make_env(cfg.env.model_dump(), overrides)
     try:
         base = env.unwrapped
         n_obs = int(env.observation_space.shape[0])

@@ -49,26 +49,26 @@ TINY: dict[str, dict[str, str | None]] = {
     "benchmarks/suggest/bench_incumbent.py": {"--records": "3", "--repeats": "2"},
     "benchmarks/serve/bench_serve_latency.py": {"--clients": "2", "--duration": "2"},
     "benchmarks/evaluate/run.py": {"--seeds": "1", "--rounds": "1"},
-    "benchmarks/train/fast_sac.py": {
+    "research/train/fast_sac.py": {
         "--steps": "300",
         "--set": "env.config.randomized_profiles=0",
     },
-    "benchmarks/train/imitate.py": {
+    "research/train/imitate.py": {
         "--iterations": "1",
         "--episodes": "4",
         "--epochs": "1",
         "--set": "env.config.randomized_profiles=0",
     },
-    "benchmarks/evaluate/diagnose.py": {
+    "research/evaluate/diagnose.py": {
         # global options (before the subcommand)
         "--profiles": "2",
         "--seeds": "1",
         "--holdout-seeds": "1",
     },
-    "benchmarks/evaluate/diagnose.py ci-stage": {"--train-seeds": "1"},
-    "benchmarks/evaluate/diagnose.py score": {"--train-seeds": "1"},
-    "benchmarks/evaluate/diagnose.py teacher": {"--train-seeds": "1"},
-    "benchmarks/evaluate/diagnose.py greedy": {},
+    "research/evaluate/diagnose.py ci-stage": {"--train-seeds": "1"},
+    "research/evaluate/diagnose.py score": {"--train-seeds": "1"},
+    "research/evaluate/diagnose.py teacher": {"--train-seeds": "1"},
+    "research/evaluate/diagnose.py greedy": {},
     "benchmarks/train/gpu_check.sh": {},
     "benchmarks/evaluate/make_testset.py": {"--out": "broad-v1"},
     "benchmarks/evaluate/bar.py": {
@@ -100,7 +100,7 @@ def rerun_block(text: str) -> list[str]:
 
 def _script_of(words: list[str]) -> tuple[str, str | None]:
     """Return (script path, subcommand or None) of a ``python/bash script ...`` command."""
-    i = next(i for i, w in enumerate(words) if w.startswith("benchmarks/"))
+    i = next(i for i, w in enumerate(words) if w.startswith(("benchmarks/", "research/")))
     sub = next((w for w in words[i + 1 :] if not w.startswith("-")), None)
     return words[i], sub
 

@@ -23,8 +23,8 @@ from jpo.evaluation.evaluate import (
     quality_bar,
     select_workloads,
     workload_summary,
-    write_report,
 )
+from jpo.evaluation.report import write_report
 from jpo.evaluation.tuners import OptunaTuner, RandomSearchTuner, Tuner, TuningTask, reach_box
 from jpo.policy.artifact import LocalPolicy
 from jpo.sim.response import load_catalog

@@ -125,7 +125,7 @@ def test_pod_limits_move_only_when_named(catalog) -> None:
     bases = {(p.limits.gpus, p.limits.memory_bytes) for p in catalog.values() if p.split == "train"}
     plain = random_profiles(catalog, 30)
     assert {(p.limits.gpus, p.limits.memory_bytes) for p in plain} <= bases
-    box = load_randomization("benchmarks/train/recipes/randomization-box.toml")
+    box = load_randomization("research/train/recipes/randomization-box.toml")
     drawn = random_profiles(catalog, 30, settings=box)
     gpus = {p.limits.gpus for p in drawn}
     assert gpus <= {1, 2, 4, 8, 16} and len(gpus) > 1

@@ -93,45 +93,6 @@ def test_the_oracle_cache_is_used_only_for_the_same_profiles(tmp_path: Path) -> 
 
 
 def test_unknown_held_hyperparameter_is_a_config_error() -> None:
-    from jpo.errors import ConfigError
 
     with pytest.raises(ConfigError, match="teacher_hold has unknown hyperparameter"):
         PrometheusReplayEnv(config={"teacher_hold": ["depth"]})
-
-
-def test_critical_batch_epochs_keep_the_progress_to_convergence(
-    env: PrometheusReplayEnv,
-) -> None:
-    """The measured-negative variant (RESULTS round 10): epochs follow e_conv of the step."""
-    from jpo.sim.response import val_loss_curve
-    from jpo.sim.teacher import action_towards_target, convergence_epochs, progress_epochs
-
-    env.reset(seed=0, options={"workload": "cifar10-resnet18", "start": 0})
-    profile, current = env.profile, env.hyperparameters
-    target = oracle_configs(env.profiles[:1], env.constraints)["cifar10-resnet18"]
-    hold = ("learning_rate",)
-    action = action_towards_target(
-        env.constraints, profile, current, target, hold, epochs_rule="critical_batch"
-    )
-    after = env.constraints.apply_action(current, action)
-    plain = env.constraints.apply_action(
-        current, env.constraints.action_towards(current, target, hold=(*hold, "epochs"))
-    )
-    # the other entries take the same step as with the epochs held
-    assert (after.batch_size, after.learning_rate, after.num_layers) == (
-        plain.batch_size,
-        plain.learning_rate,
-        plain.num_layers,
-    )
-    want = progress_epochs(profile, current, plain)
-    ratio = convergence_epochs(profile, plain) / convergence_epochs(profile, current)
-    assert want == pytest.approx(current.epochs * ratio)
-    lo, hi = sorted((float(current.epochs), want))
-    assert lo - 1 <= after.epochs <= hi + 1  # towards it, within the trust region
-    assert np.isfinite(val_loss_curve(profile, after, after.epochs))
-    with pytest.raises(ConfigError, match="do not hold them"):
-        action_towards_target(
-            env.constraints, profile, current, target, ("epochs",), epochs_rule="critical_batch"
-        )
-    with pytest.raises(ConfigError, match="known: oracle, critical_batch"):
-        action_towards_target(env.constraints, profile, current, target, (), epochs_rule="x")

@@ -75,7 +75,8 @@ def evaluate_command(
 ) -> None:
     """Evaluate tuning methods on catalog workloads and write a Markdown report with plots."""
     from jpo.console import is_quiet, out_console
-    from jpo.evaluation.evaluate import baseline_bar, method_summary, quality_bar, run_from_cli
+    from jpo.evaluation.evaluate import baseline_bar, method_summary, quality_bar
+    from jpo.evaluation.report import run_from_cli
 
     def _flat(values: list[str] | None) -> list[str] | None:
         """Accept repeated flags and comma-separated lists alike."""
