@@ -23,7 +23,7 @@ def test_no_import_cycle_among_jpo_modules() -> None:
         "import cycles among jpo modules (each line: modules that import each other, "
         "directly or through the others):\n"
         + "\n".join(" <-> ".join(c) for c in cycles)
-        + "\nmove the shared piece down a layer (docs/ARCHITECTURE.md)"
+        + "\nmove the shared piece down a layer (docs/maintainer-guide.md)"
     )
 
 

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -33,13 +33,23 @@ from jpo.sim.response import WorkloadProfile
 from jpo.workload.constraints import Constraints
 from jpo.workload.types import Hyperparameters
 
-if TYPE_CHECKING:
-    from jpo.sim.replay_env import PrometheusReplayEnv
-
 TEACHER_ACTION = "teacher_action"
 """Key of the teacher's action in the replay env's info (and SAC's train-batch column)."""
 
 logger = logging.getLogger("jpo.sim.teacher")
+
+
+class SteppingEnv(Protocol):
+    """What the teacher reads of an env (the replay env): its limits and current values."""
+
+    @property
+    def constraints(self) -> Constraints:
+        """The workload's constraints."""
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        """The values the workload runs with now."""
+
 
 def oracle_configs(
     profiles: Sequence[WorkloadProfile], constraints: Constraints
@@ -97,8 +107,6 @@ def cached_oracle_configs(
     return oracles
 
 
-def teacher_action(
-    env: PrometheusReplayEnv, target: Hyperparameters, hold: Sequence[str]
-) -> np.ndarray:
+def teacher_action(env: SteppingEnv, target: Hyperparameters, hold: Sequence[str]) -> np.ndarray:
     """Return the teacher's action in the env's current state: one step towards ``target``."""
     return env.constraints.action_towards(env.hyperparameters, target, hold=hold)

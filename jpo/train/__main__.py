@@ -2,6 +2,6 @@
 
 import sys
 
-from jpo.train.trainer import main
+from jpo.train.command import main
 
 sys.exit(main())

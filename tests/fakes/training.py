@@ -45,7 +45,7 @@ def train_tiny(tmp_path: Path, iterations: int = 1) -> Path:
     """Train ``python -m jpo.train`` on the tiny config; return the config path."""
     config = tiny_train_config(tmp_path, iterations)
     proc = subprocess.run(
-        [sys.executable, "-m", "jpo.train.trainer", "--config", str(config)],
+        [sys.executable, "-m", "jpo.train", "--config", str(config)],
         cwd=REPO,
         capture_output=True,
         text=True,

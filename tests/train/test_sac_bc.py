@@ -153,7 +153,7 @@ def test_rllib_sac_trains_with_the_bc_term(tmp_path: Path, remote: bool) -> None
     config = _config(tmp_path, teacher=True, bc_weight=1.0, remote=remote)
     export = str(tmp_path / "policy")
     proc = subprocess.run(
-        [sys.executable, "-m", "jpo.train.trainer", "--config", str(config), "--export", export],
+        [sys.executable, "-m", "jpo.train", "--config", str(config), "--export", export],
         cwd=REPO,
         capture_output=True,
         text=True,

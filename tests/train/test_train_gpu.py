@@ -79,7 +79,7 @@ def test_entry_point_trains_on_the_gpu_and_the_checkpoint_serves_on_cpu(tmp_path
         [
             sys.executable,
             "-m",
-            "jpo.train.trainer",
+            "jpo.train",
             "--config",
             str(config),
             "--export",

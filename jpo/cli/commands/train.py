@@ -62,7 +62,7 @@ def train_command(
 ) -> None:
     """Train the SAC policy with Ray RLlib (same as `python -m jpo.train`)."""
     from jpo.console import is_quiet, quiet_libraries, set_quiet
-    from jpo.train.trainer import run_cli
+    from jpo.train.command import run_cli
 
     quiet = quiet or is_quiet()
     if quiet:
