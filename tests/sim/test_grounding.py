@@ -238,7 +238,7 @@ def test_resnet50_depth_follows_torchvision():
 
 
 def test_resnet50_throughput_and_memory_per_gpu():
-    """[DLE] TF32: ~1,000 img/s per A100 at 256/GPU (800..1,200); 256/GPU fits 40 GB, not 16."""
+    """[DLE] TF32: 938 img/s on one A100 (800..1,200); 256/GPU fits 40 GB, not 16."""
     p = load_profile("imagenet-resnet50")
     per_gpu_256 = replace(p.defaults, batch_size=256 * p.limits.gpus)
     s = predict(p, per_gpu_256, CLEAN)
