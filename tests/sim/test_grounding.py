@@ -96,7 +96,7 @@ GROUNDED = tuple(RECIPES)
 # header says so); every other grounded default is its recipe exactly.
 BELOW_LR_MIN = ("squad-bert-large", "xsum-bart")
 # mnist-lenet is the catalog's deliberately far-too-high learning-rate scenario
-# (tests/envs/test_catalog.py requires one): batch, layers and epochs are [KMC]'s, its lr is not.
+# (tests/sim/test_catalog.py requires one): batch, layers and epochs are [KMC]'s, its lr is not.
 SCENARIO_LR = {
     "mnist-lenet": Hyperparameters(batch_size=128, learning_rate=1e-3, num_layers=5, epochs=15)
 }
@@ -192,7 +192,7 @@ def test_defaults_are_the_reference_recipe_and_inside_the_constraints(name):
 
 def test_the_scenario_and_ungrounded_profiles_are_named():
     """Every catalog profile is grounded, the named lr scenario, or named as not grounded."""
-    from envs.response import load_catalog
+    from jpo.sim.response import load_catalog
 
     names = set(load_catalog())
     assert names == set(GROUNDED) | set(SCENARIO_LR) | set(NOT_GROUNDED)
