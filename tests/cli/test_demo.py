@@ -166,6 +166,7 @@ def _jpo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_jpo_demo_fast_through_the_cli_json(tmp_path: Path) -> None:
     """`jpo demo --fast --json` (the README's first command) with the bundled policy."""
     work = tmp_path / "work"
+    example = (EXAMPLES / "mnist-lenet" / "config.ini").read_bytes()
     done = _jpo(
         "demo", "--fast", "--no-prometheus", "--rounds", "3", "--workdir", str(work), "--json",
         cwd=tmp_path,
@@ -187,7 +188,8 @@ def test_jpo_demo_fast_through_the_cli_json(tmp_path: Path) -> None:
         assert Path(w["files"]["audit_log"]).is_file()
         assert Path(w["files"]["chart"]).read_bytes()[:4] == b"\x89PNG"
     assert any(w["final"] != w["before"] for w in report["workloads"]), report
-    assert (EXAMPLES / "mnist-lenet" / "config.ini").read_text().count("batch_size = 64") == 1
+    # the demo tunes copies: the example config.ini stays byte-identical
+    assert (EXAMPLES / "mnist-lenet" / "config.ini").read_bytes() == example
 
 
 @pytest.mark.slow
