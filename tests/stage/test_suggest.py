@@ -48,19 +48,6 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def source() -> FakeSource:
-    fake = FakeSource()
-    fake.add(HP, "run-1")
-    return fake
-
-
-@pytest.fixture
-def policy_up(tmp_path: Path) -> Path:
-    """Batch size up by half the trust region, everything else kept."""
-    return make_policy(tmp_path / "policy-up", (0.5, 0.0, 0.0, 0.0))
-
-
 def test_changed_writes_the_file_keeps_comments_and_audits(
     config: Path, source: FakeSource, policy_up: Path
 ) -> None:

@@ -49,18 +49,6 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def source() -> FakeSource:
-    fake = FakeSource()
-    fake.add(HP, "run-1")
-    return fake
-
-
-@pytest.fixture
-def policy_up(tmp_path: Path) -> Path:
-    return Path(make_policy(tmp_path / "policy-up", (0.5, 0.0, 0.0, 0.0)))
-
-
 def _hooked(config: Path, source: FakeSource, policy: Path, hook: StepHook) -> SuggestResult:
     """The CI stage with a step hook (tests.fakes' ``run`` takes only SuggestOptions)."""
     options = SuggestOptions(config=config, policy_path=policy)
