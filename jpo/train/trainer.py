@@ -1132,3 +1132,7 @@ def __getattr__(name: str) -> Path:
     if name == "DEFAULT_CONFIG_PATH":
         return config_path("train.yaml")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":  # the entry point is the package (jpo/train/command.py)
+    sys.exit("run `python -m jpo.train` (or `jpo train`); jpo.train.trainer is its library")

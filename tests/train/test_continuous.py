@@ -306,7 +306,7 @@ def test_shipped_config_runs_two_cycles_on_history_of_training_workloads(tmp_pat
     }
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     proc = subprocess.run(
-        [sys.executable, "-m", "jpo.train.trainer", "--continuous", "--cycles", "2", *args],
+        [sys.executable, "-m", "jpo.train", "--continuous", "--cycles", "2", *args],
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,

@@ -241,7 +241,7 @@ def test_ray_job_submit_trains_and_checkpoints(ray_head: Head, tmp_path: Path) -
             "--",
             "python",
             "-m",
-            "jpo.train.trainer",
+            "jpo.train",
             "--config",
             str(cfg_path),
             "--stop-iters",
@@ -312,7 +312,7 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(
         worker = next(n for n in nodes if n["Resources"].get("jpo_sampler"))
         head = next(n for n in nodes if not n["Resources"].get("jpo_sampler"))
         proc = subprocess.run(
-            [sys.executable, "-m", "jpo.train.trainer", "--config", str(cfg_path)],
+            [sys.executable, "-m", "jpo.train", "--config", str(cfg_path)],
             cwd=REPO,
             env={**env, "RAY_ADDRESS": ray_head.gcs},
             capture_output=True,

@@ -146,7 +146,7 @@ def test_bad_storage_uri_is_a_config_error() -> None:
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "jpo.train.trainer", *args],
+        [sys.executable, "-m", "jpo.train", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
