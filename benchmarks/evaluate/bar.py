@@ -122,8 +122,7 @@ def report(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {
         "policy": args.policy,
         "ci_stage": {
-            "probe_enabled": ci.probe_enabled,
-            "incumbent_val_loss_tolerance": ci.incumbent_val_loss_tolerance,
+            "probe_enabled": ci.probe.enabled,
         },
         "seeds": args.seeds,
         "rounds": args.rounds,
