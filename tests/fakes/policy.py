@@ -14,6 +14,23 @@ from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
 from jpo.policy.artifact import write_artifact
 from jpo.workload.types import HYPERPARAMETER_NAMES
 
+RUN_SUMMARY: dict[str, object] = {
+    "cpu_util_mean": 0.4,
+    "cpu_util_p95": 0.5,
+    "mem_util_mean": 0.3,
+    "mem_util_p95": 0.35,
+    "gpu_util_mean": 0.5,
+    "gpu_util_p95": 0.6,
+    "gpu_mem_util_mean": 0.3,
+    "gpu_mem_util_p95": 0.35,
+    "throughput": 900.0,
+    "final_val_loss": 0.6,
+    "duration_s": 600.0,
+    "gpu_hours": 0.17,
+    "failure": "none",
+}
+"""One run's summary as a policy is asked with it (RunSummary fields; Serve's request body)."""
+
 
 def fixed_action_policy(
     folder: Path, action: tuple[float, ...], version: int = 1, coupling: float | None = None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes.policy import fixed_action_policy
+from fakes.policy import RUN_SUMMARY, fixed_action_policy
 from fakes.suggest_campaign import CONFIG, HP, FakeSource
 from fastapi.testclient import TestClient
 
@@ -240,7 +240,7 @@ def test_a_non_finite_action_is_refused_alike(config: Path, tmp_path: Path) -> N
     assert "non-finite action [nan, 0.0, 0.0, 0.0]" in detail
     assert str(tmp_path) not in detail  # the server's paths stay redacted
 
-    summary = RunSummary(**_summary_fields())
+    summary = RunSummary(**RUN_SUMMARY)
     with pytest.raises(PolicyError, match="non-finite action") as evaluated:
         _evaluation(policy, summary)()
     assert exit_code_for(evaluated.value) == ExitCode.POLICY
@@ -262,20 +262,3 @@ def test_a_frozen_parameter_drops_its_entry_in_ci_and_evaluation(
     assert constraints.tunable == ("batch_size", "learning_rate", "epochs")
     summary = RunSummary(**record["telemetry"]["summary"])
     assert _evaluation(policy, summary, constraints)() == ci
-
-
-def _summary_fields() -> dict[str, Any]:
-    return {
-        "cpu_util_mean": 0.4,
-        "cpu_util_p95": 0.5,
-        "mem_util_mean": 0.3,
-        "mem_util_p95": 0.35,
-        "gpu_util_mean": 0.5,
-        "gpu_util_p95": 0.6,
-        "gpu_mem_util_mean": 0.3,
-        "gpu_mem_util_p95": 0.35,
-        "throughput": 900.0,
-        "final_val_loss": 0.6,
-        "duration_s": 600.0,
-        "gpu_hours": 0.17,
-    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes.policy import fixed_action_policy
+from fakes.policy import RUN_SUMMARY, fixed_action_policy
 from fastapi.testclient import TestClient
 
 from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
@@ -25,21 +25,7 @@ def make_policy(
     return fixed_action_policy(folder, action, version, coupling)
 
 
-SUMMARY = {
-    "cpu_util_mean": 0.4,
-    "cpu_util_p95": 0.5,
-    "mem_util_mean": 0.3,
-    "mem_util_p95": 0.35,
-    "gpu_util_mean": 0.5,
-    "gpu_util_p95": 0.6,
-    "gpu_mem_util_mean": 0.3,
-    "gpu_mem_util_p95": 0.35,
-    "throughput": 900.0,
-    "final_val_loss": 0.6,
-    "duration_s": 600.0,
-    "gpu_hours": 0.17,
-    "failure": "none",
-}
+SUMMARY = RUN_SUMMARY
 HP = {"batch_size": 64, "learning_rate": 0.01, "num_layers": 18, "epochs": 30}
 WORKLOAD = {"dataset": "cifar10", "model": "resnet18", "framework": "pytorch"}
 
