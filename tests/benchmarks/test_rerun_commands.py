@@ -45,6 +45,15 @@ TINY: dict[str, dict[str, str | None]] = {
         "--variants": "uniform_b64_1thread",
     },
     "benchmarks/train/profile_rllib.py": {"--steps": "10", "--warmup": "60"},
+    "benchmarks/train/continuous_live.py": {
+        "--workloads": "1",
+        "--rounds": "2",
+        "--cycles": "1",
+        "--budget-iterations": "1",
+        "--run-wall-s": "8",
+        "--episodes": "4",
+        "--holdout": "xsum-bart",  # one held-out workload whose replays build in ~1 s
+    },
     "benchmarks/suggest/bench_cold_suggest.py": {"--runs": "1"},
     "benchmarks/suggest/bench_incumbent.py": {"--records": "3", "--repeats": "2"},
     "benchmarks/serve/bench_serve_latency.py": {"--clients": "2", "--duration": "2"},
