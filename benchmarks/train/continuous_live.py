@@ -461,6 +461,29 @@ def last_suggestions(
     return out
 
 
+def teacher_targets(root: Path, profiles: Sequence[WorkloadProfile]) -> list[dict[str, Any]]:
+    """Each workload's teacher target in the cycles beside its true profile's oracle.
+
+    The cycles' teacher steps towards the oracle of the profile calibrated from the pulled
+    history; the true profile's oracle comes from the same search and constraints.
+    """
+    from jpo.sim.teacher import oracle_configs
+    from jpo.workload.constraints import load_constraints
+
+    cache = root / "oracles-history.json"
+    calibrated = json.loads(cache.read_text())["oracles"] if cache.is_file() else {}
+    true = oracle_configs(profiles, load_constraints())
+    return [
+        {
+            "workload": p.name,
+            "defaults": p.defaults.as_dict(),
+            "true_profile": true[p.name].as_dict() if p.name in true else None,
+            "calibrated_from_history": calibrated.get(f"{p.key.slug()}-calibrated"),
+        }
+        for p in profiles
+    ]
+
+
 def halves(rows: Sequence[RunRow], rounds: int) -> dict[str, dict[str, float]]:
     """Campaign figures before vs after the shift: medians over workloads' runs, failures."""
     out = {}
@@ -538,6 +561,7 @@ def experiment(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "train_command": summary["command"],
         "scores": score_policies(served, sets, args.episodes),
         "last_suggestions": last_suggestions(workloads, served),
+        "teacher_targets": teacher_targets(root, profiles),
         "wall_s": {"campaigns": campaigns_s, "cycles": cycles_s, "total": time.time() - started},
     }
 
