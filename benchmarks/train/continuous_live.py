@@ -264,11 +264,14 @@ def ci_stage(w: Workload, round_no: int, source: Any, metrics: Path) -> str:
             feedback(FeedbackOptions(w.config, run_id, metrics_path=metrics), metric_source=source)
         except JpoError as err:
             print(f"  {w.profile.name}: feedback on {run_id}: {err}", flush=True)
-    result = suggest(
-        SuggestOptions(config=w.config, approve=True, metrics_path=metrics),
-        metric_source=source,
-        policy_source=LocalPolicySource(None),
-    )
+    try:
+        result = suggest(
+            SuggestOptions(config=w.config, approve=True, metrics_path=metrics),
+            metric_source=source,
+            policy_source=LocalPolicySource(None),
+        )
+    except JpoError as err:  # as a pipeline would: config.ini untouched, the campaign goes on
+        return f"error: {err}"
     return f"{result.status.value}: {result.message}"
 
 
