@@ -31,9 +31,14 @@ in ``configs/oracle.toml``.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import heapq
 import itertools
+import json
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -256,6 +261,10 @@ def best_config(
 ) -> OracleResult:
     """Return the best configuration of ``profile`` inside ``constraints`` (module docstring).
 
+    Searches are memoized in the process, and kept across processes in the folder that
+    ``$JPO_ORACLE_CACHE`` names (:data:`ORACLE_CACHE_ENV`), keyed by every input and the
+    code of the search.
+
     Raises:
         ConfigError: no configuration inside the constraints both trains and holds the
             validation loss (the constraints are too narrow for this workload).
@@ -267,6 +276,83 @@ def best_config(
     cond = conditions if conditions is not None else ClusterConditions()
     weights = reward_weights if reward_weights is not None else load_reward_weights()
     s = settings if settings is not None else load_oracle_settings()
+    folder = os.environ.get(ORACLE_CACHE_ENV, "")
+    if folder:
+        return _search_on_disk(Path(folder), profile, cons, cond, weights, s)
+    return _search(profile, cons, cond, weights, s)
+
+
+ORACLE_CACHE_ENV = "JPO_ORACLE_CACHE"
+"""Environment variable naming a folder that keeps oracle searches across processes.
+
+Unset (the default), searches are memoized in the process only. The rerun test tier sets
+it so that the benchmark commands it runs one after another search each workload once.
+"""
+
+_FINGERPRINTED = ("sim/oracle.py", "sim/response.py", "learning/reward.py")
+"""The modules whose code a search's result depends on (part of each cached file's key)."""
+
+
+def _disk_key(
+    profile: WorkloadProfile,
+    cons: Constraints,
+    cond: ClusterConditions,
+    weights: RewardWeights,
+    s: OracleSettings,
+) -> str:
+    """Return the hash of a search's inputs and of the code that computes it."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for name in _FINGERPRINTED:
+        digest.update((package / name).read_bytes())
+    digest.update(repr((profile, cons.sha256(), cond, weights, s)).encode())
+    return digest.hexdigest()
+
+
+def _search_on_disk(
+    folder: Path,
+    profile: WorkloadProfile,
+    cons: Constraints,
+    cond: ClusterConditions,
+    weights: RewardWeights,
+    s: OracleSettings,
+) -> OracleResult:
+    """Return :func:`_search`'s result from ``folder`` when kept there, else search and keep it."""
+    path = folder / f"{_disk_key(profile, cons, cond, weights, s)}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return OracleResult(
+            Hyperparameters(**data["hp"]), RunSummary(**data["summary"]), float(data["objective"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent or unreadable: search (and overwrite)
+    result = _search(profile, cons, cond, weights, s)
+    payload = {
+        "hp": result.hp.as_dict(),
+        "summary": dataclasses.asdict(result.summary),
+        "objective": result.objective,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload), encoding="utf-8")
+    tmp.replace(path)  # atomic: processes side by side may keep the same search
+    return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _search(
+    profile: WorkloadProfile,
+    cons: Constraints,
+    cond: ClusterConditions,
+    weights: RewardWeights,
+    s: OracleSettings,
+) -> OracleResult:
+    """Search as :func:`best_config` says; memoized per process (a pure function of its inputs).
+
+    Every input is immutable and compares by value (``Constraints`` by its limits' hash),
+    so an evaluation that scores several methods or variants on the same workloads
+    searches each workload once; an infeasible search raises each time (not cached).
+    """
     tol = s.tolerance if s.tolerance >= 0 else weights.tolerance_best
     ref_hp, reference = reference_config(profile, cond)
     max_loss = reference.final_val_loss * (1.0 + tol)

@@ -6,6 +6,8 @@ what BENCHMARKS.md says fails here instead of rotting unseen. Sizes are shrunk f
 flag (:data:`TINY`); output paths under ``/tmp/`` are redirected into a temporary folder
 shared by the block's commands, which run in the block's order (a later ``score`` reads
 what an earlier training exported). GPU-only commands skip when no CUDA GPU is present.
+The commands share one oracle cache (``$JPO_ORACLE_CACHE``), so each workload's oracle is
+searched once for the whole block, not once per command and variant.
 
 ``pytest -m rerun`` selects this tier; pyproject's ``addopts`` leaves it out of the default
 run (54 min at load average 10-29 on 2 shared cores), so CI runs it as its own step. The
@@ -23,6 +25,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from jpo.sim.oracle import ORACLE_CACHE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
@@ -201,7 +205,14 @@ def test_rerun_command_runs_at_a_tiny_size(command: str, shared_tmp: Path) -> No
     text, skip = tiny_command(command, shared_tmp)
     if skip:
         pytest.skip(skip)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JPO_BENCH_TMP": str(shared_tmp)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "JPO_BENCH_TMP": str(shared_tmp),
+        # one oracle search per workload for the whole block (the evaluations, diagnose.py's
+        # variants and the trainers' teachers search the same workloads): jpo.sim.oracle
+        ORACLE_CACHE_ENV: str(shared_tmp / "oracle-cache"),
+    }
     proc = subprocess.run(
         ["bash", "-c", text],
         cwd=REPO,

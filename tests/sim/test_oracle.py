@@ -1,5 +1,6 @@
 """The oracle (jpo.sim.oracle): best configuration inside the constraints."""
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from jpo.errors import ConfigError
 from jpo.learning.reward import load_reward_weights
+from jpo.sim import oracle
 from jpo.sim.oracle import best_config, load_oracle_settings, objective, reference_config
 from jpo.sim.response import ClusterConditions, load_conditions, load_profile, predict
 from jpo.workload.constraints import load_constraints
@@ -57,7 +59,36 @@ def test_oracle_result_unpacks_and_is_deterministic(setup, best):
     constraints, conditions, weights = setup
     profile = load_profile("adult-mlp")
     hp, summary, value = best("adult-mlp")
+    oracle._search.cache_clear()  # search again, not the process's memo of the first search
     assert best_config(profile, constraints, conditions, weights) == (hp, summary, value)
+
+
+def test_searches_are_kept_in_the_cache_folder_and_read_back(setup, tmp_path, monkeypatch):
+    """``$JPO_ORACLE_CACHE``: a second process reads the search; a changed input searches."""
+    constraints, conditions, weights = setup
+    profile = load_profile("adult-mlp")
+    monkeypatch.setenv(oracle.ORACLE_CACHE_ENV, str(tmp_path / "cache"))
+    oracle._search.cache_clear()
+    searched = best_config(profile, constraints, conditions, weights)
+    (kept,) = (tmp_path / "cache").glob("*.json")
+    oracle._search.cache_clear()  # as in a new process: only the folder remembers
+
+    def no_search(*args):
+        raise AssertionError("searched although the folder keeps this search")
+
+    with monkeypatch.context() as m:
+        m.setattr(oracle, "_search", no_search)
+        assert best_config(profile, constraints, conditions, weights) == searched
+    # another input (a narrower loss tolerance) is another file, searched anew
+    tighter = replace(load_oracle_settings(), tolerance=0.001)
+    other = best_config(profile, constraints, conditions, weights, settings=tighter)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert other == best_config(profile, constraints, conditions, weights, settings=tighter)
+    # an unreadable file is searched again and rewritten
+    kept.write_text("{not json")
+    oracle._search.cache_clear()
+    assert best_config(profile, constraints, conditions, weights) == searched
+    assert json.loads(kept.read_text())["hp"] == searched.hp.as_dict()
 
 
 def test_refinement_never_hurts(setup, best):
