@@ -12,6 +12,13 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV="${JPO_VENV:-.venv}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# One oracle cache for every tier and the processes their tests start (jpo.sim.oracle):
+# each workload's oracle is searched once per CI run instead of once per test and command.
+if [ -z "${JPO_ORACLE_CACHE:-}" ]; then
+  JPO_ORACLE_CACHE="$(mktemp -d -t jpo-oracle-cache.XXXXXX)"
+  export JPO_ORACLE_CACHE
+  trap 'rm -rf "$JPO_ORACLE_CACHE"' EXIT
+fi
 
 run_pytest() {
   set +e

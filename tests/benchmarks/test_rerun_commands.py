@@ -210,8 +210,9 @@ def test_rerun_command_runs_at_a_tiny_size(command: str, shared_tmp: Path) -> No
         "PYTHONPATH": str(REPO),
         "JPO_BENCH_TMP": str(shared_tmp),
         # one oracle search per workload for the whole block (the evaluations, diagnose.py's
-        # variants and the trainers' teachers search the same workloads): jpo.sim.oracle
-        ORACLE_CACHE_ENV: str(shared_tmp / "oracle-cache"),
+        # variants and the trainers' teachers search the same workloads): jpo.sim.oracle;
+        # scripts/test.sh sets one folder for every tier
+        ORACLE_CACHE_ENV: os.environ.get(ORACLE_CACHE_ENV) or str(shared_tmp / "oracle-cache"),
     }
     proc = subprocess.run(
         ["bash", "-c", text],
