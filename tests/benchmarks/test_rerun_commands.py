@@ -83,7 +83,7 @@ TINY: dict[str, dict[str, str | None]] = {
     "research/evaluate/diagnose.py teacher": {"--train-seeds": "1"},
     "research/evaluate/diagnose.py greedy": {},
     "benchmarks/train/gpu_check.sh": {},
-    "benchmarks/evaluate/make_testset.py": {"--out": "broad-v1"},
+    "benchmarks/evaluate/make_testset.py": {"--out": "broad-v2"},
     "benchmarks/evaluate/bar.py": {
         "--seeds": "1",
         "--rounds": "1",
