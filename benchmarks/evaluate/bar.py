@@ -65,6 +65,19 @@ def _clean(value: object) -> object:
     return value
 
 
+def piece_prefix(set_name: str, spec: dict[str, object]) -> str:
+    """Return the file-name prefix of a set's pieces: a folder set's names its folder.
+
+    A set read from a folder (``[sets.broad]``: ``configs/testsets/broad-v2`` since issue
+    30) puts the folder's name in its pieces' names, so that pieces of an earlier version
+    of the set (``broad--*.parquet``, written when it was broad-v1, whose workloads have the
+    same names) left in ``--frames`` are never combined with the current version's.
+    """
+    if spec.get("source") == "folder":
+        return f"{set_name}@{Path(str(spec['path'])).name}"
+    return set_name
+
+
 def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> None:
     """Evaluate ``methods`` on one set; write the rounds to frames/<set>-<methods>.parquet."""
     from jpo.evaluation.evaluate import evaluate, load_evaluation_settings, load_set
@@ -97,7 +110,8 @@ def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> No
     args.frames.mkdir(parents=True, exist_ok=True)
     tag = "+".join(methods) + f"--part{k}of{n}"
     frame = result.frame().assign(piece_seconds=time.perf_counter() - t0)
-    frame.to_parquet(args.frames / f"{set_name}--{tag}.parquet", index=False)
+    prefix = piece_prefix(set_name, base.sets[set_name])
+    frame.to_parquet(args.frames / f"{prefix}--{tag}.parquet", index=False)
     print(f"{set_name} {tag}: {time.perf_counter() - t0:.0f}s", flush=True)
 
 
@@ -132,7 +146,8 @@ def report(args: argparse.Namespace) -> dict[str, object]:
         "sets": {},
     }
     for set_name in args.sets:
-        pieces = sorted(args.frames.glob(f"{set_name}--*.parquet"))
+        prefix = piece_prefix(set_name, base.sets[set_name])
+        pieces = sorted(args.frames.glob(f"{prefix}--*.parquet"))
         if not pieces:
             continue
         frame = pd.concat([pd.read_parquet(p) for p in pieces])
@@ -162,6 +177,7 @@ def report(args: argparse.Namespace) -> dict[str, object]:
                 print(f"  {'PASS' if ok else 'FAIL'}: {check}")
         out["sets"][set_name] = {  # type: ignore[index]
             "role": spec["role"],
+            "source": {k: spec[k] for k in ("source", "path", "split", "seed") if k in spec},
             "workloads": len(workloads),
             "methods": [
                 {k: _clean(v) for k, v in rec.items()}
