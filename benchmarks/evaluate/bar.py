@@ -79,7 +79,7 @@ def piece_prefix(set_name: str, spec: dict[str, object]) -> str:
 
 
 def run_piece(set_name: str, methods: list[str], args: argparse.Namespace) -> None:
-    """Evaluate ``methods`` on one set; write the rounds to frames/<set>-<methods>.parquet."""
+    """Evaluate ``methods`` on one set; write the rounds to frames/<prefix>--<methods>--part*."""
     from jpo.evaluation.evaluate import evaluate, load_evaluation_settings, load_set
     from jpo.policy.artifact import LocalPolicy
 
