@@ -38,21 +38,20 @@ import torch
 from ray.rllib.algorithms.dqn.dqn_learner import DQNLearner
 from ray.rllib.algorithms.sac import SAC
 from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import ALL_MODULES, DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import (
-    ALL_MODULES,
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
-    LEARNER_RESULTS,
     LAST_TARGET_UPDATE_TS,
+    LEARNER_RESULTS,
     LEARNER_UPDATE_TIMER,
-    NUM_TARGET_UPDATES,
     NUM_AGENT_STEPS_SAMPLED_LIFETIME,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_TARGET_UPDATES,
     REPLAY_BUFFER_ADD_DATA_TIMER,
     REPLAY_BUFFER_RESULTS,
     REPLAY_BUFFER_SAMPLE_TIMER,
@@ -214,39 +213,40 @@ class FastSAC(SAC):
 
     def training_step(self) -> None:
         """One env sample, one buffer add, n updates and a weight sync, as RLlib's SAC."""
-        if not direct_sampling_applies(self.config, bool(self._module_is_stateful)):
-            return super().training_step()  # type: ignore[no-any-return]
+        algo: Any = self  # RLlib types its parts Optional
+        if not direct_sampling_applies(algo.config, bool(algo._module_is_stateful)):
+            return super().training_step()
         from ray.rllib.algorithms.dqn.dqn import calculate_rr_weights
 
         from jpo.train.sac_bc import BC_WEIGHT_KEY
 
-        store_weight, train_weight = calculate_rr_weights(self.config)
+        store_weight, train_weight = (int(w) for w in calculate_rr_weights(algo.config))
         for _ in range(store_weight):
-            self._sample_and_store()
-        current = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
-        if current < self.config.num_steps_sampled_before_learning_starts:
+            algo._sample_and_store()
+        current = algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        if current < algo.config.num_steps_sampled_before_learning_starts:
             return None
-        if self._direct_cache is None:
-            self._direct_cache = _ArrayCache()
-        with_teacher = float(self.config.learner_config_dict.get(BC_WEIGHT_KEY, 0.0)) > 0
+        if algo._direct_cache is None:
+            algo._direct_cache = _ArrayCache()
+        with_teacher = float(algo.config.learner_config_dict.get(BC_WEIGHT_KEY, 0.0)) > 0
         learner_results: list[dict[str, Any]] = []
         for _ in range(train_weight):
-            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
+            with algo.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
                 columns = gather_transitions(
-                    self.local_replay_buffer,
-                    self.config.total_train_batch_size,
+                    algo.local_replay_buffer,
+                    algo.config.total_train_batch_size,
                     with_teacher=with_teacher,
-                    cache=self._direct_cache,
+                    cache=algo._direct_cache,
                 )
-                self.metrics.aggregate(
-                    [self.local_replay_buffer.get_metrics()], key=REPLAY_BUFFER_RESULTS
+                algo.metrics.aggregate(
+                    [algo.local_replay_buffer.get_metrics()], key=REPLAY_BUFFER_RESULTS
                 )
-            with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-                learner_results = self._update(columns)
-        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
-            if not self._copy_weights_locally():
-                self.env_runner_group.sync_weights(
-                    from_worker_or_learner_group=self.learner_group,
+            with algo.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+                learner_results = algo._update(columns)
+        with algo.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            if not algo._copy_weights_locally():
+                algo.env_runner_group.sync_weights(
+                    from_worker_or_learner_group=algo.learner_group,
                     policies=set(learner_results[0].keys()) - {ALL_MODULES},
                     global_vars=None,
                     inference_only=True,
@@ -259,21 +259,22 @@ class FastSAC(SAC):
         Applies only with no remote env runners and a learner in this process (the
         shipped 2-core setup); returns False otherwise, and RLlib's sync runs instead.
         """
-        if not self.config.learner_config_dict.get("fast_weight_sync", False):
+        algo: Any = self  # RLlib types its parts Optional
+        if not algo.config.learner_config_dict.get("fast_weight_sync", False):
             return False
-        group, learners = self.env_runner_group, self.learner_group
+        group, learners = algo.env_runner_group, algo.learner_group
         if group is None or group.num_remote_env_runners() > 0 or not learners.is_local:
             return False
         runner = group.local_env_runner
         learner = learners._learner
         if runner is None or learner is None:
             return False
-        if self._weight_pairs is None or self._weight_pairs[0] is not runner.module:
+        if algo._weight_pairs is None or algo._weight_pairs[0] is not runner.module:
             pairs = _matching_tensors(runner.module, learner.module[DEFAULT_MODULE_ID])
             if pairs is None:
                 return False
-            self._weight_pairs = (runner.module, *pairs)
-        _, targets, sources = self._weight_pairs
+            algo._weight_pairs = (runner.module, *pairs)
+        _, targets, sources = algo._weight_pairs
         with torch.no_grad():
             torch._foreach_copy_(targets, sources)
         runner._weights_seq_no = learner._weights_seq_no
@@ -281,29 +282,34 @@ class FastSAC(SAC):
 
     def _sample_and_store(self) -> None:
         """Sample the env runners once and add the episodes to the buffer (RLlib's step)."""
-        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            episodes, env_runner_results = synchronous_parallel_sample(
-                worker_set=self.env_runner_group,
+        algo: Any = self  # RLlib types its parts Optional
+        with algo.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, env_runner_results = synchronous_parallel_sample(  # type: ignore[misc]
+                worker_set=algo.env_runner_group,
                 concat=True,
-                sample_timeout_s=self.config.sample_timeout_s,
+                sample_timeout_s=algo.config.sample_timeout_s,
                 _uses_new_env_runners=True,
                 _return_metrics=True,
             )
-        self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
-        with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
-            self.local_replay_buffer.add(episodes)
+        algo.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+        with algo.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
+            algo.local_replay_buffer.add(episodes)
 
     def _update(self, columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         """One learner update on the gathered columns; TD errors are dropped (uniform replay)."""
+        algo: Any = self  # RLlib types its parts Optional
         count = len(columns[Columns.OBS])
-        batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(columns)}, env_steps=count)
-        results: list[dict[str, Any]] = self.learner_group.update(
+        batch = MultiAgentBatch(
+            {DEFAULT_MODULE_ID: SampleBatch(columns)},  # type: ignore[no-untyped-call]
+            env_steps=count,
+        )
+        results: list[dict[str, Any]] = algo.learner_group.update(
             batch=batch,
             timesteps={
-                NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                NUM_ENV_STEPS_SAMPLED_LIFETIME: algo.metrics.peek(
                     (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
                 ),
-                NUM_AGENT_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                NUM_AGENT_STEPS_SAMPLED_LIFETIME: algo.metrics.peek(
                     (ENV_RUNNER_RESULTS, NUM_AGENT_STEPS_SAMPLED_LIFETIME)
                 ),
             },
@@ -312,9 +318,8 @@ class FastSAC(SAC):
             for module_results in res.values():
                 if isinstance(module_results, dict) and TD_ERROR_KEY in module_results:
                     module_results.pop(TD_ERROR_KEY)
-        self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        algo.metrics.aggregate(results, key=LEARNER_RESULTS)
         return results
-
 
 
 def _matching_tensors(
@@ -324,8 +329,7 @@ def _matching_tensors(
     runner_state = runner_module.state_dict(keep_vars=True)
     learner_state = learner_module.state_dict(keep_vars=True)
     if not runner_state or any(
-        k not in learner_state or learner_state[k].shape != v.shape
-        for k, v in runner_state.items()
+        k not in learner_state or learner_state[k].shape != v.shape for k, v in runner_state.items()
     ):
         return None
     keys = list(runner_state)
@@ -382,7 +386,7 @@ class FastSACTorchLearner(SACTorchLearner):
         super(DQNLearner, self).after_gradient_based_update(timesteps=timesteps)
         timestep = timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)
         for module_id, module in self.module._rl_modules.items():
-            config = self.config.get_config_for_module(module_id)
+            config: Any = self.config.get_config_for_module(module_id)
             unwrapped = module.unwrapped()
             if timestep - self.last_update_ts_by_mid[
                 module_id
