@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -111,7 +112,9 @@ def run_rllib_algo(overrides: dict, warmup: int, eps_len: int):  # type: ignore[
 
     torch.set_num_threads(cfg.resources.torch_threads or DEFAULT_THREADS)
     batch = cfg.sac.train_batch_size_per_learner
-    if not ray.is_initialized():
+    if not ray.is_initialized() and os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)  # a running local Ray (`ray start --head`)
+    elif not ray.is_initialized():
         ray.init(
             num_cpus=2,
             include_dashboard=False,
