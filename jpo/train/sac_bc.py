@@ -31,7 +31,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 
 from jpo.sim.teacher import TEACHER_ACTION
-from jpo.train.sac_fast import FastSACTorchLearner
+from jpo.train.sac_fast import BC_WEIGHT_KEY, FastSACTorchLearner
 
 __all__ = [
     "BC_WEIGHT_KEY",
@@ -40,9 +40,6 @@ __all__ = [
     "TeacherActionsToBatch",
     "keep_infos_in_samples",
 ]
-
-BC_WEIGHT_KEY = "bc_weight"
-"""Key of the BC weight in the algorithm config's ``learner_config_dict``."""
 
 
 def keep_infos_in_samples(buffer: Any) -> None:

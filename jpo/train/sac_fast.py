@@ -64,6 +64,7 @@ from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBu
 from jpo.sim.teacher import TEACHER_ACTION
 
 __all__ = [
+    "BC_WEIGHT_KEY",
     "FAST_PATH_KEYS",
     "FastSAC",
     "FastSACTorchLearner",
@@ -79,6 +80,8 @@ FAST_PATH_KEYS = (
     "foreach_adam",
 )
 """Keys of the switches in the algorithm config's ``learner_config_dict``."""
+BC_WEIGHT_KEY = "bc_weight"
+"""Key of the BC weight (jpo.train.sac_bc) in the config's ``learner_config_dict``."""
 
 
 @dataclass(frozen=True)
@@ -217,8 +220,6 @@ class FastSAC(SAC):
         if not direct_sampling_applies(algo.config, bool(algo._module_is_stateful)):
             return super().training_step()
         from ray.rllib.algorithms.dqn.dqn import calculate_rr_weights
-
-        from jpo.train.sac_bc import BC_WEIGHT_KEY
 
         store_weight, train_weight = (int(w) for w in calculate_rr_weights(algo.config))
         for _ in range(store_weight):
