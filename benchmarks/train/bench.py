@@ -6,14 +6,18 @@ in one or more configurations ("variants", overrides of configs/train.yaml) to s
 settings close the gap. Rates are measured after the warm-up (no updates before
 ``num_steps_sampled_before_learning_starts``), over whole training iterations.
 
-Run:  python benchmarks/train/bench.py --steps 1000 --out benchmarks/train/bench.json
+Run:  python benchmarks/train/bench.py --steps 200 --warmup 250 --repeats 3
+      (--variants names any of VARIANTS: RLlib's own paths, jpo/train/sac_fast.py's paths
+      one by one, the opt-in fragment8 schedule, and the older tuning rows)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +48,7 @@ VARIANTS: dict[str, dict] = {
         "sac.train_batch_size_per_learner": 256,
         "resources.torch_threads": 1,
     },
-    # configs/train.yaml as shipped: uniform, batch 64, one thread.
+    # configs/train.yaml as shipped: uniform, batch 64, one thread, sac.fast_paths on.
     "uniform_b64_1thread": {
         "sac.replay_buffer": UNIFORM,
         "sac.train_batch_size_per_learner": 64,
@@ -53,6 +57,35 @@ VARIANTS: dict[str, dict] = {
 }
 """Every variant sets replay buffer, batch and threads explicitly (not from the YAML)."""
 
+SHIPPED = VARIANTS["uniform_b64_1thread"]
+_FAST = ("direct_sampling", "fast_weight_sync", "fast_target_update", "fast_finite_check")
+VARIANTS |= {
+    # The shipped recipe on RLlib's own code paths (sac.fast_paths: false): issue 27's 0.11x.
+    "rllib_paths": {**SHIPPED, "sac.fast_paths": False},
+    # jpo/train/sac_fast.py's paths switched on one after the other (cumulative); the
+    # last one, + foreach Adam, is the shipped variant above.
+    **{
+        f"fast{i + 1}_{'+'.join(k.removeprefix('fast_') for k in _FAST[: i + 1])}": {
+            **SHIPPED,
+            "_learner_config": dict.fromkeys(_FAST[: i + 1], True)
+            | dict.fromkeys(("foreach_adam", *_FAST[i + 1 :]), False),
+        }
+        for i in range(len(_FAST))
+    },
+    # Opt-in, changes the schedule (not the replay ratio): 8 env steps per training step,
+    # then 8 updates (training_intensity 64 = batch 64 x 1 update per env step), so env
+    # sampling and the weight sync run once per 8 updates; the actor acts on weights up
+    # to 8 updates old.
+    "fragment8": {
+        **SHIPPED,
+        "resources.rollout_fragment_length": 8,
+        "sac.training_intensity": 64,
+    },
+}
+DEFAULT_VARIANTS = ["rllib_paths", "uniform_b64_1thread"]
+"""What `bench.py` runs without --variants: the shipped recipe on RLlib's paths and on the
+fast ones (the BENCHMARKS.md figure)."""
+
 
 def run_rllib_algo(overrides: dict, warmup: int, eps_len: int):  # type: ignore[no-untyped-def]
     """Build RLlib SAC for one variant; return it and a (env steps, updates) reader."""
@@ -60,6 +93,8 @@ def run_rllib_algo(overrides: dict, warmup: int, eps_len: int):  # type: ignore[
 
     from jpo.train.trainer import build_sac_config, load_train_config
 
+    overrides = dict(overrides)
+    learner_config = overrides.pop("_learner_config", {})
     cfg = load_train_config(
         REPO / "configs" / "train.yaml",
         {
@@ -77,14 +112,18 @@ def run_rllib_algo(overrides: dict, warmup: int, eps_len: int):  # type: ignore[
 
     torch.set_num_threads(cfg.resources.torch_threads or DEFAULT_THREADS)
     batch = cfg.sac.train_batch_size_per_learner
-    if not ray.is_initialized():
+    if not ray.is_initialized() and os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)  # a running local Ray (`ray start --head`)
+    elif not ray.is_initialized():
         ray.init(
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
             object_store_memory=200 * 1024**2,
         )
-    algo = build_sac_config(cfg, num_learners=0, num_gpus_per_learner=0.0).build_algo()
+    config = build_sac_config(cfg, num_learners=0, num_gpus_per_learner=0.0)
+    config.learner_config_dict.update(learner_config)
+    algo = config.build_algo()
 
     def counters(res: dict) -> tuple[float, float]:
         env = res["env_runners"]["num_env_steps_sampled_lifetime"]
@@ -152,18 +191,13 @@ def run_minimal(
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=1000, help="timed env steps per run")
-    p.add_argument("--warmup", type=int, default=500)
-    p.add_argument("--episode-length", type=int, default=8)
-    p.add_argument("--variants", nargs="*", default=list(VARIANTS))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "train" / "bench.json"))
-    args = p.parse_args()
+def one_round(args: argparse.Namespace, rep: int) -> list[dict]:
+    """Every variant, then the minimal SAC at each batch size: one side-by-side round."""
     rows = []
     for name in args.variants:
         row = run_rllib(name, VARIANTS[name], args.steps, args.warmup, args.episode_length)
         row["batch"] = VARIANTS[name]["sac.train_batch_size_per_learner"]
+        row["repeat"] = rep
         print(json.dumps(row), flush=True)
         rows.append(row)
     minimal: dict[int, dict] = {}
@@ -172,13 +206,50 @@ def main() -> None:
         row = run_minimal(args.steps, args.warmup, batch, ratio, args.episode_length, 1)
         row["variant"] = f"minimal_b{batch}_1thread"
         row["batch"] = batch
+        row["repeat"] = rep
         print(json.dumps(row), flush=True)
         minimal[batch] = row
     rows += list(minimal.values())
-    for row in rows:
+    for row in rows:  # ratios within the round: the machine's load moves both sides
         ref = minimal[row["batch"]]
         row["updates_per_s_vs_minimal"] = row["updates_per_s"] / ref["updates_per_s"]
         row["env_steps_per_s_vs_minimal"] = row["env_steps_per_s"] / ref["env_steps_per_s"]
+    return rows
+
+
+def medians(rows: list[dict]) -> list[dict]:
+    """Per variant: the median over the rounds of updates/s and of the round's ratio."""
+    out = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == name]
+        out.append(
+            {
+                "variant": name,
+                "repeats": len(mine),
+                "updates_per_s_median": statistics.median(r["updates_per_s"] for r in mine),
+                "env_steps_per_s_median": statistics.median(r["env_steps_per_s"] for r in mine),
+                "updates_per_s_vs_minimal_median": statistics.median(
+                    r["updates_per_s_vs_minimal"] for r in mine
+                ),
+                "updates_per_s_vs_minimal_all": [
+                    round(r["updates_per_s_vs_minimal"], 4) for r in mine
+                ],
+            }
+        )
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=1000, help="timed env steps per run")
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--episode-length", type=int, default=8)
+    p.add_argument("--variants", nargs="*", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    p.add_argument("--repeats", type=int, default=1, help="side-by-side rounds (medians)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "train" / "bench.json"))
+    args = p.parse_args()
+    rows = [row for rep in range(args.repeats) for row in one_round(args, rep)]
+    summary = medians(rows)
     machine = {
         "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
         "cpu": next(
@@ -195,13 +266,17 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     Path(args.out).write_text(
-        json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=2, default=str)
+        json.dumps(
+            {"machine": machine, "args": vars(args), "summary": summary, "rows": rows},
+            indent=2,
+            default=str,
+        )
     )
-    for r in rows:
+    for r in summary:
         print(
-            f"{r['variant']:>18}: {r['env_steps_per_s']:8.1f} env steps/s  "
-            f"{r['updates_per_s']:7.1f} updates/s  "
-            f"x{r['updates_per_s_vs_minimal']:.2f} of minimal"
+            f"{r['variant']:>60}: {r['env_steps_per_s_median']:8.1f} env steps/s  "
+            f"{r['updates_per_s_median']:7.1f} updates/s  "
+            f"x{r['updates_per_s_vs_minimal_median']:.2f} of minimal (median of {r['repeats']})"
         )
 
 

@@ -28,6 +28,13 @@ sys.path.insert(0, str(REPO / "benchmarks" / "train"))
 PARTS = {
     # part -> (file substring, function name) whose cumulative time is that part
     "replay_buffer_sample": ("episode_replay_buffer.py", "sample"),
+    "fast_gather_transitions": ("sac_fast.py", "gather_transitions"),
+    "replay_buffer_add": ("episode_replay_buffer.py", "add"),
+    "weight_sync_rllib": ("env_runner_group.py", "sync_weights"),
+    "weight_sync_fast": ("sac_fast.py", "_copy_weights_locally"),
+    "target_update": ("dqn_learner.py", "after_gradient_based_update"),
+    "target_update_fast": ("sac_fast.py", "after_gradient_based_update"),
+    "forward_train": ("torch_rl_module.py", "forward_train"),
     "learner_connector": ("learner_connector_pipeline.py", "__call__"),
     "learner_update_total": ("learner.py", "update"),
     "torch_backward": ("_tensor.py", "backward"),
@@ -54,11 +61,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200, help="profiled env steps (1 update each)")
     p.add_argument("--warmup", type=int, default=250)
     p.add_argument("--out", default=None, help="JSON file for the figures")
+    p.add_argument(
+        "--variant", default="uniform_b64_1thread", help="bench.py variant (rllib_paths: RLlib's)"
+    )
     args = p.parse_args()
 
     from bench import VARIANTS, run_rllib_algo
 
-    algo, counters = run_rllib_algo(VARIANTS["uniform_b64_1thread"], args.warmup, 8)
+    algo, counters = run_rllib_algo(VARIANTS[args.variant], args.warmup, 8)
     try:
         res = algo.train()
         while counters(res)[0] < args.warmup + 100:
@@ -82,6 +92,7 @@ def main() -> None:
         "env_steps": env1 - env0,
         "wall_s_profiled": wall,
         "ms_per_update_profiled": wall / updates * 1000,
+        "variant": args.variant,
         "ms_per_update_by_part": parts,
     }
     text = io.StringIO()

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 
 from jpo.sim.teacher import TEACHER_ACTION
+from jpo.train.sac_fast import BC_WEIGHT_KEY, FastSACTorchLearner
 
 __all__ = [
     "BC_WEIGHT_KEY",
@@ -40,9 +40,6 @@ __all__ = [
     "TeacherActionsToBatch",
     "keep_infos_in_samples",
 ]
-
-BC_WEIGHT_KEY = "bc_weight"
-"""Key of the BC weight in the algorithm config's ``learner_config_dict``."""
 
 
 def keep_infos_in_samples(buffer: Any) -> None:
@@ -104,8 +101,8 @@ class TeacherActionsToBatch(ConnectorV2):
         return batch
 
 
-class BCSACTorchLearner(SACTorchLearner):
-    """RLlib's SAC learner with the teacher's behaviour-cloning term in the actor loss."""
+class BCSACTorchLearner(FastSACTorchLearner):
+    """RLlib's SAC learner (jpo.train.sac_fast's) with the teacher's BC term in the actor loss."""
 
     def _compute_loss_for_module_continuous(
         self,

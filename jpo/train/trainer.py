@@ -156,6 +156,9 @@ class SacSection(_Section):
     """Warm-up env steps before the first update."""
     grad_clip: float | None = None
     """Gradient norm clip; None: off."""
+    fast_paths: bool = True
+    """Do RLlib's per-transition/per-tensor bookkeeping in bulk (jpo.train.sac_fast: same
+    samples, losses and updates, several times faster); False: RLlib's own code."""
     bc_weight: float = Field(default=0.0, ge=0.0)
     """Weight of the behaviour-cloning term towards the oracle teacher (jpo.train.sac_bc); 0: off.
     Needs ``env.config.teacher: true``."""
@@ -613,8 +616,11 @@ def build_sac_config(
     replay: dict[str, Any] = {"type": rb.type, "capacity": rb.capacity}
     if rb.type == "PrioritizedEpisodeReplayBuffer":
         replay.update(alpha=rb.alpha, beta=rb.beta)
+    from jpo.train.sac_fast import FAST_PATH_KEYS, FastSAC, FastSACTorchLearner
+
+    learner_config: dict[str, Any] = dict.fromkeys(FAST_PATH_KEYS, cfg.sac.fast_paths)
     config = (
-        SACConfig()
+        SACConfig(algo_class=FastSAC)
         .environment(ENV_NAME)
         .env_runners(
             num_env_runners=cfg.resources.num_env_runners,
@@ -654,6 +660,7 @@ def build_sac_config(
             metrics_num_episodes_for_smoothing=cfg.reporting.metrics_num_episodes_for_smoothing,
         )
         .callbacks(_callbacks_class())
+        .learners(learner_class=FastSACTorchLearner, learner_config_dict=learner_config)
     )
     if cfg.sac.bc_weight > 0:
         if not cfg.env.config.get("teacher"):
@@ -666,7 +673,7 @@ def build_sac_config(
         config = config.learners(
             learner_class=BCSACTorchLearner,
             learner_connector=lambda _obs_space, _act_space: TeacherActionsToBatch(),
-            learner_config_dict={BC_WEIGHT_KEY: cfg.sac.bc_weight},
+            learner_config_dict={**learner_config, BC_WEIGHT_KEY: cfg.sac.bc_weight},
         )
     if cfg.seed is not None:
         config = config.debugging(seed=cfg.seed)

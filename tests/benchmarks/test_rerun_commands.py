@@ -47,6 +47,7 @@ TINY: dict[str, dict[str, str | None]] = {
         "--steps": "20",
         "--warmup": "60",
         "--variants": "uniform_b64_1thread",
+        "--repeats": "1",
     },
     "benchmarks/train/profile_rllib.py": {"--steps": "10", "--warmup": "60"},
     "benchmarks/train/continuous_live.py": {
