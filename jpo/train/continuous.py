@@ -19,7 +19,11 @@
 4. **Resume** from the latest checkpoint and **train** ``budget_iterations`` more. The
    first cycle (no checkpoint yet) starts its actor from the SERVED policy's weights
    (``warm_start``), so a cycle refines what the served policy knows instead of
-   relearning it from scratch.
+   relearning it from scratch. Fine-tuning terms (:mod:`jpo.train.sac_bc`,
+   benchmarks/train/RESULTS.md §9): ``critic_warmup_updates`` keeps the actor frozen
+   while the first cycle's fresh critics learn (later cycles resume them); ``actor_lr``
+   sets the actor's rate; ``anchor_weight`` pulls the actor towards the served
+   policy's actions (distillation).
 5. **Evaluate** the candidate against the policy actually being SERVED (the newest
    promoted version in ``policy_dir``, else the bundled ``jpo/data/policy``) on the same
    seeded episodes of two sets: ``cluster`` (the env this cycle trained on: the history's
@@ -105,6 +109,12 @@ class ContinuousConfig(Settings):
     """Margin = max(tolerance, noise_z x standard error of the paired differences)."""
     warm_start: bool = True
     """First cycle (no checkpoint): start the actor from the served policy's weights."""
+    critic_warmup_updates: int = Field(default=0, ge=0)
+    """First cycle (fresh critics): updates with the actor frozen while the critics learn."""
+    actor_lr: float | None = Field(default=None, gt=0)
+    """Actor learning rate of the cycles; None: sac.actor_lr."""
+    anchor_weight: float = Field(default=0.0, ge=0.0)
+    """Weight of the distillation term towards the served policy's actions; 0: off."""
     served_policy: str | None = None
     """Served when policy_dir holds no version; None: the bundled jpo/data/policy."""
     policy_dir: str = "runs/jpo-sac/policies"
@@ -344,6 +354,20 @@ def _cycle_config(cfg: TrainConfig, conf: ContinuousConfig) -> TrainConfig:
     return cfg.model_copy(update={"env": cfg.env.model_copy(update={"config": env_config})})
 
 
+def _fine_tuning(
+    cycle_cfg: TrainConfig, conf: ContinuousConfig, served: LocalPolicy | None, fresh: bool
+) -> TrainConfig:
+    """Set the cycle's fine-tuning terms: warm-up (fresh critics only), actor rate, anchor."""
+    update: dict[str, Any] = {
+        "critic_warmup_updates": conf.critic_warmup_updates if fresh else 0,
+        "anchor_weight": conf.anchor_weight if served is not None else 0.0,
+        "anchor_policy": str(served.path) if served is not None else None,
+    }
+    if conf.actor_lr is not None:
+        update["actor_lr"] = conf.actor_lr
+    return cycle_cfg.model_copy(update={"sac": cycle_cfg.sac.model_copy(update=update)})
+
+
 def _eval_sets(cfg: TrainConfig, cycle_cfg: TrainConfig) -> dict[str, Callable[[], Any]]:
     """The episode sets of the promotion check (env factories, teacher off: not needed)."""
     from jpo.train.trainer import make_env
@@ -439,6 +463,7 @@ def run_cycle(
     served = _served_policy(conf)
     latest = storage.latest_checkpoint()
     done = int(storage.read_marker(latest).get("iteration", 0)) if latest else 0
+    cycle_cfg = _fine_tuning(cycle_cfg, conf, served, fresh=latest is None)
     logger.info(
         "cycle %d: training %d iterations on %s (served policy %s)",
         cycle,

@@ -13,6 +13,16 @@ with ``a ~ π`` resampled, ``μ`` the policy's pre-squash mean, ``a*`` the teach
 workload has no oracle (``a*`` NaN) are left out of the BC mean. The critic and α losses
 are RLlib's.
 
+Two more terms serve fine-tuning a policy that is already served (continuous learning,
+:mod:`jpo.train.continuous`):
+
+- **critic warm-up** (``sac.critic_warmup_updates`` = N): the actor's gradients are
+  dropped for the learner's first N updates, so fresh critics learn the served actor's
+  values before they steer it (critics and α still learn);
+- **anchor** (``sac.anchor_weight`` = w_a, ``sac.anchor_policy``): a distillation term
+  ``w_a · mean ||tanh(μ(s)) - a_served(s)||²`` towards the deterministic actions of a frozen
+  copy of a policy artifact (the served policy), against forgetting what it knew.
+
 The pieces: the replay env puts ``a*`` into each step's info (``env.config.teacher``);
 :func:`keep_infos_in_samples` makes the replay buffer keep infos in the episodes it
 samples (RLlib drops them by default); :class:`TeacherActionsToBatch`, a learner-connector
@@ -34,12 +44,22 @@ from jpo.sim.teacher import TEACHER_ACTION
 from jpo.train.sac_fast import BC_WEIGHT_KEY, FastSACTorchLearner
 
 __all__ = [
+    "ANCHOR_POLICY_KEY",
+    "ANCHOR_WEIGHT_KEY",
     "BC_WEIGHT_KEY",
+    "CRITIC_WARMUP_KEY",
     "TEACHER_ACTION",
     "BCSACTorchLearner",
     "TeacherActionsToBatch",
     "keep_infos_in_samples",
 ]
+
+CRITIC_WARMUP_KEY = "critic_warmup_updates"
+"""Key of the number of updates with a frozen actor (``learner_config_dict``)."""
+ANCHOR_WEIGHT_KEY = "anchor_weight"
+"""Key of the anchor term's weight (``learner_config_dict``)."""
+ANCHOR_POLICY_KEY = "anchor_policy"
+"""Key of the anchor policy's artifact folder (``learner_config_dict``)."""
 
 
 def keep_infos_in_samples(buffer: Any) -> None:
@@ -102,7 +122,41 @@ class TeacherActionsToBatch(ConnectorV2):
 
 
 class BCSACTorchLearner(FastSACTorchLearner):
-    """RLlib's SAC learner (jpo.train.sac_fast's) with the teacher's BC term in the actor loss."""
+    """RLlib's SAC learner with the teacher's BC term, a critic warm-up and an anchor term."""
+
+    def build(self) -> None:
+        """Build RLlib's SAC learner; count updates from here (the warm-up's clock)."""
+        super().build()
+        self.jpo_updates = 0
+        self._anchor: tuple[torch.nn.Module, torch.nn.Module] | None = None
+
+    def _anchor_nets(self, module_id: Any, config: Any) -> Any:
+        """Frozen copies of the actor's encoder and head holding the anchor policy's weights."""
+        if self._anchor is None:
+            import copy
+
+            from jpo.policy.artifact import LocalPolicy
+            from jpo.policy.export import load_actor_weights
+
+            policy = LocalPolicy.load(str(config.learner_config_dict[ANCHOR_POLICY_KEY]))
+            with np.load(policy.path / policy.manifest.weights_file) as npz:
+                weights = {k: np.asarray(npz[k]) for k in npz.files}
+            anchor: Any = copy.deepcopy(self.module[module_id])
+            load_actor_weights(anchor, weights)
+            for part in (anchor.pi_encoder, anchor.pi):
+                part.requires_grad_(False)
+            self._anchor = (anchor.pi_encoder, anchor.pi)
+        return self._anchor
+
+    def _anchor_loss(self, module_id: Any, config: Any, batch: dict[str, Any], mean: Any) -> Any:
+        """Mean squared distance of the actor's squashed mean to the anchor policy's action."""
+        from ray.rllib.core.models.base import ENCODER_OUT
+
+        encoder, head = self._anchor_nets(module_id, config)
+        with torch.no_grad():
+            logits = head(encoder({Columns.OBS: batch[Columns.OBS]})[ENCODER_OUT])
+            target = torch.tanh(logits[..., : mean.shape[-1]])
+        return ((mean - target) ** 2).sum(dim=-1).mean()
 
     def _compute_loss_for_module_continuous(
         self,
@@ -115,18 +169,44 @@ class BCSACTorchLearner(FastSACTorchLearner):
         total = super()._compute_loss_for_module_continuous(
             module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
         )
-        weight = float(config.learner_config_dict.get(BC_WEIGHT_KEY, 0.0))
-        if weight <= 0.0 or TEACHER_ACTION not in batch:
+        extra = config.learner_config_dict
+        weight = float(extra.get(BC_WEIGHT_KEY, 0.0))
+        anchor_weight = float(extra.get(ANCHOR_WEIGHT_KEY, 0.0))
+        use_bc = weight > 0.0 and TEACHER_ACTION in batch
+        if not use_bc and anchor_weight <= 0.0:
             return total
         sac_actor = self._temp_losses[(module_id, POLICY_LOSS_KEY)]
         q_scale = fwd_out["q_curr"].abs().mean().detach().clamp(min=1e-3)
-        target = batch[TEACHER_ACTION]
-        k = target.shape[-1]
+        space: Any = self.module[module_id].action_space
+        k = int(np.prod(space.shape))
         mean = torch.tanh(fwd_out[Columns.ACTION_DIST_INPUTS][..., :k])
-        known = ~torch.isnan(target).any(dim=-1)
-        err = ((mean - torch.nan_to_num(target)) ** 2).sum(dim=-1)
-        bc = (err * known).sum() / known.sum().clamp(min=1)
-        actor = sac_actor / q_scale + weight * bc
+        actor = sac_actor / q_scale
+        if use_bc:
+            target = batch[TEACHER_ACTION]
+            known = ~torch.isnan(target).any(dim=-1)
+            err = ((mean - torch.nan_to_num(target)) ** 2).sum(dim=-1)
+            bc = (err * known).sum() / known.sum().clamp(min=1)
+            actor = actor + weight * bc
+            self.metrics.log_value((module_id, "bc_loss"), bc, window=1)
+        if anchor_weight > 0.0:
+            anchor = self._anchor_loss(module_id, config, batch, mean)
+            actor = actor + anchor_weight * anchor
+            self.metrics.log_value((module_id, "anchor_loss"), anchor, window=1)
         self._temp_losses[(module_id, POLICY_LOSS_KEY)] = actor
-        self.metrics.log_value((module_id, "bc_loss"), bc, window=1)
         return total - sac_actor + actor
+
+    def compute_gradients(self, loss_per_module: Any, **kwargs: Any) -> Any:
+        """RLlib's gradients, without the actor's during the critic warm-up."""
+        grads = super().compute_gradients(loss_per_module, **kwargs)
+        self.jpo_updates += 1
+        warmup = int(self.config.learner_config_dict.get(CRITIC_WARMUP_KEY, 0))
+        if self.jpo_updates > warmup:
+            return grads
+        for module_id in self.module.keys():  # noqa: SIM118 (MultiRLModule: no __iter__)
+            for name, optim in self.get_optimizers_for_module(module_id):
+                if name != "policy":
+                    continue
+                for pid, param in self.filter_param_dict_for_optimizer(self._params, optim).items():
+                    grads.pop(pid, None)
+                    param.grad = None  # Adam skips parameters without a gradient
+        return grads

@@ -162,6 +162,13 @@ class SacSection(_Section):
     bc_weight: float = Field(default=0.0, ge=0.0)
     """Weight of the behaviour-cloning term towards the oracle teacher (jpo.train.sac_bc); 0: off.
     Needs ``env.config.teacher: true``."""
+    critic_warmup_updates: int = Field(default=0, ge=0)
+    """Gradient updates at the start of this process during which the actor stays frozen
+    (critics and α learn; jpo.train.sac_bc); 0: off. Continuous learning sets it."""
+    anchor_weight: float = Field(default=0.0, ge=0.0)
+    """Weight of a distillation term towards ``anchor_policy``'s actions (sac_bc); 0: off."""
+    anchor_policy: str | None = None
+    """Policy artifact folder the anchor term pulls towards (continuous: the served policy)."""
     replay_buffer: ReplayBufferSection = Field(default_factory=ReplayBufferSection)
 
 
@@ -662,22 +669,48 @@ def build_sac_config(
         .callbacks(_callbacks_class())
         .learners(learner_class=FastSACTorchLearner, learner_config_dict=learner_config)
     )
-    if cfg.sac.bc_weight > 0:
-        if not cfg.env.config.get("teacher"):
-            raise ConfigError(
-                f"sac.bc_weight = {cfg.sac.bc_weight} needs the teacher's actions: set "
-                "env.config.teacher: true (configs/env.toml documents it), or bc_weight: 0"
-            )
-        from jpo.train.sac_bc import BC_WEIGHT_KEY, BCSACTorchLearner, TeacherActionsToBatch
-
-        config = config.learners(
-            learner_class=BCSACTorchLearner,
-            learner_connector=lambda _obs_space, _act_space: TeacherActionsToBatch(),
-            learner_config_dict={**learner_config, BC_WEIGHT_KEY: cfg.sac.bc_weight},
+    if cfg.sac.bc_weight > 0 and not cfg.env.config.get("teacher"):
+        raise ConfigError(
+            f"sac.bc_weight = {cfg.sac.bc_weight} needs the teacher's actions: set "
+            "env.config.teacher: true (configs/env.toml documents it), or bc_weight: 0"
         )
+    if cfg.sac.anchor_weight > 0 and not cfg.sac.anchor_policy:
+        raise ConfigError(
+            f"sac.anchor_weight = {cfg.sac.anchor_weight} needs sac.anchor_policy (a policy "
+            "artifact folder, e.g. jpo/data/policy), or anchor_weight: 0"
+        )
+    if cfg.sac.bc_weight > 0 or cfg.sac.anchor_weight > 0 or cfg.sac.critic_warmup_updates:
+        config = _with_jpo_learner(config, cfg.sac, learner_config)
     if cfg.seed is not None:
         config = config.debugging(seed=cfg.seed)
     return config
+
+
+def _with_jpo_learner(
+    config: SACConfig, sac: SacSection, learner_config: dict[str, Any]
+) -> SACConfig:
+    """Use jpo.train.sac_bc's learner (BC term, critic warm-up, anchor term)."""
+    from jpo.train.sac_bc import (
+        ANCHOR_POLICY_KEY,
+        ANCHOR_WEIGHT_KEY,
+        BC_WEIGHT_KEY,
+        CRITIC_WARMUP_KEY,
+        BCSACTorchLearner,
+        TeacherActionsToBatch,
+    )
+
+    extra: dict[str, Any] = {
+        **learner_config,  # the fast paths' switches (jpo.train.sac_fast)
+        BC_WEIGHT_KEY: sac.bc_weight,
+        CRITIC_WARMUP_KEY: sac.critic_warmup_updates,
+        ANCHOR_WEIGHT_KEY: sac.anchor_weight,
+    }
+    if sac.anchor_policy:
+        extra[ANCHOR_POLICY_KEY] = str(Path(sac.anchor_policy).resolve())
+    kwargs: dict[str, Any] = {"learner_class": BCSACTorchLearner, "learner_config_dict": extra}
+    if sac.bc_weight > 0:
+        kwargs["learner_connector"] = lambda _obs_space, _act_space: TeacherActionsToBatch()
+    return config.learners(**kwargs)
 
 
 def _init_ray(cfg: TrainConfig) -> None:

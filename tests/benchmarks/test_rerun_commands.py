@@ -59,6 +59,14 @@ TINY: dict[str, dict[str, str | None]] = {
         "--episodes": "4",
         "--holdout": "xsum-bart",  # one held-out workload whose replays build in ~1 s
     },
+    "benchmarks/train/continuous_cycles.py": {
+        "--variants": "baseline",
+        "--cycles": "1",
+        "--budget-iterations": "1",
+        "--eval-episodes": "2",
+        "--runs": "3",
+        "--set": "reporting.min_sample_timesteps_per_iteration=100",
+    },
     "benchmarks/suggest/bench_cold_suggest.py": {"--runs": "1"},
     "benchmarks/suggest/bench_incumbent.py": {"--records": "3", "--repeats": "2"},
     "benchmarks/serve/bench_serve_latency.py": {"--clients": "2", "--duration": "2"},

@@ -1,0 +1,165 @@
+"""Continuous-learning cycles against the served policy: RESULTS.md §8-§9's setup, rerunnable.
+
+A history store of catalog workloads the bundled policy never trained on (held-out split;
+simulated runs written with :func:`jpo.sim.simulator.generate_runs` and
+:func:`jpo.telemetry.history.append_history`), then ``python -m jpo.train --continuous``
+with ``configs/train.yaml``, sizes and variants changed by ``--set`` only. Each variant
+runs in its own storage and policy folder (its own cycles from the bundled v5); the
+history and the teacher's oracle cache are shared. Each cycle's candidate-vs-served
+comparison (same seeded episodes, cluster set and held-out set) goes into ``--out``.
+
+Run (from the repository root, ``PYTHONPATH=.``)::
+
+    python benchmarks/train/continuous_cycles.py --variants baseline warmup \
+        --cycles 2 --budget-iterations 2 --out benchmarks/train/continuous.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+WORKLOADS = ("higgs-mlp", "criteo-dlrm", "xsum-bart", "coco-yolov5")  # held-out split (§8)
+
+# variant -> --set overrides on top of the shared ones (RESULTS.md §9 says what each is)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {  # §8: fresh critics steer v5's actor at once, the recipe's actor rate
+        "continuous.critic_warmup_updates": 0,
+        "continuous.actor_lr": None,
+        "continuous.anchor_weight": 0,
+    },
+    "warmup": {  # actor frozen for the first 300 updates of the first cycle
+        "continuous.critic_warmup_updates": 300,
+        "continuous.actor_lr": None,
+        "continuous.anchor_weight": 0,
+    },
+    "lowlr": {  # a tenth of the recipe's actor learning rate
+        "continuous.critic_warmup_updates": 0,
+        "continuous.actor_lr": 0.00005,
+        "continuous.anchor_weight": 0,
+    },
+    "anchor": {  # distillation towards the served policy's actions, weight 3 (as BC's)
+        "continuous.critic_warmup_updates": 0,
+        "continuous.actor_lr": None,
+        "continuous.anchor_weight": 3,
+    },
+    "all": {  # the three together
+        "continuous.critic_warmup_updates": 300,
+        "continuous.actor_lr": 0.00005,
+        "continuous.anchor_weight": 3,
+    },
+    "shipped": {},  # configs/train.yaml's continuous table as it is
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", nargs="+", default=["shipped"], choices=sorted(VARIANTS))
+    p.add_argument("--cycles", type=int, default=2)
+    p.add_argument("--budget-iterations", type=int, default=2, help="x 500 env steps per cycle")
+    p.add_argument("--eval-episodes", type=int, default=32)
+    p.add_argument("--runs", type=int, default=8, help="simulated runs per workload")
+    p.add_argument("--seed", type=int, default=21, help="seed of the simulated history")
+    p.add_argument("--work", default="/tmp/jpo-continuous", help="scratch folder")
+    p.add_argument("--out", default="benchmarks/train/continuous.json")
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def write_history(root: Path, runs: int, seed: int) -> None:
+    """Write the simulated history of :data:`WORKLOADS` once."""
+    import pyarrow as pa
+
+    from jpo.sim.simulator import generate_runs
+    from jpo.telemetry.history import append_history
+
+    if root.is_dir():
+        return
+    sim = generate_runs(list(WORKLOADS), runs, seed=seed)
+    append_history(root, pa.concat_tables([r.table for r in sim]))
+
+
+def _yaml(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def run_variant(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Run ``--cycles`` cycles of one variant in a fresh folder; return its reports."""
+    folder = work / name
+    shutil.rmtree(folder, ignore_errors=True)
+    sets: dict[str, Any] = {
+        "storage.path": folder / "store",
+        "continuous.history_path": work / "history",
+        "continuous.policy_dir": folder / "policies",
+        "continuous.budget_iterations": args.budget_iterations,
+        "continuous.eval_episodes": args.eval_episodes,
+        "continuous.interval_s": 0,
+        "continuous.env_overrides_with_history.teacher_cache": work / "oracles.json",
+        "reporting.progress_bar": "false",
+        "resources.ray_num_cpus": 1,
+        **VARIANTS[name],
+    }
+    cmd = [sys.executable, "-m", "jpo.train", "--continuous", "--cycles", str(args.cycles)]
+    cmd += [a for k, v in sets.items() for a in ("--set", f"{k}={_yaml(v)}")]
+    cmd += [a for item in args.extra for a in ("--set", item)]
+    folder.mkdir(parents=True)
+    t0 = time.monotonic()
+    with (folder / "log.txt").open("w") as log:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"variant {name} failed ({proc.returncode}): see {folder / 'log.txt'}")
+    cycles = json.loads(proc.stdout.strip().splitlines()[-1])["cycles"]
+    return {
+        "variant": name,
+        "sets": {k: _yaml(v) for k, v in sets.items()},
+        "wall_s": wall,
+        "command": " ".join(cmd[1:]),
+        "cycles": cycles,
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Markdown rows: variant, cycle, set, candidate, served, paired difference, SE, promoted."""
+    rows = [
+        "| variant | cycle | set | candidate | served | mean diff | SE | promoted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        for c in res["cycles"]:
+            for set_name, comp in (c["comparisons"] or {}).items():
+                rows.append(
+                    f"| {res['variant']} | {c['cycle']} | {set_name} | {comp['candidate']:.3f} | "
+                    f"{comp['served']:.3f} | {comp['mean_difference']:+.3f} | "
+                    f"{comp['standard_error']:.3f} | {'yes' if c['promoted'] else 'no'} |"
+                )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the history, run each variant's cycles, write and print the comparisons."""
+    args = _parser().parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_history(work / "history", args.runs, args.seed)
+    results = []
+    for name in args.variants:
+        results.append(run_variant(name, args, work))
+        print(f"variant {name}: {results[-1]['wall_s']:.0f} s", file=sys.stderr, flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"workloads": WORKLOADS, "results": results}, indent=1, default=str))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
