@@ -85,16 +85,6 @@ def test_demo_campaign_on_a_local_prometheus(tmp_path: Path) -> None:
     assert any(run.verdict == "degraded" for r in rows for run in r.runs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bundled policy v5 was trained on the pre-grounding simulator (issue 30); on the"
-        " grounded cifar10-resnet18 (200-epoch recipe) its best run (run 2) raises the"
-        " objective 0.320 -> 0.608 but with val loss 0.3198 -> 0.3288 (+2.8 %, beyond this"
-        " test's 1 %). Strict: a retrained policy that passes turns this into a failure,"
-        " so the marker is removed then."
-    ),
-)
 def test_flagship_campaign_improves_with_the_bundled_policy(tmp_path: Path) -> None:
     """The README's main command: the flagship workload ends better than it started.
 

@@ -24,6 +24,14 @@ from jpo.workload.types import Hyperparameters, WorkloadKey
 WORKLOADS = ("cifar10-resnet18", "higgs-mlp")  # one of the train split, one held out
 
 
+def _bundled_version() -> int:
+    """The bundled policy's version: what is served before any promotion."""
+    from jpo.paths import BUNDLED_POLICY_DIR
+    from jpo.policy.artifact import LocalPolicy
+
+    return LocalPolicy.load(BUNDLED_POLICY_DIR).version
+
+
 class FakePrometheus(MetricSource):
     """Simulated runs served as if Prometheus had scraped them."""
 
@@ -180,11 +188,12 @@ def test_promotion_rule_uses_the_paired_noise_margin() -> None:
 def test_two_cycles_promote_then_refuse_a_worse_candidate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both policies play the same episodes; versions continue from the bundled v5."""
+    """Both policies play the same episodes; versions continue from the bundled one."""
     from jpo.policy.artifact import LocalPolicy
     from jpo.train.trainer import load_train_config
 
     cfg = load_train_config(_config(tmp_path))
+    bundled = _bundled_version()
     source = FakePrometheus()
     _degraded_record(tmp_path / "audit.jsonl", source, "sim7-0004")
 
@@ -204,7 +213,7 @@ def test_two_cycles_promote_then_refuse_a_worse_candidate(
     r1 = continuous.run_continuous(cfg, max_cycles=1, source=source)[0]
     assert r1.pulled_rows > 0 and r1.env_source == "parquet"
     assert (r1.degraded_runs, r1.degraded_added) == (1, 1)
-    assert r1.served_version == 5  # the bundled policy is what is served before any promotion
+    assert r1.served_version == bundled  # the bundled policy is what is served before any promotion
     assert r1.comparisons is not None and set(r1.comparisons) == {"cluster", "holdout"}
     for c in r1.comparisons.values():
         assert c.served is not None and c.mean_difference == pytest.approx(c.candidate - c.served)
@@ -213,22 +222,22 @@ def test_two_cycles_promote_then_refuse_a_worse_candidate(
     assert sorted(s for w, s in seeds if w == "candidate") == sorted(
         s for w, s in seeds if w == "served"
     )
-    assert r1.promoted and r1.policy_version == 6 and r1.iterations == 1
+    assert r1.promoted and r1.policy_version == bundled + 1 and r1.iterations == 1
     policy = LocalPolicy.load(tmp_path / "policies")
-    assert policy.version == 6
-    assert policy.manifest.training_data["previous_policy_version"] == 5
+    assert policy.version == bundled + 1
+    assert policy.manifest.training_data["previous_policy_version"] == bundled
     assert policy.manifest.training_data["eval_config"] == {"split": "holdout"}
 
-    # Cycle 2: a candidate worse than the served v6 by more than the margin stays out.
+    # Cycle 2: a candidate worse than the served (promoted) one by more than the margin stays out.
     bonus["candidate"] = -100.0
     seeds.clear()
     second = continuous.run_continuous(cfg, max_cycles=1, source=source)[0]
     assert second.iterations == 2  # resumed and trained one more iteration
-    assert second.served_version == 6
+    assert second.served_version == bundled + 1
     assert not second.promoted
-    assert second.policy_version == 6
-    assert (tmp_path / "policies" / "LATEST").read_text().strip() == "v000006"
-    assert not (tmp_path / "policies" / "v000007").exists()
+    assert second.policy_version == bundled + 1
+    assert (tmp_path / "policies" / "LATEST").read_text().strip() == f"v{bundled + 1:06d}"
+    assert not (tmp_path / "policies" / f"v{bundled + 2:06d}").exists()
     assert second.pulled_rows == 0  # nothing new since the last pull
     state = json.loads((tmp_path / "store" / "continuous_state.json").read_text())
     assert state["cycles"] == 2
@@ -241,9 +250,9 @@ def test_a_cycle_on_pulled_history_trains_with_the_teacher(tmp_path: Path) -> No
 
     cfg = load_train_config(_config(tmp_path, teacher=True))
     result = continuous.run_continuous(cfg, max_cycles=1, source=FakePrometheus())[0]
-    assert result.env_source == "parquet" and result.served_version == 5
+    assert result.env_source == "parquet" and result.served_version == _bundled_version()
     assert result.comparisons is not None
-    # promoted exactly when the rule says so (candidate vs bundled v5, same episodes)
+    # promoted exactly when the rule says so (candidate vs the bundled policy, same episodes)
     assert result.promoted == all(c.not_worse for c in result.comparisons.values())
     # the teacher searched the oracle of the profiles the pulled history was matched to
     assert json.loads((tmp_path / "oracles.json").read_text())["oracles"]
@@ -316,15 +325,16 @@ def test_shipped_config_runs_two_cycles_on_history_of_training_workloads(tmp_pat
     cycles = json.loads(proc.stdout.strip().splitlines()[-1])["cycles"]
     assert len(cycles) == 2
     first, second = cycles
-    assert first["env_source"] == "parquet" and first["served_version"] == 5
-    assert "actor starts from policy v5" in proc.stderr  # warm start from the bundled actor
+    bundled = _bundled_version()
+    assert first["env_source"] == "parquet" and first["served_version"] == bundled
+    assert f"actor starts from policy v{bundled}" in proc.stderr  # warm start: the bundled actor
     for report in cycles:
         comparisons = report["comparisons"]
         assert set(comparisons) == {"cluster", "holdout"}
         assert all(c["served"] is not None for c in comparisons.values())
         rule = all(c["mean_difference"] >= -c["margin"] for c in comparisons.values())
         assert report["promoted"] == rule
-    expected_served = 6 if first["promoted"] else 5
+    expected_served = bundled + 1 if first["promoted"] else bundled
     assert first["policy_version"] == expected_served
     assert second["served_version"] == expected_served  # versions continue from the served one
     assert second["iterations"] == 2  # resumed the first cycle's checkpoint
