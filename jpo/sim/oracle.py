@@ -301,11 +301,18 @@ def _disk_key(
     s: OracleSettings,
 ) -> str:
     """Return the hash of a search's inputs and of the code that computes it."""
+    digest = hashlib.sha256(_code_fingerprint().encode())
+    digest.update(repr((profile, cons.sha256(), cond, weights, s)).encode())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _code_fingerprint() -> str:
+    """Hash of the modules a search's result depends on (read once per process)."""
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parents[1]
     for name in _FINGERPRINTED:
         digest.update((package / name).read_bytes())
-    digest.update(repr((profile, cons.sha256(), cond, weights, s)).encode())
     return digest.hexdigest()
 
 
