@@ -8,6 +8,13 @@ from typing import Annotated
 
 import typer
 
+from jpo.cli.commands.options import (
+    AuditLogOption,
+    JsonOption,
+    MetricCatalogOption,
+    WorkloadConfigOption,
+)
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``feedback`` command to the root CLI."""
@@ -15,25 +22,19 @@ def register(app: typer.Typer) -> None:
 
 
 def feedback_command(
-    config: Annotated[Path, typer.Option("--config", help="The workload's config.ini.")],
+    config: WorkloadConfigOption,
     run_id: Annotated[str, typer.Option("--run-id", help="The finished run (pod label run_id).")],
     prometheus: Annotated[
         str | None,
         typer.Option("--prometheus", help="Prometheus URL (default: $JPO_PROMETHEUS_URL)."),
     ] = None,
-    log: Annotated[
-        Path | None,
-        typer.Option("--log", help="Audit log (default: $JPO_AUDIT_LOG or .jpo/audit.jsonl)."),
-    ] = None,
+    log: AuditLogOption = None,
     history: Annotated[
         Path | None,
         typer.Option("--history", help="History store root (default: .jpo/history)."),
     ] = None,
-    metrics: Annotated[
-        Path | None,
-        typer.Option("--metrics", help="Metric catalog (default configs/metrics.toml)."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    metrics: MetricCatalogOption = None,
+    as_json: JsonOption = False,
 ) -> int:
     """Fetch a finished run from Prometheus, score it, store it in the history and the log.
 

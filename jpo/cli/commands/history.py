@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from jpo.cli.commands.options import MetricCatalogOption
+
 DEFAULT_STORE = Path(".jpo/history")
 """Where the history store lives by default (same as jpo suggest / jpo.train.continuous)."""
 
@@ -48,10 +50,7 @@ def pull_command(
     old_out: Annotated[
         Path | None, typer.Option("--out", hidden=True, help="Old name of --history.")
     ] = None,
-    catalog: Annotated[
-        Path | None,
-        typer.Option("--metrics", help="Metric catalog (default configs/metrics.toml)."),
-    ] = None,
+    catalog: MetricCatalogOption = None,
     drop_nonfinite: Annotated[
         bool,
         typer.Option(

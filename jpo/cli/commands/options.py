@@ -10,11 +10,32 @@ stderr naming the new spelling (silenced by ``-q``).
 
 from __future__ import annotations
 
-from typing import TypeVar
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
 
 from jpo.errors import ConfigError
 
-__all__ = ["deprecated_alias"]
+__all__ = [
+    "AuditLogOption",
+    "JsonOption",
+    "MetricCatalogOption",
+    "WorkloadConfigOption",
+    "deprecated_alias",
+]
+
+# The options several commands share, declared once so their names and help agree.
+WorkloadConfigOption = Annotated[Path, typer.Option("--config", help="The workload's config.ini.")]
+AuditLogOption = Annotated[
+    Path | None,
+    typer.Option("--log", help="Audit log (default: $JPO_AUDIT_LOG or .jpo/audit.jsonl)."),
+]
+MetricCatalogOption = Annotated[
+    Path | None,
+    typer.Option("--metrics", help="Metric catalog (default configs/metrics.toml)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 T = TypeVar("T")
 

@@ -14,6 +14,13 @@ from typing import Annotated
 
 import typer
 
+from jpo.cli.commands.options import (
+    AuditLogOption,
+    JsonOption,
+    MetricCatalogOption,
+    WorkloadConfigOption,
+)
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``suggest`` command to the root CLI."""
@@ -21,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
 
 def suggest_command(
-    config: Annotated[Path, typer.Option("--config", help="The workload's config.ini.")],
+    config: WorkloadConfigOption,
     prometheus: Annotated[
         str | None,
         typer.Option(
@@ -50,18 +57,12 @@ def suggest_command(
     approve: Annotated[
         bool, typer.Option("--approve", help="Allow a change above the approval threshold.")
     ] = False,
-    log: Annotated[
-        Path | None,
-        typer.Option("--log", help="Audit log (default: $JPO_AUDIT_LOG or .jpo/audit.jsonl)."),
-    ] = None,
+    log: AuditLogOption = None,
     settings: Annotated[
         Path | None, typer.Option("--settings", help="Settings TOML (configs/suggest.toml).")
     ] = None,
-    metrics: Annotated[
-        Path | None,
-        typer.Option("--metrics", help="Metric catalog (default configs/metrics.toml)."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    metrics: MetricCatalogOption = None,
+    as_json: JsonOption = False,
 ) -> int:
     """Suggest new hyperparameters for a workload and write them into its config.ini.
 
