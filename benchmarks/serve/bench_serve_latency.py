@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks" / "suggest"))
 from bench_cold_suggest import policy_like_sac  # noqa: E402
 
 from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES  # noqa: E402
+from jpo.net import free_port  # noqa: E402
 
 BODY = {
     "workload": {"dataset": "cifar10", "model": "resnet18", "framework": "pytorch"},
@@ -50,12 +50,6 @@ BODY = {
     "features": [0.1] * len(OBSERVATION_NAMES),
     "feature_spec_version": FEATURE_SPEC_VERSION,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _clients(

@@ -36,13 +36,14 @@ import argparse
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from jpo.net import free_port
 
 HERE = Path(__file__).resolve().parent
 OK_SUGGEST_CODES = {0, 10, 11, 12}  # changed, unchanged by choice, no data, needs approval
@@ -52,12 +53,6 @@ LOCAL_QUERY = {"rate_window": '"3s"', "run_step_s": "1", "discovery_step_s": "2"
 CPU_LIMIT_CORES = 1.0  # the "pod's" CPU limit: train.py runs torch with one thread
 MEMORY_LIMIT_BYTES = 2.0 * 1024**3  # its memory limit
 sys.path.insert(0, str(HERE))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from jpo.errors import ConfigError, JpoError, PolicyError, TelemetryError
+from jpo.net import free_port
 from jpo.paths import config_path, example_workloads_dir
 
 __all__ = ["DEFAULT_ROUNDS", "DEMO_WORKLOADS", "MAX_ROUNDS", "DemoRow", "run_demo"]
@@ -180,12 +181,6 @@ class LocalPrometheus:
             self.process.kill()
             self.process.wait(timeout=30)
         self.process = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _live_phase(rows: Sequence[DemoRow], ports: Sequence[int], phase: int, say: Any) -> None:
@@ -475,7 +470,7 @@ def _run_live(
     from jpo.telemetry.sources import PrometheusSource
 
     rows = _copy_configs(root, names)
-    ports = [_free_port() for _ in rows]
+    ports = [free_port() for _ in rows]
     prom = LocalPrometheus(root, targets=[f"127.0.0.1:{p}" for p in ports])
     try:
         url = prom.start()

@@ -24,6 +24,7 @@ import pytest
 from fakes.fake_prometheus import CorruptingProxy, DripServer, FakePrometheus
 
 from jpo.errors import ExitCode
+from jpo.net import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -92,12 +93,6 @@ class Case:
     root_ok: bool = True  # False: relies on file permissions, which root ignores
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _suggest(config: Path, *extra: str) -> list[str]:
     return ["suggest", "--config", str(config), *extra]
 
@@ -117,7 +112,7 @@ def _unreadable_config(tmp: Path, config: Path, prom: str, stubs: list) -> tuple
 
 
 def _prometheus_refuses(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[list[str], str]:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     return _suggest(config, "--prometheus", url), url
 
 
@@ -229,7 +224,7 @@ def _malformed_url(command: str) -> Callable[..., tuple[list[str], str]]:
 def _feedback_prometheus_refuses(
     tmp: Path, config: Path, prom: str, stubs: list
 ) -> tuple[list[str], str]:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     return ["feedback", "--config", str(config), "--run-id", "r1", "--prometheus", url], url
 
 

@@ -8,7 +8,6 @@ uvicorn on a loopback port; the faults come from a tiny http.server that is slow
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from fakes.policy import fixed_action_policy
 
 from jpo.errors import PolicyError
 from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+from jpo.net import free_port
 from jpo.policy.source import (
     EndpointPolicySource,
     FallbackPolicySource,
@@ -46,12 +46,6 @@ def make_policy(folder: Path, action: tuple[float, ...] = ACTION, version: int =
 def query() -> PolicyQuery:
     obs = np.full(len(OBSERVATION_NAMES), 0.2, dtype=np.float32)
     return PolicyQuery(KEY, CURRENT, obs, FEATURE_SPEC_VERSION)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

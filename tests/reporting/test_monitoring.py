@@ -3,7 +3,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jpo.net import free_port
 from jpo.reporting.monitoring import AuditLogCollector, decision_of, render_metrics, write_textfile
 from jpo.stage.audit import AuditRecord, append_record, update_outcome
 from jpo.workload.types import Hyperparameters, WorkloadKey
@@ -137,12 +137,6 @@ def test_textfile_is_written_for_node_exporter(audit_log: Path, tmp_path: Path) 
     assert list(tmp_path.glob("jpo.prom.*")) == []  # no temp file left behind
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _jpo(*args: str) -> list[str]:
     return [sys.executable, "-m", "jpo.cli.app", *args]
 
@@ -170,7 +164,7 @@ def test_cli_refuses_port_and_textfile_together(audit_log: Path, tmp_path: Path)
 @contextlib.contextmanager
 def _jpo_metrics_scraped(audit_log: Path, prometheus_factory) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     """`jpo metrics --port` serving ``audit_log``, scraped by a real Prometheus (job jpo)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "JPO_AUDIT_LOG": str(audit_log)}
     proc = subprocess.Popen(
         _jpo("metrics", "--port", str(port), "--addr", "127.0.0.1"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from fakes.policy import fixed_action_policy
 
 from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
+from jpo.net import free_port
 from jpo.policy.artifact import set_latest
 
 TOKEN = "test-token-123"
@@ -26,12 +26,6 @@ BODY = {
 
 
 make_policy = fixed_action_policy
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 METRICS_PORT = free_port()

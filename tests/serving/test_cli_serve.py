@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
+from jpo.net import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 240.0
 EXIT_TIMEOUT_S = 120.0
 # Ray's per-node helpers that an unclean exit used to leave behind (issue 27)
 AGENTS = ("dashboard/agent.py", "runtime_env/agent/main.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def descendants(pid: int) -> list[Any]:

@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,21 +27,17 @@ import httpx
 import pytest
 import yaml
 
+from jpo.net import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _distinct_free_ports(count: int) -> list[int]:
     """Return ``count`` different free loopback ports."""
     ports: list[int] = []
     while len(ports) < count:
-        port = _free_port()
+        port = free_port()
         if port not in ports:
             ports.append(port)
     return ports
