@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from jpo.reporting.machine import describe_machine
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -43,20 +43,6 @@ COLUMNS = [
     "tuning_runs",
 ]
 SETS = ("validation", "holdout", "broad")
-
-
-def machine() -> dict[str, str]:
-    cpu = (
-        subprocess.run(
-            ["grep", "-m1", "model name", "/proc/cpuinfo"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        .stdout.split(":", 1)[-1]
-        .strip()
-    )
-    return {"nproc": str(os.cpu_count()), "cpu": cpu}
 
 
 def _clean(value: object) -> object:
@@ -142,7 +128,7 @@ def report(args: argparse.Namespace) -> dict[str, object]:
         "rounds": args.rounds,
         "default_runs": base.default_runs,
         "val_loss_tolerance": base.val_loss_tolerance,
-        "machine": machine(),
+        "machine": describe_machine(),
         "sets": {},
     }
     for set_name in args.sets:

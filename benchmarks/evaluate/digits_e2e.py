@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from jpo.reporting.machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E = ROOT / "examples" / "digits-mlp" / "run_e2e.py"
@@ -87,21 +87,6 @@ def row(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def machine() -> str:
-    """Return the CPU model, core count and memory of this machine."""
-    model = platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        model = names[0] if names else model
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return f"{model}, {os.cpu_count()} cores, {mem_gib:.0f} GiB"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -120,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name in FIGURES
     }
-    result = {"machine": machine(), "rounds": args.rounds, "repeats": rows, "medians": medians}
+    result = {
+        "machine": describe_machine(),
+        "rounds": args.rounds,
+        "repeats": rows,
+        "medians": medians,
+    }
     (args.out / "digits_e2e.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(medians, indent=2))
     return 0

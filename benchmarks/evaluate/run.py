@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from jpo.reporting.machine import describe_machine
 
 
 def random_policy(folder: Path, seed: int = 0) -> Path:
@@ -55,18 +54,6 @@ def random_policy(folder: Path, seed: int = 0) -> Path:
         "training_data": {"note": "RANDOM WEIGHTS: benchmark floor, not a trained policy"},
     }
     return write_artifact(folder, weights, manifest)
-
-
-def machine() -> dict[str, str]:
-    cpu = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if "Model name" in ln), ""
-        )
-    except OSError:
-        pass
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "python": platform.python_version()}
 
 
 def main() -> int:
@@ -146,7 +133,7 @@ def main() -> int:
             "jpo_path": settings.jpo_path,
         },
         "elapsed_s": elapsed,
-        "machine": machine(),
+        "machine": describe_machine(),
         "quality_bar": None if bar is None else {**bar.passed, "ok": bar.ok},
         "oracle_ceiling": None if bar is None else bar.oracle_ceiling,
         "report": str(paths.report),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from jpo.reporting.machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = ["cpu_util", "mem_util", "gpu_util", "gpu_mem_util", "throughput", "val_loss"]
@@ -290,11 +291,7 @@ def main() -> None:
 
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "nproc": os.cpu_count(),
-            "cpu": _cpu_model(),
-            "python": platform.python_version(),
-        },
+        "machine": describe_machine(),
         "workloads": n,
         "hours": hours,
         "step_s": STEP_S,
@@ -322,16 +319,6 @@ def main() -> None:
     jpo_rate = summary["jpo"]["samples_per_s"]
     summary["speedup_samples_per_s"] = round(jpo_rate / summary["naive"]["samples_per_s"], 2)
     print(json.dumps(summary, indent=2))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ Prints a Markdown report (paste into RESULTS.md).
 
 import argparse
 import math
-import platform
-import subprocess
 import tempfile
 import time
 from dataclasses import replace
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jpo.reporting.machine import machine_line
 from jpo.sim.calibration import FITTED, fit_profile
 from jpo.sim.response import (
     load_catalog,
@@ -25,14 +24,6 @@ from jpo.sim.response import (
 )
 from jpo.sim.simulator import generate_history, generate_runs
 from jpo.workload.types import Hyperparameters
-
-
-def machine():
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    names = [ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if "Model name" in ln]
-    model = names[0] if names else "?"
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"{model}, nproc={nproc}, Python {platform.python_version()}"
 
 
 def bench_predict(repeats):
@@ -153,7 +144,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)
     a = ap.parse_args()
-    print(f"Machine: {machine()}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print(f"Machine: {machine_line()}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print(f"## predict() per call (median of {a.repeats} x 20,000 calls)\n")
     print("| profile | µs/call |\n|---|---|")
     for name, us in bench_predict(a.repeats):

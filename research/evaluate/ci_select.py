@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from jpo.reporting.machine import describe_machine
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks" / "evaluate"))  # bar.py
 
-from bar import machine  # noqa: E402  (one machine description for the evaluate benchmarks)
 
 # ({table: {key: value}} of configs/suggest.toml.) The "+tol" variants (an [incumbent]
 # drift check at 1 %) measured no gain and left the product; their rows stay in the
@@ -142,7 +142,7 @@ def combine(
         "variants": VARIANTS,
         "rows": rows,
         "chosen": chosen,
-        "machine": machine(),
+        "machine": describe_machine(),
     }
     out_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record

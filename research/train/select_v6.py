@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from jpo.reporting.machine import describe_machine
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks" / "evaluate"))  # bar.py
 
-from bar import machine  # noqa: E402  (one machine description for the evaluate benchmarks)
 
 SETS = ("training", "validation")
 SUMMARY_KEYS = (
@@ -146,7 +146,7 @@ def main() -> int:
         "sets": sets,
         "checks": checks,
         "ships": names[1] if all(checks.values()) else names[0],
-        "machine": machine(),
+        "machine": describe_machine(),
     }
     args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(record, indent=2))
