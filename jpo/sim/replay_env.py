@@ -91,6 +91,8 @@ class EnvConfig:
         seed: seed of the synthetic catalog history.
         catalog_runs_per_workload: recorded runs simulated per workload.
         catalog_start: start of the first recorded run (s since the epoch).
+        catalog_max_samples_per_run: scrapes kept per simulated run at most (0 = all);
+            longer runs are sampled at a wider multiple of the scrape interval.
         randomized_profiles: synthetic training profiles added to the catalog source
             (domain randomization, :mod:`jpo.sim.randomization`); 0 = none.
         randomization_path: randomization settings TOML ("" = configs/randomization.toml).
@@ -120,6 +122,7 @@ class EnvConfig:
     seed: int = 0
     catalog_runs_per_workload: int = 24
     catalog_start: float = 1767225600.0
+    catalog_max_samples_per_run: int = 0
     randomized_profiles: int = 0
     randomization_path: str = ""
     teacher: bool = False
@@ -138,6 +141,7 @@ class _EnvCatalogTable(Settings):
 
     runs_per_workload: StrictInt = _ENV.catalog_runs_per_workload
     start: _Float = _ENV.catalog_start
+    max_samples_per_run: StrictInt = _ENV.catalog_max_samples_per_run
 
 
 class _EnvFile(Settings):
@@ -291,6 +295,11 @@ def _validate(cfg: EnvConfig) -> None:
         raise ConfigError(
             "env config: randomized_profiles are training profiles; use split = 'train' "
             "(or 'all'), not 'holdout'"
+        )
+    if cfg.catalog_max_samples_per_run < 0:
+        raise ConfigError(
+            f"env config: [catalog] max_samples_per_run = {cfg.catalog_max_samples_per_run}; "
+            "use 0 (every scrape) or a positive number of scrapes"
         )
     if cfg.catalog_runs_per_workload < 1:
         raise ConfigError(
@@ -458,6 +467,7 @@ def _catalog_history(
         seed=cfg.seed if seed is None else seed,
         conditions=base,
         start=cfg.catalog_start,
+        max_samples_per_run=cfg.catalog_max_samples_per_run,
     )
     return pa.concat_tables([r.table for r in simulated])
 

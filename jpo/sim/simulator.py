@@ -36,6 +36,7 @@ from jpo.sim.response import (
     history_table,
     load_conditions,
     load_profile,
+    predict,
     simulate_run,
 )
 from jpo.workload.types import Hyperparameters
@@ -353,6 +354,7 @@ def generate_runs(
     settings: HistorySettings | None = None,
     start: float | None = None,
     end: float | None = None,
+    max_samples_per_run: int = 0,
 ) -> list[SimulatedRun]:
     """Simulate ``runs`` consecutive past runs of each workload (deterministic in ``seed``).
 
@@ -360,7 +362,9 @@ def generate_runs(
     ``start`` on; without ``start``, each workload's last run ends ``gap_s`` before ``end``
     (default: now). With both ``start`` and ``end``, every run lies within [start, end]:
     the gaps shrink when the runs would overrun ``end`` (ConfigError when the runs alone do
-    not fit). Timestamps sit on the scrape grid (multiples of the interval).
+    not fit). Timestamps sit on the scrape grid (multiples of the interval). With
+    ``max_samples_per_run`` > 0, a run longer than that many scrapes is sampled every k-th
+    scrape instead (:func:`run_scrape_interval`); shorter runs are unchanged.
     """
     profiles = [w if isinstance(w, WorkloadProfile) else load_profile(w) for w in workloads]
     cond = conditions if conditions is not None else load_conditions()
@@ -381,7 +385,7 @@ def generate_runs(
                 rng=rng,
                 run_id=f"sim{seed}-{i:04d}",
                 start=t,
-                scrape_interval_s=dt,
+                scrape_interval_s=run_scrape_interval(profile, hp, cond, dt, max_samples_per_run),
             )
             out.append(run)
             t = math.ceil((t + run.summary.duration_s + hs.gap_s) / dt) * dt
@@ -393,6 +397,26 @@ def generate_runs(
         elif start is not None and end is not None and len(out) > first:
             out[first:] = _fit_into(out[first:], end, dt, profile.name)
     return out
+
+
+def run_scrape_interval(
+    profile: WorkloadProfile,
+    hp: Hyperparameters,
+    conditions: ClusterConditions,
+    scrape_interval_s: float,
+    max_samples: int,
+) -> float:
+    """Return the scrape interval, widened to a multiple that keeps a run under ``max_samples``.
+
+    ``max_samples`` = 0 keeps the interval. A 14-day run scraped every 15 s is ~80,000
+    scrapes per series; its summary (means and p95s) needs far fewer, and the memory of a
+    replay grows with every one.
+    """
+    if max_samples <= 0:
+        return scrape_interval_s
+    duration = predict(profile, hp, conditions).duration_s
+    k = max(1, math.ceil(duration / (scrape_interval_s * max_samples)))
+    return scrape_interval_s * k
 
 
 def _fit_into(runs: list[SimulatedRun], end: float, dt: float, name: str) -> list[SimulatedRun]:

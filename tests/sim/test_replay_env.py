@@ -305,6 +305,7 @@ def test_unknown_history_workload_needs_calibration() -> None:
         ({"noise": -0.1}, "noise"),
         ({"reward_weights_path": "/nonexistent/r.toml"}, "not found"),
         ({"catalog": {"runs_per_workload": 0}}, "runs_per_workload"),
+        ({"catalog": {"max_samples_per_run": -1}}, "max_samples_per_run"),
     ],
 )
 def test_bad_config_fails_at_construction(config: dict, needle: str) -> None:

@@ -222,3 +222,26 @@ def test_generate_history_with_start_and_end_stays_inside_the_window(tmp_path):
 def test_generate_runs_that_cannot_fit_the_window_say_so():
     with pytest.raises(ConfigError, match="move start earlier or end later"):
         generate_runs(["cifar10-resnet18"], 5, seed=0, start=END - 600, end=END)
+
+
+def test_a_sample_cap_thins_long_runs_only_and_keeps_their_summary():
+    from jpo.learning.features import summarize_run
+
+    # coco-yolov5's runs last ~58 h: ~14,000 scrapes at 15 s; squad-bert-large's ~5 min
+    full = generate_runs(["coco-yolov5", "squad-bert-large"], 2, seed=4, end=END)
+    capped = generate_runs(
+        ["coco-yolov5", "squad-bert-large"], 2, seed=4, end=END, max_samples_per_run=1000
+    )
+    for a, b in zip(full, capped, strict=True):
+        assert a.hp == b.hp
+        if a.profile.name == "squad-bert-large":  # under the cap: the very same run
+            assert a.table.equals(b.table)
+            continue
+        assert len(b.times_s) <= 1001 < len(a.times_s)
+        assert np.all(np.diff(b.times_s) % 15 == 0)  # still on the scrape grid
+        gpus = a.profile.limits.gpus
+        sa, sb = summarize_run(a.table, gpus=gpus), summarize_run(b.table, gpus=gpus)
+        assert sb.failure == sa.failure
+        for name in ("throughput", "gpu_util_mean", "cpu_util_mean", "duration_s"):
+            assert getattr(sb, name) == pytest.approx(getattr(sa, name), rel=0.02), name
+        assert sb.final_val_loss == pytest.approx(sa.final_val_loss, rel=0.01)

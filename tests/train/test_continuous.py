@@ -184,6 +184,19 @@ def test_promotion_rule_uses_the_paired_noise_margin() -> None:
     assert first.not_worse and first.served is None
 
 
+def test_the_training_recipe_bounds_the_held_out_replays_and_nothing_else() -> None:
+    from jpo.sim.replay_env import load_env_config
+    from jpo.train.trainer import load_train_config
+
+    # the no-forgetting set's runs last up to 14 days: unbounded, its replays took 11 GiB
+    cfg = load_train_config()
+    train_env = load_env_config(cfg.env.config)
+    held_out = load_env_config({**cfg.env.config, **cfg.env.eval_config})
+    assert train_env.catalog_max_samples_per_run == 0  # the policy was trained on every scrape
+    assert held_out.split == "holdout"
+    assert 0 < held_out.catalog_max_samples_per_run <= 5000
+
+
 @pytest.mark.slow
 def test_two_cycles_promote_then_refuse_a_worse_candidate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
