@@ -28,6 +28,12 @@ Protocol (issue 8, item 1). For each workload of the chosen set and each seed:
    (the same search restricted to what a trust-region method reaches from the default in
    R steps, :func:`jpo.sim.oracle.reach_constraints`; ``oracle_reach_fraction``, reported).
 
+A shift in the cluster (``[shift]`` in ``configs/evaluate.toml``): from round
+``[shift] round`` on, runs are simulated under ``[conditions]`` updated with ``[shift]
+conditions`` (e.g. co-tenant contention 0.15 -> 0.6); every row also holds the noise-free
+objective of its values under those conditions against their own reference
+(``objective_shifted_true``, ``default_objective_shifted``) and whether it ran shifted.
+
 Outputs (:func:`jpo.evaluation.report.write_report`): ``report.md``, ``rounds.parquet`` (one
 row per workload, seed, method and round), ``summary.json`` and PNG plots under ``plots/``.
 """
@@ -148,9 +154,13 @@ class EvaluationSettings:
     tuners: dict[str, str] = field(default_factory=dict)
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     margin_min: float = 0.10
+    shift_round: int = 0
+    shift_conditions: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []
+        if self.shift_round < 0:
+            problems.append(f"shift round must be >= 0 (0: no shift), got {self.shift_round}")
         if self.default_runs < 1:
             problems.append(f"default_runs must be >= 1, got {self.default_runs}")
         if not (0.0 < self.rule_of_thumb_memory_fraction <= 1.0):
@@ -196,6 +206,10 @@ class EvaluationSettings:
         values["methods"] = tuple(values["methods"])
         values["must_beat"] = tuple(values["must_beat"])
         return EvaluationSettings(**values)
+
+    def shifted(self, rnd: int) -> bool:
+        """Tell whether round ``rnd`` runs under ``[shift] conditions`` (from ``[shift] round``)."""
+        return 0 < self.shift_round <= rnd
 
     @property
     def rules(self) -> CampaignRules:
@@ -245,6 +259,11 @@ class _QualityBarTable(Settings):
     margin_min: float | None = None
 
 
+class _ShiftTable(Settings):
+    round: int | None = None
+    conditions: dict[str, float] = Field(default_factory=dict)
+
+
 class EvaluateFile(Settings):
     """``configs/evaluate.toml`` as written (each key documented there; unset keys: defaults)."""
 
@@ -256,6 +275,7 @@ class EvaluateFile(Settings):
     quality_bar: _QualityBarTable = _QualityBarTable()
     tuners: dict[str, str] = Field(default_factory=dict)
     sets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    shift: _ShiftTable = _ShiftTable()
 
     def settings(self) -> EvaluationSettings:
         """Return the file's :class:`EvaluationSettings` (raises ConfigError on bad values)."""
@@ -264,6 +284,9 @@ class EvaluateFile(Settings):
             values |= table.model_dump(exclude_unset=True)
         if "path" in self.jpo.model_fields_set:
             values["jpo_path"] = self.jpo.path
+        if self.shift.round is not None:
+            values["shift_round"] = self.shift.round
+        values["shift_conditions"] = dict(self.shift.conditions)
         return EvaluationSettings(
             **values, conditions=dict(self.conditions), tuners=dict(self.tuners),
             sets={k: dict(v) for k, v in self.sets.items()},
@@ -743,6 +766,8 @@ class _Setup:
     conditions: Any
     oracle_settings: OracleSettings
     rules: CampaignRules
+    shifted: Any
+    """The conditions from ``settings.shift_round`` on (None: no shift)."""
 
     @classmethod
     def load(
@@ -765,6 +790,9 @@ class _Setup:
             conditions=load_conditions(None, **settings.conditions),
             oracle_settings=evaluation_oracle_settings(settings),
             rules=settings.rules,
+            shifted=load_conditions(None, **{**settings.conditions, **settings.shift_conditions})
+            if settings.shift_round > 0
+            else None,
         )
 
 
@@ -880,6 +908,7 @@ def _campaign(
     name: str, seed: int, setup: _Setup, y: _Yardstick, settings: EvaluationSettings
 ) -> _Campaign:
     """Simulate one workload x seed's default runs; return what every method's campaign shares."""
+    from jpo.sim.oracle import reference_config
     from jpo.sim.response import simulate_run
 
     # Keyed by name, not position: a workload's noise draws (and so its figures) do not
@@ -912,6 +941,10 @@ def _campaign(
         ).summary.final_val_loss
         for k in range(1, settings.default_runs)
     ]
+    shifted_scorer = None
+    if setup.shifted is not None:  # the same values under the new conditions, their own yardstick
+        _hp, shifted_reference = reference_config(profile, setup.shifted)
+        shifted_scorer = _Scorer(profile, setup.shifted, setup.weights, shifted_reference)
     return _Campaign(
         name=name,
         w_index=w_index,
@@ -942,6 +975,7 @@ def _campaign(
         },
         oracle_hp=y.oracle_hp,
         default_true=(y.default_summary, y.default_objective),
+        shifted_scorer=shifted_scorer,
     )
 
 
@@ -1060,6 +1094,14 @@ class _Campaign:
     common: dict[str, Any]
     oracle_hp: Hyperparameters
     default_true: tuple[RunSummary, float]
+    shifted_scorer: _Scorer | None = None
+    """The yardstick under ``[shift] conditions`` (None: no shift)."""
+
+    def shifted_objective(self, hp: Hyperparameters) -> float:
+        """Return the noise-free objective of ``hp`` under the shifted conditions (NaN: none)."""
+        if self.shifted_scorer is None:
+            return math.nan
+        return self.shifted_scorer.objective(self.shifted_scorer.summary(hp))
 
     @property
     def reference_loss(self) -> float:
@@ -1172,6 +1214,7 @@ def _run_campaign(
     row["oracle_fraction_ruled"] = row["oracle_fraction_incumbent"]
     row["oracle_fraction_single"] = row["oracle_fraction_incumbent"]
     row |= {"harmful": False, "rule_break": False, "reference_val_loss": multi_ref}
+    row |= _shift_fields(c, settings, 0, default)
     rows = [row]
     current = default
     for rnd in range(1, settings.rounds + 1):
@@ -1187,9 +1230,21 @@ def _run_campaign(
         row["harmful"] = bool(r.true_objective < default_true - 1e-9)
         row["rule_break"] = bool(r.run.failure == "none" and not holds)
         row["reference_val_loss"] = multi_ref
+        row |= _shift_fields(c, settings, rnd, r.ran)
         rows.append(row)
         advance()
     return rows
+
+
+def _shift_fields(
+    c: _Campaign, settings: EvaluationSettings, rnd: int, ran: Hyperparameters
+) -> dict[str, Any]:
+    """Return a row's shift columns: whether its run was shifted, its values' shifted score."""
+    return {
+        "shifted": settings.shifted(rnd),
+        "objective_shifted_true": c.shifted_objective(ran),
+        "default_objective_shifted": c.shifted_objective(c.profile.defaults),
+    }
 
 
 def _play_round(
@@ -1204,10 +1259,13 @@ def _play_round(
     if problem:
         tuner.reject(proposal)
     ran = current if problem else proposal
+    conditions = c.conditions
+    if settings.shifted(rnd) and c.shifted_scorer is not None:
+        conditions = c.shifted_scorer.conditions  # the cluster changed mid-campaign
     sim = simulate_run(
         c.profile,
         ran,
-        c.conditions,
+        conditions,
         rng=_seed_for(c.seed, c.w_index, rnd),
         run_id=f"{c.name}-s{c.seed}-r{rnd}",
         start=c.start + rnd * 86_400.0,

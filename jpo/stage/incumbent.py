@@ -39,9 +39,12 @@ from jpo.telemetry.schema import RunSummary
 from jpo.workload.types import Hyperparameters
 
 __all__ = [
+    "CampaignScores",
+    "ClusterShift",
     "IncumbentSettings",
     "ScoredRun",
     "best_run",
+    "campaign_scores",
     "lower_than_incumbent",
     "scored_runs",
     "worse_runs",
@@ -57,35 +60,95 @@ class ScoredRun:
     run_id: str
 
 
-def scored_runs(
+@dataclass(frozen=True, slots=True)
+class ClusterShift:
+    """The incumbent's values run again and scored below their record: the cluster changed."""
+
+    run_id: str
+    """The rerun that showed it; the reference of the restarted window."""
+    record_run_id: str
+    """The incumbent's run whose record it fell below."""
+    record: float
+    measured: float
+    """The rerun's objective against the old reference (the record's yardstick)."""
+
+    def note(self) -> str:
+        """Say what was detected and what the stage does about it (notes, audit)."""
+        return (
+            f"cluster shift: run {self.run_id} ran the best run {self.record_run_id}'s values "
+            f"and scored {self.measured:.3f} against its {self.record:.3f}; runs before it are "
+            "no longer the reference (configs/suggest.toml [incumbent] shift_margin)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignScores:
+    """The scored runs of the (possibly restarted) window, and the newest shift, if any."""
+
+    runs: tuple[ScoredRun, ...]
+    shift: ClusterShift | None = None
+
+
+def _shift(
+    runs: Sequence[ScoredRun], run: ScoredRun, settings: IncumbentSettings
+) -> ClusterShift | None:
+    """Return the shift ``run`` shows: it reran the incumbent's values and fell below its record."""
+    best = best_run(runs)
+    if not settings.restart_on_shift or best is None:
+        return None
+    if best.hyperparameters != run.hyperparameters:
+        return None
+    if best.objective - run.objective <= settings.shift_margin:
+        return None
+    return ClusterShift(run.run_id, best.run_id, best.objective, run.objective)
+
+
+def campaign_scores(
     records: Sequence[SuggestionRecord], settings: IncumbentSettings
-) -> list[ScoredRun]:
+) -> CampaignScores:
     """Return the window's reference run and its known-good runs, scored, oldest first.
 
-    Empty when the feature is off, or when the reference run failed or is unknown.
+    A rerun of the incumbent's values that scored more than ``shift_margin`` below their
+    record restarts the window there (module docstring). Empty when the feature is off,
+    or when the reference run failed or is unknown.
     """
     from jpo.learning.reward import load_reward_weights, objective_vs_run
 
     window = list(records[-settings.window :]) if settings.enabled and settings.window > 0 else []
     if not window:
-        return []
+        return CampaignScores(())
     reference = window[0].basis.summary
     before = window[0].before
     if reference is None or before is None or reference.failure != "none":
-        return []
+        return CampaignScores(())
     weights = load_reward_weights()
 
-    def score(summary: RunSummary) -> float:
-        return objective_vs_run(summary, reference, weights)
+    def score(summary: RunSummary, against: RunSummary) -> float:
+        return objective_vs_run(summary, against, weights)
 
-    out = [ScoredRun(before, score(reference), window[0].basis.run_id)]
+    out = [ScoredRun(before, score(reference, reference), window[0].basis.run_id)]
+    shift: ClusterShift | None = None
     for record in window:
         outcome = record.outcome
         if outcome is None or outcome.summary is None or record.ran is None:
             continue
-        if outcome.good:  # what ran, also after a hand edit
-            out.append(ScoredRun(record.ran, score(outcome.summary), outcome.run_id))
-    return out
+        if not outcome.good:
+            continue
+        # what ran, also after a hand edit
+        run = ScoredRun(record.ran, score(outcome.summary, reference), outcome.run_id)
+        found = _shift(out, run, settings)
+        if found is not None:  # the window restarts at this run, scored against itself
+            shift, reference, out = found, outcome.summary, []
+            run = ScoredRun(run.hyperparameters, score(reference, reference), run.run_id)
+        out.append(run)
+    return CampaignScores(tuple(out), shift)
+
+
+def scored_runs(
+    records: Sequence[SuggestionRecord], settings: IncumbentSettings
+) -> list[ScoredRun]:
+    """Return :func:`campaign_scores`' runs: the window's reference and known-good runs."""
+    return list(campaign_scores(records, settings).runs)
 
 
 def best_run(runs: Sequence[ScoredRun]) -> ScoredRun | None:

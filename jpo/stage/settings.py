@@ -102,6 +102,8 @@ class IncumbentSettings(Settings):
     margin: Amount = 0.05
     window: Count = 20
     remember_worse: StrictBool = True
+    restart_on_shift: StrictBool = True
+    shift_margin: Amount = 0.05
 
 
 class PathSettings(Settings):

@@ -12,7 +12,9 @@ its steps, in order (each decision owned by one module):
 3. record the outcome of the previous suggestion if it has none yet
    (:mod:`jpo.stage.feedback`; the audit record's typed schema is :mod:`jpo.stage.record`);
 4. rollback / return to the best / recovery (:mod:`jpo.stage.rollback`, the one owner of
-   every move made without the policy; exit 0, reason recorded);
+   every move made without the policy; exit 0, reason recorded); a rerun of the best run's
+   values that scored below its record is a cluster shift and restarts the runs the best
+   is chosen from (:mod:`jpo.stage.incumbent`);
 5. features (:func:`jpo.learning.features.build_observation`) and the policy step: the
    action (:mod:`jpo.policy.source`: local artifact or Serve endpoint with fallback)
    mapped through the constraints (trust region, rounding, frozen keys);
@@ -396,7 +398,7 @@ def suggest(
     from jpo.stage import rollback
     from jpo.stage.failure_memory import remembered_failures
     from jpo.stage.guards import predicted_throughput_gain
-    from jpo.stage.incumbent import scored_runs
+    from jpo.stage.incumbent import campaign_scores
 
     settings = settings or load_suggest_settings(options.settings_path)
     stage = _verify(options, settings)  # 1
@@ -415,7 +417,10 @@ def suggest(
         stage.log_path,
         step_hook=step_hook,
     )
-    scored = scored_runs(records, settings.incumbent)
+    scores = campaign_scores(records, settings.incumbent)
+    if scores.shift is not None and scores.shift.run_id == run.run_id:
+        stage.notes.append(scores.shift.note())  # the window restarts here (incumbent module)
+    scored = scores.runs
     move = rollback.decide(records, current, run.summary, run.run_id, constraints, scored, settings)
     if move is not None:  # 4
         return _move(stage, move, run, write)

@@ -1,0 +1,219 @@
+"""Issue 27: the CI stage under a shift in cluster contention, with and without the restart.
+
+    python research/evaluate/stage_shift.py --run-only --set training --scenario steady
+    ...                                      # one process per set x scenario (both variants)
+    python research/evaluate/stage_shift.py  # combine: figures + SELECTION-shift.md's verdict
+
+Campaigns run through the CI stage itself (``jpo.evaluation.evaluate.evaluate``, the suggest
+path) on the training split and the validation set only; the variants are
+:class:`jpo.stage.settings.SuggestSettings` handed in (``suggest_settings=``), the shift is
+the harness's ``[shift]`` option (``EvaluationSettings.shift_round`` /
+``shift_conditions``): no product module is patched. Rule: SELECTION-shift.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks" / "evaluate"))  # bar.py
+
+from bar import machine  # noqa: E402  (one machine description for the evaluate benchmarks)
+
+SETS = ("training", "validation")
+SCENARIOS = ("steady", "shift")
+VARIANTS: dict[str, dict[str, dict[str, object]]] = {
+    "main": {"incumbent": {"restart_on_shift": False}},
+    "restart": {"incumbent": {"restart_on_shift": True}},
+}
+SHIFT_CONTENTION = 0.6
+
+
+def shift_round(rounds: int) -> int:
+    """Return the first round under the new contention: R/2 + 1."""
+    return rounds // 2 + 1
+
+
+def run_cell(set_name: str, scenario: str, seeds: int, rounds: int, frames: Path) -> None:
+    """Run both variants on one set and scenario; write each variant's rounds."""
+    from jpo.evaluation.evaluate import evaluate, load_evaluation_settings, load_set
+    from jpo.policy.artifact import LocalPolicy
+    from jpo.stage.suggest import load_suggest_settings
+
+    policy_path = str(REPO / "jpo" / "data" / "policy")
+    shift = {
+        "shift_round": shift_round(rounds),
+        "shift_conditions": {"contention": SHIFT_CONTENTION},
+    }
+    base = load_evaluation_settings().with_overrides(
+        seeds=seeds,
+        rounds=rounds,
+        split="all",
+        methods=("jpo",),
+        **(shift if scenario == "shift" else {"shift_round": 0}),
+    )
+    catalog, frozen = load_set(base, set_name)
+    frames.mkdir(parents=True, exist_ok=True)
+    for variant, changes in VARIANTS.items():
+        t0 = time.perf_counter()
+        result = evaluate(
+            base,
+            policy=LocalPolicy.load(policy_path),
+            policy_path=policy_path,
+            progress=False,
+            catalog=catalog,
+            frozen=frozen,
+            set_name=set_name,
+            suggest_settings=load_suggest_settings().updated(changes),
+        )
+        out = frames / f"{set_name}--{scenario}--{variant}.parquet"
+        result.frame().to_parquet(out, index=False)
+        print(set_name, scenario, variant, f"{time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def _paired(a: Any, b: Any) -> dict[str, float]:
+    """Mean of b - a per (workload, seed), SE over workloads and over seeds."""
+    import numpy as np
+
+    diff = (b - a).dropna()
+    per_w = diff.groupby(level="workload").mean().to_numpy(float)
+    per_s = diff.groupby(level="seed").mean().to_numpy(float)
+
+    def se(v: Any) -> float:
+        return float(np.std(v, ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+
+    return {"mean": float(per_w.mean()), "se_workloads": se(per_w), "se_seeds": se(per_s)}
+
+
+def _per_campaign(frame: Any, rounds: int, scenario: str) -> dict[str, Any]:
+    """Per (workload, seed): the figures SELECTION-shift.md names."""
+    key = ["workload", "seed"]
+    tuning = frame[frame["round"] > 0]
+    final = frame[frame["round"] == rounds].set_index(key)
+    start = shift_round(rounds)
+    out = {
+        "oracle_fraction": final["oracle_fraction"],
+        "oracle_fraction_last": final["oracle_fraction_last"],
+        "rollbacks": tuning.assign(rb=tuning["note"] == "rolled_back").groupby(key)["rb"].sum(),
+    }
+    if scenario == "shift":
+        post = frame[frame["round"] >= start]
+        gain = post["objective_shifted_true"] - post["default_objective_shifted"]
+        out["post_shift_objective"] = post.assign(g=gain).groupby(key)["g"].mean()
+        out["final_objective_shifted"] = (
+            final["objective_shifted_true"] - final["default_objective_shifted"]
+        )
+        after = tuning[tuning["round"] > start]
+        out["rollbacks_after_shift"] = (
+            after.assign(rb=after["note"] == "rolled_back").groupby(key)["rb"].sum()
+        )
+    return out
+
+
+def summarize(frames: Path, rounds: int) -> dict[str, Any]:
+    """Per set and scenario: both variants' figures and the paired differences."""
+    import pandas as pd
+
+    from jpo.evaluation.evaluate import EvaluationResult, load_evaluation_settings, method_summary
+
+    keys = ("oracle_fraction_mean", "oracle_fraction_last_mean", "val_loss_ok_share",
+            "oom_runs", "failed_runs", "harmful_runs", "tuning_runs")  # fmt: skip
+    settings = load_evaluation_settings().with_overrides(rounds=rounds, methods=("jpo",))
+    out: dict[str, Any] = {}
+    for set_name in SETS:
+        if not (frames / f"{set_name}--steady--main.parquet").exists():
+            continue  # a set not run (yet)
+        for scenario in SCENARIOS:
+            cell: dict[str, Any] = {}
+            per: dict[str, dict[str, Any]] = {}
+            for variant in VARIANTS:
+                frame = pd.read_parquet(frames / f"{set_name}--{scenario}--{variant}.parquet")
+                result = EvaluationResult(frame.to_dict(orient="records"), settings, (), None, None)
+                row = method_summary(result).set_index("method").loc["jpo"]
+                per[variant] = _per_campaign(frame, rounds, scenario)
+                cell[variant] = {k: float(row[k]) for k in keys} | {
+                    name: float(series.mean()) if "rollbacks" not in name else int(series.sum())
+                    for name, series in per[variant].items()
+                }
+                cell["workloads"] = int(row["workloads"])
+            cell["paired_restart_minus_main"] = {
+                name: _paired(per["main"][name], per["restart"][name]) for name in per["main"]
+            }
+            out[f"{set_name}/{scenario}"] = cell
+    return out
+
+
+def verdict(cells: dict[str, Any]) -> dict[str, bool]:
+    """SELECTION-shift.md's rule, condition by condition and set by set."""
+    v: dict[str, bool] = {}
+    for set_name in SETS:
+        if f"{set_name}/steady" not in cells:
+            v[f"{set_name} was run"] = False
+            continue
+        steady, shift = cells[f"{set_name}/steady"], cells[f"{set_name}/shift"]
+        m, r, d = steady["main"], steady["restart"], steady["paired_restart_minus_main"]
+        of = d["oracle_fraction"]
+        v[f"{set_name} 1 steady oracle fraction within one SE"] = of["mean"] >= -of["se_workloads"]
+        v[f"{set_name} 2 steady OOM/failed/val-loss-ok/harmful"] = (
+            r["oom_runs"] <= m["oom_runs"]
+            and r["failed_runs"] <= m["failed_runs"]
+            and r["val_loss_ok_share"] >= m["val_loss_ok_share"]
+            and r["harmful_runs"] <= m["harmful_runs"] + m["tuning_runs"] / 100.0
+        )
+        m, r, d = shift["main"], shift["restart"], shift["paired_restart_minus_main"]
+        v[f"{set_name} 3 shift rollbacks after the shift"] = (
+            r["rollbacks_after_shift"] <= m["rollbacks_after_shift"]
+        )
+        post, fin = d["post_shift_objective"], d["final_objective_shifted"]
+        v[f"{set_name} 4 shift objective under the new contention"] = (
+            post["mean"] >= -post["se_workloads"]
+            and fin["mean"] >= -fin["se_workloads"]
+            and r["oom_runs"] <= m["oom_runs"]
+            and r["failed_runs"] <= m["failed_runs"]
+        )
+    return v
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--set", choices=SETS, action="append", help="run only these sets")
+    p.add_argument("--scenario", choices=SCENARIOS, action="append", help="only these")
+    p.add_argument("--frames", type=Path, default=Path("/tmp/jpo-stage-shift"))
+    p.add_argument("--out", type=Path, default=REPO / "research" / "evaluate" / "stage_shift.json")
+    p.add_argument("--run-only", action="store_true", help="run campaigns, do not combine")
+    p.add_argument("--combine-only", action="store_true", help="combine frames already written")
+    args = p.parse_args()
+    if not args.combine_only:
+        for set_name in args.set or SETS:
+            for scenario in args.scenario or SCENARIOS:
+                run_cell(set_name, scenario, args.seeds, args.rounds, args.frames)
+    if args.run_only:
+        return 0
+    cells = summarize(args.frames, args.rounds)
+    checks = verdict(cells)
+    report = {
+        "machine": machine(),
+        "command": " ".join(["python", *sys.argv]),
+        "seeds": args.seeds,
+        "rounds": args.rounds,
+        "shift": {"round": shift_round(args.rounds), "contention": SHIFT_CONTENTION},
+        "cells": cells,
+        "rule": checks,
+        "ship_restart_on_shift": all(checks.values()),
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({"rule": checks, "ship": report["ship_restart_on_shift"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
