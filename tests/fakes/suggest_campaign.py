@@ -43,12 +43,16 @@ def run_table(
     *,
     start: float,
     overrides: dict[str, float] | None = None,
+    conditions: ClusterConditions | None = None,
 ) -> pa.Table:
-    """A simulated run of cifar10-resnet18; ``overrides`` pins a metric's every sample."""
+    """A simulated run of cifar10-resnet18; ``overrides`` pins a metric's every sample.
+
+    ``conditions``: the cluster's (default: neutral, no co-tenants, no noise).
+    """
     run = simulate_run(
         load_profile("cifar10-resnet18"),
         hp,
-        ClusterConditions(),
+        conditions or ClusterConditions(),
         rng=np.random.default_rng(0),
         run_id=run_id,
         start=start,
@@ -74,9 +78,17 @@ class FakeSource(MetricSource):
         self.runs: list[pa.Table] = []
         self.error: Exception | None = None
 
-    def add(self, hp: Hyperparameters, run_id: str, **overrides: float) -> None:
+    def add(
+        self,
+        hp: Hyperparameters,
+        run_id: str,
+        conditions: ClusterConditions | None = None,
+        **overrides: float,
+    ) -> None:
         start = time.time() - 3600 + 700 * len(self.runs)
-        self.runs.append(run_table(hp, run_id, start=start, overrides=overrides))
+        self.runs.append(
+            run_table(hp, run_id, start=start, overrides=overrides, conditions=conditions)
+        )
 
     def list_runs(self, key: WorkloadKey) -> list[str]:
         return [t["run_id"][0].as_py() for t in self.runs]

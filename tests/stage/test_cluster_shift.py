@@ -1,0 +1,194 @@
+"""The CI stage when the cluster's contention rises mid-campaign (issue 27, RESULTS.md §10).
+
+In process, as tests/stage/test_suggest.py: simulated cifar10-resnet18 runs
+(jpo.sim.response) served by the fake MetricSource, the batch-up policy, ``jpo.stage.suggest``
+and its feedback path. The first runs see a quiet cluster; from the shift on, co-tenants
+take 60 % of the node and all of it slows the GPU (throughput falls by 60 % at unchanged
+values), so every run after it scores below the best run measured before it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fakes.policy import random_policy
+from fakes.suggest_campaign import CONFIG, HP, FakeSource, log_of, run
+
+from jpo.sim.response import ClusterConditions
+from jpo.stage import audit
+from jpo.stage.record import suggestion_records
+from jpo.stage.suggest import SuggestSettings, SuggestStatus
+
+BUSY = ClusterConditions(contention=0.6, gpu_contention_share=1.0)
+"""The cluster after the shift: co-tenants take 60 % of the node, the GPU's share too."""
+ON = SuggestSettings()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "app" / "config.ini"
+    path.parent.mkdir()
+    path.write_text(CONFIG)
+    return path
+
+
+def _campaign(
+    config: Path,
+    policy: Path,
+    rounds: int,
+    settings: SuggestSettings = ON,
+    quiet_runs: int = 2,
+) -> tuple[FakeSource, list[object]]:
+    """Run ``rounds`` rounds (run, then suggest); runs after ``quiet_runs`` see BUSY."""
+    fake, results, current = FakeSource(), [], HP
+    for i in range(1, rounds + 1):
+        busy = BUSY if i > quiet_runs else None
+        fake.add(current, f"run-{i}", conditions=busy, val_loss=0.5)
+        result = run(config, fake, policy, settings=settings)
+        results.append(result)
+        current = result.after or current
+    return fake, results
+
+
+def _letters(results: list[object]) -> str:
+    """The decisions as letters: C changed, R rolled back, u unchanged."""
+    letter = {SuggestStatus.CHANGED: "C", SuggestStatus.ROLLED_BACK: "R"}
+    return "".join(letter.get(r.status, "u") for r in results)  # type: ignore[attr-defined]
+
+
+def test_the_oscillation_after_a_shift_stops(config: Path, tmp_path: Path) -> None:
+    # A policy whose step depends on what it observes (random weights, seed 6); runs 5-10
+    # on the busy cluster. The first step after the shift scores below run 4's pre-shift
+    # record and is returned from (nothing tells the cluster from the values yet); the
+    # rerun of run 4's values shows the shift, and the campaign goes on under the new
+    # contention (on main: "CCCCRCRCRC", the oscillation of the next test)
+    policy = random_policy(tmp_path / "policy-random", seed=6)
+    _, results = _campaign(config, policy, rounds=10, quiet_runs=4)
+    assert _letters(results) == "CCCCRCCCCC"
+    assert any(n.startswith("cluster shift: run run-6") for n in results[5].notes)  # type: ignore[attr-defined]
+
+
+def test_without_the_restart_the_stage_oscillates(config: Path, tmp_path: Path) -> None:
+    # each new step after the shift scored below run 4's pre-shift record and was rolled
+    # back; the policy, asked again from run 4's values, proposed another step: a rollback
+    # every other decision, as live-03 in benchmarks/train/RESULTS.md §10
+    policy = random_policy(tmp_path / "policy-random", seed=6)
+    off = ON.updated({"incumbent": {"restart_on_shift": False}})
+    _, results = _campaign(config, policy, rounds=10, settings=off, quiet_runs=4)
+    assert _letters(results) == "CCCCRCRCRC"
+
+
+def test_after_a_contention_shift_the_stage_stops_chasing_the_old_best(
+    config: Path, policy_up: Path
+) -> None:
+    _, results = _campaign(config, policy_up, rounds=6)
+    statuses = [r.status for r in results]  # type: ignore[attr-defined]
+    # runs 1-2 quiet: two steps up; run 3 (busy, new values) scores below run 2's record:
+    # nothing tells the cluster from the values yet, so it is returned to run 2's values
+    assert statuses[:3] == [SuggestStatus.CHANGED, SuggestStatus.CHANGED, SuggestStatus.ROLLED_BACK]
+    best = results[1].after  # type: ignore[attr-defined]
+    assert results[2].after == results[0].after  # type: ignore[attr-defined]
+    # run 4 reran those values and lost as much: the cluster changed, so the stage stops
+    # measuring against run 2 and asks the policy again (it was held at run 2's values
+    # for good: the step, scored against that ghost, was refused as "worse")
+    fourth = results[3]
+    assert fourth.status is SuggestStatus.CHANGED  # type: ignore[attr-defined]
+    assert fourth.after == best  # type: ignore[attr-defined]
+    assert any(n.startswith("cluster shift: run run-4") for n in fourth.notes)  # type: ignore[attr-defined]
+    # and the campaign goes on under the new contention: no more rollbacks, bigger batches
+    assert statuses[3:] == [SuggestStatus.CHANGED] * 3
+    last = results[-1].after  # type: ignore[attr-defined]
+    assert last is not None and best is not None and last.batch_size > best.batch_size
+
+
+def test_without_the_restart_the_stage_holds_the_pre_shift_best(
+    config: Path, policy_up: Path
+) -> None:
+    _, results = _campaign(
+        config, policy_up, rounds=6, settings=ON.updated({"incumbent": {"restart_on_shift": False}})
+    )
+    statuses = [r.status for r in results]  # type: ignore[attr-defined]
+    assert statuses[2] is SuggestStatus.ROLLED_BACK
+    assert statuses[3:] == [SuggestStatus.UNCHANGED] * 3
+    assert all(
+        any("scored below the campaign's best" in n for n in r.notes)  # type: ignore[attr-defined]
+        for r in results[3:]
+    )
+
+
+def test_a_worse_step_after_the_shift_is_still_returned_from(config: Path, policy_up: Path) -> None:
+    fake, results = _campaign(config, policy_up, rounds=4)
+    step = results[3].after  # type: ignore[attr-defined]
+    rerun = results[2].after  # type: ignore[attr-defined]
+    assert step is not None and rerun is not None and step != rerun
+    # the step runs with the GPU and CPU idle: worse than run 4 under the same contention
+    fake.add(step, "run-5", conditions=BUSY, val_loss=0.5, gpu_util=0.02, cpu_util=0.02)
+    fifth = run(config, fake, policy_up)
+    assert fifth.status is SuggestStatus.ROLLED_BACK
+    assert fifth.after == rerun
+    assert any("best known-good run run-4" in n for n in fifth.notes)
+    # ... and is remembered as worse, against run 4 (the reference after the shift)
+    fake.add(rerun, "run-6", conditions=BUSY, val_loss=0.5)
+    sixth = run(config, fake, policy_up)
+    assert sixth.status is SuggestStatus.UNCHANGED
+    assert not any(n.startswith("cluster shift") for n in sixth.notes)
+
+
+@pytest.mark.parametrize(
+    ("failure", "remembered"), [({"run_status": 2.0}, "oom"), ({"val_loss": 0.8}, "degraded")]
+)
+def test_failed_and_degraded_configs_stay_refused_after_a_shift(
+    config: Path, policy_up: Path, failure: dict[str, float], remembered: str
+) -> None:
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    first = run(config, fake, policy_up)
+    assert first.after is not None
+    fake.add(first.after, "run-2", val_loss=0.5)
+    second = run(config, fake, policy_up)
+    assert second.status is SuggestStatus.CHANGED and second.after is not None
+    fake.add(second.after, "run-3", **{"val_loss": 0.5, **failure})
+    assert run(config, fake, policy_up).status is SuggestStatus.ROLLED_BACK
+    # run 2's values again, now on the busy cluster: a shift, the window restarts ...
+    fake.add(first.after, "run-4", conditions=BUSY, val_loss=0.5)
+    fourth = run(config, fake, policy_up, settings=SuggestSettings().updated(
+        {"failed_configs": {"retry_more_epochs": False}}
+    ))  # fmt: skip
+    assert any(n.startswith("cluster shift: run run-4") for n in fourth.notes)
+    # ... and the step that failed stays refused
+    assert fourth.status is SuggestStatus.UNCHANGED
+    assert any("failed-config memory" in n and remembered in n for n in fourth.notes)
+
+
+def test_a_rerun_of_the_best_within_the_noise_margin_is_no_shift(
+    config: Path, policy_up: Path
+) -> None:
+    # the same campaign with the cluster quiet throughout: no restart, nothing rolled back
+    _, results = _campaign(config, policy_up, rounds=4, quiet_runs=4)
+    assert not any(
+        n.startswith("cluster shift")
+        for r in results
+        for n in r.notes  # type: ignore[attr-defined]
+    )
+    from jpo.stage.incumbent import IncumbentSettings, campaign_scores
+
+    records = suggestion_records(audit.read_records(log_of(config)))
+    scores = campaign_scores(records, IncumbentSettings())
+    assert scores.shift is None
+    assert [r.run_id for r in scores.runs] == ["run-1", "run-2", "run-3", "run-4"]
+
+
+def test_the_restart_needs_no_new_audit_field(config: Path, policy_up: Path) -> None:
+    # the shift is recomputed from the records: the same log read again finds it
+    _campaign(config, policy_up, rounds=4)
+    from jpo.stage.incumbent import IncumbentSettings, campaign_scores
+
+    records = suggestion_records(audit.read_records(log_of(config)))
+    scores = campaign_scores(records, IncumbentSettings())
+    assert scores.shift is not None and scores.shift.run_id == "run-4"
+    assert scores.shift.record_run_id == "run-2"
+    assert scores.shift.record - scores.shift.measured > IncumbentSettings().shift_margin
+    assert [r.run_id for r in scores.runs] == ["run-4"]  # the new reference
+    off = campaign_scores(records, IncumbentSettings(restart_on_shift=False))
+    assert off.shift is None and off.runs[0].run_id == "run-1"
