@@ -478,3 +478,32 @@ def test_direct_path_hands_the_policy_the_campaigns_runs() -> None:
     tuner.ask()
     assert [len(kw["history"]) for kw in seen] == [0, 1, 2]
     assert seen[2]["history"] == (runs[0], runs[1]) and seen[2]["summary"] == runs[2]
+
+
+def test_a_shift_in_the_cluster_from_a_round_on(tmp_path: Path) -> None:
+    # issue 27: from [shift] round on, runs see [shift] conditions; every row also scores
+    # its values under them against their own reference
+    settings = EvaluationSettings(
+        rounds=3,
+        seeds=1,
+        methods=("no_tuning",),
+        conditions={"contention": 0.15},
+        shift_round=2,
+        shift_conditions={"contention": 0.8, "gpu_contention_share": 1.0},
+    )
+    frame = evaluate(settings, workloads=["mnist-lenet"], progress=False).frame()
+    assert frame["shifted"].tolist() == [False, False, True, True]
+    quiet = frame[~frame["shifted"]]["throughput"]
+    busy = frame[frame["shifted"]]["throughput"]
+    assert busy.max() < 0.8 * quiet.min()  # co-tenants slow the GPU too
+    # the same (default) values every round: one shifted score, below the quiet one
+    assert frame["objective_shifted_true"].nunique() == 1
+    assert (frame["objective_shifted_true"] == frame["default_objective_shifted"]).all()
+    steady = settings.with_overrides(shift_round=0)
+    assert not any(steady.shifted(r) for r in range(4)) and settings.shifted(2)
+    with pytest.raises(ConfigError, match="shift round must be >= 0"):
+        EvaluationSettings(shift_round=-1)
+    file = tmp_path / "evaluate.toml"
+    file.write_text("[shift]\nround = 4\nconditions = { contention = 0.5 }\n")
+    loaded = load_evaluation_settings(file)
+    assert loaded.shift_round == 4 and loaded.shift_conditions == {"contention": 0.5}

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from fakes.policy import fixed_action_policy
 
 from jpo.sim.response import ClusterConditions, load_profile, simulate_run
-from jpo.stage.suggest import SuggestOptions, SuggestSettings, suggest
+from jpo.stage.suggest import SuggestOptions, SuggestResult, SuggestSettings, suggest
 from jpo.telemetry.prometheus import EmptyResult
 from jpo.telemetry.sources import MetricSource
 from jpo.workload.types import Hyperparameters, WorkloadKey
@@ -112,7 +112,7 @@ def run(
     policy: Path,
     settings: SuggestSettings = _DEFAULT_SETTINGS,
     **kw: object,
-):  # type: ignore[no-untyped-def]
+) -> SuggestResult:
     options = SuggestOptions(config=config, policy_path=policy, **kw)  # type: ignore[arg-type]
     return suggest(options, metric_source=source, settings=settings)
 

@@ -18,7 +18,7 @@ from fakes.suggest_campaign import CONFIG, HP, FakeSource, log_of, run
 from jpo.sim.response import ClusterConditions
 from jpo.stage import audit
 from jpo.stage.record import suggestion_records
-from jpo.stage.suggest import SuggestSettings, SuggestStatus
+from jpo.stage.suggest import SuggestResult, SuggestSettings, SuggestStatus
 
 BUSY = ClusterConditions(contention=0.6, gpu_contention_share=1.0)
 """The cluster after the shift: co-tenants take 60 % of the node, the GPU's share too."""
@@ -39,7 +39,7 @@ def _campaign(
     rounds: int,
     settings: SuggestSettings = ON,
     quiet_runs: int = 2,
-) -> tuple[FakeSource, list[object]]:
+) -> tuple[FakeSource, list[SuggestResult]]:
     """Run ``rounds`` rounds (run, then suggest); runs after ``quiet_runs`` see BUSY."""
     fake, results, current = FakeSource(), [], HP
     for i in range(1, rounds + 1):
@@ -51,10 +51,10 @@ def _campaign(
     return fake, results
 
 
-def _letters(results: list[object]) -> str:
+def _letters(results: list[SuggestResult]) -> str:
     """The decisions as letters: C changed, R rolled back, u unchanged."""
     letter = {SuggestStatus.CHANGED: "C", SuggestStatus.ROLLED_BACK: "R"}
-    return "".join(letter.get(r.status, "u") for r in results)  # type: ignore[attr-defined]
+    return "".join(letter.get(r.status, "u") for r in results)
 
 
 def test_the_oscillation_after_a_shift_stops(config: Path, tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_the_oscillation_after_a_shift_stops(config: Path, tmp_path: Path) -> No
     policy = random_policy(tmp_path / "policy-random", seed=6)
     _, results = _campaign(config, policy, rounds=10, quiet_runs=4)
     assert _letters(results) == "CCCCRCCCCC"
-    assert any(n.startswith("cluster shift: run run-6") for n in results[5].notes)  # type: ignore[attr-defined]
+    assert any(n.startswith("cluster shift: run run-6") for n in results[5].notes)
 
 
 def test_without_the_restart_the_stage_oscillates(config: Path, tmp_path: Path) -> None:
@@ -83,22 +83,22 @@ def test_after_a_contention_shift_the_stage_stops_chasing_the_old_best(
     config: Path, policy_up: Path
 ) -> None:
     _, results = _campaign(config, policy_up, rounds=6)
-    statuses = [r.status for r in results]  # type: ignore[attr-defined]
+    statuses = [r.status for r in results]
     # runs 1-2 quiet: two steps up; run 3 (busy, new values) scores below run 2's record:
     # nothing tells the cluster from the values yet, so it is returned to run 2's values
     assert statuses[:3] == [SuggestStatus.CHANGED, SuggestStatus.CHANGED, SuggestStatus.ROLLED_BACK]
-    best = results[1].after  # type: ignore[attr-defined]
-    assert results[2].after == results[0].after  # type: ignore[attr-defined]
+    best = results[1].after
+    assert results[2].after == results[0].after
     # run 4 reran those values and lost as much: the cluster changed, so the stage stops
     # measuring against run 2 and asks the policy again (it was held at run 2's values
     # for good: the step, scored against that ghost, was refused as "worse")
     fourth = results[3]
-    assert fourth.status is SuggestStatus.CHANGED  # type: ignore[attr-defined]
-    assert fourth.after == best  # type: ignore[attr-defined]
-    assert any(n.startswith("cluster shift: run run-4") for n in fourth.notes)  # type: ignore[attr-defined]
+    assert fourth.status is SuggestStatus.CHANGED
+    assert fourth.after == best
+    assert any(n.startswith("cluster shift: run run-4") for n in fourth.notes)
     # and the campaign goes on under the new contention: no more rollbacks, bigger batches
     assert statuses[3:] == [SuggestStatus.CHANGED] * 3
-    last = results[-1].after  # type: ignore[attr-defined]
+    last = results[-1].after
     assert last is not None and best is not None and last.batch_size > best.batch_size
 
 
@@ -108,19 +108,16 @@ def test_without_the_restart_the_stage_holds_the_pre_shift_best(
     _, results = _campaign(
         config, policy_up, rounds=6, settings=ON.updated({"incumbent": {"restart_on_shift": False}})
     )
-    statuses = [r.status for r in results]  # type: ignore[attr-defined]
+    statuses = [r.status for r in results]
     assert statuses[2] is SuggestStatus.ROLLED_BACK
     assert statuses[3:] == [SuggestStatus.UNCHANGED] * 3
-    assert all(
-        any("scored below the campaign's best" in n for n in r.notes)  # type: ignore[attr-defined]
-        for r in results[3:]
-    )
+    assert all(any("scored below the campaign's best" in n for n in r.notes) for r in results[3:])
 
 
 def test_a_worse_step_after_the_shift_is_still_returned_from(config: Path, policy_up: Path) -> None:
     fake, results = _campaign(config, policy_up, rounds=4)
-    step = results[3].after  # type: ignore[attr-defined]
-    rerun = results[2].after  # type: ignore[attr-defined]
+    step = results[3].after
+    rerun = results[2].after
     assert step is not None and rerun is not None and step != rerun
     # the step runs with the GPU and CPU idle: worse than run 4 under the same contention
     fake.add(step, "run-5", conditions=BUSY, val_loss=0.5, gpu_util=0.02, cpu_util=0.02)
@@ -148,7 +145,7 @@ def test_failed_and_degraded_configs_stay_refused_after_a_shift(
     fake.add(first.after, "run-2", val_loss=0.5)
     second = run(config, fake, policy_up)
     assert second.status is SuggestStatus.CHANGED and second.after is not None
-    fake.add(second.after, "run-3", **{"val_loss": 0.5, **failure})
+    fake.add(second.after, "run-3", None, **{"val_loss": 0.5, **failure})
     assert run(config, fake, policy_up).status is SuggestStatus.ROLLED_BACK
     # run 2's values again, now on the busy cluster: a shift, the window restarts ...
     fake.add(first.after, "run-4", conditions=BUSY, val_loss=0.5)
@@ -166,11 +163,7 @@ def test_a_rerun_of_the_best_within_the_noise_margin_is_no_shift(
 ) -> None:
     # the same campaign with the cluster quiet throughout: no restart, nothing rolled back
     _, results = _campaign(config, policy_up, rounds=4, quiet_runs=4)
-    assert not any(
-        n.startswith("cluster shift")
-        for r in results
-        for n in r.notes  # type: ignore[attr-defined]
-    )
+    assert not any(n.startswith("cluster shift") for r in results for n in r.notes)
     from jpo.stage.incumbent import IncumbentSettings, campaign_scores
 
     records = suggestion_records(audit.read_records(log_of(config)))
