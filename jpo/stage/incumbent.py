@@ -26,6 +26,22 @@ records), so a hand edit of ``config.ini`` between suggestion and run is not cre
 the suggestion. Only the newest ``window`` records count, so a long-lived workload
 compares runs from similar cluster conditions rather than from months apart. ``jpo log``
 names each workload's best known-good run.
+
+**A shift in the cluster may restart the window** (``[incumbent] restart_on_shift``, off by
+default). A cluster's capacity drifts: co-tenants arrive, nodes are swapped. After a drop,
+every new run scores below a best the cluster can no longer deliver, and the return to the
+best chases that ghost: it rolls back good runs and refuses good steps as "worse" (a live
+campaign whose contention rose from 0.15 to 0.6 rolled back 7 of 16 decisions,
+benchmarks/train/RESULTS.md §10). The evidence of a shift is the incumbent's own values run
+again and scoring more than ``shift_margin`` below their record: the values did not change,
+so the cluster did. That run then becomes the window's reference (older runs stop counting,
+their "worse" entries included) and the policy is asked again; failed and degraded
+configurations stay remembered (:mod:`jpo.stage.failure_memory` reads every record, not the
+window). The restart needs no audit field: it is recomputed from the records, so old logs
+read unchanged. It ships OFF: on the training split and the validation set it removed few
+rollbacks after a shift and cost objective and harmful runs, since the forgotten "worse"
+entries let the policy retry steps that are worse under either contention
+(research/evaluate/RESULTS.md, SELECTION-shift.md).
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ class IncumbentSettings(Settings):
     margin: Amount = 0.05
     window: Count = 20
     remember_worse: StrictBool = True
-    restart_on_shift: StrictBool = True
+    restart_on_shift: StrictBool = False
     shift_margin: Amount = 0.05
 
 

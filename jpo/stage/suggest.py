@@ -12,7 +12,8 @@ its steps, in order (each decision owned by one module):
 3. record the outcome of the previous suggestion if it has none yet
    (:mod:`jpo.stage.feedback`; the audit record's typed schema is :mod:`jpo.stage.record`);
 4. rollback / return to the best / recovery (:mod:`jpo.stage.rollback`, the one owner of
-   every move made without the policy; exit 0, reason recorded); a rerun of the best run's
+   every move made without the policy; exit 0, reason recorded); with ``[incumbent]
+   restart_on_shift`` (off by default) a rerun of the best run's
    values that scored below its record is a cluster shift and restarts the runs the best
    is chosen from (:mod:`jpo.stage.incumbent`);
 5. features (:func:`jpo.learning.features.build_observation`) and the policy step: the

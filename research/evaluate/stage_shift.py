@@ -41,7 +41,9 @@ def shift_round(rounds: int) -> int:
     return rounds // 2 + 1
 
 
-def run_cell(set_name: str, scenario: str, seeds: int, rounds: int, frames: Path) -> None:
+def run_cell(
+    set_name: str, scenario: str, seeds: int, rounds: int, frames: Path, limit: int = 0
+) -> None:
     """Run both variants on one set and scenario; write each variant's rounds."""
     from jpo.evaluation.evaluate import evaluate, load_evaluation_settings, load_set
     from jpo.policy.artifact import LocalPolicy
@@ -60,6 +62,8 @@ def run_cell(set_name: str, scenario: str, seeds: int, rounds: int, frames: Path
         **(shift if scenario == "shift" else {"shift_round": 0}),
     )
     catalog, frozen = load_set(base, set_name)
+    if limit > 0:  # the first workloads only (the rerun tier's tiny size)
+        catalog = dict(list(catalog.items())[:limit])
     frames.mkdir(parents=True, exist_ok=True)
     for variant, changes in VARIANTS.items():
         t0 = time.perf_counter()
@@ -187,6 +191,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--set", choices=SETS, action="append", help="run only these sets")
     p.add_argument("--scenario", choices=SCENARIOS, action="append", help="only these")
+    p.add_argument("--limit", type=int, default=0, help="first N workloads per set (0: all)")
     p.add_argument("--frames", type=Path, default=Path("/tmp/jpo-stage-shift"))
     p.add_argument("--out", type=Path, default=REPO / "research" / "evaluate" / "stage_shift.json")
     p.add_argument("--run-only", action="store_true", help="run campaigns, do not combine")
@@ -195,7 +200,7 @@ def main() -> int:
     if not args.combine_only:
         for set_name in args.set or SETS:
             for scenario in args.scenario or SCENARIOS:
-                run_cell(set_name, scenario, args.seeds, args.rounds, args.frames)
+                run_cell(set_name, scenario, args.seeds, args.rounds, args.frames, args.limit)
     if args.run_only:
         return 0
     cells = summarize(args.frames, args.rounds)

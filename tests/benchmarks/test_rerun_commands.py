@@ -88,6 +88,12 @@ TINY: dict[str, dict[str, str | None]] = {
         "--holdout-seeds": "1",
     },
     "research/evaluate/diagnose.py ci-stage": {"--train-seeds": "1"},
+    "research/evaluate/stage_shift.py": {
+        "--seeds": "1",
+        "--rounds": "2",
+        "--limit": "1",
+        "--frames": "frames",
+    },
     "research/evaluate/diagnose.py score": {"--train-seeds": "1"},
     "research/evaluate/diagnose.py teacher": {"--train-seeds": "1"},
     "research/evaluate/diagnose.py greedy": {},
