@@ -23,9 +23,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks" / "evaluate"))  # bar.py
 
-from bar import machine  # noqa: E402  (one machine description for the evaluate benchmarks)
+from jpo.reporting.machine import describe_machine  # noqa: E402
 
 SETS = ("training", "validation")
 SCENARIOS = ("steady", "shift")
@@ -206,7 +205,7 @@ def main() -> int:
     cells = summarize(args.frames, args.rounds)
     checks = verdict(cells)
     report = {
-        "machine": machine(),
+        "machine": describe_machine(),
         "command": " ".join(["python", *sys.argv]),
         "seeds": args.seeds,
         "rounds": args.rounds,
