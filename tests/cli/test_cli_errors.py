@@ -238,7 +238,7 @@ def _policy_missing_no_telemetry(
 ) -> tuple[list[str], str]:
     """A wrong --policy stops the pipeline (5) even before any run exists (not 11)."""
     path = tmp / "no-policy"
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     return _suggest(config, "--prometheus", url, "--policy", str(path)), str(path)
 
 
