@@ -34,7 +34,7 @@ POLICY = os.environ.get("JPO_NOTEBOOK_POLICY") or None
 # Or an RLlib checkpoint to export first (needs torch + ray): a checkpoint folder
 # (<storage>/checkpoints/iter_NNNNNN) or a training storage folder (its latest checkpoint).
 CHECKPOINT = os.environ.get("JPO_NOTEBOOK_CHECKPOINT") or None
-# The training YAML that made the checkpoint (env, features, constraints of the manifest).
+# Not needed: the checkpoint records its config (jpo_train_config.json); only for older ones.
 TRAIN_CONFIG = os.environ.get("JPO_NOTEBOOK_TRAIN_CONFIG") or None
 # Workloads (comma separated catalog names); empty = the held-out split.
 WORKLOADS = [w for w in os.environ.get("JPO_NOTEBOOK_WORKLOADS", "").split(",") if w]

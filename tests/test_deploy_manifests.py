@@ -853,7 +853,7 @@ def test_continuous_learning_is_scheduled_on_the_training_cluster(
     script = container["args"][-1]
     assert "cd /app" in script
     assert "python -m jpo.train --continuous" in script and "--config configs/train.yaml" in script
-    assert "jpo history pull" in script and "--out .jpo/history" in script
+    assert "jpo history pull" in script and "--history .jpo/history" in script
     env = {e["name"]: e for e in container["env"]}
     assert env["RAY_AUTH_MODE"]["value"] == "token"
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == AUTH_SECRET

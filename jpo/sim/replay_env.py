@@ -468,6 +468,7 @@ def _catalog_history(
         conditions=base,
         start=cfg.catalog_start,
         max_samples_per_run=cfg.catalog_max_samples_per_run,
+        progress=_Progress("simulating history: workloads", len(profiles)).step,
     )
     return pa.concat_tables([r.table for r in simulated])
 
@@ -544,6 +545,25 @@ def _read_parquet(cfg: EnvConfig) -> pa.Table:
             "(`jpo history pull`) or use source = 'catalog'"
         )
     return read_history(root)
+
+
+PROGRESS_EVERY_S = 10.0
+"""Seconds between progress lines while replays are built (the oracle search's rate)."""
+
+
+class _Progress:
+    """Log ``<what> k/n (t s)`` at most every :data:`PROGRESS_EVERY_S`, and at the last item."""
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what, self.total = what, total
+        self.start = self.last = time.monotonic()
+
+    def step(self, done: int) -> None:
+        """Note that ``done`` of ``total`` items are finished."""
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S or done == self.total:
+            self.last = now
+            logger.info("%s %d/%d (%.0f s)", self.what, done, self.total, now - self.start)
 
 
 def _build_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
@@ -626,6 +646,8 @@ def _build_replays_of(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
             (by_key[k][0] if k in by_key else k.slug(), k, by_key[k][1] if k in by_key else None)
             for k in keys
         ]
+    logger.info("history of %d workloads: %d rows; replaying each run", len(selected), len(table))
+    progress = _Progress("building replays: workloads", len(selected))
     replays = []
     for name, key, prior in selected:
         gpus = prior.limits.gpus if prior is not None else 1
@@ -643,6 +665,7 @@ def _build_replays_of(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
         else:
             profile = _profile_for(key, runs, prior, cfg.calibrate, base)
         replays.append(_build_workload(name, profile, runs, base, cfg.residual_clip, reference))
+        progress.step(len(replays))
     return tuple(replays)
 
 

@@ -19,7 +19,7 @@ import json
 import math
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -355,6 +355,7 @@ def generate_runs(
     start: float | None = None,
     end: float | None = None,
     max_samples_per_run: int = 0,
+    progress: Callable[[int], None] | None = None,
 ) -> list[SimulatedRun]:
     """Simulate ``runs`` consecutive past runs of each workload (deterministic in ``seed``).
 
@@ -364,7 +365,8 @@ def generate_runs(
     the gaps shrink when the runs would overrun ``end`` (ConfigError when the runs alone do
     not fit). Timestamps sit on the scrape grid (multiples of the interval). With
     ``max_samples_per_run`` > 0, a run longer than that many scrapes is sampled every k-th
-    scrape instead (:func:`run_scrape_interval`); shorter runs are unchanged.
+    scrape instead (:func:`run_scrape_interval`); shorter runs are unchanged. ``progress``
+    is called with the number of workloads done after each one.
     """
     profiles = [w if isinstance(w, WorkloadProfile) else load_profile(w) for w in workloads]
     cond = conditions if conditions is not None else load_conditions()
@@ -396,6 +398,8 @@ def generate_runs(
             out[first:] = [shift_run(r, delta) for r in out[first:]]
         elif start is not None and end is not None and len(out) > first:
             out[first:] = _fit_into(out[first:], end, dt, profile.name)
+        if progress is not None:
+            progress(w_idx + 1)
     return out
 
 

@@ -270,7 +270,7 @@ def _read_text(path: Path) -> tuple[bytes, str, bool]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text; run `jpo check {path}`") from err
+        raise ConfigError(f"{path}: not UTF-8 text; run `jpo check --config {path}`") from err
     bom = text.startswith(_BOM)
     return data, (text[1:] if bom else text), bom
 

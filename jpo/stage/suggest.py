@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jpo.errors import ConfigError, ConstraintViolation, TelemetryError
+from jpo.errors import ConfigError, ConstraintViolation, PolicyError, TelemetryError
 from jpo.stage import run_telemetry
 from jpo.stage.result import SuggestOptions, SuggestResult, SuggestStatus
 from jpo.stage.rollback import MoveKind
@@ -138,6 +138,13 @@ def _verify(options: SuggestOptions, settings: SuggestSettings) -> _Stage:
             f"{path}: {len(report.problems)} problem(s); nothing was written\n{lines}"
         )
     workload = report.workload
+    if options.policy_path is not None and not Path(options.policy_path).exists():
+        # a wrong --policy is a setup error to stop on, not hidden behind "no telemetry" (11)
+        raise PolicyError(
+            f"--policy {options.policy_path}: no such policy artifact folder; pass the folder"
+            " holding manifest.json (jpo train --export), or leave --policy out for the"
+            f" bundled policy; {path} left unchanged"
+        )
     log_path = options.log_path or audit.default_audit_path(path)
     stage = _Stage(options, settings, workload, base.for_workload(workload.jpo), log_path, [])
     if options.dry_run:

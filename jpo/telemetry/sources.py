@@ -49,6 +49,7 @@ from jpo.telemetry.promql import (
     WORKLOAD_FIELDS,
     MetricCatalog,
     load_catalog,
+    matcher,
     parse_duration_s,
 )
 from jpo.telemetry.schema import HISTORY_SCHEMA, RUN_STATUS_CODES
@@ -499,23 +500,35 @@ class PrometheusSource(MetricSource):
         return choice
 
     def _missing(self, key: WorkloadKey, run_id: str | None, lookback: str) -> Exception:
-        """Tell EmptyResult (never seen) from StaleData (seen, but not within lookback)."""
-        label_set = self.catalog.runs.label_set
-        selector = self.catalog.selector(label_set, key, run_id)
-        match = f"{self.catalog.runs_series}{{{selector}}}"
+        """Tell EmptyResult (never seen) from StaleData (seen, but not within lookback).
+
+        A pod counts as seen when any label of ``[runs] run_labels`` (or the label set's
+        run_id label) names the run (any run when ``run_id`` is None): a run named by its
+        Job's or Kubeflow job's name is stale, not unknown, once it falls out of lookback.
+        """
+        cat = self.catalog
+        label_set = cat.runs.label_set
+        run_labels = cat.run_labels or (cat.label_sets[label_set]["run_id"],)
+        workload = cat.selector(label_set, key, with_run=False)
+        named = [
+            matcher(label, run_id) if run_id is not None else matcher(label, "", "!=")
+            for label in run_labels
+        ]
         what = f"workload {key.slug()}" + (f" run {run_id!r}" if run_id else "")
-        if self.client.series(match):
+        if any(self.client.series(f"{cat.runs_series}{{{workload},{m}}}") for m in named):
             return StaleData(
                 f"{what} is known to Prometheus at {self.client.url} but has no sample in the"
                 f" last {lookback}: run the workload, or widen [query].lookback in"
                 " configs/metrics.toml"
             )
-        pod_labels = ",".join(n.removeprefix("label_") for n in self.catalog.labels(label_set))
+        pod_labels = ",".join(n.removeprefix("label_") for n in cat.labels(label_set))
         return EmptyResult(
-            f"{what}: no series on {self.client.url} matches {match}: check the pod labels"
-            " (dataset, model, framework, run_id) and [label_sets] in configs/metrics.toml;"
+            f"{what}: no series on {self.client.url} matches {cat.runs_series}{{{workload}}}"
+            f" with {' or '.join(named)}: check the pod labels (dataset, model, framework, and"
+            f" the label naming the run: [runs] run_labels) and [label_sets] in {cat.path};"
             " kube-state-metrics 2.x exports pod labels only when allowlisted"
-            f" (--metric-labels-allowlist=pods=[{pod_labels}], docs/RAW_METRICS.md)"
+            f" (--metric-labels-allowlist=pods=[{pod_labels}], plus the run label your pods"
+            " carry if it is not run_id, e.g. job-name; docs/RAW_METRICS.md)"
         )
 
     def run_table(

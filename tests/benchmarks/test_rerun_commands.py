@@ -97,6 +97,8 @@ TINY: dict[str, dict[str, str | None]] = {
     "research/evaluate/diagnose.py score": {"--train-seeds": "1"},
     "research/evaluate/diagnose.py teacher": {"--train-seeds": "1"},
     "research/evaluate/diagnose.py greedy": {},
+    "research/evaluate/diagnose.py regimes": {},
+    "benchmarks/evaluate/digits_e2e.py": {"--repeats": "1", "--rounds": "1", "--short": None},
     "benchmarks/train/gpu_check.sh": {},
     "benchmarks/evaluate/make_testset.py": {"--out": "broad-v2"},
     "benchmarks/evaluate/bar.py": {

@@ -233,6 +233,15 @@ def _policy_missing(tmp: Path, config: Path, prom: str, stubs: list) -> tuple[li
     return _suggest(config, "--prometheus", prom, "--policy", str(path)), str(path)
 
 
+def _policy_missing_no_telemetry(
+    tmp: Path, config: Path, prom: str, stubs: list
+) -> tuple[list[str], str]:
+    """A wrong --policy stops the pipeline (5) even before any run exists (not 11)."""
+    path = tmp / "no-policy"
+    url = f"http://127.0.0.1:{free_port()}"
+    return _suggest(config, "--prometheus", url, "--policy", str(path)), str(path)
+
+
 def _policy_corrupt_manifest(
     tmp: Path, config: Path, prom: str, stubs: list
 ) -> tuple[list[str], str]:
@@ -304,6 +313,7 @@ CASES: dict[str, Case] = {
     "endpoint-bad-json": Case(_endpoint("bad_json"), ExitCode.POLICY),
     "endpoint-hangs": Case(_endpoint("hang"), ExitCode.POLICY),
     "policy-missing": Case(_policy_missing, ExitCode.POLICY),
+    "policy-missing-no-telemetry": Case(_policy_missing_no_telemetry, ExitCode.POLICY),
     "policy-corrupt-manifest": Case(_policy_corrupt_manifest, ExitCode.POLICY),
     "policy-bad-checksum": Case(_policy_bad_checksum, ExitCode.POLICY),
     "audit-log-unwritable": Case(_audit_log_unwritable, ExitCode.WRITE_FAILED),

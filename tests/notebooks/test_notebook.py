@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fakes.policy import random_policy
 from fakes.training import train_tiny
 
@@ -88,7 +89,8 @@ def test_notebook_checkpoint_route_exports_and_evaluates(
     out = tmp_path / "out"
     monkeypatch.delenv("JPO_NOTEBOOK_POLICY", raising=False)
     monkeypatch.setenv("JPO_NOTEBOOK_CHECKPOINT", str(ckpt))
-    monkeypatch.setenv("JPO_NOTEBOOK_TRAIN_CONFIG", str(config))
+    # only the checkpoint, as a user gives it: its recorded config describes the run
+    monkeypatch.delenv("JPO_NOTEBOOK_TRAIN_CONFIG", raising=False)
     monkeypatch.setenv("JPO_NOTEBOOK_WORKLOADS", "mnist-lenet")
     monkeypatch.setenv("JPO_NOTEBOOK_ROUNDS", "1")
     monkeypatch.setenv("JPO_NOTEBOOK_OUT", str(out))
@@ -97,4 +99,8 @@ def test_notebook_checkpoint_route_exports_and_evaluates(
     manifest = json.loads((out / "exported-policy" / "manifest.json").read_text())
     assert manifest["source"]["checkpoint"] == str(ckpt)
     assert manifest["training_data"]["iterations"] == 1
+    # the tiny run's own values (configs/train.yaml says episode_length 8, seed 0)
+    tiny = yaml.safe_load(config.read_text())
+    assert manifest["training_data"]["episode_length"] == tiny["env"]["config"]["episode_length"]
+    assert manifest["source"]["seed"] == tiny["seed"]
     assert (out / "report.md").is_file()

@@ -510,3 +510,19 @@ def test_observation_context_is_the_ci_stages() -> None:
         expected = build_observation(run, env._hp, norm, context_from_runs(run, seen, framework=fw))
         np.testing.assert_array_equal(obs, expected)
         seen.append(run)
+
+
+def test_building_replays_logs_progress_of_each_step(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both long steps (simulating the history, replaying each run) say how far they are."""
+    from jpo.sim import replay_env
+
+    monkeypatch.setattr(replay_env, "PROGRESS_EVERY_S", 0.0)  # a line per workload
+    with caplog.at_level("INFO", logger="jpo.sim.replay_env"):
+        replays = replay_env._build_replays(load_env_config(SMALL))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(replays) == 2
+    for what in ("simulating history: workloads", "building replays: workloads"):
+        steps = [ln.removeprefix(what).split(" (")[0] for ln in lines if ln.startswith(what)]
+        assert steps == [" 1/2", " 2/2"], lines

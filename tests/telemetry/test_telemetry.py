@@ -483,6 +483,19 @@ def test_runs_are_found_by_job_and_kubeflow_job_names(labelled_prometheus) -> No
     }
 
 
+def test_a_job_named_run_out_of_lookback_is_stale_not_unknown(labelled_prometheus) -> None:
+    """The never-seen/stale probe looks at every run label, not only run_id."""
+    source = PrometheusSource.from_url(labelled_prometheus.url)
+    with pytest.raises(StaleData, match="10m"):
+        source.select_run(W3, lookback="10m")
+    with pytest.raises(StaleData, match="imdb-train-28991"):
+        source.run_table(W3, "imdb-train-28991", lookback="10m")
+    with pytest.raises(EmptyResult, match="label_training_kubeflow_org_job_name=") as err:
+        source.run_table(W3, "never-ran", lookback="10m")
+    assert 'label_job_name="never-ran"' in str(err.value)
+    assert "[runs] run_labels" in str(err.value)
+
+
 def test_with_run_id_only_those_runs_are_invisible(labelled_prometheus) -> None:
     """What the catalog did before [runs] run_labels: only the run_id pod label counted."""
     catalog = dataclasses.replace(load_catalog(), run_labels=())
