@@ -4,14 +4,16 @@ A history store of catalog workloads the bundled policy never trained on (held-o
 simulated runs written with :func:`jpo.sim.simulator.generate_runs` and
 :func:`jpo.telemetry.history.append_history`), then ``python -m jpo.train --continuous``
 with ``configs/train.yaml``, sizes and variants changed by ``--set`` only. Each variant
-runs in its own storage and policy folder (its own cycles from the bundled v5); the
-history and the teacher's oracle cache are shared. Each cycle's candidate-vs-served
-comparison (same seeded episodes, cluster set and held-out set) goes into ``--out``.
+and RLlib seed (``--seeds``) runs in its own storage and policy folder (its own cycles
+from the bundled policy); the history and the teacher's oracle cache are shared. Each
+cycle's candidate-vs-served comparison (same seeded episodes, cluster set and held-out
+set) goes into ``--out``, rewritten after every run. A run that fails is retried once
+(``--retries``); a run that fails again is recorded with its error and the next one starts.
 
 Run (from the repository root, ``PYTHONPATH=.``)::
 
-    python benchmarks/train/continuous_cycles.py --variants baseline warmup \
-        --cycles 2 --budget-iterations 2 --out benchmarks/train/continuous.json
+    python benchmarks/train/continuous_cycles.py --variants warmup warmup_anchor \
+        --seeds 0 1 --cycles 2 --budget-iterations 2 --out benchmarks/train/continuous.json
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "continuous.actor_lr": None,
         "continuous.anchor_weight": 3,
     },
+    "warmup_anchor": {  # the warm-up and the anchor together (RESULTS.md §12)
+        "continuous.critic_warmup_updates": 300,
+        "continuous.actor_lr": None,
+        "continuous.anchor_weight": 3,
+    },
     "all": {  # the three together
         "continuous.critic_warmup_updates": 300,
         "continuous.actor_lr": 0.00005,
@@ -63,6 +70,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--variants", nargs="+", default=["shipped"], choices=sorted(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="RLlib seeds: one run each")
+    p.add_argument("--retries", type=int, default=1, help="reruns of a run that fails")
     p.add_argument("--cycles", type=int, default=2)
     p.add_argument("--budget-iterations", type=int, default=2, help="x 500 env steps per cycle")
     p.add_argument("--eval-episodes", type=int, default=32)
@@ -91,11 +100,12 @@ def _yaml(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def run_variant(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Run ``--cycles`` cycles of one variant in a fresh folder; return its reports."""
-    folder = work / name
+def run_variant(name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Run ``--cycles`` cycles of one variant and seed in a fresh folder; return its reports."""
+    folder = work / f"{name}-s{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     sets: dict[str, Any] = {
+        "seed": seed,
         "storage.path": folder / "store",
         "continuous.history_path": work / "history",
         "continuous.policy_dir": folder / "policies",
@@ -116,10 +126,11 @@ def run_variant(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
         proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"variant {name} failed ({proc.returncode}): see {folder / 'log.txt'}")
+        raise RuntimeError(f"variant {name} seed {seed} failed ({proc.returncode}): see {folder}")
     cycles = json.loads(proc.stdout.strip().splitlines()[-1])["cycles"]
     return {
         "variant": name,
+        "seed": seed,
         "sets": {k: _yaml(v) for k, v in sets.items()},
         "wall_s": wall,
         "command": " ".join(cmd[1:]),
@@ -130,14 +141,17 @@ def run_variant(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
 def table(results: list[dict[str, Any]]) -> str:
     """Markdown rows: variant, cycle, set, candidate, served, paired difference, SE, promoted."""
     rows = [
-        "| variant | cycle | set | candidate | served | mean diff | SE | promoted |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | seed | cycle | set | candidate | served | mean diff | SE | promoted |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
-        for c in res["cycles"]:
+        if "error" in res:
+            rows.append(f"| {res['variant']} | {res['seed']} | failed: {res['error']} |")
+        for c in res.get("cycles", []):
             for set_name, comp in (c["comparisons"] or {}).items():
                 rows.append(
-                    f"| {res['variant']} | {c['cycle']} | {set_name} | {comp['candidate']:.3f} | "
+                    f"| {res['variant']} | {res['seed']} | {c['cycle']} | {set_name} | "
+                    f"{comp['candidate']:.3f} | "
                     f"{comp['served']:.3f} | {comp['mean_difference']:+.3f} | "
                     f"{comp['standard_error']:.3f} | {'yes' if c['promoted'] else 'no'} |"
                 )
@@ -150,15 +164,35 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     write_history(work / "history", args.runs, args.seed)
-    results = []
-    for name in args.variants:
-        results.append(run_variant(name, args, work))
-        print(f"variant {name}: {results[-1]['wall_s']:.0f} s", file=sys.stderr, flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"workloads": WORKLOADS, "results": results}, indent=1, default=str))
+    results: list[dict[str, Any]] = []
+    for name in args.variants:
+        for seed in args.seeds:
+            results.append(run_with_retries(name, seed, args, work))
+            out.write_text(
+                json.dumps({"workloads": WORKLOADS, "results": results}, indent=1, default=str)
+            )
     print(table(results))
-    return 0
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def run_with_retries(name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Run one variant and seed, retrying ``--retries`` times; a last failure is recorded."""
+    errors: list[str] = []
+    for _ in range(args.retries + 1):
+        t0 = time.monotonic()
+        try:
+            res = run_variant(name, seed, args, work)
+        except RuntimeError as err:
+            errors.append(str(err))
+            print(f"{err} after {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+            failed = work / f"failed-{name}-s{seed}-{len(errors)}"
+            shutil.copytree(work / f"{name}-s{seed}", failed, dirs_exist_ok=True)
+            continue
+        print(f"variant {name} seed {seed}: {res['wall_s']:.0f} s", file=sys.stderr, flush=True)
+        return {**res, "failed_attempts": errors}
+    return {"variant": name, "seed": seed, "error": errors[-1], "failed_attempts": errors}
 
 
 if __name__ == "__main__":
