@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=21, help="seed of the simulated history")
     p.add_argument("--work", default="/tmp/jpo-continuous", help="scratch folder")
     p.add_argument("--out", default="benchmarks/train/continuous.json")
+    p.add_argument(
+        "--summarize", nargs="+", metavar="JSON", help="no runs: merge these --out files, apply §12"
+    )
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
     return p
 
@@ -158,9 +162,101 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _terms(variant: str) -> int:
+    """Number of fine-tuning terms a variant turns on (warm-up, actor rate, anchor)."""
+    sets = VARIANTS.get(variant, {})
+    return sum(
+        (
+            bool(sets.get("continuous.critic_warmup_updates")),
+            sets.get("continuous.actor_lr") is not None,
+            bool(sets.get("continuous.anchor_weight")),
+        )
+    )
+
+
+def _diffs(runs: list[dict[str, Any]], set_name: str) -> list[tuple[float, float]]:
+    """(mean paired difference, SE) of one set in every cycle of ``runs``."""
+    return [
+        (
+            c["comparisons"][set_name]["mean_difference"],
+            c["comparisons"][set_name]["standard_error"],
+        )
+        for r in runs
+        for c in r["cycles"]
+    ]
+
+
+def _net(run: dict[str, Any], set_name: str) -> float:
+    """The served policy after the run's cycles vs the first served one: promoted diffs summed."""
+    return float(
+        sum(c["comparisons"][set_name]["mean_difference"] for c in run["cycles"] if c["promoted"])
+    )
+
+
+def score_variants(results: list[dict[str, Any]], cycles: int) -> list[dict[str, Any]]:
+    """RESULTS.md §12's rule, per variant: complete?, score and SE, eligible?, net gains."""
+    out = []
+    for name in dict.fromkeys(r["variant"] for r in results):
+        runs = [r for r in results if r["variant"] == name and "error" not in r]
+        runs = [r for r in runs if len(r["cycles"]) == cycles]
+        complete = len(runs) >= 2 and all(
+            {"cluster", "holdout"} <= set(c["comparisons"] or {}) for r in runs for c in r["cycles"]
+        )
+        row: dict[str, Any] = {"variant": name, "terms": _terms(name), "complete": complete}
+        if complete:
+            cluster = _diffs(runs, "cluster")
+            row["score"] = sum(d for d, _ in cluster) / len(cluster)
+            row["se"] = math.sqrt(sum(se * se for _, se in cluster)) / len(cluster)
+            row["eligible"] = all(d >= -2 * se for d, se in _diffs(runs, "holdout"))
+            row["improves"] = row["score"] - 2 * row["se"] > 0
+            row["net"] = {r["seed"]: {k: _net(r, k) for k in ("cluster", "holdout")} for r in runs}
+        out.append(row)
+    return out
+
+
+def choose(scored: list[dict[str, Any]], shipped: str = "warmup") -> str:
+    """The default by §12's rule: best eligible score; ties (< the larger SE) -> fewer terms."""
+    eligible = [v for v in scored if v["complete"] and v["eligible"]]
+    if not eligible:
+        return shipped
+    best = max(eligible, key=lambda v: v["score"])
+    tied = [v for v in eligible if best["score"] - v["score"] < max(best["se"], v["se"])]
+    return str(
+        min(tied, key=lambda v: (v["terms"], v["variant"] != shipped, -v["score"]))["variant"]
+    )
+
+
+def summary(results: list[dict[str, Any]], cycles: int) -> str:
+    """Markdown: per variant the rule's figures, then the default it chooses."""
+    scored = score_variants(results, cycles)
+    rows = [
+        "| variant | terms | complete | score (SE) | eligible | improves (score - 2 SE > 0) |"
+        " served after the cycles vs the first served, per seed: cluster / held-out |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in scored:
+        if not v["complete"]:
+            rows.append(f"| {v['variant']} | {v['terms']} | no | | | | |")
+            continue
+        net = "; ".join(
+            f"seed {s}: {n['cluster']:+.3f} / {n['holdout']:+.3f}" for s, n in v["net"].items()
+        )
+        rows.append(
+            f"| {v['variant']} | {v['terms']} | yes | {v['score']:+.3f} ({v['se']:.3f}) | "
+            f"{'yes' if v['eligible'] else 'no'} | {'yes' if v['improves'] else 'no'} | {net} |"
+        )
+    rows.append(f"\nchosen by the rule: {choose(scored)}")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the history, run each variant's cycles, write and print the comparisons."""
     args = _parser().parse_args(argv)
+    if args.summarize:
+        merged = [r for f in args.summarize for r in json.loads(Path(f).read_text())["results"]]
+        print(table(merged))
+        print(summary(merged, args.cycles))
+        return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     write_history(work / "history", args.runs, args.seed)
@@ -174,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 json.dumps({"workloads": WORKLOADS, "results": results}, indent=1, default=str)
             )
     print(table(results))
+    print(summary(results, args.cycles))
     return 0 if all("error" not in r for r in results) else 1
 
 
