@@ -61,6 +61,7 @@ TINY: dict[str, dict[str, str | None]] = {
     },
     "benchmarks/train/continuous_cycles.py": {
         "--variants": "baseline",
+        "--seeds": "0",
         "--cycles": "1",
         "--budget-iterations": "1",
         "--eval-episodes": "2",
