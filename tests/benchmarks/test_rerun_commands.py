@@ -175,7 +175,7 @@ def tiny_command(command: str, tmp: Path) -> tuple[str, str | None]:
     if key not in TINY:
         pytest.fail(f"{script}: a rerun command of BENCHMARKS.md without a tiny size in TINY")
     sizes = dict(TINY.get(script, {}))
-    if key != script:
+    if key != script and sub is not None:  # key names a subcommand
         sub_at = words.index(sub, words.index(script) + 1)
         head = [*_shrink(words[:sub_at], sizes), words[sub_at]]
         words = head + _shrink(words[sub_at + 1 :], TINY[key])
