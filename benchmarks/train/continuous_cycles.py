@@ -245,7 +245,9 @@ def summary(results: list[dict[str, Any]], cycles: int) -> str:
             f"| {v['variant']} | {v['terms']} | yes | {v['score']:+.3f} ({v['se']:.3f}) | "
             f"{'yes' if v['eligible'] else 'no'} | {'yes' if v['improves'] else 'no'} | {net} |"
         )
-    rows.append(f"\nchosen by the rule: {choose(scored)}")
+    none = not any(v["complete"] and v["eligible"] for v in scored)
+    why = " (no variant eligible: the shipped one stays)" if none else ""
+    rows.append(f"\nchosen by the rule: {choose(scored)}{why}")
     return "\n".join(rows)
 
 
