@@ -1,6 +1,6 @@
 """Shared fixtures (a real Prometheus server, Debian's ``prometheus`` binary) and the test tiers.
 
-Tiers (one per test, given at collection; scripts/test.sh runs every tier in turn):
+Tiers (one per test, given at collection; scripts/test.sh runs every tier, in two lanes):
 
 - ``fast`` (the default run, ``pytest`` with no arguments): the product's tests that start
   no real service;
