@@ -317,7 +317,9 @@ def test_ci_stage_probes_when_the_policy_stalls(tmp_path: Path) -> None:
     ci = load_suggest_settings().updated({"probe": {"enabled": True}})
     evaluate(
         settings,
-        workloads=["cityscapes-deeplabv3", "coco-yolov5", "criteo-dlrm"],
+        # each of these two probes once in its 5 rounds (criteo-dlrm, dropped, never did:
+        # only its oracle search, 14 of the test's 90 s at load 11)
+        workloads=["cityscapes-deeplabv3", "coco-yolov5"],
         policy=LocalPolicy.load(policy),
         policy_path=str(policy),
         progress=False,
