@@ -59,7 +59,7 @@ step() {  # step NAME COMMAND...: run, time and name one step; remember a failur
     echo "test: == $name"
     "$@" || status=$?
   else  # side by side: keep the output and print it whole, one step at a time
-    echo "test: == $name: started"
+    { flock 9; echo "test: == $name: started"; } 9>>"$logs/print.lock"
     out="$(mktemp "$logs/step.XXXXXX")"
     "$@" >"$out" 2>&1 || status=$?
   fi

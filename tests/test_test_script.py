@@ -74,11 +74,14 @@ def _blocks(out: str) -> dict[str, list[str]]:
     blocks: dict[str, list[str]] = {}
     current = None
     for line in out.splitlines():
+        if line.startswith("test: == ") and line.endswith(": started"):
+            assert current is None, f"{line!r} inside {current!r}"  # never inside a step
+            continue
         done = re.match(r"test: == (.+): (passed|FAILED \(\d+\)) in \d+ s$", line)
         if done:
             assert done.group(1) == current, f"{line!r} closes {current!r}"
             current = None
-        elif line.startswith("test: == ") and not line.endswith(": started"):
+        elif line.startswith("test: == "):
             assert current is None, f"{line!r} opens inside {current!r}"
             current = line.removeprefix("test: == ")
             blocks[current] = []
@@ -113,9 +116,10 @@ def test_every_step_runs_once_with_its_output_whole(tmp_path: Path, lanes: str) 
 @pytest.mark.skipif(shutil.which("flock") is None, reason="util-linux flock missing")
 def test_a_failed_step_fails_the_run_and_the_other_steps_still_run(tmp_path: Path) -> None:
     done = _run(tmp_path, "2", fail="sim")
-    assert done.returncode == 1
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
     blocks = _blocks(done.stdout)
-    assert sorted(blocks) == sorted(STEPS)  # the other lane and the later steps still ran
-    assert "test: == tier 2 of 5: sim (pytest -m sim): FAILED (1) in" in done.stdout
+    assert sorted(blocks) == sorted(STEPS), out  # the other lane and later steps still ran
+    assert "test: == tier 2 of 5: sim (pytest -m sim): FAILED (1) in" in done.stdout, out
     last = done.stdout.rstrip().splitlines()[-1]
     assert re.fullmatch(r"test: FAILED after \d+ s: tier 2 of 5: sim \(pytest -m sim\)", last)
