@@ -130,6 +130,10 @@ def test_degraded_runs_missing_from_history_are_fetched(tmp_path: Path) -> None:
     assert _degraded_runs(conf, source) == (2, 0)  # idempotent
 
 
+HELD_OUT = {"split": "holdout", "catalog_max_samples_per_run": 2000}
+"""The no-forgetting set as configs/train.yaml bounds it (unbounded, its replays take 11 GiB)."""
+
+
 def _config(tmp_path: Path, *, teacher: bool = False) -> Path:
     env_config: dict[str, object] = {"source": "catalog", "split": "train", "episode_length": 4}
     sac: dict[str, object] = {
@@ -146,7 +150,7 @@ def _config(tmp_path: Path, *, teacher: bool = False) -> Path:
             "id": "jpo/PrometheusReplay-v0",
             "register_module": "jpo.sim",
             "config": env_config,
-            "eval_config": {"split": "holdout"},
+            "eval_config": HELD_OUT,
         },
         "model": {"fcnet_hiddens": [16, 16]},
         "sac": sac,
@@ -239,7 +243,7 @@ def test_two_cycles_promote_then_refuse_a_worse_candidate(
     policy = LocalPolicy.load(tmp_path / "policies")
     assert policy.version == bundled + 1
     assert policy.manifest.training_data["previous_policy_version"] == bundled
-    assert policy.manifest.training_data["eval_config"] == {"split": "holdout"}
+    assert policy.manifest.training_data["eval_config"] == HELD_OUT
 
     # Cycle 2: a candidate worse than the served (promoted) one by more than the margin stays out.
     bonus["candidate"] = -100.0
