@@ -73,6 +73,7 @@ SHIFT_CONTENTION = 0.6  # co-tenants' mean contention after the shift (cluster.t
 LINGER_S = 4.0  # wall seconds a finished pod's final state stays scraped
 EPISODE_LENGTH = 8  # runs per scored campaign, as configs/train.yaml's env
 SCORE_SEED = 777  # first seed of the scoring episodes (episode i: SCORE_SEED + i)
+LIVE_QUERY_STEP_S = float(LIVE_QUERY["run_step_s"])  # the history pull's step (s)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workloads", type=int, default=4, help="K fresh randomized workloads")
     p.add_argument("--rounds", type=int, default=8, help="R runs per campaign (shift at R/2)")
-    p.add_argument("--cycles", type=int, default=2, help="continuous-learning cycles")
+    p.add_argument(
+        "--cycles", type=int, default=2, help="continuous-learning cycles (0: pull history only)"
+    )
     p.add_argument("--budget-iterations", type=int, default=4, help="iterations per cycle")
     p.add_argument("--speedup", type=float, default=None, help="one speedup for every pod")
     p.add_argument("--run-wall-s", type=float, default=30.0, help="wall s of a default run")
@@ -348,7 +351,7 @@ def run_cycles(root: Path, args: Any, url: str, config_dir: Path, audit: Path) -
         "continuous.budget_iterations": args.budget_iterations,
         "continuous.eval_episodes": args.episodes,
         "continuous.interval_s": 0,
-        "continuous.step_s": LIVE_QUERY["run_step_s"],
+        "continuous.step_s": LIVE_QUERY_STEP_S,
         "continuous.lookback_s": 86400,
         "continuous.env_overrides_with_history.teacher_cache": root / "oracles-history.json",
         "reporting.progress_bar": "false",
@@ -372,6 +375,17 @@ def run_cycles(root: Path, args: Any, url: str, config_dir: Path, audit: Path) -
     summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     summary["command"] = cmd[1:]
     return summary
+
+
+def pull_history(url: str, metrics: Path, history: Path) -> int:
+    """Pull the whole campaign history into the store ``history`` (as a cycle's first pull)."""
+    from jpo.telemetry.history import append_history
+    from jpo.telemetry.promql import load_catalog
+    from jpo.telemetry.sources import PrometheusSource
+
+    source = PrometheusSource.from_url(url, load_catalog(metrics))
+    now = time.time()
+    return append_history(history, source.history(now - 86400, now, LIVE_QUERY_STEP_S))
 
 
 def served_after_each_cycle(summary: dict[str, Any]) -> list[tuple[str, Path]]:
@@ -539,12 +553,17 @@ def experiment(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         rows = run_campaigns(workloads, args, url, config_dir / "metrics.toml")
         campaigns_s = time.time() - started
         audit = combined_audit_log(workloads, root / "audit-all.jsonl")
-        summary = run_cycles(root, args, url, config_dir, audit)
+        if args.cycles == 0:  # the history only (e.g. to study the teacher on it)
+            pull_history(url, config_dir / "metrics.toml", root / "history")
+            summary: dict[str, Any] = {"cycles": [], "command": []}
+        else:
+            summary = run_cycles(root, args, url, config_dir, audit)
     finally:
         prom.stop()
     cycles_s = time.time() - started - campaigns_s
     served = served_after_each_cycle(summary)
     sets = scoring_sets(root, write_profiles(root / "profiles", profiles), args.holdout)
+    scores = score_policies(served, sets, args.episodes) if args.cycles else []
     return {
         "machine": machine(),
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -562,7 +581,7 @@ def experiment(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "campaign_halves": halves(rows, args.rounds),
         "cycles": summary["cycles"],
         "train_command": summary["command"],
-        "scores": score_policies(served, sets, args.episodes),
+        "scores": scores,
         "last_suggestions": last_suggestions(workloads, served),
         "teacher_targets": teacher_targets(root, profiles),
         "wall_s": {"campaigns": campaigns_s, "cycles": cycles_s, "total": time.time() - started},

@@ -27,7 +27,11 @@ field               definition
                     which on a run of a few scrapes can be off by 2x
                     (docs/design/simulation.md)
 ``final_val_loss``  the ``val_loss`` sample with the latest timestamp
-``duration_s``      latest minus earliest timestamp over all of the run's rows (s)
+``duration_s``      the largest ``elapsed_s`` sample when the run exports its own training
+                    time (``jpo_training_elapsed_seconds``: a simulated pod's simulated
+                    time, a real job's own clock); else latest minus earliest timestamp
+                    over all of the run's rows (s). Both agree on a run scraped in real
+                    time; the first is right where the scrape clock is not the run's
 ``gpu_hours``       ``duration_s / 3600`` x GPUs per pod (the ``gpus`` argument, default
                     1: the history schema carries no GPU count; the pod's
                     ``nvidia_com_gpu`` limit or the workload profile gives it)
@@ -379,7 +383,7 @@ def _summarize_arrays(
         stats[f"{name}_mean"] = float(np.mean(vals))
         stats[f"{name}_p95"] = float(np.percentile(vals, 95.0))
 
-    duration_s = float(ts.max() - ts.min()) / 1000.0
+    duration_s = _duration_s(samples("elapsed_s"), ts, label)
     thr = samples("throughput")
     counter = samples("samples_total")
     if counter is not None and counter[0].size and duration_s > 0:
@@ -429,6 +433,14 @@ def _summarize_arrays(
         gpu_hours=duration_s / 3600.0 * gpus,
         failure=failure,
     )
+
+
+def _duration_s(elapsed: tuple[np.ndarray, np.ndarray] | None, ts: np.ndarray, label: str) -> float:
+    """The run's duration: its exported training time when present, else the samples' span."""
+    if elapsed is not None and elapsed[0].size:
+        _require_finite(elapsed[0], "elapsed_s", label)
+        return float(max(np.max(elapsed[0]), 0.0))
+    return float(ts.max() - ts.min()) / 1000.0
 
 
 def _counter_total(values: np.ndarray, ts: np.ndarray) -> float:

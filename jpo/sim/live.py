@@ -9,7 +9,12 @@ workload's own ``jpo_training_*`` series including hyperparameters and run statu
 Simulated time runs ``speedup`` times faster than the wall clock. Samples carry no
 timestamps (Prometheus stamps them at scrape time), so gauges read the simulated value of
 "now"; cAdvisor's cumulative CPU counter is divided by ``speedup`` so that ``rate()``
-over wall-clock time still gives the cores in use. After the last run ends, the final
+over wall-clock time still gives the cores in use. The workload's own series are what a
+real training job would export: ``jpo_training_samples_total`` counts the samples
+trained on and ``jpo_training_elapsed_seconds`` its (simulated) training time, so the
+run's duration, GPU-hours and throughput read from Prometheus are the simulated run's,
+not the wall seconds it took here (:func:`jpo.learning.features.summarize_run`). After
+the last run ends, the final
 state (run status ok/oom/diverged) stays up for ``linger_s`` wall seconds, then the
 server stops. Several processes (``jpo simulate run``) can run at once, each one pod.
 """
@@ -29,6 +34,8 @@ from jpo.sim.simulator import Family, raw_families
 from jpo.workload.types import Hyperparameters, WorkloadKey
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+WALL_RATE_COUNTERS: frozenset[str] = frozenset({"container_cpu_usage_seconds"})
+"""Counter families read as rates over wall-clock time (cAdvisor's): scaled by 1/speedup."""
 
 
 @dataclass(frozen=True)
@@ -40,13 +47,17 @@ class _Prepared:
 
 
 def render_exposition(families: list[Family], index: int, counter_scale: float = 1.0) -> str:
-    """Render the families' values at scrape ``index`` in the Prometheus text format."""
+    """Render the families' values at scrape ``index`` in the Prometheus text format.
+
+    ``counter_scale`` multiplies the :data:`WALL_RATE_COUNTERS` only; the workload's own
+    counters (samples trained on) are exported as counted.
+    """
     lines: list[str] = []
     for fam in families:
         name = fam.samples[0].name if fam.type == "counter" else fam.name
         lines.append(f"# HELP {name} {fam.help}")
         lines.append(f"# TYPE {name} {fam.type}")
-        scale = counter_scale if fam.type == "counter" else 1.0
+        scale = counter_scale if fam.name in WALL_RATE_COUNTERS else 1.0
         for s in fam.samples:
             lines.append(f"{s.name}{s.labels} {float(s.values[index]) * scale!r}")
     return "\n".join(lines) + "\n"

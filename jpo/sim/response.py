@@ -737,6 +737,7 @@ def simulate_run(
         "samples_total": done,
         "val_loss": val,
         "epoch": epoch,
+        "elapsed_s": t_rel.copy(),  # the workload's own clock: simulated seconds since start
         "run_status": status,
         "hp_batch_size": np.full(k, float(hp.batch_size)),
         "hp_learning_rate": np.full(k, float(hp.learning_rate)),

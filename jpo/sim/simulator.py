@@ -260,6 +260,12 @@ def raw_families(run: SimulatedRun) -> list[Family]:
             (Sample("jpo_training_epoch", _labels(**train_l), s["epoch"]),),
         ),
         Family(
+            "jpo_training_elapsed_seconds",
+            "gauge",
+            "Seconds the run has trained since it started (the workload's own clock).",
+            (Sample("jpo_training_elapsed_seconds", _labels(**train_l), s["elapsed_s"]),),
+        ),
+        Family(
             "jpo_training_hyperparameter",
             "gauge",
             "Hyperparameter value the run uses.",

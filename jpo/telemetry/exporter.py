@@ -21,7 +21,9 @@ labelled with the workload's ``dataset``, ``model``, ``framework`` and ``run_id`
 Series: ``jpo_training_throughput_samples_per_second``, ``jpo_training_samples_total`` (a
 counter of the samples trained on: JPO takes a run's throughput from its increase over
 the run, exact however few scrapes a short run gets), ``jpo_training_validation_loss``,
-``jpo_training_epoch``, ``jpo_training_hyperparameter{name=...}`` and
+``jpo_training_epoch``, ``jpo_training_elapsed_seconds`` (seconds since the exporter was
+created, read at every scrape and frozen by :meth:`TrainingExporter.finish`: JPO takes it
+as the run's duration and GPU-hours), ``jpo_training_hyperparameter{name=...}`` and
 ``jpo_training_run_status`` (codes in :data:`jpo.telemetry.schema.RUN_STATUS_CODES`). A value
 that is
 not a finite number is refused (JPO never learns from NaN).
@@ -156,6 +158,15 @@ class TrainingExporter:
         self._epoch = Gauge(
             "jpo_training_epoch", "Epochs completed.", names, registry=self.registry
         )
+        self._elapsed = Gauge(
+            "jpo_training_elapsed_seconds",
+            "Seconds the run has trained since it started.",
+            names,
+            registry=self.registry,
+        )
+        self._started = time.monotonic()
+        self._ended: float | None = None  # set by finish(): the clock stops there
+        self._elapsed.labels(**self.labels).set_function(self.elapsed_s)
         self._hp = Gauge(
             "jpo_training_hyperparameter",
             "Hyperparameter values this run uses.",
@@ -194,6 +205,11 @@ class TrainingExporter:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def elapsed_s(self) -> float:
+        """Seconds since the exporter was created, until :meth:`finish` (the run's duration)."""
+        end = time.monotonic() if self._ended is None else self._ended
+        return end - self._started
 
     def set_hyperparameters(self, hp: Hyperparameters) -> None:
         """Publish the hyperparameters this run uses (``jpo_training_hyperparameter``)."""
@@ -234,6 +250,8 @@ class TrainingExporter:
             allowed = ", ".join(s for s in STATUS_BY_NAME if s != "running")
             raise ConfigError(f"TrainingExporter.finish: status {status!r} is not one of {allowed}")
         with self._counter.changed:
+            if self._ended is None:
+                self._ended = time.monotonic()
             self._status.labels(**self.labels).set(STATUS_BY_NAME[status])
             self._finished_at = self._counter.collections
 

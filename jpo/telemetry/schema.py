@@ -49,6 +49,8 @@ METRICS: dict[str, str] = {
     "samples_total": "training samples processed since the run started (counter), exported",
     "val_loss": "validation loss after the latest epoch, exported by the workload",
     "epoch": "epochs completed, exported by the workload",
+    "elapsed_s": "seconds the run has trained since it started, exported by the workload (its"
+    " own clock; a simulated pod's simulated time): the run's duration when present",
     "run_status": "0 running, 1 succeeded, 2 failed OOM, 3 failed diverged, 4 failed other",
     "hp_batch_size": "batch size the run used (exported by the workload)",
     "hp_learning_rate": "learning rate the run used",
@@ -68,7 +70,8 @@ class RunSummary:
 
     Utilizations are fractions in [0, 1] (NaN never appears: a summary with missing data
     is not built; the telemetry layer raises instead). ``throughput`` is samples/s over
-    the run; ``duration_s`` its wall time; ``gpu_hours`` GPU-seconds / 3600.
+    the run; ``duration_s`` its duration (the workload's own ``elapsed_s`` when it exports
+    it, else the span of the samples' timestamps); ``gpu_hours`` GPU-seconds / 3600.
     """
 
     cpu_util_mean: float

@@ -126,6 +126,29 @@ def test_non_finite_samples_counter_raises() -> None:
         summarize_run(make_run(series))
 
 
+def test_duration_is_the_runs_own_elapsed_time_when_exported() -> None:
+    # A simulated pod scraped every second of wall time, running 60 x faster: its samples
+    # span 60 s but it trained 3,600 s, and counted 36,000 samples in them.
+    series = {
+        **GOOD,
+        "samples_total": [0, 6000, 15000, 27000, 36000],
+        "elapsed_s": [0.0, 900.0, 1800.0, 2700.0, 3600.0],
+    }
+    s = summarize_run(make_run(series), gpus=2)
+    assert s.duration_s == 3600.0
+    assert s.gpu_hours == pytest.approx(2.0)
+    assert s.throughput == pytest.approx(36000 / 3600.0)
+    # without the series (older history, workloads that do not export it): the timestamps
+    del series["elapsed_s"]
+    assert summarize_run(make_run(series), gpus=2).duration_s == 60.0
+
+
+def test_non_finite_elapsed_time_raises() -> None:
+    series = {**GOOD, "elapsed_s": [0.0, 15.0, math.inf, 45.0, 60.0]}
+    with pytest.raises(TelemetryError, match="elapsed_s"):
+        summarize_run(make_run(series))
+
+
 @pytest.mark.parametrize("multiple", [1, 4, 16])
 def test_ci_summary_of_a_simulated_run_equals_the_simulators_own(multiple: int) -> None:
     """What CI reads from a run's series is what the env and the reward mean by it.

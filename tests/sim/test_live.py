@@ -25,6 +25,7 @@ RAW_SERIES = [
     "jpo_training_samples_total",
     "jpo_training_validation_loss",
     "jpo_training_epoch",
+    "jpo_training_elapsed_seconds",
     "jpo_training_hyperparameter",
     "jpo_training_run_status",
 ]
@@ -117,6 +118,45 @@ def test_counter_scaled_to_wall_clock():
     finally:
         fast.stop()
         slow.stop()
+
+
+def test_the_workloads_own_series_are_in_simulated_time():
+    """Samples trained on and training time are exported as the run counts them."""
+    p = load_profile("adult-mlp")
+    fast = LiveWorkload(p, p.defaults, ClusterConditions(), speedup=10.0, run_id="a")
+    try:
+        late = parse(fast.snapshot(fast._current.t0_wall + 1e6))
+        run = fast.current_run
+        assert value(late, "jpo_training_elapsed_seconds", run_id="a") == run.summary.duration_s
+        assert (
+            value(late, "jpo_training_samples_total", run_id="a") == run.series["samples_total"][-1]
+        )
+    finally:
+        fast.stop()
+
+
+@pytest.mark.slow
+def test_prometheus_reads_a_fast_pods_run_in_simulated_time(prometheus_factory, tmp_path):
+    """A pod 300 x faster than the wall clock: duration, GPU-hours, throughput as simulated."""
+    from jpo.cli.demo import _live_catalog
+    from jpo.learning.features import summarize_run
+    from jpo.telemetry.sources import PrometheusSource
+
+    p = load_profile("cifar10-resnet18")  # about 2,400 s simulated: 8 s here
+    live = LiveWorkload(p, p.defaults, ClusterConditions(), speedup=300.0, run_id="e1")
+    live.start()
+    try:
+        prom = prometheus_factory(targets=[("pod", f"127.0.0.1:{live.port}")])
+        source = PrometheusSource.from_url(prom.url, _live_catalog(tmp_path))
+        live.wait()  # the run ends and its final state stays scraped for linger_s
+        got = summarize_run(source.run_table(p.key, "e1"), gpus=p.limits.gpus)
+    finally:
+        live.stop()
+    want = live.current_run.summary
+    assert got.failure == "none"
+    assert got.duration_s == pytest.approx(want.duration_s)  # not the ~8 wall seconds
+    assert got.gpu_hours == pytest.approx(want.gpu_hours)
+    assert got.throughput == pytest.approx(want.throughput)
 
 
 def test_consecutive_runs_get_new_run_ids():

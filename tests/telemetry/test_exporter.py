@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 import pytest
@@ -54,6 +55,20 @@ def test_serves_the_documented_series_with_workload_labels() -> None:
         assert samples[("jpo_training_hyperparameter", hp)] == 0.003
         exporter.finish("oom")
         assert scrape(exporter)[("jpo_training_run_status", labels)] == 2
+
+
+def test_elapsed_seconds_run_with_the_run_and_stop_at_finish() -> None:
+    """jpo_training_elapsed_seconds: the run's own clock, frozen as its duration."""
+    key = ("jpo_training_elapsed_seconds", tuple(sorted(RUN_LABELS.items())))
+    with TrainingExporter(*RUN_LABELS.values(), addr="127.0.0.1") as exporter:
+        first = scrape(exporter)[key]
+        time.sleep(0.05)
+        running = scrape(exporter)[key]
+        assert 0 <= first < running
+        exporter.finish("ok")
+        final = scrape(exporter)[key]
+        time.sleep(0.05)
+        assert scrape(exporter)[key] == final == exporter.elapsed_s() >= running
 
 
 def test_stop_waits_for_the_scrape_that_carries_the_final_status() -> None:
