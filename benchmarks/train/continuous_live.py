@@ -11,10 +11,11 @@
    :class:`jpo.sim.live.LiveWorkload` pod per workload every second. Each of ``--rounds``
    rounds runs every workload with the values in its ``config.ini`` (pods in parallel),
    then ``jpo feedback`` (from round 2) and ``jpo suggest`` (bundled policy) in process
-   (:mod:`jpo.stage`), each workload with its own ``.jpo/audit.jsonl``. A workload's
-   simulated time runs at one fixed speedup for its whole campaign (its default run lasts
-   ``--run-wall-s`` wall seconds, or ``--speedup`` for all), so run durations and
-   GPU-hours compare correctly between its runs.
+   (:mod:`jpo.stage`), each workload with its own ``.jpo/audit.jsonl``. Each run's
+   simulated time runs at its own speedup, so that it lasts about ``--run-wall-s`` wall
+   seconds (or ``--speedup`` for every pod): the pods export their simulated training time
+   (``jpo_training_elapsed_seconds``), from which JPO reads the runs' durations and
+   GPU-hours, so runs at different speedups compare correctly.
 3. **Contention shift**: from round ``rounds // 2 + 1`` the co-tenants' mean contention
    goes from ``configs/cluster.toml``'s value (0.15) to ``--shift-contention`` (0.6): they
    take 60 % of the node's CPU capacity and, through ``gpu_contention_share`` (0.3), 18 %
@@ -31,10 +32,16 @@
    promotion check, and what each served policy suggests from every workload's last
    (post-shift) run.
 
+6. **The teacher** of the cycles on that history (:func:`teacher_targets`): the oracle of
+   each profile calibrated from the pulled history beside the oracle of its true profile,
+   and the direction of the first teacher action from the defaults against the direction
+   towards the true oracle (RESULTS.md §10b).
+
 Results go to ``continuous_live.json`` beside this script (``--out``), with the machine.
-Known limit of live pods: run durations are wall seconds (simulated time / speedup), so
-the profiles calibrated from the pulled history see durations ``speedup`` x shorter than
-the runs they simulate (RESULTS.md §10).
+Live pods export their simulated training time (``jpo_training_elapsed_seconds``), so the
+pulled history's run durations and GPU-hours are the simulated runs', not the wall seconds
+they took here (before 2026-12-06 they were wall seconds: RESULTS.md §10). ``--cycles 0``
+stops after the campaigns and the history pull (the teacher table is still computed).
 
 Run:  python benchmarks/train/continuous_live.py --workloads 4 --rounds 8 --cycles 2
 """
@@ -74,6 +81,7 @@ LINGER_S = 4.0  # wall seconds a finished pod's final state stays scraped
 EPISODE_LENGTH = 8  # runs per scored campaign, as configs/train.yaml's env
 SCORE_SEED = 777  # first seed of the scoring episodes (episode i: SCORE_SEED + i)
 LIVE_QUERY_STEP_S = float(LIVE_QUERY["run_step_s"])  # the history pull's step (s)
+SIGN_EPS = 0.05  # |action| below this counts as "no move" in the teacher table (§10b)
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ class Workload:
     profile: WorkloadProfile
     config: Path
     port: int
-    speedup: float
+    speedup: float | None  # None: each run its own (about --run-wall-s wall seconds)
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,7 @@ class RunRow:
     throughput: float
     val_loss: float
     simulated_hours: float
+    speedup: float
     decision: str
 
 
@@ -119,7 +128,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--budget-iterations", type=int, default=4, help="iterations per cycle")
     p.add_argument("--speedup", type=float, default=None, help="one speedup for every pod")
-    p.add_argument("--run-wall-s", type=float, default=30.0, help="wall s of a default run")
+    p.add_argument("--run-wall-s", type=float, default=30.0, help="wall s of a run (about)")
     p.add_argument("--shift-contention", type=float, default=SHIFT_CONTENTION)
     p.add_argument("--profile-seed", type=int, default=PROFILE_SEED)
     p.add_argument("--episodes", type=int, default=32, help="episodes per set and policy")
@@ -205,16 +214,19 @@ def free_port() -> int:
 
 
 def make_workloads(root: Path, profiles: Sequence[WorkloadProfile], args: Any) -> list[Workload]:
-    """Write each workload's config.ini and fix its pod's port and speedup."""
+    """Write each workload's config.ini and fix its pod's port (and ``--speedup``)."""
+    return [
+        Workload(p, write_config_ini(root / p.name, p), free_port(), args.speedup) for p in profiles
+    ]
+
+
+def speedup_of(w: Workload, hp: Any, cond: ClusterConditions, run_wall_s: float) -> float:
+    """The run's speedup: ``--speedup``, else so that it lasts about ``run_wall_s`` here."""
     from jpo.sim.response import predict
 
-    base = load_conditions()
-    out = []
-    for p in profiles:
-        seconds = predict(p, p.defaults, base).duration_s
-        speedup = args.speedup or max(seconds / args.run_wall_s, 1e-3)
-        out.append(Workload(p, write_config_ini(root / p.name, p), free_port(), speedup))
-    return out
+    if w.speedup is not None:
+        return w.speedup
+    return max(predict(w.profile, hp, cond).duration_s / run_wall_s, 1e-3)
 
 
 # --------------------------------------------------------------------------- campaigns
@@ -226,29 +238,32 @@ def conditions_of(round_no: int, rounds: int, shift: float) -> ClusterConditions
     return base if round_no <= rounds // 2 else replace(base, contention=shift)
 
 
-def run_pods(workloads: Sequence[Workload], round_no: int, cond: ClusterConditions) -> list[Any]:
-    """Run every workload once as a live pod (in parallel); return the simulated runs."""
+def run_pods(
+    workloads: Sequence[Workload], round_no: int, cond: ClusterConditions, run_wall_s: float
+) -> list[LiveWorkload]:
+    """Run every workload once as a live pod (in parallel); return the finished pods."""
     from jpo.workload.config_file import read_workload
 
+    hps = [read_workload(w.config).hyperparameters for w in workloads]
     pods = [
         LiveWorkload(
             w.profile,
-            read_workload(w.config).hyperparameters,
+            hp,
             cond,
             port=w.port,
-            speedup=w.speedup,
+            speedup=speedup_of(w, hp, cond, run_wall_s),
             seed=1000 * round_no + i,
             run_id=f"{w.profile.dataset}-run-{round_no}",
             linger_s=LINGER_S,
         )
-        for i, w in enumerate(workloads)
+        for i, (w, hp) in enumerate(zip(workloads, hps, strict=True))
     ]
     try:
         for pod in pods:
             pod.start()
         for pod in pods:
             pod.wait()
-        return [pod.current_run for pod in pods]
+        return pods
     finally:
         for pod in pods:
             pod.stop()
@@ -278,8 +293,11 @@ def ci_stage(w: Workload, round_no: int, source: Any, metrics: Path) -> str:
     return f"{result.status.value}: {result.message}"
 
 
-def run_row(w: Workload, round_no: int, cond: ClusterConditions, run: Any, said: str) -> RunRow:
+def run_row(
+    w: Workload, round_no: int, cond: ClusterConditions, pod: LiveWorkload, said: str
+) -> RunRow:
     """One campaign row from the pod's own (true) run."""
+    run = pod.current_run
     hp, s = run.hp, run.summary
     return RunRow(
         w.profile.name,
@@ -295,6 +313,7 @@ def run_row(w: Workload, round_no: int, cond: ClusterConditions, run: Any, said:
         s.throughput,
         s.final_val_loss,
         s.duration_s / 3600.0,
+        pod.speedup,
         said.split(":", 1)[0],
     )
 
@@ -311,11 +330,11 @@ def run_campaigns(
     for r in range(1, args.rounds + 1):
         cond = conditions_of(r, args.rounds, args.shift_contention)
         start = time.monotonic()
-        runs = run_pods(workloads, r, cond)
+        pods = run_pods(workloads, r, cond, args.run_wall_s)
         time.sleep(2.0)  # the last scrapes land
-        for w, run in zip(workloads, runs, strict=True):
+        for w, pod in zip(workloads, pods, strict=True):
             said = ci_stage(w, r, source, metrics)
-            rows.append(run_row(w, r, cond, run, said))
+            rows.append(run_row(w, r, cond, pod, said))
             print(f"  round {r} {w.profile.name}: {_describe(rows[-1])} -> {said}", flush=True)
         print(f"round {r} (contention {cond.contention}) took {time.monotonic() - start:.0f} s")
     return rows
@@ -478,27 +497,99 @@ def last_suggestions(
     return out
 
 
-def teacher_targets(root: Path, profiles: Sequence[WorkloadProfile]) -> list[dict[str, Any]]:
-    """Each workload's teacher target in the cycles beside its true profile's oracle.
+def history_env_config(root: Path, history: str = "history", **extra: Any) -> dict[str, Any]:
+    """The env config of the cycles on the pulled history (configs/train.yaml's)."""
+    from jpo.train.continuous import load_continuous_config
+    from jpo.train.trainer import load_train_config
 
-    The cycles' teacher steps towards the oracle of the profile calibrated from the pulled
-    history; the true profile's oracle comes from the same search and constraints.
+    cfg = load_train_config()
+    config = {**cfg.env.config, **load_continuous_config(cfg).env_overrides_with_history}
+    where = {"history_path": str(root / history), "step_info": False}
+    cache = {"teacher_cache": str(root / f"oracles-{history}.json")}  # the cycles' cache
+    return {**config, **where, **cache, "teacher": True, **extra}
+
+
+def wall_clock_history(root: Path, rows: Sequence[RunRow]) -> str:
+    """Rewrite the pulled history as live pods exported it before 2026-12-06; its folder name.
+
+    No ``elapsed_s`` (durations = the wall seconds between scrapes) and the samples counter
+    divided by the run's speedup (counter / wall seconds = the run's throughput), to compare
+    the teacher on the same campaigns with and without simulated durations.
     """
-    from jpo.sim.teacher import oracle_configs
-    from jpo.workload.constraints import load_constraints
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    cache = root / "oracles-history.json"
-    calibrated = json.loads(cache.read_text())["oracles"] if cache.is_file() else {}
-    true = oracle_configs(profiles, load_constraints())
-    return [
-        {
+    from jpo.telemetry.history import append_history, read_history
+
+    table = read_history(root / "history")
+    table = table.filter(pc.not_equal(table.column("metric"), "elapsed_s"))
+    speedups = {f"{r.workload.replace('-', '')}-run-{r.round}": r.speedup for r in rows}
+    scale = np.array([speedups.get(str(run), 1.0) for run in table.column("run_id").to_pylist()])
+    counter = np.asarray(pc.equal(table.column("metric"), "samples_total"))
+    values = np.asarray(table.column("value")) / np.where(counter, scale, 1.0)
+    table = table.set_column(table.schema.get_field_index("value"), "value", pa.array(values))
+    append_history(root / "history-wall", table)
+    return "history-wall"
+
+
+def action_signs(action: Any, tunable: Sequence[str]) -> dict[str, int]:
+    """Each tunable hyperparameter's direction in an action (|a| < SIGN_EPS: 0)."""
+    return {
+        n: int(np.sign(a)) if abs(a) >= SIGN_EPS else 0
+        for n, a in zip(tunable, action, strict=True)
+    }
+
+
+def teacher_targets(
+    root: Path, profiles: Sequence[WorkloadProfile], history: str = "history"
+) -> dict[str, Any]:
+    """The cycles' teacher on the pulled history beside the TRUE profiles' oracles.
+
+    Per workload: the oracle of the profile calibrated from the history (what the BC term
+    steps towards), the true profile's oracle (same search and constraints), and the
+    direction of the first teacher action from the defaults for the shipped teacher and
+    for variant U (``teacher_hold_unvaried``; RESULTS.md §10b), against the direction
+    towards the true oracle; the gap |normalized target - normalized true oracle| per
+    hyperparameter (``Constraints.normalize``: 0-1 within the limits, log where they say).
+    Counts of right/wrong directions over all workloads.
+    """
+    from jpo.sim.replay_env import PrometheusReplayEnv
+    from jpo.sim.teacher import cached_oracle_configs, oracle_configs
+    from jpo.workload.types import HYPERPARAMETER_NAMES
+
+    env = PrometheusReplayEnv(history_env_config(root, history, teacher_hold_unvaried=True))
+    cons, shipped = env.constraints, tuple(env.config.teacher_hold)
+    calibrated = cached_oracle_configs(
+        env.profiles, cons, Path(env.config.teacher_cache) if env.config.teacher_cache else None
+    )
+    by_key = {
+        prof.key: (name, prof) for name, prof in zip(env.workloads, env.profiles, strict=True)
+    }
+    true = oracle_configs(profiles, cons)
+    rows, counts = [], {v: {"right": 0, "wrong": 0} for v in ("shipped", "U")}
+    for p in profiles:
+        name, fitted = by_key[p.key]
+        target, want = calibrated.get(fitted.name), true.get(p.name)
+        row: dict[str, Any] = {
             "workload": p.name,
             "defaults": p.defaults.as_dict(),
-            "true_profile": true[p.name].as_dict() if p.name in true else None,
-            "calibrated_from_history": calibrated.get(f"{p.key.slug()}-calibrated"),
+            "true_profile": want.as_dict() if want else None,
+            "calibrated_from_history": target.as_dict() if target else None,
+            "hold": {"shipped": list(shipped), "U": list(env.teacher_hold(name))},
         }
-        for p in profiles
-    ]
+        if target is not None and want is not None:
+            gap = np.abs(cons.normalize(target) - cons.normalize(want))
+            row["normalized_gap"] = dict(zip(HYPERPARAMETER_NAMES, gap.tolist(), strict=True))
+            truth = action_signs(cons.action_towards(p.defaults, want), cons.tunable)
+            row["direction"] = {"true": truth}
+            for variant, hold in (("shipped", shipped), ("U", env.teacher_hold(name))):
+                got = action_signs(cons.action_towards(p.defaults, target, hold=hold), cons.tunable)
+                row["direction"][variant] = got
+                for n, s in got.items():
+                    counts[variant]["right"] += int(s != 0 and s == truth[n])
+                    counts[variant]["wrong"] += int(s != 0 and s == -truth[n])
+        rows.append(row)
+    return {"workloads": rows, "counts": counts}
 
 
 def halves(rows: Sequence[RunRow], rounds: int) -> dict[str, dict[str, float]]:

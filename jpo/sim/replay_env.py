@@ -48,7 +48,7 @@ from jpo.sim.response import (
     load_conditions,
     predict,
 )
-from jpo.sim.teacher import TEACHER_ACTION, teacher_action
+from jpo.sim.teacher import TEACHER_ACTION, teacher_action, unvaried_hyperparameters
 from jpo.telemetry.schema import HISTORY_SCHEMA, PARTITION_COLUMNS, RunSummary
 from jpo.workload.constraints import Constraints, load_constraints
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters, WorkloadKey
@@ -100,6 +100,9 @@ class EnvConfig:
             ``teacher_action`` (:mod:`jpo.sim.teacher`; NaN for a workload without an oracle),
             for SAC's behaviour-cloning term (:mod:`jpo.train.sac_bc`).
         teacher_hold: hyperparameters the teacher leaves to the action mapping.
+        teacher_hold_unvaried: history sources only: the teacher also holds, per workload,
+            every hyperparameter that all of its successful recorded runs used at one value
+            (the history gives no evidence on it).
         teacher_cache: JSON cache of the oracle configurations ("" = none).
     """
 
@@ -127,6 +130,7 @@ class EnvConfig:
     randomization_path: str = ""
     teacher: bool = False
     teacher_hold: tuple[str, ...] = ("learning_rate", "epochs")
+    teacher_hold_unvaried: bool = False
     teacher_cache: str = ""
 
 
@@ -167,6 +171,7 @@ class _EnvFile(Settings):
     randomization_path: StrictStr = _ENV.randomization_path
     teacher: StrictBool = _ENV.teacher
     teacher_hold: tuple[StrictStr, ...] = _ENV.teacher_hold
+    teacher_hold_unvaried: StrictBool = _ENV.teacher_hold_unvaried
     teacher_cache: StrictStr = _ENV.teacher_cache
     catalog: _EnvCatalogTable = _EnvCatalogTable()
 
@@ -844,6 +849,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         k = len(self._constraints.tunable)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(k,), dtype=np.float32)
         self._names = {r.name: i for i, r in enumerate(self._replays)}
+        self._holds = self._teacher_holds()
         self._teacher: dict[str, Hyperparameters] | None = None
         if cfg.teacher:
             self._teacher = (
@@ -859,6 +865,22 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     def workloads(self) -> tuple[str, ...]:
         """Names of the workloads this env replays."""
         return tuple(r.name for r in self._replays)
+
+    def teacher_hold(self, name: str) -> tuple[str, ...]:
+        """Hyperparameters the teacher holds for workload ``name`` (``teacher_hold*`` keys)."""
+        return self._holds[name]
+
+    def _teacher_holds(self) -> dict[str, tuple[str, ...]]:
+        """Each workload's held hyperparameters: teacher_hold, + the unvaried ones if asked."""
+        cfg = self.config
+        out = {}
+        for w in self._replays:
+            hold = cfg.teacher_hold
+            if cfg.teacher_hold_unvaried and cfg.source != "catalog":
+                good = [r.hp for r in w.recordings if r.summary.failure == "none"]
+                hold = tuple(dict.fromkeys((*hold, *unvaried_hyperparameters(good))))
+            out[w.name] = hold
+        return out
 
     @property
     def observation_names(self) -> tuple[str, ...]:
@@ -948,7 +970,7 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
         target = self._teacher.get(self._w.name)
         if target is None:
             return {TEACHER_ACTION: np.full(self.action_space.shape, np.nan, np.float32)}
-        action = teacher_action(self, target, self.config.teacher_hold)
+        action = teacher_action(self, target, self.teacher_hold(self._w.name))
         return {TEACHER_ACTION: action.astype(np.float32)}
 
     @staticmethod

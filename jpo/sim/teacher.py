@@ -31,7 +31,7 @@ from jpo.paths import config_dir
 from jpo.sim.oracle import best_config
 from jpo.sim.response import WorkloadProfile
 from jpo.workload.constraints import Constraints
-from jpo.workload.types import Hyperparameters
+from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
 
 TEACHER_ACTION = "teacher_action"
 """Key of the teacher's action in the replay env's info (and SAC's train-batch column)."""
@@ -105,6 +105,11 @@ def cached_oracle_configs(
         tmp.write_text(json.dumps(payload))
         tmp.replace(cache)  # atomic: env runners may build the same cache side by side
     return oracles
+
+
+def unvaried_hyperparameters(runs: Sequence[Hyperparameters]) -> tuple[str, ...]:
+    """Hyperparameters that every one of ``runs`` used at one value (all of them if none)."""
+    return tuple(n for n in HYPERPARAMETER_NAMES if len({getattr(hp, n) for hp in runs}) <= 1)
 
 
 def teacher_action(env: SteppingEnv, target: Hyperparameters, hold: Sequence[str]) -> np.ndarray:

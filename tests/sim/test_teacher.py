@@ -10,7 +10,13 @@ import pytest
 
 from jpo.errors import ConfigError
 from jpo.sim.replay_env import PrometheusReplayEnv
-from jpo.sim.teacher import cached_oracle_configs, oracle_configs, teacher_action
+from jpo.sim.teacher import (
+    cached_oracle_configs,
+    oracle_configs,
+    teacher_action,
+    unvaried_hyperparameters,
+)
+from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +102,46 @@ def test_unknown_held_hyperparameter_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="teacher_hold has unknown hyperparameter"):
         PrometheusReplayEnv(config={"teacher_hold": ["depth"]})
+
+
+def test_unvaried_hyperparameters_are_those_every_run_shares() -> None:
+    a = Hyperparameters(64, 0.01, 4, 10)
+    b = Hyperparameters(128, 0.01, 4, 12)
+    assert unvaried_hyperparameters([a, b]) == ("learning_rate", "num_layers")
+    assert unvaried_hyperparameters([a]) == HYPERPARAMETER_NAMES
+    assert unvaried_hyperparameters([]) == HYPERPARAMETER_NAMES
+
+
+def test_a_history_teacher_holds_what_its_runs_never_varied(tmp_path: Path) -> None:
+    """teacher_hold_unvaried: layers were the same in every successful run: held."""
+    import pyarrow as pa
+
+    from jpo.sim.response import load_conditions, load_profile, simulate_run
+
+    p = load_profile("mnist-lenet")
+    d = p.defaults
+    runs = [
+        simulate_run(
+            p,
+            Hyperparameters(batch, d.learning_rate * batch / d.batch_size, d.num_layers, epochs),
+            load_conditions(),
+            rng=np.random.default_rng(i),
+            run_id=f"r{i}",
+            start=1.7e9 + 86400.0 * i,
+        )
+        for i, (batch, epochs) in enumerate(((d.batch_size, d.epochs), (2 * d.batch_size, 3)))
+    ]
+    table = pa.concat_tables([r.table for r in runs])
+    config = {"source": "table", "table": table, "calibrate": False, "split": "all"}
+    shipped = ("learning_rate", "epochs")
+    assert PrometheusReplayEnv(config).teacher_hold("mnist-lenet") == shipped
+    cache = str(tmp_path / "oracles.json")
+    u = {**config, "teacher_hold_unvaried": True, "teacher": True, "teacher_cache": cache}
+    env = PrometheusReplayEnv(u)
+    assert env.teacher_hold("mnist-lenet") == (*shipped, "num_layers")
+    _, info = env.reset(seed=0, options={"workload": "mnist-lenet", "start": 0})
+    layers = env.constraints.tunable.index("num_layers")
+    assert info["teacher_action"][layers] == 0.0
+    # the catalog's own simulated history is not recorded evidence: nothing more is held
+    catalog = PrometheusReplayEnv({"workloads": ["mnist-lenet"], "teacher_hold_unvaried": True})
+    assert catalog.teacher_hold("mnist-lenet") == shipped
