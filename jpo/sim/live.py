@@ -14,9 +14,9 @@ real training job would export: ``jpo_training_samples_total`` counts the sample
 trained on and ``jpo_training_elapsed_seconds`` its (simulated) training time, so the
 run's duration, GPU-hours and throughput read from Prometheus are the simulated run's,
 not the wall seconds it took here (:func:`jpo.learning.features.summarize_run`). After
-the last run ends, the final
-state (run status ok/oom/diverged) stays up for ``linger_s`` wall seconds, then the
-server stops. Several processes (``jpo simulate run``) can run at once, each one pod.
+the last run ends, the final state (run status ok/oom/diverged) stays up for ``linger_s``
+wall seconds, then the server stops. Several processes (``jpo simulate run``) can run at
+once, each one pod.
 """
 
 from __future__ import annotations
