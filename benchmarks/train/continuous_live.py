@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -70,7 +69,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from jpo.cli.demo import LIVE_QUERY, LocalPrometheus  # noqa: E402
+from jpo.net import free_port  # noqa: E402
 from jpo.paths import BUNDLED_POLICY_DIR, config_path  # noqa: E402
+from jpo.reporting.machine import describe_machine  # noqa: E402
 from jpo.sim.live import LiveWorkload  # noqa: E402
 from jpo.sim.response import ClusterConditions, WorkloadProfile, load_conditions  # noqa: E402
 
@@ -202,15 +203,6 @@ def live_config_dir(root: Path, shift_contention: float) -> Path:
     shifted = re.sub(r"(?m)^contention\s*=.*$", f"contention = {shift_contention}", cluster)
     (root / "cluster-shifted.toml").write_text(shifted, encoding="utf-8")
     return folder
-
-
-def free_port() -> int:
-    """Return a free loopback port."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_workloads(root: Path, profiles: Sequence[WorkloadProfile], args: Any) -> list[Workload]:
@@ -426,11 +418,15 @@ def scoring_sets(
 ) -> dict[str, Callable[[], Any]]:
     """Episode sets with the TRUE profiles: the cluster before/after the shift, held-out."""
     from jpo.sim.replay_env import PrometheusReplayEnv
+    from jpo.train.trainer import load_train_config
 
     common = {"episode_length": EPISODE_LENGTH, "teacher": False, "step_info": False}
     cluster = {**common, "source": "catalog", "catalog_path": str(profiles_dir), "split": "all"}
     shifted = {**cluster, "cluster_path": str(root / "cluster-shifted.toml")}
-    holdout: dict[str, Any] = {**common, "source": "catalog", "split": "holdout"}
+    # the cycles' own no-forgetting set (configs/train.yaml env.eval_config: split holdout,
+    # its 14-day runs sampled at most 2,000 times each)
+    eval_config = load_train_config().env.eval_config
+    holdout: dict[str, Any] = {**common, "source": "catalog", **eval_config}
     if holdout_names:
         holdout["workloads"] = holdout_names.split(",")
     return {
@@ -615,19 +611,6 @@ def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def machine() -> dict[str, str]:
-    """The machine the figures were measured on."""
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "loadavg": Path("/proc/loadavg").read_text()}
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -656,7 +639,7 @@ def experiment(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     sets = scoring_sets(root, write_profiles(root / "profiles", profiles), args.holdout)
     scores = score_policies(served, sets, args.episodes) if args.cycles else []
     return {
-        "machine": machine(),
+        "machine": describe_machine(),
         "args": {k: str(v) for k, v in vars(args).items()},
         "workloads": [
             {
