@@ -119,3 +119,11 @@ def run(
 
 def log_of(config: Path) -> Path:
     return config.parent / ".jpo" / "audit.jsonl"
+
+
+def write_config(tmp_path: Path, text: str = CONFIG) -> Path:
+    """Write ``text`` (the example workload by default) as ``tmp_path/app/config.ini``."""
+    path = tmp_path / "app" / "config.ini"
+    path.parent.mkdir()
+    path.write_text(text)
+    return path

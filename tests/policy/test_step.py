@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fakes.policy import RUN_SUMMARY, fixed_action_policy
-from fakes.suggest_campaign import CONFIG, HP, FakeSource
+from fakes.suggest_campaign import CONFIG, HP, FakeSource, write_config
 from fastapi.testclient import TestClient
 
 from jpo.errors import ExitCode, PolicyError, exit_code_for
@@ -89,10 +89,7 @@ class _Service(PolicyService):
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "app" / "config.ini"
-    path.parent.mkdir()
-    path.write_text(CONFIG)
-    return path
+    return write_config(tmp_path)
 
 
 def _ci(config: Path, policy_dir: Path, actor: Actor) -> tuple[Hyperparameters, dict[str, Any]]:

@@ -1,11 +1,17 @@
-"""Fixtures the CI stage's tests share: the simulated run history and a batch-up policy."""
+"""Fixtures the CI stage's tests share: the workload file, its run history, a batch-up policy."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from fakes.suggest_campaign import HP, FakeSource, make_policy
+from fakes.suggest_campaign import HP, FakeSource, make_policy, write_config
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """The example workload's config.ini in a fresh app folder."""
+    return write_config(tmp_path)
 
 
 @pytest.fixture

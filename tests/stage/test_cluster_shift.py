@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from fakes.policy import random_policy
-from fakes.suggest_campaign import CONFIG, HP, FakeSource, log_of, run
+from fakes.suggest_campaign import HP, FakeSource, log_of, run
 
 from jpo.sim.response import ClusterConditions
 from jpo.stage import audit
@@ -28,14 +28,6 @@ BUSY = ClusterConditions(contention=0.6, gpu_contention_share=1.0)
 """The cluster after the shift: co-tenants take 60 % of the node, the GPU's share too."""
 ON = SuggestSettings().updated({"incumbent": {"restart_on_shift": True}})
 """The restart switched on (it ships off: research/evaluate/SELECTION-shift.md)."""
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "app" / "config.ini"
-    path.parent.mkdir()
-    path.write_text(CONFIG)
-    return path
 
 
 def _campaign(

@@ -18,14 +18,6 @@ from jpo.workload.types import Hyperparameters
 SETTINGS = SuggestSettings()
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "app" / "config.ini"
-    path.parent.mkdir()
-    path.write_text(CONFIG)
-    return path
-
-
 def _suggested(config: Path, tmp_path: Path, source: FakeSource) -> Hyperparameters:
     policy = make_policy(tmp_path / "policy", (0.5, 0.0, 0.0, 0.0))
     result = suggest(

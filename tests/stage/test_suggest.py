@@ -40,14 +40,6 @@ from jpo.workload.types import Hyperparameters, WorkloadKey
 SETTINGS = SuggestSettings()
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "app" / "config.ini"
-    path.parent.mkdir()
-    path.write_text(CONFIG)
-    return path
-
-
 def test_changed_writes_the_file_keeps_comments_and_audits(
     config: Path, source: FakeSource, policy_up: Path
 ) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fakes.suggest_campaign import CONFIG, HP, KEY, FakeSource, make_policy, run
+from fakes.suggest_campaign import CONFIG, HP, KEY, FakeSource, make_policy, run, write_config
 
 from jpo.cli.app import main as jpo_main
 from jpo.errors import ExitCode, JpoError, WriteError
@@ -43,10 +43,7 @@ AFTER = Hyperparameters(96, 0.05, 18, 30)
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "app" / "config.ini"
-    path.parent.mkdir()
-    path.write_text(ODD)
-    return path
+    return write_config(tmp_path, ODD)
 
 
 def _hooked(config: Path, source: FakeSource, policy: Path, hook: StepHook) -> SuggestResult:
