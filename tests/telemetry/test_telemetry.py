@@ -142,6 +142,13 @@ def test_unknown_workload_or_run_is_empty_result(source: MetricSource) -> None:
         source.run_table(W1, "nope")
 
 
+def test_history_of_a_quiet_window_is_empty_not_an_error(source: MetricSource) -> None:
+    # a continuous cycle pulls the window since its last pull: a quiet one adds nothing
+    table = source.history(T0 - 7200, T0 - 3600, 15.0)
+    assert table.schema.equals(HISTORY_SCHEMA)
+    assert table.num_rows == 0
+
+
 def test_history_covers_every_workload_and_metric(source: MetricSource) -> None:
     table = source.history(T0, T0 + 3600, 15.0)
     assert table.schema.equals(HISTORY_SCHEMA)
