@@ -40,6 +40,7 @@ from jpo.learning.reward import (
     per_gpu_throughput,
 )
 from jpo.settings import Settings, config_file, read_config, validate_settings
+from jpo.sim.progress import ProgressLog
 from jpo.sim.response import (
     ClusterConditions,
     WorkloadProfile,
@@ -473,7 +474,7 @@ def _catalog_history(
         conditions=base,
         start=cfg.catalog_start,
         max_samples_per_run=cfg.catalog_max_samples_per_run,
-        progress=_Progress("simulating history: workloads", len(profiles)).step,
+        progress=ProgressLog(logger, "simulating history: workloads", len(profiles)).step,
     )
     return pa.concat_tables([r.table for r in simulated])
 
@@ -550,25 +551,6 @@ def _read_parquet(cfg: EnvConfig) -> pa.Table:
             "(`jpo history pull`) or use source = 'catalog'"
         )
     return read_history(root)
-
-
-PROGRESS_EVERY_S = 10.0
-"""Seconds between progress lines while replays are built (the oracle search's rate)."""
-
-
-class _Progress:
-    """Log ``<what> k/n (t s)`` at most every :data:`PROGRESS_EVERY_S`, and at the last item."""
-
-    def __init__(self, what: str, total: int) -> None:
-        self.what, self.total = what, total
-        self.start = self.last = time.monotonic()
-
-    def step(self, done: int) -> None:
-        """Note that ``done`` of ``total`` items are finished."""
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY_S or done == self.total:
-            self.last = now
-            logger.info("%s %d/%d (%.0f s)", self.what, done, self.total, now - self.start)
 
 
 def _build_replays(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
@@ -652,7 +634,7 @@ def _build_replays_of(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
             for k in keys
         ]
     logger.info("history of %d workloads: %d rows; replaying each run", len(selected), len(table))
-    progress = _Progress("building replays: workloads", len(selected))
+    progress = ProgressLog(logger, "building replays: workloads", len(selected))
     replays = []
     for name, key, prior in selected:
         gpus = prior.limits.gpus if prior is not None else 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +28,7 @@ from jpo.errors import ConfigError
 from jpo.learning.reward import load_reward_weights
 from jpo.paths import config_dir
 from jpo.sim.oracle import best_config
+from jpo.sim.progress import ProgressLog
 from jpo.sim.response import WorkloadProfile
 from jpo.workload.constraints import Constraints
 from jpo.workload.types import HYPERPARAMETER_NAMES, Hyperparameters
@@ -61,12 +61,10 @@ def oracle_configs(
     conditions, oracle_settings = yardstick.conditions, yardstick.oracle_settings
     weights = load_reward_weights()
     out = {}
-    start, last = time.monotonic(), time.monotonic()
+    progress = ProgressLog(logger, "oracle search", len(profiles), unit=" profiles")
     logger.info("oracle search of the teacher: %d profiles", len(profiles))
     for i, profile in enumerate(profiles, 1):
-        if time.monotonic() - last >= 10.0 or i == len(profiles):
-            last = time.monotonic()
-            logger.info("oracle search %d/%d profiles (%.0f s)", i, len(profiles), last - start)
+        progress.step(i)
         try:
             hp = best_config(profile, constraints, conditions, weights, settings=oracle_settings).hp
         except ConfigError:

@@ -516,9 +516,9 @@ def test_building_replays_logs_progress_of_each_step(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Both long steps (simulating the history, replaying each run) say how far they are."""
-    from jpo.sim import replay_env
+    from jpo.sim import progress, replay_env
 
-    monkeypatch.setattr(replay_env, "PROGRESS_EVERY_S", 0.0)  # a line per workload
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_S", 0.0)  # a line per workload
     with caplog.at_level("INFO", logger="jpo.sim.replay_env"):
         replays = replay_env._build_replays(load_env_config(SMALL))
     lines = [r.getMessage() for r in caplog.records]
