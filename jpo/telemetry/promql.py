@@ -142,6 +142,10 @@ class MetricCatalog:
         names = self.label_sets[label_set]
         return tuple(names[field] for field in WORKLOAD_FIELDS)
 
+    def run_naming_labels(self, label_set: str) -> tuple[str, ...]:
+        """Return the pod labels that may name a run: ``run_labels``, else the set's run_id."""
+        return self.run_labels or (self.label_sets[label_set]["run_id"],)
+
     def selector(
         self,
         label_set: str,

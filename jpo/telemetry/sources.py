@@ -411,7 +411,7 @@ class PrometheusSource(MetricSource):
         window = f"[{max(1, round(end - start))}s]"
         pods = f"{cat.runs_series}{{{cat.selector(label_set, with_run=False)}}}"
         workload_labels = ", ".join(cat.labels(label_set)[:3])
-        run_labels = cat.run_labels or (cat.label_sets[label_set]["run_id"],)
+        run_labels = cat.run_naming_labels(label_set)
 
         def count(selector: str) -> int:
             result = self.client.query(
@@ -508,7 +508,7 @@ class PrometheusSource(MetricSource):
         """
         cat = self.catalog
         label_set = cat.runs.label_set
-        run_labels = cat.run_labels or (cat.label_sets[label_set]["run_id"],)
+        run_labels = cat.run_naming_labels(label_set)
         workload = cat.selector(label_set, key, with_run=False)
         named = [
             matcher(label, run_id) if run_id is not None else matcher(label, "", "!=")
