@@ -3,9 +3,9 @@
 1. **Workloads the bundled policy never trained on**: ``--workloads`` K profiles drawn by
    :func:`jpo.sim.randomization.random_profiles` with a FRESH seed (``--profile-seed``;
    the bundled policy's 200 synthetic profiles came from ``configs/randomization.toml``'s
-   seed 1234). Fresh draws, not the catalog's held-out split, because that split is the
-   no-forgetting set: a cluster made of it would let the cycles train on the very
-   workloads the forgetting check scores. Each is relabelled ``live00``, ``live01``...
+   seed 1234). Fresh draws, not the catalog's held-out split, because that split is where
+   forgetting is reported: a cluster made of it would let the cycles train on the very
+   workloads the report scores. Each is relabelled ``live00``, ``live01``...
 2. **Campaigns through the CI stage against live pods**: a real Prometheus (Debian's
    ``prometheus``, :class:`jpo.cli.demo.LocalPrometheus`) scrapes one
    :class:`jpo.sim.live.LiveWorkload` pod per workload every second. Each of ``--rounds``
@@ -28,7 +28,8 @@
    with ``--set`` (plus any ``--set`` given here, passed through).
 5. **Scores** of the policy served before and after each cycle (bundled, then whatever was
    promoted), on the same seeded episodes: the K true profiles before and after the
-   shift, and the catalog's held-out split (no forgetting); plus each cycle's own
+   shift, the validation set the cycles' promotion check reads (no forgetting), and the
+   catalog's held-out split (a test set nothing chose on: no forgetting); plus each cycle's own
    promotion check, and what each served policy suggests from every workload's last
    (post-shift) run.
 
@@ -368,8 +369,6 @@ def run_cycles(root: Path, args: Any, url: str, config_dir: Path, audit: Path) -
         "reporting.progress_bar": "false",
         "resources.ray_num_cpus": 2,
     }
-    if args.holdout:
-        sets["env.eval_config.workloads"] = f"[{args.holdout}]"
     cmd = [sys.executable, "-m", "jpo.train", "--continuous", "--cycles", str(args.cycles)]
     for key, value in sets.items():
         cmd += ["--set", f"{key}={value}"]
@@ -416,23 +415,31 @@ def served_after_each_cycle(summary: dict[str, Any]) -> list[tuple[str, Path]]:
 def scoring_sets(
     root: Path, profiles_dir: Path, holdout_names: str
 ) -> dict[str, Callable[[], Any]]:
-    """Episode sets with the TRUE profiles: the cluster before/after the shift, held-out."""
+    """Episode sets: the cluster's TRUE profiles before/after the shift, validation, held-out."""
     from jpo.sim.replay_env import PrometheusReplayEnv
     from jpo.train.trainer import load_train_config
 
     common = {"episode_length": EPISODE_LENGTH, "teacher": False, "step_info": False}
     cluster = {**common, "source": "catalog", "catalog_path": str(profiles_dir), "split": "all"}
     shifted = {**cluster, "cluster_path": str(root / "cluster-shifted.toml")}
-    # the cycles' own no-forgetting set (configs/train.yaml env.eval_config: split holdout,
-    # its 14-day runs sampled at most 2,000 times each)
+    # the cycles' own no-forgetting set (configs/train.yaml env.eval_config: the validation
+    # set), and the catalog's held-out split, a test set the cycles never read (its 14-day
+    # runs sampled at most 2,000 times each, as the validation set's)
     eval_config = load_train_config().env.eval_config
-    holdout: dict[str, Any] = {**common, "source": "catalog", **eval_config}
+    validation: dict[str, Any] = {**common, "source": "catalog", **eval_config}
+    holdout: dict[str, Any] = {
+        **common,
+        "source": "catalog",
+        "split": "holdout",
+        "catalog_max_samples_per_run": eval_config.get("catalog_max_samples_per_run", 0),
+    }
     if holdout_names:
         holdout["workloads"] = holdout_names.split(",")
     return {
         "cluster, before the shift": lambda: PrometheusReplayEnv(cluster),
         "cluster, after the shift": lambda: PrometheusReplayEnv(shifted),
-        "held-out split (no forgetting)": lambda: PrometheusReplayEnv(holdout),
+        "validation set (the cycles' no-forgetting check)": lambda: PrometheusReplayEnv(validation),
+        "held-out split (test set, no forgetting)": lambda: PrometheusReplayEnv(holdout),
     }
 
 

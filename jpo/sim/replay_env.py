@@ -97,6 +97,11 @@ class EnvConfig:
         randomized_profiles: synthetic training profiles added to the catalog source
             (domain randomization, :mod:`jpo.sim.randomization`); 0 = none.
         randomization_path: randomization settings TOML ("" = configs/randomization.toml).
+        randomization_seed: seed of the synthetic profiles' sampler (-1 = the randomization
+            file's ``[sampling] seed``); another seed draws another set, e.g. a validation set.
+        catalog_profiles: replay the catalog's profiles of the split; False: only the
+            randomized ones (a set of synthetic draws, such as configs/evaluate.toml's
+            validation set).
         teacher: put the oracle teacher's action for the next step in every info, as
             ``teacher_action`` (:mod:`jpo.sim.teacher`; NaN for a workload without an oracle),
             for SAC's behaviour-cloning term (:mod:`jpo.train.sac_bc`).
@@ -129,6 +134,8 @@ class EnvConfig:
     catalog_max_samples_per_run: int = 0
     randomized_profiles: int = 0
     randomization_path: str = ""
+    randomization_seed: int = -1
+    catalog_profiles: bool = True
     teacher: bool = False
     teacher_hold: tuple[str, ...] = ("learning_rate", "epochs")
     teacher_hold_unvaried: bool = False
@@ -170,6 +177,8 @@ class _EnvFile(Settings):
     seed: StrictInt = _ENV.seed
     randomized_profiles: StrictInt = _ENV.randomized_profiles
     randomization_path: StrictStr = _ENV.randomization_path
+    randomization_seed: StrictInt = _ENV.randomization_seed
+    catalog_profiles: StrictBool = _ENV.catalog_profiles
     teacher: StrictBool = _ENV.teacher
     teacher_hold: tuple[StrictStr, ...] = _ENV.teacher_hold
     teacher_hold_unvaried: StrictBool = _ENV.teacher_hold_unvaried
@@ -288,6 +297,21 @@ def _validate(cfg: EnvConfig) -> None:
         raise ConfigError(f"env config: noise = {cfg.noise}; use a relative std in [0, 0.5]")
     if cfg.residual_clip < 1.0:
         raise ConfigError(f"env config: residual_clip = {cfg.residual_clip}; it must be >= 1")
+    _validate_randomization(cfg)
+    if cfg.catalog_max_samples_per_run < 0:
+        raise ConfigError(
+            f"env config: [catalog] max_samples_per_run = {cfg.catalog_max_samples_per_run}; "
+            "use 0 (every scrape) or a positive number of scrapes"
+        )
+    if cfg.catalog_runs_per_workload < 1:
+        raise ConfigError(
+            f"env config: [catalog] runs_per_workload = {cfg.catalog_runs_per_workload}; "
+            "it must be >= 1"
+        )
+
+
+def _validate_randomization(cfg: EnvConfig) -> None:
+    """Raise ConfigError for synthetic-profile settings no env can be built from."""
     if cfg.randomized_profiles < 0:
         raise ConfigError(
             f"env config: randomized_profiles = {cfg.randomized_profiles}; it must be >= 0"
@@ -302,15 +326,15 @@ def _validate(cfg: EnvConfig) -> None:
             "env config: randomized_profiles are training profiles; use split = 'train' "
             "(or 'all'), not 'holdout'"
         )
-    if cfg.catalog_max_samples_per_run < 0:
+    if not cfg.catalog_profiles and not (cfg.source == "catalog" and cfg.randomized_profiles):
         raise ConfigError(
-            f"env config: [catalog] max_samples_per_run = {cfg.catalog_max_samples_per_run}; "
-            "use 0 (every scrape) or a positive number of scrapes"
+            "env config: catalog_profiles = false leaves only the randomized profiles; set "
+            "source = 'catalog' and randomized_profiles > 0, or catalog_profiles = true"
         )
-    if cfg.catalog_runs_per_workload < 1:
+    if cfg.randomization_seed < -1:
         raise ConfigError(
-            f"env config: [catalog] runs_per_workload = {cfg.catalog_runs_per_workload}; "
-            "it must be >= 1"
+            f"env config: randomization_seed = {cfg.randomization_seed}; use -1 (the "
+            "randomization file's seed) or a seed >= 0"
         )
 
 
@@ -571,14 +595,14 @@ def _build_replays_of(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
     catalog = load_catalog(cfg.catalog_path or None)
     base = load_conditions(cfg.cluster_path or None)
     if cfg.source == "catalog":
-        names = _select_profiles(cfg, catalog)
-        if not names:
+        names = _select_profiles(cfg, catalog) if cfg.catalog_profiles else []
+        if not names and cfg.catalog_profiles:
             raise ConfigError(
                 f"env config: the catalog has no workload in split {cfg.split!r}; use "
                 "split = 'all' or add profiles"
             )
         profiles = [catalog[n] for n in names]
-        table = _catalog_history(cfg, profiles, base)
+        tables = [_catalog_history(cfg, profiles, base)] if profiles else []
         selected: list[tuple[str, WorkloadKey, WorkloadProfile | None]] = [
             (n, catalog[n].key, catalog[n]) for n in names
         ]
@@ -586,13 +610,15 @@ def _build_replays_of(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
             from jpo.sim.randomization import load_randomization, random_profiles
 
             rs = load_randomization(cfg.randomization_path or None)
+            if cfg.randomization_seed >= 0:
+                rs = replace(rs, seed=cfg.randomization_seed)
             synthetic = random_profiles(
                 catalog, cfg.randomized_profiles, settings=rs, conditions=base
             )
             # a seed of its own: the synthetic history does not repeat the catalog's draws
-            extra = _catalog_history(cfg, synthetic, base, rs.runs_per_profile, cfg.seed + 1)
-            table = pa.concat_tables([table, extra])
+            tables.append(_catalog_history(cfg, synthetic, base, rs.runs_per_profile, cfg.seed + 1))
             selected += [(p.name, p.key, p) for p in synthetic]
+        table = pa.concat_tables(tables)
     else:
         table = _read_parquet(cfg) if cfg.source == "parquet" else cfg.table
         assert table is not None
@@ -777,8 +803,8 @@ class PrometheusReplayEnv(gym.Env[np.ndarray, np.ndarray]):
     ``constraints_path``, ``cluster_path``, ``tunable``, ``calibrate``,
     ``rollback_on_failure``, ``noise``, ``seed``,
     ``catalog``: {...},
-    ``randomized_profiles``, ``randomization_path``, ``teacher``, ``teacher_hold``,
-    ``teacher_cache``). Invalid configs
+    ``randomized_profiles``, ``randomization_path``, ``randomization_seed``,
+    ``catalog_profiles``, ``teacher``, ``teacher_hold``, ``teacher_cache``). Invalid configs
     (empty history, unknown workload, episode_length < 1, unknown keys) raise
     :class:`jpo.errors.ConfigError` at construction.
 

@@ -27,11 +27,14 @@
 5. **Evaluate** the candidate against the policy actually being SERVED (the newest
    promoted version in ``policy_dir``, else the bundled ``jpo/data/policy``) on the same
    seeded episodes of two sets: ``cluster`` (the env this cycle trained on: the history's
-   workloads) and ``holdout`` (``env.config`` + ``env.eval_config``: the catalog's
-   held-out workloads, the no-forgetting check). Actions are deterministic, through the
-   numpy artifact (:class:`jpo.policy.artifact.LocalPolicy`, the code CI runs). This is an
-   off-policy check: the episodes replay recorded runs through the response model; no
-   real job is launched.
+   workloads) and ``validation`` (``env.config`` + ``env.eval_config``: the no-forgetting
+   check; shipped: configs/evaluate.toml's validation set, 24 synthetic profiles drawn
+   around the training workloads with their own seed). Not the catalog's held-out split:
+   that is a test set, read only to report what a promoted policy does
+   (benchmarks/train/continuous_live.py measures it beside the cycles). Actions are
+   deterministic, through the numpy artifact (:class:`jpo.policy.artifact.LocalPolicy`,
+   the code CI runs). This is an off-policy check: the episodes replay recorded runs
+   through the response model; no real job is launched.
 6. **Promote** (export as ``<policy_dir>/v<version>`` with version = served + 1, point
    ``LATEST`` at it; Serve reloads the newest) only if the candidate is not worse on
    EITHER set. Rule: with ``d_i`` = candidate - served return of paired episode ``i``,
@@ -82,6 +85,8 @@ __all__ = [
 logger = logging.getLogger("jpo.train.continuous")
 
 STATE_FILE = "continuous_state.json"
+NO_FORGETTING_SET = "validation"
+"""Name of the promotion check's second set (``env.eval_config``) in reports and manifests."""
 
 
 class ContinuousConfig(Settings):
@@ -100,7 +105,7 @@ class ContinuousConfig(Settings):
     budget_iterations: int = Field(default=20, ge=1)
     """Training iterations per cycle."""
     eval_episodes: int = Field(default=16, ge=1)
-    """Held-out episodes per policy in the promotion check."""
+    """Episodes per policy and set in the promotion check."""
     eval_seed: int = 12345
     """Seed of the first evaluation episode (episode i uses eval_seed + i)."""
     tolerance: float = Field(default=0.0, ge=0.0)
@@ -377,8 +382,8 @@ def _eval_sets(cfg: TrainConfig, cycle_cfg: TrainConfig) -> dict[str, Callable[[
         "cluster": lambda: make_env(cycle_cfg.env.model_dump(), no_teacher),
     }
     if cfg.env.eval_config:
-        holdout = {**cfg.env.eval_config, **no_teacher}
-        sets["holdout"] = lambda: make_env(cfg.env.model_dump(), holdout)
+        retain = {**cfg.env.eval_config, **no_teacher}
+        sets[NO_FORGETTING_SET] = lambda: make_env(cfg.env.model_dump(), retain)
     return sets
 
 

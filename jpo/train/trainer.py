@@ -96,7 +96,7 @@ class EnvSection(_Section):
     config: dict[str, Any] = Field(default_factory=dict)
     """Passed as ``gymnasium.make(id, config=...)``; empty: ``gymnasium.make(id)``."""
     eval_config: dict[str, Any] = Field(default_factory=dict)
-    """Overrides of ``config`` for held-out evaluation (e.g. ``split: holdout``)."""
+    """Overrides of ``config`` for continuous mode's no-forgetting set (the validation set)."""
 
 
 class ModelSection(_Section):
@@ -523,11 +523,12 @@ def describe_env(cfg: TrainConfig, overrides: Mapping[str, Any] | None = None) -
                 from jpo.sim.randomization import load_randomization
 
                 rs = load_randomization(env_config.get("randomization_path") or None)
+                seed_override = int(env_config.get("randomization_seed", -1))
                 training_data["randomization"] = {
                     "profiles": n_random,
                     "base_split": "train",
                     "config": env_config.get("randomization_path") or "configs/randomization.toml",
-                    "seed": rs.seed,
+                    "seed": rs.seed if seed_override < 0 else seed_override,
                     "runs_per_profile": rs.runs_per_profile,
                     "input_bound_share": rs.input_bound_share,
                     "spread": {k: dict(v) for k, v in rs.spread.items()},

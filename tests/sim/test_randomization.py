@@ -102,11 +102,32 @@ def test_env_replays_catalog_and_synthetic_profiles() -> None:
     assert math.isfinite(reward)
 
 
+def test_env_replays_only_the_synthetic_draws_of_its_own_seed() -> None:
+    """catalog_profiles = false + randomization_seed: a set of fresh draws (a validation set)."""
+    base = {"randomized_profiles": 2, "episode_length": 2, "catalog_profiles": False}
+    default = PrometheusReplayEnv(base)
+    other = PrometheusReplayEnv({**base, "randomization_seed": 777001})
+    assert default.workloads == other.workloads == ("rand-00000", "rand-00001")
+    rs = load_randomization()
+    expected = random_profiles(
+        load_catalog(), 2, settings=replace(rs, seed=777001), conditions=load_conditions()
+    )
+    assert [p.key for p in other.profiles] == [p.key for p in expected]
+    assert [p.key for p in other.profiles] != [p.key for p in default.profiles]
+    other.reset(seed=0)
+    _obs, reward, *_ = other.step(other.action_space.sample())
+    assert math.isfinite(reward)
+
+
 def test_env_rejects_randomization_outside_the_training_catalog() -> None:
     with pytest.raises(ConfigError, match="randomized_profiles"):
         load_env_config({"randomized_profiles": 2, "split": "holdout"})
     with pytest.raises(ConfigError, match="randomized_profiles"):
         load_env_config({"randomized_profiles": -1})
+    with pytest.raises(ConfigError, match="catalog_profiles = false"):
+        load_env_config({"catalog_profiles": False})  # nothing left to replay
+    with pytest.raises(ConfigError, match="randomization_seed = -2"):
+        load_env_config({"randomized_profiles": 2, "randomization_seed": -2})
 
 
 def test_catalog_reward_references_are_the_oracles(catalog) -> None:

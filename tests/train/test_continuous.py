@@ -130,8 +130,13 @@ def test_degraded_runs_missing_from_history_are_fetched(tmp_path: Path) -> None:
     assert _degraded_runs(conf, source) == (2, 0)  # idempotent
 
 
-HELD_OUT = {"split": "holdout", "catalog_max_samples_per_run": 2000}
-"""The no-forgetting set as configs/train.yaml bounds it (unbounded, its replays take 11 GiB)."""
+NO_FORGETTING = {
+    "randomized_profiles": 2,
+    "randomization_seed": 777001,
+    "catalog_profiles": False,
+    "catalog_max_samples_per_run": 2000,
+}
+"""configs/train.yaml's no-forgetting set (the validation set's draws), 2 profiles of its 24."""
 
 
 def _config(tmp_path: Path, *, teacher: bool = False) -> Path:
@@ -150,7 +155,7 @@ def _config(tmp_path: Path, *, teacher: bool = False) -> Path:
             "id": "jpo/PrometheusReplay-v0",
             "register_module": "jpo.sim",
             "config": env_config,
-            "eval_config": HELD_OUT,
+            "eval_config": NO_FORGETTING,
         },
         "model": {"fcnet_hiddens": [16, 16]},
         "sac": sac,
@@ -188,17 +193,28 @@ def test_promotion_rule_uses_the_paired_noise_margin() -> None:
     assert first.not_worse and first.served is None
 
 
-def test_the_training_recipe_bounds_the_held_out_replays_and_nothing_else() -> None:
-    from jpo.sim.replay_env import load_env_config
+def test_the_no_forgetting_set_is_the_validation_set_not_a_test_set() -> None:
+    """A promotion is a choice: it reads configs/evaluate.toml's validation draws, no test set."""
+    from jpo.evaluation.evaluate import load_evaluation_settings
+    from jpo.sim.replay_env import PrometheusReplayEnv, load_env_config
     from jpo.train.trainer import load_train_config
 
-    # the no-forgetting set's runs last up to 14 days: unbounded, its replays took 11 GiB
     cfg = load_train_config()
-    train_env = load_env_config(cfg.env.config)
-    held_out = load_env_config({**cfg.env.config, **cfg.env.eval_config})
-    assert train_env.catalog_max_samples_per_run == 0  # the policy was trained on every scrape
-    assert held_out.split == "holdout"
-    assert 0 < held_out.catalog_max_samples_per_run <= 5000
+    overrides = {**cfg.env.config, **cfg.env.eval_config, "teacher": False}
+    check = load_env_config(overrides)
+    validation = load_evaluation_settings().sets["validation"]
+    assert validation["role"] == "validation" and validation["source"] == "randomized"
+    assert (check.randomized_profiles, check.randomization_seed) == (
+        validation["count"],
+        validation["seed"],
+    )
+    assert not check.catalog_profiles  # only the synthetic draws: no catalog split at all
+    env = PrometheusReplayEnv(overrides)
+    assert len(env.profiles) == validation["count"]
+    assert all(p.split == "train" for p in env.profiles)  # drawn around the training split
+    # the 48-hour synthetic runs are thinned; the policy was trained on every scrape
+    assert load_env_config(cfg.env.config).catalog_max_samples_per_run == 0
+    assert 0 < check.catalog_max_samples_per_run <= 5000
 
 
 @pytest.mark.slow
@@ -231,7 +247,7 @@ def test_two_cycles_promote_then_refuse_a_worse_candidate(
     assert r1.pulled_rows > 0 and r1.env_source == "parquet"
     assert (r1.degraded_runs, r1.degraded_added) == (1, 1)
     assert r1.served_version == bundled  # the bundled policy is what is served before any promotion
-    assert r1.comparisons is not None and set(r1.comparisons) == {"cluster", "holdout"}
+    assert r1.comparisons is not None and set(r1.comparisons) == {"cluster", "validation"}
     for c in r1.comparisons.values():
         assert c.served is not None and c.mean_difference == pytest.approx(c.candidate - c.served)
         assert c.mean_difference > 50  # the bonus
@@ -243,7 +259,7 @@ def test_two_cycles_promote_then_refuse_a_worse_candidate(
     policy = LocalPolicy.load(tmp_path / "policies")
     assert policy.version == bundled + 1
     assert policy.manifest.training_data["previous_policy_version"] == bundled
-    assert policy.manifest.training_data["eval_config"] == HELD_OUT
+    assert policy.manifest.training_data["eval_config"] == NO_FORGETTING
 
     # Cycle 2: a candidate worse than the served (promoted) one by more than the margin stays out.
     bonus["candidate"] = -100.0
@@ -347,7 +363,7 @@ def test_shipped_config_runs_two_cycles_on_history_of_training_workloads(tmp_pat
     assert f"actor starts from policy v{bundled}" in proc.stderr  # warm start: the bundled actor
     for report in cycles:
         comparisons = report["comparisons"]
-        assert set(comparisons) == {"cluster", "holdout"}
+        assert set(comparisons) == {"cluster", "validation"}
         assert all(c["served"] is not None for c in comparisons.values())
         rule = all(c["mean_difference"] >= -c["margin"] for c in comparisons.values())
         assert report["promoted"] == rule
