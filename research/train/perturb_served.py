@@ -67,8 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     sets = {
         "cluster": lambda: make_env(cfg.env.model_dump(), cluster),
+        # the catalog's held-out split, thinned as when §12 ran this (the cycles' check then)
         "holdout": lambda: make_env(
-            cfg.env.model_dump(), {**cfg.env.eval_config, "teacher": False}
+            cfg.env.model_dump(),
+            {
+                "split": "holdout",
+                "randomized_profiles": 0,
+                "catalog_max_samples_per_run": 2000,
+                "teacher": False,
+            },
         ),
     }
     served = LocalPolicy.load(default_policy_path())
