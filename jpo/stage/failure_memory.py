@@ -64,10 +64,15 @@ def remembered_failures(
     run_id: str,
     scored: Sequence[ScoredRun],
     settings: SuggestSettings,
+    kept_worse: Sequence[ScoredRun] = (),
 ) -> tuple[FailedConfig, ...]:
-    """Return the whole memory the guards check: failed, degraded, and worse runs."""
+    """Return the whole memory the guards check: failed, degraded, and worse runs.
+
+    ``kept_worse`` are the worse runs from before a cluster shift's restart that
+    ``[incumbent] shift_keeps_worse`` keeps (:class:`jpo.stage.incumbent.CampaignScores`).
+    """
     failures = failed_configs(
         records, table, summary, run_id, include_degraded=settings.failed_configs.remember_degraded
     )
-    worse = worse_runs(scored, settings.incumbent)
+    worse = [*kept_worse, *worse_runs(scored, settings.incumbent)]
     return failures + tuple(FailedConfig(r.hyperparameters, "worse", r.run_id) for r in worse)

@@ -87,13 +87,16 @@ class ClusterShift:
     record: float
     measured: float
     """The rerun's objective against the old reference (the record's yardstick)."""
+    reruns: int = 1
+    """How many reruns of the record's values scored below it (``shift_reruns``)."""
 
     def note(self) -> str:
         """Say what was detected and what the stage does about it (notes, audit)."""
+        times = f" (rerun {self.reruns} below it)" if self.reruns > 1 else ""
         return (
             f"cluster shift: run {self.run_id} ran the best run {self.record_run_id}'s values "
-            f"and scored {self.measured:.3f} against its {self.record:.3f}; runs before it are "
-            "no longer the reference (configs/suggest.toml [incumbent] shift_margin)"
+            f"and scored {self.measured:.3f} against its {self.record:.3f}{times}; runs before "
+            "it are no longer the reference (configs/suggest.toml [incumbent] shift_margin)"
         )
 
 
@@ -103,20 +106,73 @@ class CampaignScores:
 
     runs: tuple[ScoredRun, ...]
     shift: ClusterShift | None = None
+    kept_worse: tuple[ScoredRun, ...] = ()
+    """With ``shift_keeps_worse``: the runs that scored below the best before a restart
+    (judged against the reference of their time); they stay in the failed-config memory."""
+
+
+@dataclass(slots=True)
+class _Reruns:
+    """The reruns of the incumbent's values that scored below its record, so far."""
+
+    record_run_id: str = ""
+    count: int = 0
+
+    def below(self, runs: Sequence[ScoredRun], run: ScoredRun, settings: IncumbentSettings) -> int:
+        """Count ``run`` if it reran the incumbent's values below the record; return the count.
+
+        A rerun within the margin, or a new incumbent, starts the count again.
+        """
+        best = best_run(runs)
+        if best is None or best.hyperparameters != run.hyperparameters:
+            return self.count
+        if best.run_id != self.record_run_id:
+            self.record_run_id, self.count = best.run_id, 0
+        low = best.objective - run.objective > settings.shift_margin
+        self.count = self.count + 1 if low else 0
+        return self.count
 
 
 def _shift(
-    runs: Sequence[ScoredRun], run: ScoredRun, settings: IncumbentSettings
+    runs: Sequence[ScoredRun], run: ScoredRun, settings: IncumbentSettings, reruns: _Reruns
 ) -> ClusterShift | None:
-    """Return the shift ``run`` shows: it reran the incumbent's values and fell below its record."""
+    """Return the shift ``run`` shows: the ``shift_reruns``-th rerun of the incumbent's values
+    that fell below its record."""
+    if not settings.restart_on_shift:
+        return None
+    count = reruns.below(runs, run, settings)
     best = best_run(runs)
-    if not settings.restart_on_shift or best is None:
+    if best is None or count < settings.shift_reruns:
         return None
-    if best.hyperparameters != run.hyperparameters:
-        return None
-    if best.objective - run.objective <= settings.shift_margin:
-        return None
-    return ClusterShift(run.run_id, best.run_id, best.objective, run.objective)
+    return ClusterShift(run.run_id, best.run_id, best.objective, run.objective, count)
+
+
+def _kept_on_restart(
+    runs: Sequence[ScoredRun], settings: IncumbentSettings
+) -> tuple[ScoredRun, ...]:
+    """Return the window's "worse" runs a restart keeps (none unless ``shift_keeps_worse``).
+
+    Only runs older than the incumbent's newest measurement that still matched its record
+    (the record itself, or a rerun within ``shift_margin``) are kept: they were judged by a
+    yardstick the cluster still delivered. Runs after it may have run on the changed
+    cluster and been judged against its ghost, so they are forgotten; so are the
+    incumbent's own values (its low reruns are the shift's evidence).
+    """
+    best = best_run(runs)
+    if not settings.shift_keeps_worse or best is None:
+        return ()
+    matched = max(
+        i
+        for i, r in enumerate(runs)
+        if r.hyperparameters == best.hyperparameters
+        and best.objective - r.objective <= settings.shift_margin
+    )
+    older = {r.run_id for r in runs[:matched]}
+    return tuple(
+        r
+        for r in worse_runs(runs, settings)
+        if r.run_id in older and r.hyperparameters != best.hyperparameters
+    )
 
 
 def campaign_scores(
@@ -124,9 +180,9 @@ def campaign_scores(
 ) -> CampaignScores:
     """Return the window's reference run and its known-good runs, scored, oldest first.
 
-    A rerun of the incumbent's values that scored more than ``shift_margin`` below their
-    record restarts the window there (module docstring). Empty when the feature is off,
-    or when the reference run failed or is unknown.
+    ``shift_reruns`` reruns of the incumbent's values that scored more than
+    ``shift_margin`` below their record restart the window there (module docstring).
+    Empty when the feature is off, or when the reference run failed or is unknown.
     """
     from jpo.learning.reward import load_reward_weights, objective_vs_run
 
@@ -144,6 +200,8 @@ def campaign_scores(
 
     out = [ScoredRun(before, score(reference, reference), window[0].basis.run_id)]
     shift: ClusterShift | None = None
+    kept: tuple[ScoredRun, ...] = ()
+    reruns = _Reruns()
     for record in window:
         outcome = record.outcome
         if outcome is None or outcome.summary is None or record.ran is None:
@@ -152,12 +210,13 @@ def campaign_scores(
             continue
         # what ran, also after a hand edit
         run = ScoredRun(record.ran, score(outcome.summary, reference), outcome.run_id)
-        found = _shift(out, run, settings)
+        found = _shift(out, run, settings, reruns)
         if found is not None:  # the window restarts at this run, scored against itself
-            shift, reference, out = found, outcome.summary, []
+            kept += _kept_on_restart(out, settings)
+            shift, reference, out, reruns = found, outcome.summary, [], _Reruns()
             run = ScoredRun(run.hyperparameters, score(reference, reference), run.run_id)
         out.append(run)
-    return CampaignScores(tuple(out), shift)
+    return CampaignScores(tuple(out), shift, kept)
 
 
 def scored_runs(

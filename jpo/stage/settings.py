@@ -104,6 +104,8 @@ class IncumbentSettings(Settings):
     remember_worse: StrictBool = True
     restart_on_shift: StrictBool = False
     shift_margin: Amount = 0.05
+    shift_reruns: Annotated[int, Field(strict=True, ge=1)] = 1
+    shift_keeps_worse: StrictBool = False
 
 
 class PathSettings(Settings):

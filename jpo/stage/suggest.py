@@ -436,7 +436,9 @@ def suggest(
     if isinstance(answer, SuggestResult):
         return answer
     vector, write.proposed = _policy_step(constraints, current, answer)
-    failures = remembered_failures(records, run.table, run.summary, run.run_id, scored, settings)
+    failures = remembered_failures(
+        records, run.table, run.summary, run.run_id, scored, settings, scores.kept_worse
+    )
     after = _guard(stage, run, write.proposed, vector, answer, failures)  # 6
     probe = _probe(stage, records, failures) if after == current else None
     after, reason = probe or (after, "policy")
