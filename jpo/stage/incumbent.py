@@ -136,8 +136,7 @@ class _Reruns:
 def _shift(
     runs: Sequence[ScoredRun], run: ScoredRun, settings: IncumbentSettings, reruns: _Reruns
 ) -> ClusterShift | None:
-    """Return the shift ``run`` shows: the ``shift_reruns``-th rerun of the incumbent's values
-    that fell below its record."""
+    """Return the shift ``run`` shows: the ``shift_reruns``-th low rerun of the best's values."""
     if not settings.restart_on_shift:
         return None
     count = reruns.below(runs, run, settings)

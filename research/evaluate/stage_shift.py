@@ -172,8 +172,7 @@ def summarize(frames: Path, rounds: int) -> dict[str, Any]:
             for variant in per:
                 if variant != "main":
                     cell[f"paired_{variant}_minus_main"] = {
-                        name: _paired(per["main"][name], per[variant][name])
-                        for name in per["main"]
+                        name: _paired(per["main"][name], per[variant][name]) for name in per["main"]
                     }
             out[f"{set_name}/{scenario}"] = cell
     return out
@@ -186,12 +185,12 @@ def _within_one_se(diff: dict[str, float]) -> bool:
 
 def _no_more_failures(m: dict[str, Any], r: dict[str, Any]) -> bool:
     """Return whether OOM and failed runs are not more than main's."""
-    return r["oom_runs"] <= m["oom_runs"] and r["failed_runs"] <= m["failed_runs"]
+    return bool(r["oom_runs"] <= m["oom_runs"] and r["failed_runs"] <= m["failed_runs"])
 
 
 def _harm_ok(m: dict[str, Any], r: dict[str, Any]) -> bool:
     """Return whether harmful runs are within main's + 1 per 100 tuning runs."""
-    return r["harmful_runs"] <= m["harmful_runs"] + m["tuning_runs"] / 100.0
+    return bool(r["harmful_runs"] <= m["harmful_runs"] + m["tuning_runs"] / 100.0)
 
 
 def verdict(cells: dict[str, Any], variant: str) -> dict[str, bool]:
@@ -230,10 +229,8 @@ def choose(cells: dict[str, Any], candidates: tuple[str, ...]) -> str:
     passing = [v for v in candidates if all(verdict(cells, v).values())]
 
     def gain(variant: str) -> float:
-        return sum(
-            cells[f"{s}/shift"][f"paired_{variant}_minus_main"]["post_shift_objective"]["mean"]
-            for s in SETS
-        ) / len(SETS)
+        diffs = [cells[f"{s}/shift"][f"paired_{variant}_minus_main"] for s in SETS]
+        return sum(float(d["post_shift_objective"]["mean"]) for d in diffs) / len(SETS)
 
     order = list(VARIANTS)
     return max(passing, key=lambda v: (gain(v), -order.index(v)), default="main")

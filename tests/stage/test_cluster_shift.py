@@ -182,3 +182,120 @@ def test_the_restart_needs_no_new_audit_field(config: Path, policy_up: Path) -> 
     assert [r.run_id for r in scores.runs] == ["run-4"]  # the new reference
     off = campaign_scores(records, IncumbentSettings(restart_on_shift=False))
     assert off.shift is None and off.runs[0].run_id == "run-1"
+
+
+# ----------------------------------------------------------------- the second design
+# `shift_keeps_worse` (a restart keeps the "worse" entries judged before the best's last
+# matching measurement) and `shift_reruns` (reruns below the record before a shift):
+# research/evaluate/SELECTION-shift2.md.
+
+KEEP = ON.updated({"incumbent": {"shift_keeps_worse": True}})
+"""The restart that forgets only the reference."""
+KEEP2 = KEEP.updated({"incumbent": {"shift_reruns": 2}})
+"""... and needs two reruns of the best's values below its record."""
+SLOW = {"gpu_util": 0.02, "cpu_util": 0.02, "throughput": 50.0, "samples_total": 1000.0}
+"""A run that left the GPU and CPU idle and crawled: worse than the best under any contention."""
+
+
+def _worse_before_the_shift(
+    config: Path, policy: Path, settings: SuggestSettings
+) -> tuple[SuggestResult, SuggestResult]:
+    """Step A2 scores worse on the quiet cluster and is returned from; A1 reruns quiet, then busy.
+
+    Return the suggestions after the quiet rerun (run 4) and after the busy one (run 5).
+    """
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    a1 = run(config, fake, policy, settings=settings).after
+    assert a1 is not None
+    fake.add(a1, "run-2", val_loss=0.5)
+    a2 = run(config, fake, policy, settings=settings).after
+    assert a2 is not None and a2 != a1
+    fake.add(a2, "run-3", val_loss=0.5, **SLOW)
+    third = run(config, fake, policy, settings=settings)
+    assert third.status is SuggestStatus.ROLLED_BACK and third.after == a1
+    fake.add(a1, "run-4", val_loss=0.5)  # the record holds: the yardstick is still good
+    fourth = run(config, fake, policy, settings=settings)
+    fake.add(a1, "run-5", conditions=BUSY, val_loss=0.5)  # the cluster changed
+    return fourth, run(config, fake, policy, settings=settings)
+
+
+def test_the_first_design_lets_the_policy_back_to_a_step_worse_before_the_shift(
+    config: Path, policy_up: Path
+) -> None:
+    # what SELECTION-shift.md measured: the restart forgot that A2 had lost on the quiet
+    # cluster, and the policy went straight back to it
+    fourth, fifth = _worse_before_the_shift(config, policy_up, ON)
+    assert fourth.status is SuggestStatus.UNCHANGED  # A2 refused as worse
+    assert any("scored below the campaign's best" in n for n in fourth.notes)
+    assert any(n.startswith("cluster shift: run run-5") for n in fifth.notes)
+    assert fifth.status is SuggestStatus.CHANGED
+
+
+def test_keeping_the_worse_entries_refuses_that_step_after_the_restart(
+    config: Path, policy_up: Path
+) -> None:
+    fourth, fifth = _worse_before_the_shift(config, policy_up, KEEP)
+    assert fourth.status is SuggestStatus.UNCHANGED
+    assert any(n.startswith("cluster shift: run run-5") for n in fifth.notes)
+    # the window restarted (run 5 is the reference) but A2's loss on the quiet cluster,
+    # judged before run 4 matched the record, is still remembered
+    assert fifth.status is SuggestStatus.UNCHANGED
+    assert any("failed-config memory" in n and "in run run-3" in n for n in fifth.notes)
+    from jpo.stage.incumbent import IncumbentSettings, campaign_scores
+
+    records = suggestion_records(audit.read_records(log_of(config)))
+    scores = campaign_scores(records, KEEP.incumbent)
+    assert [r.run_id for r in scores.runs] == ["run-5"]
+    assert [r.run_id for r in scores.kept_worse] == ["run-3"]  # recomputed from the log
+    assert campaign_scores(records, IncumbentSettings(restart_on_shift=True)).kept_worse == ()
+
+
+def test_a_step_judged_against_the_ghost_is_not_kept_as_worse(
+    config: Path, policy_up: Path
+) -> None:
+    # run 3 (the step, on the busy cluster) was returned from before any rerun showed the
+    # shift: judged against the ghost, so the restart forgets it with the reference, and
+    # the campaign goes on under the new contention as with the first design
+    _, results = _campaign(config, policy_up, rounds=6, settings=KEEP)
+    statuses = [r.status for r in results]
+    assert statuses[:3] == [SuggestStatus.CHANGED, SuggestStatus.CHANGED, SuggestStatus.ROLLED_BACK]
+    assert any(n.startswith("cluster shift: run run-4") for n in results[3].notes)
+    assert statuses[3:] == [SuggestStatus.CHANGED] * 3
+    assert results[3].after == results[1].after
+
+
+def test_two_reruns_are_needed_before_a_shift(config: Path, policy_up: Path) -> None:
+    _, results = _campaign(config, policy_up, rounds=6, settings=KEEP2)
+    letters = _letters(results)
+    # run 4, the first busy rerun of run 2's values, is not yet a shift: the step stays
+    # refused as worse (u); run 5, the second, is; then the campaign goes on
+    assert letters == "CCRuCC"
+    assert not any(n.startswith("cluster shift") for r in results[:4] for n in r.notes)
+    shift = [n for n in results[4].notes if n.startswith("cluster shift: run run-5")]
+    assert shift and "(rerun 2 below it)" in shift[0]
+    from jpo.stage.incumbent import campaign_scores
+
+    records = suggestion_records(audit.read_records(log_of(config)))
+    scores = campaign_scores(records[:3], KEEP2.incumbent)  # outcomes up to run 4
+    assert scores.shift is None  # one low rerun (run 4): no shift yet
+    scores = campaign_scores(records, KEEP2.incumbent)
+    assert scores.shift is not None and scores.shift.reruns == 2
+    assert scores.shift.record_run_id == "run-2"
+
+
+def test_a_rerun_within_the_margin_starts_the_count_again(config: Path, policy_up: Path) -> None:
+    from jpo.stage.incumbent import campaign_scores
+
+    fake = FakeSource()
+    current = HP
+    for i, busy in enumerate((None, None, BUSY, None, BUSY), start=1):
+        fake.add(current, f"run-{i}", conditions=busy, val_loss=0.5)
+        result = run(config, fake, policy_up, settings=KEEP2)
+        # hold the values after run 1 (a refused or returned step): every later run reruns them
+        current = result.after if i == 1 and result.after is not None else current
+    records = suggestion_records(audit.read_records(log_of(config)))
+    # runs 3 and 5 fell below run 2's record, but run 4 matched it in between
+    assert campaign_scores(records, KEEP2.incumbent).shift is None
+    one = campaign_scores(records, KEEP.incumbent)
+    assert one.shift is not None and one.shift.run_id == "run-5"

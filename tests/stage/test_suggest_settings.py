@@ -31,6 +31,7 @@ def test_a_partial_file_keeps_the_other_defaults(tmp_path: Path) -> None:
         ("[step]\ninitial = 2.0", "step"),  # deleted with jpo/stage/stepping.py
         ("[failed_configs]\nbacktrack_halvings = 1", "[failed_configs] backtrack_halvings"),
         ("[incumbent]\nval_loss_tolerance = 0.03", "[incumbent] val_loss_tolerance"),
+        ("[incumbent]\nshift_reruns = 0", "[incumbent] shift_reruns"),
         ("[hysteresis]\nmin_relative_change = -0.1", "[hysteresis] min_relative_change"),
         ("[hysteresis]\nmin_relative_change = nan", "[hysteresis] min_relative_change"),
         ("[fallback]\nlocal = 1", "[fallback] local"),
