@@ -147,15 +147,17 @@ def _shift(
 
 
 def _kept_on_restart(
-    runs: Sequence[ScoredRun], settings: IncumbentSettings
+    runs: Sequence[ScoredRun], settings: IncumbentSettings, rerun: ScoredRun
 ) -> tuple[ScoredRun, ...]:
     """Return the window's "worse" runs a restart keeps (none unless ``shift_keeps_worse``).
 
-    Only runs older than the incumbent's newest measurement that still matched its record
-    (the record itself, or a rerun within ``shift_margin``) are kept: they were judged by a
+    Runs older than the incumbent's newest measurement that still matched its record (the
+    record itself, or a rerun within ``shift_margin``) are kept: they were judged by a
     yardstick the cluster still delivered. Runs after it may have run on the changed
-    cluster and been judged against its ghost, so they are forgotten; so are the
-    incumbent's own values (its low reruns are the shift's evidence).
+    cluster and been judged against its ghost: they are forgotten, or, with
+    ``shift_rejudges``, kept only if they also scored more than ``margin`` below ``rerun``
+    (the rerun that showed the shift: the best's values on the changed cluster). The
+    incumbent's own values never count (its low reruns are the shift's evidence).
     """
     best = best_run(runs)
     if not settings.shift_keeps_worse or best is None:
@@ -167,11 +169,15 @@ def _kept_on_restart(
         and best.objective - r.objective <= settings.shift_margin
     )
     older = {r.run_id for r in runs[:matched]}
-    return tuple(
-        r
-        for r in worse_runs(runs, settings)
-        if r.run_id in older and r.hyperparameters != best.hyperparameters
-    )
+
+    def kept(r: ScoredRun) -> bool:
+        if r.hyperparameters == best.hyperparameters:
+            return False
+        if r.run_id in older:
+            return True
+        return settings.shift_rejudges and rerun.objective - r.objective > settings.margin
+
+    return tuple(r for r in worse_runs(runs, settings) if kept(r))
 
 
 def campaign_scores(
@@ -211,7 +217,7 @@ def campaign_scores(
         run = ScoredRun(record.ran, score(outcome.summary, reference), outcome.run_id)
         found = _shift(out, run, settings, reruns)
         if found is not None:  # the window restarts at this run, scored against itself
-            kept += _kept_on_restart(out, settings)
+            kept += _kept_on_restart(out, settings, run)
             shift, reference, out, reruns = found, outcome.summary, [], _Reruns()
             run = ScoredRun(run.hyperparameters, score(reference, reference), run.run_id)
         out.append(run)

@@ -106,6 +106,7 @@ class IncumbentSettings(Settings):
     shift_margin: Amount = 0.05
     shift_reruns: Annotated[int, Field(strict=True, ge=1)] = 1
     shift_keeps_worse: StrictBool = False
+    shift_rejudges: StrictBool = False
 
 
 class PathSettings(Settings):

@@ -5,8 +5,9 @@
     python research/evaluate/stage_shift.py  # combine: figures + SELECTION-shift2.md's verdict
 
 Variants: ``main`` (no restart), ``keep`` and ``keep2`` (the second design,
-SELECTION-shift2.md); ``restart`` (the first design, SELECTION-shift.md, not shipped) runs
-only when named (``--variant restart``); its figures are in stage_shift.json.
+SELECTION-shift2.md), ``judge`` and ``judge2`` (the third, SELECTION-shift3.md);
+``restart`` (the first design, SELECTION-shift.md, not shipped) runs only when named
+(``--variant restart``); its figures are in stage_shift.json.
 
 Campaigns run through the CI stage itself (``jpo.evaluation.evaluate.evaluate``, the suggest
 path) on the training split and the validation set only; the variants are
@@ -42,8 +43,21 @@ VARIANTS: dict[str, dict[str, dict[str, object]]] = {
     "keep2": {
         "incumbent": {"restart_on_shift": True, "shift_keeps_worse": True, "shift_reruns": 2}
     },
+    # the third design (SELECTION-shift3.md): runs after the best's last matching
+    # measurement are judged again against the rerun that showed the shift
+    "judge": {
+        "incumbent": {"restart_on_shift": True, "shift_keeps_worse": True, "shift_rejudges": True}
+    },
+    "judge2": {
+        "incumbent": {
+            "restart_on_shift": True,
+            "shift_keeps_worse": True,
+            "shift_rejudges": True,
+            "shift_reruns": 2,
+        }
+    },
 }
-DEFAULT_VARIANTS = ("main", "keep", "keep2")
+DEFAULT_VARIANTS = ("main", "keep", "keep2", "judge", "judge2")
 """What a run without ``--variant`` runs."""
 SHIFT_CONTENTION = 0.6
 
@@ -225,7 +239,7 @@ def verdict(cells: dict[str, Any], variant: str) -> dict[str, bool]:
 
 
 def choose(cells: dict[str, Any], candidates: tuple[str, ...]) -> str:
-    """Return the variant SELECTION-shift2.md ships ("main": none passes)."""
+    """Return the variant SELECTION-shift2/3.md ship ("main": none passes)."""
     passing = [v for v in candidates if all(verdict(cells, v).values())]
 
     def gain(variant: str) -> float:
