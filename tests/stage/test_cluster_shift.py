@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from fakes.policy import random_policy
-from fakes.suggest_campaign import HP, FakeSource, log_of, run
+from fakes.suggest_campaign import HP, FakeSource, log_of, run, write_config
 
 from jpo.sim.response import ClusterConditions
 from jpo.stage import audit
@@ -299,3 +299,53 @@ def test_a_rerun_within_the_margin_starts_the_count_again(config: Path, policy_u
     assert campaign_scores(records, KEEP2.incumbent).shift is None
     one = campaign_scores(records, KEEP.incumbent)
     assert one.shift is not None and one.shift.run_id == "run-5"
+
+
+JUDGE = KEEP.updated({"incumbent": {"shift_rejudges": True}})
+"""The restart that judges the runs after the best's last matching measurement again."""
+
+
+def _worse_right_after_the_record(config: Path, policy: Path, settings: SuggestSettings) -> str:
+    """Step A2 crawls right after run 2's record; A1 reruns on the busy cluster; return letters."""
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    a1 = run(config, fake, policy, settings=settings).after
+    assert a1 is not None
+    fake.add(a1, "run-2", val_loss=0.5)
+    a2 = run(config, fake, policy, settings=settings).after
+    assert a2 is not None
+    fake.add(a2, "run-3", val_loss=0.5, **SLOW)
+    third = run(config, fake, policy, settings=settings)
+    fake.add(a1, "run-4", conditions=BUSY, val_loss=0.5)
+    fourth = run(config, fake, policy, settings=settings)
+    assert any(n.startswith("cluster shift: run run-4") for n in fourth.notes)
+    return _letters([third, fourth])
+
+
+def test_a_step_worse_than_the_rerun_too_stays_refused(policy_up: Path, tmp_path: Path) -> None:
+    # run 3 ran between the record and the rerun that showed the shift: it may have run on
+    # either cluster. `keep` forgets it and the policy goes back to it; judged again
+    # against the busy rerun, it is worse there too, so `shift_rejudges` keeps it refused
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "judge").mkdir()
+    keep, judge = write_config(tmp_path / "keep"), write_config(tmp_path / "judge")
+    assert _worse_right_after_the_record(keep, policy_up, KEEP) == "RC"
+    assert _worse_right_after_the_record(judge, policy_up, JUDGE) == "Ru"
+    from jpo.stage.incumbent import campaign_scores
+
+    records = suggestion_records(audit.read_records(log_of(judge)))
+    assert [r.run_id for r in campaign_scores(records, JUDGE.incumbent).kept_worse] == ["run-3"]
+    records = suggestion_records(audit.read_records(log_of(keep)))
+    assert campaign_scores(records, KEEP.incumbent).kept_worse == ()
+
+
+def test_a_step_better_than_the_rerun_is_let_back(config: Path, policy_up: Path) -> None:
+    # the ghost case: run 3's bigger batch on the busy cluster scored below run 2's quiet
+    # record, but above run 4, the busy rerun of run 2's values: judged again, it is
+    # forgotten, and the campaign goes on as with `keep`
+    _, results = _campaign(config, policy_up, rounds=6, settings=JUDGE)
+    assert _letters(results) == "CCRCCC"
+    records = suggestion_records(audit.read_records(log_of(config)))
+    from jpo.stage.incumbent import campaign_scores
+
+    assert campaign_scores(records, JUDGE.incumbent).kept_worse == ()
