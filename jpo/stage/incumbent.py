@@ -42,6 +42,16 @@ read unchanged. It ships OFF: on the training split and the validation set it re
 rollbacks after a shift and cost objective and harmful runs, since the forgotten "worse"
 entries let the policy retry steps that are worse under either contention
 (research/evaluate/RESULTS.md, SELECTION-shift.md).
+
+Three refinements, each off by default, answer the causes found: ``shift_reruns`` (that many
+reruns below the record before a shift: one lucky record no longer restarts),
+``shift_keeps_worse`` (the restart keeps the "worse" entries judged before the best's last
+measurement that matched its record; later ones may have been judged against the ghost)
+and ``shift_rejudges`` (those later runs are judged again against the rerun that showed
+the shift, and stay "worse" if they lost to it too). With them the restart still did not
+pay on the validation set (SELECTION-shift2.md, SELECTION-shift3.md): after a restart the
+reference is one post-shift run, and steps a little worse than it, within ``margin``, are
+kept one after another.
 """
 
 from __future__ import annotations
