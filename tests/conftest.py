@@ -1,4 +1,5 @@
-"""Shared fixtures (a real Prometheus server, Debian's ``prometheus`` binary) and the test tiers.
+"""Shared fixtures (a real Prometheus server, Debian's ``prometheus`` binary; a private
+token-auth Ray head) and the test tiers.
 
 Tiers (one per test, given at collection; scripts/test.sh runs every tier, in two lanes):
 
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fakes.ray_cluster import Head, ray_head_cluster
 
 from jpo.cli.demo import LocalPrometheus
 from jpo.errors import TelemetryError
@@ -51,7 +53,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent
 SIM_PATHS = ("tests/sim", "tests/train", "tests/evaluation")
 RESEARCH_PATHS = ("research/tests", "tests/benchmarks")
-REAL_SERVICE_FIXTURES = frozenset({"prometheus_factory"})
+REAL_SERVICE_FIXTURES = frozenset({"prometheus_factory", "ray_head"})
 TIERS = ("fast", "sim", "research", "slow", "rerun")
 READY_TIMEOUT_S = 180.0  # generous: a loaded 2-core CI machine replays the WAL slowly
 POLL_S = 0.2
@@ -247,3 +249,11 @@ def prometheus_factory(
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[Head]:
+    """One private token-auth Ray head per test module (tests/fakes/ray_cluster.py): its
+    dashboard, GCS and Ray Client addresses, metrics URL and authenticating env."""
+    with ray_head_cluster() as head:
+        yield head

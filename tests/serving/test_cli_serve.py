@@ -1,19 +1,20 @@
 """``jpo serve`` as a process: SIGTERM stops it and every Ray process it started.
 
-Also: the replica's ``policy_loaded`` gauge is set again on every health check, and
+Locally and with ``--address`` on a running token-auth cluster (the ``ray_head`` fixture),
+which keeps running. Also: an ``--address`` where nothing listens fails at once with exit
+5 naming it; the replica's ``policy_loaded`` gauge is set again on every health check, and
 request (access) logs appear only at ``--log-level debug``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes.ray_cluster import Head, alive, alive_nodes, descendants
 
+from jpo.learning.features import FEATURE_SPEC_VERSION, OBSERVATION_NAMES
 from jpo.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,29 +32,6 @@ READY_TIMEOUT_S = 240.0
 EXIT_TIMEOUT_S = 120.0
 # Ray's per-node helpers that an unclean exit used to leave behind (issue 27)
 AGENTS = ("dashboard/agent.py", "runtime_env/agent/main.py")
-
-
-def descendants(pid: int) -> list[Any]:
-    import psutil
-
-    try:
-        return list(psutil.Process(pid).children(recursive=True))
-    except psutil.NoSuchProcess:
-        return []
-
-
-def alive(procs: list[Any]) -> list[str]:
-    """Processes of ``procs`` still running (same pid and start time, not zombies)."""
-    import psutil
-
-    left = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                left.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
-        except psutil.NoSuchProcess:
-            continue
-    return left
 
 
 @pytest.mark.slow
@@ -152,6 +132,7 @@ def test_prometheus_client_queries_are_not_logged_at_info() -> None:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
+    """Wait until ``jpo serve`` answers ``/healthz``; fail with its log if it exits."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         if proc.poll() is not None:
@@ -166,86 +147,102 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
         time.sleep(1.0)
 
 
+def metric_lines(url: str, name: str, timeout_s: float = 90.0) -> list[str]:
+    """Poll a Prometheus export until it has samples of ``name``; return their lines."""
+    deadline = time.monotonic() + timeout_s  # Ray's agent exports every few seconds
+    while True:
+        try:
+            text = httpx.get(url, timeout=10).text
+        except httpx.HTTPError:
+            text = ""
+        lines = [ln for ln in text.splitlines() if ln.startswith(name + "{")]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(1.0)
+
+
+BUNDLED = json.loads((REPO / "jpo" / "data" / "policy" / "manifest.json").read_text())
+SUGGEST_BODY = {
+    "workload": {"dataset": "cifar10", "model": "resnet18", "framework": "pytorch"},
+    "hyperparameters": {"batch_size": 128, "learning_rate": 0.1, "num_layers": 18, "epochs": 200},
+    "features": [0.1] * len(OBSERVATION_NAMES),
+    "feature_spec_version": FEATURE_SPEC_VERSION,
+}
+
+
 @pytest.mark.slow
-def test_serve_on_an_existing_cluster_leaves_it_running(tmp_path: Path) -> None:
-    """``--address``: deploy onto a `ray start` cluster; SIGTERM deletes only the app."""
-    gcs_port, http_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    # Ray's token auth, as on a cluster (configs/k8s): the client needs the head's token
-    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    # a private temp dir: no other `ray.init()` on this machine finds this cluster (short:
-    # Ray's unix sockets live under it, and their paths may not exceed 107 bytes)
-    temp_dir = Path(tempfile.mkdtemp(prefix="jpo-ray-", dir="/tmp"))
-    head = subprocess.Popen(
-        [
-            ray_bin,
-            "start",
-            "--head",
-            "--block",
-            f"--port={gcs_port}",
-            "--num-cpus=1",
-            "--include-dashboard=false",
-            f"--temp-dir={temp_dir}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+def test_serve_on_an_existing_cluster_serves_and_leaves_it_running(
+    ray_head: Head, tmp_path: Path
+) -> None:
+    """``jpo serve --address ray://...`` (the operator guide's call) on a token-auth cluster:
+    suggestions from the bundled policy behind the API token, ``policy_loaded`` 1 on the
+    head's metrics export; SIGTERM exits 0, removes every process it started there, and
+    the cluster stays up for the next driver."""
+    http_port = free_port()
+    api_token = secrets.token_hex(16)  # only in jpo serve's env: the cluster never saw it
+    env = {**ray_head.env, "PYTHONPATH": str(REPO), "JPO_SERVE_TOKEN": api_token}
+    before = {p.pid for p in descendants(ray_head.pid)}
     log = (tmp_path / "serve.log").open("w+")
-    serve = None
+    cmd = [sys.executable, "-m", "jpo.cli.app", "serve", "--address", ray_head.client]
+    serve = subprocess.Popen(
+        [*cmd, "--port", str(http_port)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    started: list[Any] = []
     try:
-        address = f"127.0.0.1:{gcs_port}"
-        serve = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jpo.cli.app",
-                "serve",
-                "--address",
-                address,
-                "--port",
-                str(http_port),
-            ],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
         url = f"http://127.0.0.1:{http_port}"
         wait_healthy(url, serve, log)
-        head_children = descendants(head.pid)
-        assert not any(c.pid == serve.pid for c in head_children)
+        version = str(BUNDLED["policy_version"])
+        assert httpx.get(f"{url}/healthz", timeout=10).json()["policy_version"] == version
+        auth = {"Authorization": f"Bearer {api_token}"}
+        assert httpx.post(f"{url}/v1/suggest", json=SUGGEST_BODY, timeout=10).status_code == 401
+        got = httpx.post(f"{url}/v1/suggest", json=SUGGEST_BODY, headers=auth, timeout=10)
+        assert got.status_code == 200, got.text
+        answer = got.json()
+        assert str(answer["policy_version"]) == version, answer
+        assert set(answer["hyperparameters"]) == set(SUGGEST_BODY["hyperparameters"]), answer
+        loaded = metric_lines(ray_head.metrics_url, "ray_jpo_serve_policy_loaded")
+        assert any(f'policy_version="{version}"' in ln and ln.endswith(" 1.0") for ln in loaded)
+        started = [p for p in descendants(ray_head.pid) if p.pid not in before]
+        assert alive(started), "nothing of jpo serve's ran on the cluster"  # not vacuous
+
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=EXIT_TIMEOUT_S) == 0
-        # the cluster is still up (its processes alive); the app is gone
-        assert head.poll() is None
-        assert alive(head_children), "the cluster went down with jpo serve"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 404:
-                    break
-            except httpx.HTTPError:
-                break
-            time.sleep(1.0)
-        else:
-            pytest.fail("the app still answers after jpo serve exited")
-    finally:
-        if serve is not None and serve.poll() is None:
-            serve.kill()
-            serve.wait(timeout=30)
-        children = descendants(head.pid)
-        head.terminate()  # `ray start --block` stops its cluster on SIGTERM
-        try:
-            head.wait(timeout=EXIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        deadline = time.monotonic() + 30
-        while alive(children) and time.monotonic() < deadline:
+        while alive(started) and time.monotonic() < deadline:
             time.sleep(0.5)
-        for child in children:  # only the processes this test started, by pid
-            with contextlib.suppress(Exception):
-                child.kill()
+        log.seek(0)
+        output = log.read()
+        assert alive(started) == [], f"outlived jpo serve on the cluster; log:\n{output[-3000:]}"
+        with pytest.raises(httpx.TransportError):  # the app and Serve's proxy are gone
+            httpx.get(f"{url}/healthz", timeout=5)
+        # the cluster itself is untouched: a new driver joins it and sees its node
+        assert alive_nodes(ray_head.env, ray_head.gcs), "the cluster went down with jpo serve"
+        assert "GET /healthz" not in output  # no access log at the default level
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(timeout=30)
+        for proc in started:  # only what this test started on the cluster, by pid
+            with contextlib.suppress(Exception):  # already gone
+                proc.kill()
         log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_serve_address_where_nothing_listens_fails_at_once_naming_it(tmp_path: Path) -> None:
+    """Exit 5 (docs/user-guide.md, "Exit codes") in well under Ray's endless retries."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for address in (f"127.0.0.1:{free_port()}", f"ray://127.0.0.1:{free_port()}"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "jpo.cli.app", "serve", "--address", address],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 5, proc.stdout + proc.stderr
+        assert f"--address '{address}': no Ray cluster answers" in proc.stderr, proc.stderr
+        assert "ray start --head" in proc.stderr and "ray://" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "jpo.cli.app", "serve", "--address", "http://127.0.0.1:8265"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "not a Ray cluster address" in proc.stderr, proc.stderr

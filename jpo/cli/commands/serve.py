@@ -50,6 +50,8 @@ def serve_command(
     logging_config = _logging_config(log_level)
     if address is None:
         _check_port_free(host, port)
+    else:
+        _check_cluster_reachable(address)
     import ray
     from ray import serve
 
@@ -63,6 +65,7 @@ def serve_command(
         settings["policy_path"] = str(policy.resolve())
     app = build_app(settings)
     previous = signal.getsignal(signal.SIGTERM)
+    started_serve = False
     try:
         if address is None:
             # address="local": always a new Ray of its own, never a cluster that
@@ -76,10 +79,11 @@ def serve_command(
                 log_to_driver=not is_quiet(),
             )
         else:
-            ray.init(address=address, ignore_reinit_error=True)
+            _join_cluster(ray, address)
         # After ray.init: its failure-signal handler (which aborts the process on SIGTERM,
         # leaving the agents behind) is replaced by one that unwinds to `finally`.
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        started_serve = address is None or not _serve_running(ray)
         serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
         serve.run(app, name=APP_NAME, route_prefix="/", logging_config=logging_config)
         where = "this machine" if address is None else address
@@ -90,7 +94,7 @@ def serve_command(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)  # a second SIGTERM ends the process at once
-        _shutdown(ray, serve, shared=address is not None)
+        _shutdown(ray, serve, shared=address is not None, started_serve=started_serve)
     return 0
 
 
@@ -115,15 +119,107 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _shutdown(ray: Any, serve: Any, *, shared: bool) -> None:
-    """Stop what ``jpo serve`` started: the app on a shared cluster, else Serve and Ray."""
+def _shutdown(ray: Any, serve: Any, *, shared: bool, started_serve: bool) -> None:
+    """Stop what ``jpo serve`` started: its app, Serve if it started it, and local Ray.
+
+    On a shared cluster (``--address``) the app is deleted; Serve's controller and proxy
+    go too when this process started them and no other application runs on them, so no
+    actor of JPO's outlives it there. The cluster itself keeps running.
+    """
     if not ray.is_initialized():
         return
-    if shared:
-        serve.delete(APP_NAME)  # leave the cluster's other apps and Serve itself running
-    else:
+    if not shared:
         serve.shutdown()
+    elif _serve_running(ray):
+        serve.delete(APP_NAME)  # leave the cluster's other apps running
+        if started_serve and not serve.status().applications:
+            serve.shutdown()
     ray.shutdown()  # local: stops raylet, GCS, dashboard agent, runtime-env agent
+
+
+def _serve_running(ray: Any) -> bool:
+    """Return whether the connected Ray cluster runs a Serve controller.
+
+    (``serve.status()`` cannot tell: it answers an empty status when Serve is not running.)
+    """
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:  # no such actor
+        return False
+    return True
+
+
+CONNECT_TIMEOUT_S = 10.0
+"""Seconds ``jpo serve --address`` waits for a TCP connection to the cluster before it
+gives up (Ray itself would retry for ever, printing a warning every few seconds)."""
+
+_ADDRESS_FIX = (
+    "pass the head's GCS address host:6379 (`jpo serve` running on a node of the cluster) or "
+    "its Ray Client address ray://host:10001 (KubeRay: ray://<cluster>-head-svc:10001), or "
+    "--address auto on a node where `ray start` runs"
+)
+
+
+def _check_cluster_reachable(address: str) -> None:
+    """Raise when ``--address`` is malformed (ConfigError) or nothing listens there.
+
+    An unreachable address is a PolicyError (exit 5: the endpoint cannot be served); the
+    message names the address and what to pass instead.
+    """
+    import socket
+
+    from jpo.errors import ConfigError, PolicyError
+
+    if address == "auto":
+        return  # Ray resolves it (RAY_ADDRESS or this node's `ray start`); see _join_cluster
+    target = address.removeprefix("ray://")
+    if "://" in target:
+        raise ConfigError(
+            f"--address {address!r}: not a Ray cluster address (an http:// URL is the "
+            f"dashboard's or an endpoint's); {_ADDRESS_FIX}"
+        )
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r}: expected host:port; {_ADDRESS_FIX}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise PolicyError(
+            f"--address {address!r}: no Ray cluster answers at {host}:{port} "
+            f"({err.strerror or err}); start it (`ray start --head`) or check the address: "
+            f"{_ADDRESS_FIX}"
+        ) from err
+
+
+def _join_cluster(ray: Any, address: str) -> None:
+    """Connect to the running cluster at ``address``; PolicyError (exit 5) if Ray cannot.
+
+    The replicas run in the cluster's processes, not under this one's environment, so the
+    API token settings given to ``jpo serve`` travel in the job's runtime env (the
+    replicas inherit it); without this the API would be open however it was started.
+    """
+    import os
+
+    from jpo.errors import PolicyError
+    from jpo.serving.auth import TOKEN_ENV, TOKEN_FILE_ENV
+
+    env_vars = {
+        name: os.environ[name] for name in (TOKEN_ENV, TOKEN_FILE_ENV) if name in os.environ
+    }
+    try:
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            runtime_env={"env_vars": env_vars} if env_vars else None,
+        )
+    except (ConnectionError, RuntimeError) as err:
+        raise PolicyError(
+            f"--address {address!r}: cannot join the Ray cluster ({err}); {_ADDRESS_FIX}; "
+            "with token auth, RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN must be set"
+        ) from err
 
 
 def _check_port_free(host: str, port: int) -> None:
