@@ -93,8 +93,9 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(
     ray_head: Head, tmp_path: Path
 ) -> None:
     """A head and a worker node (separate `ray start` processes, token auth) on this
-    machine; the env runner needs a custom resource only the worker offers; the run
-    checkpoints to a path both nodes share and records where its env runners ran."""
+    machine; the env runner needs a custom resource only the worker offers; the learner
+    trains on its samples; the run checkpoints to a path both nodes reach and records
+    where its env runners ran."""
     env = {**ray_head.env, "PYTHONPATH": str(REPO)}
     worker_cmd = [
         RAY, "start", "--block", "--address", ray_head.gcs, "--node-ip-address", "127.0.0.1",
@@ -143,10 +144,41 @@ def test_training_on_a_two_node_cluster_places_env_runners_on_the_worker(
             timeout=400,
         )
         assert proc.returncode == 0, proc.stderr[-4000:]
-    ckpt = shared / "checkpoints" / "iter_000002"
+        ckpt = shared / "checkpoints" / "iter_000002"
+        # the worker node reaches the checkpoint the head's driver wrote (a task that only
+        # the worker's custom resource can run reads it there)
+        seen = subprocess.run(
+            [sys.executable, "-c", READ_ON_WORKER, ray_head.gcs, str(ckpt / "jpo_checkpoint.json")],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert seen.returncode == 0, seen.stderr[-3000:]
+        node, iteration = json.loads(seen.stdout.strip().splitlines()[-1])
+        assert (node, iteration) == (worker["NodeID"], 2)
     assert (ckpt / "jpo_checkpoint.json").is_file(), proc.stderr[-4000:]
+    # RLlib's full checkpoint: the learner's state and the env runner state it gathered
+    for part in ("rllib_checkpoint.json", "learner_group", "env_runner"):
+        assert (ckpt / part).exists(), part
     run = json.loads((ckpt / "jpo_train_config.json").read_text())
     placement = run["placement"]
     assert placement["env_runner_nodes"] == [worker["NodeID"]]  # asked from inside the runner
     assert placement["driver_node"] == head["NodeID"]  # the driver joined the head's node
     assert "1 remote env runners on nodes" in proc.stderr
+    # the learner trained on what that runner sampled (with a remote runner, RLlib samples
+    # only there): >= 100 env steps per iteration (min_sample_timesteps_per_iteration)
+    rows = [json.loads(line) for line in (shared / "progress.jsonl").read_text().splitlines()]
+    steps = [r["env_steps"] for r in rows]
+    assert len(steps) == 2 and 100 <= steps[0] and steps[1] - steps[0] >= 100, rows
+    assert rows[-1]["updates_lifetime"] > 0, rows[-1]
+
+
+READ_ON_WORKER = """
+import json, sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+
+@ray.remote(num_cpus=0, resources={"jpo_sampler": 1})
+def read(path):
+    with open(path) as fh:
+        return ray.get_runtime_context().get_node_id(), json.load(fh)["iteration"]
+
+print(json.dumps(ray.get(read.remote(sys.argv[2]))))
+"""
