@@ -131,13 +131,22 @@ def test_prometheus_client_queries_are_not_logged_at_info() -> None:
     assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
-    """Wait until ``jpo serve`` answers ``/healthz``; fail with its log if it exits."""
+def wait_healthy(
+    url: str, proc: subprocess.Popen[bytes], log: Any, logs: Path | None = None
+) -> None:
+    """Wait until ``jpo serve`` answers ``/healthz``; fail with its log (and the cluster's
+    Ray Client server logs under ``logs``) if it exits."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         if proc.poll() is not None:
             log.seek(0)
-            pytest.fail(f"jpo serve exited early:\n{log.read()[-4000:]}")
+            cluster = "".join(
+                f"\n--- {f.name}:\n{f.read_text(errors='replace')[-2000:]}"
+                for f in sorted(
+                    (logs or Path("/nonexistent")).glob("session_latest/logs/ray_client_server*")
+                )
+            )
+            pytest.fail(f"jpo serve exited early:\n{log.read()[-4000:]}{cluster}")
         try:
             if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
                 return
@@ -176,8 +185,9 @@ def test_serve_on_an_existing_cluster_serves_and_leaves_it_running(
 ) -> None:
     """``jpo serve --address ray://...`` (the operator guide's call) on a token-auth cluster:
     suggestions from the bundled policy behind the API token, ``policy_loaded`` 1 on the
-    head's metrics export; SIGTERM exits 0, removes every process it started there, and
-    the cluster stays up for the next driver."""
+    head's metrics export; a second one refuses to replace the app; SIGTERM exits 0,
+    removes every process it started there, and the cluster stays up for the next
+    driver."""
     http_port = free_port()
     api_token = secrets.token_hex(16)  # only in jpo serve's env: the cluster never saw it
     env = {**ray_head.env, "PYTHONPATH": str(REPO), "JPO_SERVE_TOKEN": api_token}
@@ -191,7 +201,7 @@ def test_serve_on_an_existing_cluster_serves_and_leaves_it_running(
     started: list[Any] = []
     try:
         url = f"http://127.0.0.1:{http_port}"
-        wait_healthy(url, serve, log)
+        wait_healthy(url, serve, log, ray_head.temp_dir)
         version = str(BUNDLED["policy_version"])
         assert httpx.get(f"{url}/healthz", timeout=10).json()["policy_version"] == version
         auth = {"Authorization": f"Bearer {api_token}"}
@@ -203,6 +213,14 @@ def test_serve_on_an_existing_cluster_serves_and_leaves_it_running(
         assert set(answer["hyperparameters"]) == set(SUGGEST_BODY["hyperparameters"]), answer
         loaded = metric_lines(ray_head.metrics_url, "ray_jpo_serve_policy_loaded")
         assert any(f'policy_version="{version}"' in ln and ln.endswith(" 1.0") for ln in loaded)
+        # a second jpo serve on the cluster refuses to replace (and later delete) the app
+        second = subprocess.run(
+            [*cmd, "--port", str(free_port())], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=300,
+        )  # fmt: skip
+        assert second.returncode == 2, second.stdout + second.stderr[-3000:]
+        assert "already runs an application named 'jpo'" in second.stderr, second.stderr
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
         started = [p for p in descendants(ray_head.pid) if p.pid not in before]
         assert alive(started), "nothing of jpo serve's ran on the cluster"  # not vacuous
 

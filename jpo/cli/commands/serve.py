@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,7 +66,7 @@ def serve_command(
         settings["policy_path"] = str(policy.resolve())
     app = build_app(settings)
     previous = signal.getsignal(signal.SIGTERM)
-    started_serve = False
+    state = _Deployment(address)
     try:
         if address is None:
             # address="local": always a new Ray of its own, never a cluster that
@@ -83,19 +84,69 @@ def serve_command(
         # After ray.init: its failure-signal handler (which aborts the process on SIGTERM,
         # leaving the agents behind) is replaced by one that unwinds to `finally`.
         signal.signal(signal.SIGTERM, _raise_interrupt)
-        started_serve = address is None or not _serve_running(ray)
-        serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
-        serve.run(app, name=APP_NAME, route_prefix="/", logging_config=logging_config)
-        where = "this machine" if address is None else address
-        typer.echo(f"JPO policy endpoint on http://{host}:{port} (Ray: {where}; Ctrl-C stops it)")
+        _deploy(ray, serve, app, state, {"host": host, "port": port}, logging_config)
+        typer.echo(_ready_message(state, host, port))
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)  # a second SIGTERM ends the process at once
-        _shutdown(ray, serve, shared=address is not None, started_serve=started_serve)
+        _shutdown(ray, serve, state)
     return 0
+
+
+@dataclass
+class _Deployment:
+    """What ``jpo serve`` started, filled in as it goes, for :func:`_shutdown` to stop."""
+
+    address: str | None  # None: a local Ray of its own
+    started_serve: bool = False  # Serve's controller and proxy are this process's
+    deployed: bool = False  # the app was (being) deployed by this process
+
+
+def _deploy(
+    ray: Any,
+    serve: Any,
+    app: Any,
+    state: _Deployment,
+    http_options: dict[str, Any],
+    logging_config: dict[str, object],
+) -> None:
+    """Start Serve (unless the cluster runs it) and deploy the app as :data:`APP_NAME`.
+
+    On a cluster whose Serve already runs an app of that name (a RayService's, or one a
+    killed ``jpo serve`` left), refuse: deploying would replace it and exiting delete it.
+    """
+    from jpo.errors import ConfigError
+
+    state.started_serve = state.address is None or not _serve_running(ray)
+    if not state.started_serve and APP_NAME in serve.status().applications:
+        raise ConfigError(
+            f"--address {state.address!r}: the cluster's Serve already runs an application "
+            f"named {APP_NAME!r} (a RayService's, or one a killed `jpo serve` left); jpo serve "
+            "would replace it and delete it on exit. Query that endpoint instead, or remove "
+            "the application first (`serve shutdown --address <dashboard URL>` removes every "
+            "application of that Serve)"
+        )
+    serve.start(http_options=http_options, logging_config=logging_config)
+    state.deployed = True
+    serve.run(app, name=APP_NAME, route_prefix="/", logging_config=logging_config)
+
+
+def _ready_message(state: _Deployment, host: str, port: int) -> str:
+    """Say where the endpoint listens (on a cluster: its nodes, with Serve's HTTP options)."""
+    if state.address is None:
+        return f"JPO policy endpoint on http://{host}:{port} (Ray: this machine; Ctrl-C stops it)"
+    where = (
+        f"{host}:{port} on the cluster's nodes"
+        if state.started_serve
+        else "the port of the Serve already running there (--host/--port do not apply)"
+    )
+    return (
+        f"JPO policy endpoint deployed on the Ray cluster at {state.address}, listening at "
+        f"{where}; SIGTERM or Ctrl-C deletes it and leaves the cluster running"
+    )
 
 
 APP_NAME = "jpo"
@@ -119,7 +170,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _shutdown(ray: Any, serve: Any, *, shared: bool, started_serve: bool) -> None:
+def _shutdown(ray: Any, serve: Any, state: _Deployment) -> None:
     """Stop what ``jpo serve`` started: its app, Serve if it started it, and local Ray.
 
     On a shared cluster (``--address``) the app is deleted; Serve's controller and proxy
@@ -128,11 +179,11 @@ def _shutdown(ray: Any, serve: Any, *, shared: bool, started_serve: bool) -> Non
     """
     if not ray.is_initialized():
         return
-    if not shared:
+    if state.address is None:
         serve.shutdown()
-    elif _serve_running(ray):
+    elif state.deployed and _serve_running(ray):
         serve.delete(APP_NAME)  # leave the cluster's other apps running
-        if started_serve and not serve.status().applications:
+        if state.started_serve and not serve.status().applications:
             serve.shutdown()
     ray.shutdown()  # local: stops raylet, GCS, dashboard agent, runtime-env agent
 
