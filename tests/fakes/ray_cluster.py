@@ -165,6 +165,22 @@ def _wait_for_dashboard(url: str, token: str, head: subprocess.Popen[bytes], log
         time.sleep(1)
 
 
+NODE_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+"""Process titles of the per-node agents the raylet starts last (after the dashboard is up)."""
+
+
+def _wait_for_agents(head: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the head node's agents run, so its set of processes is complete."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        titles = " ".join(alive(descendants(head.pid)))
+        if all(agent in titles for agent in NODE_AGENTS):
+            return
+        if head.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the head's agents did not start: {log.read_text()[-3000:]}")
+        time.sleep(1)
+
+
 def alive_nodes(env: dict[str, str], gcs: str) -> list[dict[str, Any]] | None:
     """The cluster's alive nodes as a new driver sees them (None: it could not connect)."""
     probe = (
@@ -224,6 +240,7 @@ def ray_head_cluster() -> Iterator[Head]:
     try:
         with ray_node(head_cmd, env, log) as head:
             _wait_for_dashboard(url, token, head, log)
+            _wait_for_agents(head, log)
             yield Head(
                 dashboard_url=url,
                 gcs=gcs,
