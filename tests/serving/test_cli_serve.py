@@ -185,13 +185,22 @@ def test_serve_on_an_existing_cluster_serves_and_leaves_it_running(
 ) -> None:
     """``jpo serve --address ray://...`` (the operator guide's call) on a token-auth cluster:
     suggestions from the bundled policy behind the API token, ``policy_loaded`` 1 on the
-    head's metrics export; a second one refuses to replace the app; SIGTERM exits 0,
-    removes every process it started there, and the cluster stays up for the next
-    driver."""
+    head's metrics export; a wrong Ray token fails with exit 5, a second jpo serve refuses
+    to replace the app; SIGTERM exits 0, removes every process it started there, and the
+    cluster stays up for the next driver."""
     http_port = free_port()
     api_token = secrets.token_hex(16)  # only in jpo serve's env: the cluster never saw it
     env = {**ray_head.env, "PYTHONPATH": str(REPO), "JPO_SERVE_TOKEN": api_token}
     before = {p.pid for p in descendants(ray_head.pid)}
+    # without the cluster's Ray token: refused by the cluster, exit 5 naming the fix
+    wrong = {**env, "RAY_AUTH_TOKEN": "0" * 64}
+    refused = subprocess.run(
+        [sys.executable, "-m", "jpo.cli.app", "serve", "--address", ray_head.gcs],
+        cwd=tmp_path, env=wrong, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 5, refused.stderr[-3000:]
+    assert f"--address '{ray_head.gcs}': cannot join" in refused.stderr, refused.stderr[-3000:]
+    assert "RAY_AUTH_TOKEN" in refused.stderr
     log = (tmp_path / "serve.log").open("w+")
     cmd = [sys.executable, "-m", "jpo.cli.app", "serve", "--address", ray_head.client]
     serve = subprocess.Popen(

@@ -268,8 +268,9 @@ def _join_cluster(ray: Any, address: str) -> None:
         )
     except (ConnectionError, RuntimeError) as err:
         raise PolicyError(
-            f"--address {address!r}: cannot join the Ray cluster ({err}); {_ADDRESS_FIX}; "
-            "with token auth, RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN must be set"
+            f"--address {address!r}: cannot join the Ray cluster ({err}); with token auth "
+            "(Ray >= 2.52, the KubeRay stack) set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to "
+            f"the cluster's token; else check the address: {_ADDRESS_FIX}"
         ) from err
 
 
