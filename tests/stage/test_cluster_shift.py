@@ -23,6 +23,7 @@ from jpo.sim.response import ClusterConditions
 from jpo.stage import audit
 from jpo.stage.record import suggestion_records
 from jpo.stage.suggest import SuggestResult, SuggestSettings, SuggestStatus
+from jpo.workload.types import Hyperparameters
 
 BUSY = ClusterConditions(contention=0.6, gpu_contention_share=1.0)
 """The cluster after the shift: co-tenants take 60 % of the node, the GPU's share too."""
@@ -197,6 +198,21 @@ SLOW = {"gpu_util": 0.02, "cpu_util": 0.02, "throughput": 50.0, "samples_total":
 """A run that left the GPU and CPU idle and crawled: worse than the best under any contention."""
 
 
+def _two_steps_then_a_crawl(
+    config: Path, policy: Path, settings: SuggestSettings
+) -> tuple[FakeSource, Hyperparameters, Hyperparameters]:
+    """Runs 1-2 quiet (the policy's steps A1, A2), run 3 at A2 crawling; return (source, A1, A2)."""
+    fake = FakeSource()
+    fake.add(HP, "run-1", val_loss=0.5)
+    a1 = run(config, fake, policy, settings=settings).after
+    assert a1 is not None
+    fake.add(a1, "run-2", val_loss=0.5)
+    a2 = run(config, fake, policy, settings=settings).after
+    assert a2 is not None
+    fake.add(a2, "run-3", val_loss=0.5, **SLOW)
+    return fake, a1, a2
+
+
 def _worse_before_the_shift(
     config: Path, policy: Path, settings: SuggestSettings
 ) -> tuple[SuggestResult, SuggestResult]:
@@ -204,14 +220,8 @@ def _worse_before_the_shift(
 
     Return the suggestions after the quiet rerun (run 4) and after the busy one (run 5).
     """
-    fake = FakeSource()
-    fake.add(HP, "run-1", val_loss=0.5)
-    a1 = run(config, fake, policy, settings=settings).after
-    assert a1 is not None
-    fake.add(a1, "run-2", val_loss=0.5)
-    a2 = run(config, fake, policy, settings=settings).after
-    assert a2 is not None and a2 != a1
-    fake.add(a2, "run-3", val_loss=0.5, **SLOW)
+    fake, a1, a2 = _two_steps_then_a_crawl(config, policy, settings)
+    assert a2 != a1
     third = run(config, fake, policy, settings=settings)
     assert third.status is SuggestStatus.ROLLED_BACK and third.after == a1
     fake.add(a1, "run-4", val_loss=0.5)  # the record holds: the yardstick is still good
@@ -307,14 +317,7 @@ JUDGE = KEEP.updated({"incumbent": {"shift_rejudges": True}})
 
 def _worse_right_after_the_record(config: Path, policy: Path, settings: SuggestSettings) -> str:
     """Step A2 crawls right after run 2's record; A1 reruns on the busy cluster; return letters."""
-    fake = FakeSource()
-    fake.add(HP, "run-1", val_loss=0.5)
-    a1 = run(config, fake, policy, settings=settings).after
-    assert a1 is not None
-    fake.add(a1, "run-2", val_loss=0.5)
-    a2 = run(config, fake, policy, settings=settings).after
-    assert a2 is not None
-    fake.add(a2, "run-3", val_loss=0.5, **SLOW)
+    fake, a1, _ = _two_steps_then_a_crawl(config, policy, settings)
     third = run(config, fake, policy, settings=settings)
     fake.add(a1, "run-4", conditions=BUSY, val_loss=0.5)
     fourth = run(config, fake, policy, settings=settings)
