@@ -21,9 +21,10 @@
    (``warm_start``), so a cycle refines what the served policy knows instead of
    relearning it from scratch. Fine-tuning terms (:mod:`jpo.train.sac_bc`,
    benchmarks/train/RESULTS.md §9): ``critic_warmup_updates`` keeps the actor frozen
-   while the first cycle's fresh critics learn (later cycles resume them); ``actor_lr``
-   sets the actor's rate; ``anchor_weight`` pulls the actor towards the served
-   policy's actions (distillation).
+   while the first cycle's fresh critics learn (later cycles resume them);
+   ``actor_updates`` bounds the actor's updates per cycle (after the warm-up; critics and
+   alpha learn on), i.e. how far a cycle moves it; ``actor_lr`` sets the actor's rate;
+   ``anchor_weight`` pulls the actor towards the served policy's actions (distillation).
 5. **Evaluate** the candidate against the policy actually being SERVED (the newest
    promoted version in ``policy_dir``, else the bundled ``jpo/data/policy``) on the same
    seeded episodes of two sets: ``cluster`` (the env this cycle trained on: the history's
@@ -116,6 +117,9 @@ class ContinuousConfig(Settings):
     """First cycle (no checkpoint): start the actor from the served policy's weights."""
     critic_warmup_updates: int = Field(default=0, ge=0)
     """First cycle (fresh critics): updates with the actor frozen while the critics learn."""
+    actor_updates: int | None = Field(default=None, ge=1)
+    """Every cycle: gradient updates (after the warm-up) in which the actor learns; later ones
+    train critics and alpha only. Bounds how far a cycle moves the actor; None: no bound."""
     actor_lr: float | None = Field(default=None, gt=0)
     """Actor learning rate of the cycles; None: sac.actor_lr."""
     anchor_weight: float = Field(default=0.0, ge=0.0)
@@ -362,9 +366,10 @@ def _cycle_config(cfg: TrainConfig, conf: ContinuousConfig) -> TrainConfig:
 def _fine_tuning(
     cycle_cfg: TrainConfig, conf: ContinuousConfig, served: LocalPolicy | None, fresh: bool
 ) -> TrainConfig:
-    """Set the cycle's fine-tuning terms: warm-up (fresh critics only), actor rate, anchor."""
+    """Set the cycle's fine-tuning terms: warm-up (fresh critics), actor bound and rate, anchor."""
     update: dict[str, Any] = {
         "critic_warmup_updates": conf.critic_warmup_updates if fresh else 0,
+        "actor_updates": conf.actor_updates,  # per cycle: each run's learner counts from 0
         "anchor_weight": conf.anchor_weight if served is not None else 0.0,
         "anchor_policy": str(served.path) if served is not None else None,
     }

@@ -19,6 +19,11 @@ Two more terms serve fine-tuning a policy that is already served (continuous lea
 - **critic warm-up** (``sac.critic_warmup_updates`` = N): the actor's gradients are
   dropped for the learner's first N updates, so fresh critics learn the served actor's
   values before they steer it (critics and α still learn);
+- **actor updates** (``sac.actor_updates`` = K): after the warm-up the actor learns for K
+  updates only; later updates drop its gradients while critics and α keep learning. It
+  bounds how far one training run (a continuous cycle) moves the actor from where it
+  started: the forgetting of a cycle grows with that distance (benchmarks/train/RESULTS.md
+  §12-§13); None: no bound;
 - **anchor** (``sac.anchor_weight`` = w_a, ``sac.anchor_policy``): a distillation term
   ``w_a · mean ||tanh(μ(s)) - a_served(s)||²`` towards the deterministic actions of a frozen
   copy of a policy artifact (the served policy), against forgetting what it knew.
@@ -44,6 +49,7 @@ from jpo.sim.teacher import TEACHER_ACTION
 from jpo.train.sac_fast import BC_WEIGHT_KEY, FastSACTorchLearner
 
 __all__ = [
+    "ACTOR_UPDATES_KEY",
     "ANCHOR_POLICY_KEY",
     "ANCHOR_WEIGHT_KEY",
     "BC_WEIGHT_KEY",
@@ -56,6 +62,8 @@ __all__ = [
 
 CRITIC_WARMUP_KEY = "critic_warmup_updates"
 """Key of the number of updates with a frozen actor (``learner_config_dict``)."""
+ACTOR_UPDATES_KEY = "actor_updates"
+"""Key of the number of updates the actor learns after the warm-up; absent: no bound."""
 ANCHOR_WEIGHT_KEY = "anchor_weight"
 """Key of the anchor term's weight (``learner_config_dict``)."""
 ANCHOR_POLICY_KEY = "anchor_policy"
@@ -122,10 +130,14 @@ class TeacherActionsToBatch(ConnectorV2):
 
 
 class BCSACTorchLearner(FastSACTorchLearner):
-    """RLlib's SAC learner with the teacher's BC term, a critic warm-up and an anchor term."""
+    """RLlib's SAC learner plus BC term, critic warm-up, actor-update bound and anchor term."""
 
     def build(self) -> None:
-        """Build RLlib's SAC learner; count updates from here (the warm-up's clock)."""
+        """Build RLlib's SAC learner; count updates from here (the warm-up's and bound's clock).
+
+        The count is not part of the learner's state: a run resumed from a checkpoint (the
+        next continuous cycle) counts from 0 again, so both numbers are per run.
+        """
         super().build()
         self.jpo_updates = 0
         self._anchor: tuple[torch.nn.Module, torch.nn.Module] | None = None
@@ -195,12 +207,20 @@ class BCSACTorchLearner(FastSACTorchLearner):
         self._temp_losses[(module_id, POLICY_LOSS_KEY)] = actor
         return total - sac_actor + actor
 
+    def actor_learns(self) -> bool:
+        """Whether the current update (``jpo_updates``, from 1) may change the actor."""
+        extra = self.config.learner_config_dict
+        warmup = int(extra.get(CRITIC_WARMUP_KEY, 0))
+        limit = extra.get(ACTOR_UPDATES_KEY)
+        if self.jpo_updates <= warmup:
+            return False
+        return limit is None or self.jpo_updates <= warmup + int(limit)
+
     def compute_gradients(self, loss_per_module: Any, **kwargs: Any) -> Any:
-        """RLlib's gradients, without the actor's during the critic warm-up."""
+        """RLlib's gradients, without the actor's during the warm-up and after its updates."""
         grads = super().compute_gradients(loss_per_module, **kwargs)
         self.jpo_updates += 1
-        warmup = int(self.config.learner_config_dict.get(CRITIC_WARMUP_KEY, 0))
-        if self.jpo_updates > warmup:
+        if self.actor_learns():
             return grads
         for module_id in self.module.keys():  # noqa: SIM118 (MultiRLModule: no __iter__)
             for name, optim in self.get_optimizers_for_module(module_id):

@@ -165,6 +165,10 @@ class SacSection(_Section):
     critic_warmup_updates: int = Field(default=0, ge=0)
     """Gradient updates at the start of this process during which the actor stays frozen
     (critics and α learn; jpo.train.sac_bc); 0: off. Continuous learning sets it."""
+    actor_updates: int | None = Field(default=None, ge=1)
+    """Gradient updates of this process after the warm-up in which the actor learns; later
+    ones leave it as it is (critics and α learn on; jpo.train.sac_bc). None: no bound.
+    Continuous learning sets it (continuous.actor_updates)."""
     anchor_weight: float = Field(default=0.0, ge=0.0)
     """Weight of a distillation term towards ``anchor_policy``'s actions (sac_bc); 0: off."""
     anchor_policy: str | None = None
@@ -680,7 +684,12 @@ def build_sac_config(
             f"sac.anchor_weight = {cfg.sac.anchor_weight} needs sac.anchor_policy (a policy "
             "artifact folder, e.g. jpo/data/policy), or anchor_weight: 0"
         )
-    if cfg.sac.bc_weight > 0 or cfg.sac.anchor_weight > 0 or cfg.sac.critic_warmup_updates:
+    if (
+        cfg.sac.bc_weight > 0
+        or cfg.sac.anchor_weight > 0
+        or cfg.sac.critic_warmup_updates
+        or cfg.sac.actor_updates is not None
+    ):
         config = _with_jpo_learner(config, cfg.sac, learner_config)
     if cfg.seed is not None:
         config = config.debugging(seed=cfg.seed)
@@ -690,8 +699,9 @@ def build_sac_config(
 def _with_jpo_learner(
     config: SACConfig, sac: SacSection, learner_config: dict[str, Any]
 ) -> SACConfig:
-    """Use jpo.train.sac_bc's learner (BC term, critic warm-up, anchor term)."""
+    """Use jpo.train.sac_bc's learner (BC term, critic warm-up, actor-update bound, anchor)."""
     from jpo.train.sac_bc import (
+        ACTOR_UPDATES_KEY,
         ANCHOR_POLICY_KEY,
         ANCHOR_WEIGHT_KEY,
         BC_WEIGHT_KEY,
@@ -706,6 +716,8 @@ def _with_jpo_learner(
         CRITIC_WARMUP_KEY: sac.critic_warmup_updates,
         ANCHOR_WEIGHT_KEY: sac.anchor_weight,
     }
+    if sac.actor_updates is not None:
+        extra[ACTOR_UPDATES_KEY] = sac.actor_updates
     if sac.anchor_policy:
         extra[ANCHOR_POLICY_KEY] = str(Path(sac.anchor_policy).resolve())
     kwargs: dict[str, Any] = {"learner_class": BCSACTorchLearner, "learner_config_dict": extra}

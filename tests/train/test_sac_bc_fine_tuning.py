@@ -150,3 +150,75 @@ def test_a_cycle_warms_up_fresh_critics_only_and_anchors_on_the_served_policy() 
     assert nothing_served.anchor_weight == 0.0 and nothing_served.anchor_policy is None
     default = _fine_tuning(TrainConfig(), ContinuousConfig(), served, fresh=True).sac
     assert default.actor_lr == TrainConfig().sac.actor_lr  # actor_lr null: the recipe's
+
+
+def _actor(module: Any) -> list[torch.Tensor]:
+    return _weights(module.pi) + _weights(module.pi_encoder)
+
+
+@pytest.mark.parametrize("fast_paths", [False, True])
+def test_actor_updates_bound_the_actor_after_the_warmup_and_count_per_run(fast_paths: bool) -> None:
+    """Warm-up 2, 3 actor updates: the actor moves in updates 3-5 only; critics always.
+
+    A second learner holding the first one's state (a resumed run: the next continuous
+    cycle) counts from 0 again: its actor moves in its first 3 updates and then stays.
+    """
+    from jpo.train.sac_bc import ACTOR_UPDATES_KEY
+    from jpo.train.sac_fast import FAST_PATH_KEYS
+
+    extra: dict[str, Any] = {CRITIC_WARMUP_KEY: 2, ACTOR_UPDATES_KEY: 3}
+    extra.update(dict.fromkeys(FAST_PATH_KEYS, fast_paths))
+    learner = _learner(3, 2, [8], extra)
+    module = learner.module["default_policy"]
+    rng = np.random.default_rng(0)
+    moved = []
+    for update in range(1, 9):
+        actor, critic = _actor(module), _weights(module.qf)
+        learner.update(episodes=[_episode(rng, learner), _episode(rng, learner)])
+        assert learner.jpo_updates == update
+        assert not _same(critic, _weights(module.qf)), update  # the critics always learn
+        moved.append(not _same(actor, _actor(module)))
+    assert moved == [False, False, True, True, True, False, False, False]
+
+    resumed = _learner(3, 2, [8], {**extra, CRITIC_WARMUP_KEY: 0})  # later cycles: no warm-up
+    resumed.set_state(learner.get_state())
+    module2 = resumed.module["default_policy"]
+    assert _same(_actor(module), _actor(module2))
+    moved = []
+    for _ in range(5):
+        actor = _actor(module2)
+        resumed.update(episodes=[_episode(rng, resumed), _episode(rng, resumed)])
+        moved.append(not _same(actor, _actor(module2)))
+    assert moved == [True, True, True, False, False]
+
+
+def test_no_actor_update_bound_is_the_default_and_a_bound_uses_the_jpo_learner() -> None:
+    from jpo.train.sac_bc import ACTOR_UPDATES_KEY
+    from jpo.train.trainer import SacSection, TrainConfig, build_sac_config
+
+    assert TrainConfig().sac.actor_updates is None
+    plain = build_sac_config(TrainConfig(), num_learners=0, num_gpus_per_learner=0.0)
+    assert ACTOR_UPDATES_KEY not in plain.learner_config_dict
+    cfg = TrainConfig(sac=SacSection(actor_updates=10))
+    bounded = build_sac_config(cfg, num_learners=0, num_gpus_per_learner=0.0)
+    assert bounded.learner_class is BCSACTorchLearner
+    assert bounded.learner_config_dict[ACTOR_UPDATES_KEY] == 10
+    with pytest.raises(ValueError, match="actor_updates"):
+        SacSection(actor_updates=0)
+
+
+def test_every_cycle_bounds_its_actor_updates() -> None:
+    from jpo.policy.artifact import LocalPolicy
+    from jpo.train.continuous import ContinuousConfig, _fine_tuning
+    from jpo.train.trainer import TrainConfig
+
+    served = LocalPolicy.load(BUNDLED)
+    conf = ContinuousConfig(critic_warmup_updates=300, actor_updates=1)
+    first = _fine_tuning(TrainConfig(), conf, served, fresh=True).sac
+    resumed = _fine_tuning(TrainConfig(), conf, served, fresh=False).sac
+    assert (first.critic_warmup_updates, first.actor_updates) == (300, 1)
+    assert (resumed.critic_warmup_updates, resumed.actor_updates) == (0, 1)
+    default = _fine_tuning(TrainConfig(), ContinuousConfig(), served, fresh=False).sac
+    assert default.actor_updates is None
+    with pytest.raises(ValueError, match="actor_updates"):
+        ContinuousConfig(actor_updates=0)
