@@ -1,4 +1,4 @@
-"""Continuous-learning cycles against the served policy: RESULTS.md §8-§9's setup, rerunnable.
+"""Continuous-learning cycles against the served policy: RESULTS.md §8-§13's setup, rerunnable.
 
 A history store of catalog workloads the bundled policy never trained on (held-out split;
 simulated runs written with :func:`jpo.sim.simulator.generate_runs` and
@@ -6,14 +6,18 @@ simulated runs written with :func:`jpo.sim.simulator.generate_runs` and
 with ``configs/train.yaml``, sizes and variants changed by ``--set`` only. Each variant
 and RLlib seed (``--seeds``) runs in its own storage and policy folder (its own cycles
 from the bundled policy); the history and the teacher's oracle cache are shared. Each
-cycle's candidate-vs-served comparison (same seeded episodes, cluster set and held-out
-set) goes into ``--out``, rewritten after every run. A run that fails is retried once
-(``--retries``); a run that fails again is recorded with its error and the next one starts.
+cycle's candidate-vs-served comparisons (same seeded episodes) go into ``--out``,
+rewritten after every run: the cycle's own ``cluster`` and ``validation`` sets (its
+promotion check) and, measured here beside the cycle on the same policies and episodes,
+the catalog's held-out split ``holdout`` (a test set: reported, never used to choose). A
+run that fails is retried once (``--retries``); a run that fails again is recorded with
+its error and the next one starts. ``--summarize`` applies §13's selection rule
+(``--rule 12``: §12's).
 
 Run (from the repository root, ``PYTHONPATH=.``)::
 
-    python benchmarks/train/continuous_cycles.py --variants warmup warmup_anchor \
-        --seeds 0 1 --cycles 2 --budget-iterations 2 --out benchmarks/train/continuous.json
+    python benchmarks/train/continuous_cycles.py --variants u1 w_u1 --seeds 3 4 5 \
+        --cycles 2 --budget-iterations 2 --out benchmarks/train/continuous.json
 """
 
 from __future__ import annotations
@@ -65,7 +69,35 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "continuous.anchor_weight": 3,
     },
     "shipped": {},  # configs/train.yaml's continuous table as it is
+    # RESULTS.md §13: cycles bounded in actor updates (continuous.actor_updates)
+    "u1": {  # one actor update per cycle, no warm-up (§12's one-update candidate, per cycle)
+        "continuous.critic_warmup_updates": 0,
+        "continuous.actor_updates": 1,
+        "continuous.actor_lr": None,
+        "continuous.anchor_weight": 0,
+    },
+    "w_u1": {  # the warm-up (300 updates, critics only), then one actor update
+        "continuous.critic_warmup_updates": 300,
+        "continuous.actor_updates": 1,
+        "continuous.actor_lr": None,
+        "continuous.anchor_weight": 0,
+    },
+    "u10lr": {  # 10 actor updates at a tenth of the recipe's actor rate
+        "continuous.critic_warmup_updates": 0,
+        "continuous.actor_updates": 10,
+        "continuous.actor_lr": 0.00005,
+        "continuous.anchor_weight": 0,
+    },
+    "u100lr": {  # 100 actor updates at a tenth of the recipe's actor rate
+        "continuous.critic_warmup_updates": 0,
+        "continuous.actor_updates": 100,
+        "continuous.actor_lr": 0.00005,
+        "continuous.anchor_weight": 0,
+    },
 }
+RULE13 = ("u1", "w_u1", "u10lr", "u100lr")
+"""RESULTS.md §13's variants, in the order they run (and break exact ties)."""
+RECIPE_ACTOR_LR = 0.0005  # configs/train.yaml sac.actor_lr when a variant sets none
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/train/continuous.json")
     p.add_argument(
         "--summarize", nargs="+", metavar="JSON", help="no runs: merge these --out files, apply §12"
+    )
+    p.add_argument(
+        "--rule", choices=("12", "13"), default="13", help="the selection rule --summarize applies"
+    )
+    p.add_argument(
+        "--no-extra-sets",
+        action="store_true",
+        help="do not measure the held-out split beside the cycles (§13 reports it)",
     )
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
     return p
@@ -117,6 +157,7 @@ def run_variant(name: str, seed: int, args: argparse.Namespace, work: Path) -> d
         "continuous.eval_episodes": args.eval_episodes,
         "continuous.interval_s": 0,
         "continuous.env_overrides_with_history.teacher_cache": work / "oracles.json",
+        "storage.keep": 30,  # every cycle's last checkpoint stays (the extra sets export it)
         "reporting.progress_bar": "false",
         "resources.ray_num_cpus": 1,
         **VARIANTS[name],
@@ -251,13 +292,214 @@ def summary(results: list[dict[str, Any]], cycles: int) -> str:
     return "\n".join(rows)
 
 
+# --------------------------------------------------------------------------- extra sets
+
+
+class _Reused:
+    """One built env serving every policy's episodes (``close`` keeps it for the next)."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def reset(self, **kwargs: Any) -> Any:
+        """Reset the env (a seeded reset fixes the episode)."""
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> Any:
+        """Step the env."""
+        return self.env.step(action)
+
+    def close(self) -> None:
+        """Keep the env: it is built once per set."""
+
+
+HOLDOUT = {  # the catalog's held-out split (role "test"), thinned as in §12's later runs
+    "source": "catalog",
+    "split": "holdout",
+    "randomized_profiles": 0,
+    "catalog_profiles": True,
+    "catalog_max_samples_per_run": 2000,
+}
+
+
+def extra_set_envs() -> dict[str, Any]:
+    """Env factories of the sets a cycle may not measure, each env built once.
+
+    ``validation``: configs/train.yaml's ``env.eval_config`` (configs/evaluate.toml's
+    validation set, role "validation"), which the cycles' promotion check measures itself;
+    ``holdout``: the catalog's held-out split (:data:`HOLDOUT`, role "test": reported only).
+    """
+    from jpo.train.trainer import load_train_config, make_env
+
+    cfg = load_train_config()
+    section = cfg.env.model_dump()
+    configs = {
+        "validation": {**cfg.env.eval_config, "teacher": False},
+        "holdout": {**HOLDOUT, "teacher": False},
+    }
+    built: dict[str, _Reused] = {}
+
+    def factory(name: str) -> Any:
+        def make() -> _Reused:
+            if name not in built:
+                built[name] = _Reused(make_env(section, configs[name]))
+            return built[name]
+
+        return make
+
+    return {name: factory(name) for name in configs}
+
+
+def measure_extra_sets(
+    res: dict[str, Any],
+    envs: dict[str, Any],
+    episodes: int,
+    served_returns: dict[tuple[str, str], list[float]],
+) -> None:
+    """Add each cycle's candidate-vs-served comparison on the sets the cycle did not measure.
+
+    The candidate is the cycle's checkpoint exported as the cycle exported it; the served
+    policy is the one the cycle compared with; both on the same seeded episodes (the
+    cycles' ``eval_seed``).
+    """
+    from dataclasses import asdict
+
+    from jpo.policy.artifact import LocalPolicy
+    from jpo.train.continuous import compare, episode_returns, load_continuous_config
+    from jpo.train.trainer import Storage, export_latest, load_train_config
+
+    cfg = load_train_config()
+    conf = load_continuous_config(cfg)
+    storage = Storage(str(res["sets"]["storage.path"]))
+    folder = Path(str(res["sets"]["storage.path"])).parent
+    for c in res["cycles"]:
+        comps = c["comparisons"] = dict(c["comparisons"] or {})
+        missing = [name for name in envs if name not in comps]
+        if not missing:
+            continue
+        out = folder / f"candidate-{c['cycle']}"
+        shutil.rmtree(out, ignore_errors=True)
+        candidate = LocalPolicy.load(export_latest(cfg, storage, out, checkpoint=c["checkpoint"]))
+        served = LocalPolicy.load(c["served_path"])
+        for name in missing:
+            kwargs = {"episodes": episodes, "seed": conf.eval_seed}
+            key = (name, str(served.path))
+            if key not in served_returns:
+                served_returns[key] = episode_returns(served.act, envs[name], **kwargs)
+            cand = episode_returns(candidate.act, envs[name], **kwargs)
+            comps[name] = {
+                **asdict(compare(cand, served_returns[key], conf)),
+                "measured_by": "continuous_cycles.py",
+            }
+
+
+# --------------------------------------------------------------------------- §13's rule
+
+
+def _movement(variant: str) -> float:
+    """Bound on how far a cycle moves an actor weight: actor updates x actor rate (Adam)."""
+    sets = VARIANTS.get(variant, {})
+    updates = sets.get("continuous.actor_updates")
+    rate = sets.get("continuous.actor_lr") or RECIPE_ACTOR_LR
+    return math.inf if updates is None else float(updates) * float(rate)
+
+
+def _terms13(variant: str) -> int:
+    """Fine-tuning terms a variant turns on (warm-up, actor-update bound, actor rate, anchor)."""
+    return _terms(variant) + int(
+        VARIANTS.get(variant, {}).get("continuous.actor_updates") is not None
+    )
+
+
+def score_rule13(
+    results: list[dict[str, Any]], cycles: int, seeds: int = 3
+) -> list[dict[str, Any]]:
+    """RESULTS.md §13's rule, per variant: complete?, score and SE, eligible?, per-run net."""
+    out = []
+    sets = ("cluster", "validation", "holdout")
+    for name in dict.fromkeys(r["variant"] for r in results):
+        runs = [r for r in results if r["variant"] == name and "error" not in r]
+        runs = [r for r in runs if len(r["cycles"]) == cycles]
+        complete = len({r["seed"] for r in runs}) >= seeds and all(
+            set(sets) <= set(c["comparisons"] or {}) for r in runs for c in r["cycles"]
+        )
+        row: dict[str, Any] = {
+            "variant": name,
+            "terms": _terms13(name),
+            "movement": _movement(name),
+            "complete": complete,
+        }
+        if complete:
+            cluster = _diffs(runs, "cluster")
+            row["score"] = sum(d for d, _ in cluster) / len(cluster)
+            row["se"] = math.sqrt(sum(se * se for _, se in cluster)) / len(cluster)
+            row["eligible"] = all(d >= -2 * se for d, se in _diffs(runs, "validation"))
+            row["improves"] = row["score"] - 2 * row["se"] > 0
+            row["net"] = {r["seed"]: {k: _net(r, k) for k in sets} for r in runs}
+        out.append(row)
+    return out
+
+
+def choose_rule13(scored: list[dict[str, Any]]) -> str | None:
+    """§13's default: best eligible score above 0; ties (< the larger SE) -> fewer terms,
+    then smaller movement, then the earlier in :data:`RULE13`; None: the default stays."""
+    eligible = [v for v in scored if v["complete"] and v["eligible"] and v["score"] > 0]
+    if not eligible:
+        return None
+    best = max(eligible, key=lambda v: v["score"])
+    tied = [v for v in eligible if best["score"] - v["score"] < max(best["se"], v["se"])]
+    order = {name: i for i, name in enumerate(RULE13)}
+    return str(
+        min(
+            tied,
+            key=lambda v: (v["terms"], v["movement"], order.get(v["variant"], len(order))),
+        )["variant"]
+    )
+
+
+def summary_rule13(results: list[dict[str, Any]], cycles: int) -> str:
+    """Markdown: per variant §13's figures, then the default the rule chooses."""
+    scored = score_rule13(results, cycles)
+    rows = [
+        "| variant | terms | movement bound | complete | score (SE) | eligible (validation) |"
+        " improves (score - 2 SE > 0) | served after the cycles vs v6, per seed:"
+        " cluster / validation / held-out |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in scored:
+        if not v["complete"]:
+            rows.append(f"| {v['variant']} | {v['terms']} | {v['movement']:.0e} | no | | | | |")
+            continue
+        net = "; ".join(
+            f"seed {s}: {n['cluster']:+.3f} / {n['validation']:+.3f} / {n['holdout']:+.3f}"
+            for s, n in v["net"].items()
+        )
+        rows.append(
+            f"| {v['variant']} | {v['terms']} | {v['movement']:.0e} | yes | "
+            f"{v['score']:+.3f} ({v['se']:.3f}) | {'yes' if v['eligible'] else 'no'} | "
+            f"{'yes' if v['improves'] else 'no'} | {net} |"
+        )
+    chosen = choose_rule13(scored)
+    rows.append(
+        f"\nchosen by §13's rule: {chosen}"
+        if chosen
+        else "\nchosen by §13's rule: none (no complete, eligible variant scores above 0): "
+        "the default stays"
+    )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the history, run each variant's cycles, write and print the comparisons."""
     args = _parser().parse_args(argv)
     if args.summarize:
         merged = [r for f in args.summarize for r in json.loads(Path(f).read_text())["results"]]
         print(table(merged))
-        print(summary(merged, args.cycles))
+        print(
+            summary_rule13(merged, args.cycles)
+            if args.rule == "13"
+            else summary(merged, args.cycles)
+        )
         return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -265,14 +507,24 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
+    envs = {} if args.no_extra_sets else extra_set_envs()
+    served_returns: dict[tuple[str, str], list[float]] = {}
     for name in args.variants:
         for seed in args.seeds:
-            results.append(run_with_retries(name, seed, args, work))
+            res = run_with_retries(name, seed, args, work)
+            if envs and "error" not in res:
+                t0 = time.monotonic()
+                try:
+                    measure_extra_sets(res, envs, args.eval_episodes, served_returns)
+                except Exception as err:
+                    res["extra_sets_error"] = repr(err)
+                res["extra_sets_s"] = time.monotonic() - t0
+            results.append(res)
             out.write_text(
                 json.dumps({"workloads": WORKLOADS, "results": results}, indent=1, default=str)
             )
     print(table(results))
-    print(summary(results, args.cycles))
+    print(summary_rule13(results, args.cycles) if envs else summary(results, args.cycles))
     return 0 if all("error" not in r for r in results) else 1
 
 
