@@ -87,3 +87,91 @@ def test_no_eligible_variant_keeps_the_shipped_default() -> None:
     m = _script()
     scored = m.score_variants(_two_runs("anchor", 2.0, holdout=-3.0), cycles=2)
     assert m.choose(scored) == "warmup"
+
+
+# --------------------------------------------------------------------------- §13's rule
+
+
+def _run13(
+    variant: str, seed: int, cycles: list[tuple[float, float, float, bool]]
+) -> dict[str, Any]:
+    """A run whose cycles are (cluster, validation, held-out diff, promoted), every SE 1."""
+    return {
+        "variant": variant,
+        "seed": seed,
+        "cycles": [
+            {
+                "cycle": i + 1,
+                "promoted": p,
+                "comparisons": {
+                    "cluster": _comp(c, 1.0),
+                    "validation": _comp(v, 1.0),
+                    "holdout": _comp(h, 1.0),
+                },
+            }
+            for i, (c, v, h, p) in enumerate(cycles)
+        ],
+    }
+
+
+def _three_runs(
+    variant: str, cluster: float, validation: float = 0.0, holdout: float = 0.0
+) -> list[dict[str, Any]]:
+    return [_run13(variant, s, [(cluster, validation, holdout, False)] * 2) for s in (3, 4, 5)]
+
+
+def test_rule13_scores_six_cluster_differences_and_sums_the_promoted_ones_per_run() -> None:
+    m = _script()
+    runs = [
+        _run13("u1", 3, [(3.0, 0.5, -1.0, True), (-1.0, 0.0, 0.0, False)]),
+        _run13("u1", 4, [(0.0, 0.0, 0.0, False)] * 2),
+        _run13("u1", 5, [(1.0, 0.0, 0.0, False), (0.0, 0.0, 0.0, False)]),
+    ]
+    (row,) = m.score_rule13(runs, cycles=2)
+    assert row["complete"] and row["eligible"]
+    assert row["score"] == 0.5 and abs(row["se"] - 6**0.5 / 6) < 1e-12
+    assert row["improves"] is False  # 0.5 - 2 x 0.408 is not above 0
+    assert row["net"][3] == {"cluster": 3.0, "validation": 0.5, "holdout": -1.0}
+    assert row["terms"] == 1 and row["movement"] == 5e-4  # one update at the recipe's rate
+    assert m.choose_rule13([row]) == "u1"  # eligible and above 0: it becomes the default
+
+
+def test_rule13_forgetting_counts_on_the_validation_set_never_on_the_held_out_split() -> None:
+    m = _script()
+    held_out_loss = _three_runs("u10lr", 4.0, holdout=-9.0)  # a test set: decides nothing
+    assert m.choose_rule13(m.score_rule13(held_out_loss, cycles=2)) == "u10lr"
+    forgets = _three_runs("u10lr", 4.0)
+    forgets[2]["cycles"][0]["comparisons"]["validation"] = _comp(-2.1, 1.0)
+    scored = m.score_rule13(forgets + _three_runs("w_u1", 1.0), cycles=2)
+    assert [v["eligible"] for v in scored] == [False, True]
+    assert m.choose_rule13(scored) == "w_u1"
+
+
+def test_rule13_needs_three_complete_runs_with_all_three_sets() -> None:
+    m = _script()
+    two_seeds = _three_runs("u1", 5.0)[:2]
+    no_holdout = _three_runs("w_u1", 5.0)
+    del no_holdout[0]["cycles"][1]["comparisons"]["holdout"]
+    failed = [*_three_runs("u10lr", 5.0)[:2], {"variant": "u10lr", "seed": 5, "error": "x"}]
+    scored = m.score_rule13(two_seeds + no_holdout + failed, cycles=2)
+    assert [v["complete"] for v in scored] == [False, False, False]
+    assert m.choose_rule13(scored) is None  # the default stays
+
+
+def test_rule13_keeps_the_default_when_no_eligible_variant_gains() -> None:
+    m = _script()
+    scored = m.score_rule13(_three_runs("u1", 0.0) + _three_runs("w_u1", -1.0), cycles=2)
+    assert m.choose_rule13(scored) is None
+
+
+def test_rule13_ties_go_to_fewer_terms_then_smaller_movement_then_the_listed_order() -> None:
+    m = _script()
+    # every score's SE is sqrt(6) / 6 = 0.41: a lead of 0.3 is a tie, 0.5 is not
+    tie = m.score_rule13(_three_runs("u100lr", 2.3) + _three_runs("u1", 2.0), cycles=2)
+    assert m.choose_rule13(tie) == "u1"  # fewer terms
+    lead = m.score_rule13(_three_runs("u100lr", 2.5) + _three_runs("u1", 2.0), cycles=2)
+    assert m.choose_rule13(lead) == "u100lr"
+    two_terms = _three_runs("u100lr", 2.3) + _three_runs("u10lr", 2.0)
+    assert m.choose_rule13(m.score_rule13(two_terms, cycles=2)) == "u10lr"  # 5e-4 < 5e-3
+    same = _three_runs("u10lr", 2.3) + _three_runs("w_u1", 2.0)
+    assert m.choose_rule13(m.score_rule13(same, cycles=2)) == "w_u1"  # listed first
