@@ -457,6 +457,36 @@ def choose_rule13(scored: list[dict[str, Any]]) -> str | None:
     )
 
 
+def cycle_table(results: list[dict[str, Any]]) -> str:
+    """Markdown, one row per cycle: each set's candidate / served, difference (SE)."""
+    sets = ("cluster", "validation", "holdout")
+    rows = [
+        "| variant | seed | cycle | served | "
+        + " | ".join(f"{s}: candidate / served, diff (SE)" for s in sets)
+        + " | promoted |",
+        "|---|---|---|---|" + "---|" * len(sets) + "---|",
+    ]
+    for res in results:
+        if "error" in res:
+            rows.append(f"| {res['variant']} | {res['seed']} | failed: {res['error']} |")
+        for c in res.get("cycles", []):
+            comps = c["comparisons"] or {}
+            cells = [
+                f"{comps[s]['candidate']:.3f} / {comps[s]['served']:.3f}, "
+                f"{comps[s]['mean_difference']:+.3f} ({comps[s]['standard_error']:.3f})"
+                if s in comps
+                else "not measured"
+                for s in sets
+            ]
+            served = f"v{c['served_version']}" if c.get("served_version") else "-"
+            rows.append(
+                f"| {res['variant']} | {res['seed']} | {c['cycle']} | {served} | "
+                + " | ".join(cells)
+                + f" | {'yes: v' + str(c['policy_version']) if c['promoted'] else 'no'} |"
+            )
+    return "\n".join(rows)
+
+
 def summary_rule13(results: list[dict[str, Any]], cycles: int) -> str:
     """Markdown: per variant §13's figures, then the default the rule chooses."""
     scored = score_rule13(results, cycles)
@@ -494,12 +524,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.summarize:
         merged = [r for f in args.summarize for r in json.loads(Path(f).read_text())["results"]]
-        print(table(merged))
-        print(
-            summary_rule13(merged, args.cycles)
-            if args.rule == "13"
-            else summary(merged, args.cycles)
-        )
+        if args.rule == "13":
+            print(cycle_table(merged))
+            print(summary_rule13(merged, args.cycles))
+        else:
+            print(table(merged))
+            print(summary(merged, args.cycles))
         return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
