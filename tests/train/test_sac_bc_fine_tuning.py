@@ -222,3 +222,18 @@ def test_every_cycle_bounds_its_actor_updates() -> None:
     assert default.actor_updates is None
     with pytest.raises(ValueError, match="actor_updates"):
         ContinuousConfig(actor_updates=0)
+
+
+def test_the_shipped_cycles_are_bounded_as_section_13_chose() -> None:
+    """configs/train.yaml: 100 actor updates per cycle at 5e-5, no warm-up (RESULTS.md §13)."""
+    from jpo.policy.artifact import LocalPolicy
+    from jpo.train.continuous import _fine_tuning, load_continuous_config
+    from jpo.train.trainer import load_train_config
+
+    cfg = load_train_config()
+    conf = load_continuous_config(cfg)
+    served = LocalPolicy.load(BUNDLED)
+    for fresh in (True, False):
+        sac = _fine_tuning(cfg, conf, served, fresh=fresh).sac
+        assert (sac.critic_warmup_updates, sac.actor_updates, sac.actor_lr) == (0, 100, 5e-5)
+        assert sac.anchor_weight == 0.0
