@@ -69,6 +69,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "continuous.anchor_weight": 3,
     },
     "shipped": {},  # configs/train.yaml's continuous table as it is
+    "served_start": {  # RESULTS.md §13b: as shipped, every cycle's actor from the served policy
+        "continuous.actor_from_served": True,
+    },
     # RESULTS.md §13: cycles bounded in actor updates (continuous.actor_updates)
     "u1": {  # one actor update per cycle, no warm-up (§12's one-update candidate, per cycle)
         "continuous.critic_warmup_updates": 0,
@@ -116,7 +119,10 @@ def _parser() -> argparse.ArgumentParser:
         "--summarize", nargs="+", metavar="JSON", help="no runs: merge these --out files, apply §12"
     )
     p.add_argument(
-        "--rule", choices=("12", "13"), default="13", help="the selection rule --summarize applies"
+        "--rule",
+        choices=("12", "13", "13b"),
+        default="13",
+        help="the selection rule --summarize applies",
     )
     p.add_argument(
         "--no-extra-sets",
@@ -396,18 +402,33 @@ def measure_extra_sets(
 # --------------------------------------------------------------------------- §13's rule
 
 
+def _setting(variant: str, key: str) -> Any:
+    """A variant's ``continuous.*`` value: its own, else configs/train.yaml's."""
+    sets = VARIANTS.get(variant, {})
+    if key in sets:
+        return sets[key]
+    from jpo.train.trainer import load_train_config
+
+    return load_train_config().continuous.get(key.removeprefix("continuous."))
+
+
 def _movement(variant: str) -> float:
     """Bound on how far a cycle moves an actor weight: actor updates x actor rate (Adam)."""
-    sets = VARIANTS.get(variant, {})
-    updates = sets.get("continuous.actor_updates")
-    rate = sets.get("continuous.actor_lr") or RECIPE_ACTOR_LR
+    updates = _setting(variant, "continuous.actor_updates")
+    rate = _setting(variant, "continuous.actor_lr") or RECIPE_ACTOR_LR
     return math.inf if updates is None else float(updates) * float(rate)
 
 
 def _terms13(variant: str) -> int:
-    """Fine-tuning terms a variant turns on (warm-up, actor-update bound, actor rate, anchor)."""
-    return _terms(variant) + int(
-        VARIANTS.get(variant, {}).get("continuous.actor_updates") is not None
+    """Fine-tuning terms a variant turns on (warm-up, actor bound, actor rate, anchor, restart)."""
+    return sum(
+        (
+            bool(_setting(variant, "continuous.critic_warmup_updates")),
+            _setting(variant, "continuous.actor_updates") is not None,
+            _setting(variant, "continuous.actor_lr") is not None,
+            bool(_setting(variant, "continuous.anchor_weight")),
+            bool(_setting(variant, "continuous.actor_from_served")),
+        )
     )
 
 
@@ -455,6 +476,21 @@ def choose_rule13(scored: list[dict[str, Any]]) -> str | None:
             key=lambda v: (v["terms"], v["movement"], order.get(v["variant"], len(order))),
         )["variant"]
     )
+
+
+def choose_rule13b(scored: list[dict[str, Any]]) -> bool:
+    """RESULTS.md §13b: whether ``actor_from_served`` becomes the default.
+
+    Yes iff ``served_start`` is complete, eligible and scores above 0, and ``shipped`` is
+    not as good: incomplete or ineligible, or behind by at least the larger of the two SEs.
+    """
+    by_name = {v["variant"]: v for v in scored}
+    new, old = by_name.get("served_start"), by_name.get("shipped")
+    if new is None or not (new["complete"] and new["eligible"] and new["score"] > 0):
+        return False
+    if old is None or not (old["complete"] and old["eligible"]):
+        return True
+    return bool(new["score"] - old["score"] >= max(new["se"], old["se"]))
 
 
 def cycle_table(results: list[dict[str, Any]]) -> str:
@@ -524,12 +560,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.summarize:
         merged = [r for f in args.summarize for r in json.loads(Path(f).read_text())["results"]]
-        if args.rule == "13":
-            print(cycle_table(merged))
-            print(summary_rule13(merged, args.cycles))
-        else:
+        if args.rule == "12":
             print(table(merged))
             print(summary(merged, args.cycles))
+            return 0
+        print(cycle_table(merged))
+        print(summary_rule13(merged, args.cycles))
+        if args.rule == "13b":
+            chosen = choose_rule13b(score_rule13(merged, args.cycles))
+            verdict = "becomes" if chosen else "does not become"
+            print(f"§13b: actor_from_served {verdict} the default")
         return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

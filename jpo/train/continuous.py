@@ -23,7 +23,9 @@
    benchmarks/train/RESULTS.md §9): ``critic_warmup_updates`` keeps the actor frozen
    while the first cycle's fresh critics learn (later cycles resume them);
    ``actor_updates`` bounds the actor's updates per cycle (after the warm-up; critics and
-   alpha learn on), i.e. how far a cycle moves it; ``actor_lr`` sets the actor's rate;
+   alpha learn on), i.e. how far a cycle moves it; ``actor_from_served`` starts every
+   cycle's actor (not only the first's) from the served policy, so a refused candidate's
+   drift is not carried into the next cycle; ``actor_lr`` sets the actor's rate;
    ``anchor_weight`` pulls the actor towards the served policy's actions (distillation).
 5. **Evaluate** the candidate against the policy actually being SERVED (the newest
    promoted version in ``policy_dir``, else the bundled ``jpo/data/policy``) on the same
@@ -120,6 +122,10 @@ class ContinuousConfig(Settings):
     actor_updates: int | None = Field(default=None, ge=1)
     """Every cycle: gradient updates (after the warm-up) in which the actor learns; later ones
     train critics and alpha only. Bounds how far a cycle moves the actor; None: no bound."""
+    actor_from_served: bool = False
+    """Every cycle (not only the first) starts its actor from the SERVED policy's weights,
+    the critics from the last checkpoint: a refused candidate's drift is dropped, so with
+    actor_updates a candidate stays that many updates from what is served."""
     actor_lr: float | None = Field(default=None, gt=0)
     """Actor learning rate of the cycles; None: sac.actor_lr."""
     anchor_weight: float = Field(default=0.0, ge=0.0)
@@ -487,6 +493,7 @@ def run_cycle(
         stop_iterations=done + conf.budget_iterations,
         storage_path=storage.uri,
         init_actor=served.path if (served is not None and conf.warm_start) else None,
+        init_actor_on_resume=conf.actor_from_served,
     )
     version = (served.version if served is not None else 0) + 1
     with tempfile.TemporaryDirectory(prefix="jpo-candidate-") as tmp:

@@ -890,12 +890,15 @@ def train(
     on_result: Callable[[dict[str, Any]], None] | None = None,
     shutdown_ray: bool = False,
     init_actor: str | os.PathLike[str] | None = None,
+    init_actor_on_resume: bool = False,
 ) -> TrainResult:
     """Build SAC from ``cfg``, optionally resume, train until a stop criterion, checkpoint.
 
     ``stop_iterations`` and ``storage_path`` override ``stop.iterations`` and
     ``storage.path``; ``export_dir`` overrides ``export.dir``. ``init_actor``: a
-    jpo.policy.artifact artifact whose actor weights start a fresh run (not a resumed one).
+    jpo.policy.artifact artifact whose actor weights start a fresh run (and, with
+    ``init_actor_on_resume``, a resumed one too: its critics, α and optimizer states come
+    from the checkpoint, its actor from the artifact).
     """
     if stop_iterations is not None:
         cfg = cfg.model_copy(
@@ -947,7 +950,7 @@ def train(
                 algo.restore_from_path(latest, filesystem=storage.fs)
                 logger.info("resumed from %s (iteration %d)", latest, algo.iteration)
                 checkpoint = latest
-        if checkpoint is None and init_actor is not None:
+        if init_actor is not None and (checkpoint is None or init_actor_on_resume):
             _start_from_policy(algo, init_actor)
         run["placement"] = _placement(algo)
         row: dict[str, Any] = {

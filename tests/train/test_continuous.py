@@ -374,3 +374,78 @@ def test_shipped_config_runs_two_cycles_on_history_of_training_workloads(tmp_pat
     # the teacher's targets: the oracle of the profiles calibrated from this history
     oracles = json.loads((tmp_path / "oracles.json").read_text())["oracles"]
     assert len(oracles) == 2 and all(name.endswith("-calibrated") for name in oracles)
+
+
+def test_every_cycle_starts_its_actor_from_the_served_policy_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """continuous.actor_from_served: the cycle's training gets the served policy's actor
+    also when it resumes a checkpoint (off: only a fresh run starts from it)."""
+    import jpo.train.trainer as trainer
+
+    calls: list[dict[str, object]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(cfg, **kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    cfg = trainer.load_train_config(_config(tmp_path))
+    storage = trainer.Storage(str(tmp_path / "store"))
+    for flag in (True, False):
+        conf = ContinuousConfig.model_validate(
+            {**cfg.continuous, "actor_from_served": flag, "history_path": str(tmp_path / "none")}
+        )
+        with pytest.raises(Stop):
+            continuous.run_cycle(cfg, conf, storage, cycle=2)
+    from jpo.paths import BUNDLED_POLICY_DIR
+
+    assert [c["init_actor_on_resume"] for c in calls] == [True, False]
+    assert all(Path(str(c["init_actor"])) == Path(BUNDLED_POLICY_DIR) for c in calls)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_can_start_its_actor_from_a_policy(tmp_path: Path) -> None:
+    """train(resume=True, init_actor=P, init_actor_on_resume=True): the actor is P's, the
+    rest the checkpoint's (the actor frozen here by a warm-up longer than the run, so the
+    exported actor must be P's weights bit for bit); without the flag, the checkpoint's."""
+    import shutil
+
+    from jpo.train.trainer import Storage, export_latest, load_train_config, train
+
+    def weights(folder: Path) -> dict[str, np.ndarray]:
+        with np.load(next(folder.glob("*.npz"))) as npz:
+            return {k: np.asarray(npz[k]) for k in npz.files}
+
+    base = load_train_config(_config(tmp_path))
+    policies = {}
+    for name, seed in (("a", 2), ("b", 5)):
+        cfg = base.model_copy(update={"seed": seed})
+        store = str(tmp_path / name)
+        train(cfg, stop_iterations=1, storage_path=store)
+        policies[name] = export_latest(cfg, Storage(store), tmp_path / f"policy-{name}")
+    assert not all(
+        np.array_equal(v, weights(policies["b"])[k]) for k, v in weights(policies["a"]).items()
+    )
+    frozen = base.model_copy(
+        update={"sac": base.sac.model_copy(update={"critic_warmup_updates": 10**6})}
+    )
+    for flag, expected in ((True, "b"), (False, "a")):
+        store = tmp_path / f"resumed-{flag}"
+        shutil.copytree(tmp_path / "a", store)
+        result = train(
+            frozen,
+            resume=True,
+            stop_iterations=2,
+            storage_path=str(store),
+            init_actor=policies["b"],
+            init_actor_on_resume=flag,
+        )
+        assert result.iterations == 2
+        out = export_latest(frozen, Storage(str(store)), tmp_path / f"out-{flag}")
+        got, want = weights(out), weights(policies[expected])
+        assert set(got) == set(want)
+        assert all(np.array_equal(got[k], want[k]) for k in want), flag
