@@ -175,3 +175,21 @@ def test_rule13_ties_go_to_fewer_terms_then_smaller_movement_then_the_listed_ord
     assert m.choose_rule13(m.score_rule13(two_terms, cycles=2)) == "u10lr"  # 5e-4 < 5e-3
     same = _three_runs("u10lr", 2.3) + _three_runs("w_u1", 2.0)
     assert m.choose_rule13(m.score_rule13(same, cycles=2)) == "w_u1"  # listed first
+
+
+def test_rule13b_turns_actor_from_served_on_only_if_it_beats_the_shipped_cycles() -> None:
+    m = _script()
+
+    def four(variant: str, cluster: float, validation: float = 0.0) -> list[dict[str, Any]]:
+        return [_run13(variant, s, [(cluster, validation, 0.0, False)] * 4) for s in (8, 9, 10)]
+
+    def chosen(*runs: list[dict[str, Any]]) -> bool:
+        return bool(m.choose_rule13b(m.score_rule13([r for rs in runs for r in rs], cycles=4)))
+
+    # SE of each score: sqrt(12) / 12 = 0.29
+    assert chosen(four("served_start", 2.0), four("shipped", 1.5))  # leads by 0.5 > 0.29
+    assert not chosen(four("served_start", 2.0), four("shipped", 1.8))  # a tie: fewer terms
+    assert chosen(four("served_start", 1.0), four("shipped", 3.0, validation=-2.5))  # forgets
+    assert not chosen(four("served_start", 3.0, validation=-2.5), four("shipped", 1.0))
+    assert not chosen(four("served_start", -0.5), four("shipped", -1.0))  # no gain
+    assert not chosen(four("served_start", 2.0)[:2], four("shipped", 1.0))  # incomplete
