@@ -523,8 +523,8 @@ def cycle_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def summary_rule13(results: list[dict[str, Any]], cycles: int) -> str:
-    """Markdown: per variant §13's figures, then the default the rule chooses."""
+def summary_rule13(results: list[dict[str, Any]], cycles: int, *, choose: bool = True) -> str:
+    """Markdown: per variant §13's figures, then (``choose``) the default the rule chooses."""
     scored = score_rule13(results, cycles)
     rows = [
         "| variant | terms | movement bound | complete | score (SE) | eligible (validation) |"
@@ -545,6 +545,8 @@ def summary_rule13(results: list[dict[str, Any]], cycles: int) -> str:
             f"{v['score']:+.3f} ({v['se']:.3f}) | {'yes' if v['eligible'] else 'no'} | "
             f"{'yes' if v['improves'] else 'no'} | {net} |"
         )
+    if not choose:
+        return "\n".join(rows)
     chosen = choose_rule13(scored)
     rows.append(
         f"\nchosen by §13's rule: {chosen}"
@@ -565,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(merged, args.cycles))
             return 0
         print(cycle_table(merged))
-        print(summary_rule13(merged, args.cycles))
+        print(summary_rule13(merged, args.cycles, choose=args.rule == "13"))
         if args.rule == "13b":
             chosen = choose_rule13b(score_rule13(merged, args.cycles))
             verdict = "becomes" if chosen else "does not become"
