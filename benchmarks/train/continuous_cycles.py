@@ -40,31 +40,37 @@ WORKLOADS = ("higgs-mlp", "criteo-dlrm", "xsum-bart", "coco-yolov5")  # held-out
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {  # §8: fresh critics steer v5's actor at once, the recipe's actor rate
         "continuous.critic_warmup_updates": 0,
+        "continuous.actor_updates": None,  # §9/§12 ran before the bound existed
         "continuous.actor_lr": None,
         "continuous.anchor_weight": 0,
     },
     "warmup": {  # actor frozen for the first 300 updates of the first cycle
         "continuous.critic_warmup_updates": 300,
+        "continuous.actor_updates": None,  # §9/§12 ran before the bound existed
         "continuous.actor_lr": None,
         "continuous.anchor_weight": 0,
     },
     "lowlr": {  # a tenth of the recipe's actor learning rate
         "continuous.critic_warmup_updates": 0,
+        "continuous.actor_updates": None,  # §9/§12 ran before the bound existed
         "continuous.actor_lr": 0.00005,
         "continuous.anchor_weight": 0,
     },
     "anchor": {  # distillation towards the served policy's actions, weight 3 (as BC's)
         "continuous.critic_warmup_updates": 0,
+        "continuous.actor_updates": None,  # §9/§12 ran before the bound existed
         "continuous.actor_lr": None,
         "continuous.anchor_weight": 3,
     },
     "warmup_anchor": {  # the warm-up and the anchor together (RESULTS.md §12)
         "continuous.critic_warmup_updates": 300,
+        "continuous.actor_updates": None,  # §9/§12 ran before the bound existed
         "continuous.actor_lr": None,
         "continuous.anchor_weight": 3,
     },
     "all": {  # the three together
         "continuous.critic_warmup_updates": 300,
+        "continuous.actor_updates": None,  # §9/§12 ran before the bound existed
         "continuous.actor_lr": 0.00005,
         "continuous.anchor_weight": 3,
     },
