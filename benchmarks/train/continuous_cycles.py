@@ -12,7 +12,10 @@ promotion check) and, measured here beside the cycle on the same policies and ep
 the catalog's held-out split ``holdout`` (a test set: reported, never used to choose). A
 run that fails is retried once (``--retries``); a run that fails again is recorded with
 its error and the next one starts. ``--summarize`` applies §13's selection rule
-(``--rule 12``: §12's).
+(``--rule 12``: §12's; ``13b``, ``13c``: those sections'). Variants in :data:`FRESH` run
+every cycle as its own ``--cycles 1`` process with its own fresh storage (no checkpoint
+resumed: fresh critics, the actor warm-started from the policy served at that time) and
+the run's shared policy folder (RESULTS.md §13c).
 
 Run (from the repository root, ``PYTHONPATH=.``)::
 
@@ -78,6 +81,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "served_start": {  # RESULTS.md §13b: as shipped, every cycle's actor from the served policy
         "continuous.actor_from_served": True,
     },
+    "fresh": {},  # RESULTS.md §13c: as shipped, every cycle a first cycle (see FRESH)
     # RESULTS.md §13: cycles bounded in actor updates (continuous.actor_updates)
     "u1": {  # one actor update per cycle, no warm-up (§12's one-update candidate, per cycle)
         "continuous.critic_warmup_updates": 0,
@@ -106,6 +110,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 RULE13 = ("u1", "w_u1", "u10lr", "u100lr")
 """RESULTS.md §13's variants, in the order they run (and break exact ties)."""
+FRESH = frozenset({"fresh"})
+"""Variants whose every cycle starts from nothing but the served policy (RESULTS.md §13c)."""
+FRESH_SEED_STRIDE = 100
+"""§13c: cycle k of a FRESH run with seed s uses RLlib seed s + 100 (k - 1): the history is
+fixed here, so one seed would repeat cycle 1 whenever the served policy is unchanged."""
 RECIPE_ACTOR_LR = 0.0005  # configs/train.yaml sac.actor_lr when a variant sets none
 
 
@@ -126,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rule",
-        choices=("12", "13", "13b"),
+        choices=("12", "13", "13b", "13c"),
         default="13",
         help="the selection rule --summarize applies",
     )
@@ -156,13 +165,14 @@ def _yaml(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def run_variant(name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Run ``--cycles`` cycles of one variant and seed in a fresh folder; return its reports."""
+def _sets(
+    name: str, seed: int, args: argparse.Namespace, work: Path, store: Path
+) -> dict[str, Any]:
+    """The ``--set`` overrides of one variant's run (or, for :data:`FRESH`, one cycle)."""
     folder = work / f"{name}-s{seed}"
-    shutil.rmtree(folder, ignore_errors=True)
-    sets: dict[str, Any] = {
+    return {
         "seed": seed,
-        "storage.path": folder / "store",
+        "storage.path": store,
         "continuous.history_path": work / "history",
         "continuous.policy_dir": folder / "policies",
         "continuous.budget_iterations": args.budget_iterations,
@@ -174,23 +184,69 @@ def run_variant(name: str, seed: int, args: argparse.Namespace, work: Path) -> d
         "resources.ray_num_cpus": 1,
         **VARIANTS[name],
     }
-    cmd = [sys.executable, "-m", "jpo.train", "--continuous", "--cycles", str(args.cycles)]
+
+
+def _cycles(
+    sets: dict[str, Any], cycles: int, extra: list[str], log_path: Path, what: str
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Run ``python -m jpo.train --continuous`` with ``sets``; return its command and cycles."""
+    cmd = [sys.executable, "-m", "jpo.train", "--continuous", "--cycles", str(cycles)]
     cmd += [a for k, v in sets.items() for a in ("--set", f"{k}={_yaml(v)}")]
-    cmd += [a for item in args.extra for a in ("--set", item)]
+    cmd += [a for item in extra for a in ("--set", item)]
+    with log_path.open("w") as log:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}): see {log_path}")
+    return cmd, list(json.loads(proc.stdout.strip().splitlines()[-1])["cycles"])
+
+
+def _fresh_cycles(
+    name: str, seed: int, args: argparse.Namespace, work: Path
+) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
+    """§13c: each cycle its own one-cycle process and storage; the policy folder shared."""
+    folder = work / f"{name}-s{seed}"
+    cycles: list[dict[str, Any]] = []
+    commands: list[str] = []
+    sets: dict[str, Any] = {}
+    for k in range(1, args.cycles + 1):
+        sets = _sets(name, seed, args, work, folder / f"store-c{k}")
+        sets["seed"] = seed + FRESH_SEED_STRIDE * (k - 1)
+        what = f"variant {name} seed {seed} cycle {k}"
+        cmd, (report,) = _cycles(sets, 1, args.extra, folder / f"log-c{k}.txt", what)
+        cycles.append(
+            {
+                **report,
+                "cycle": k,
+                "storage_path": str(sets["storage.path"]),
+                "rllib_seed": sets["seed"],
+            }
+        )
+        commands.append(" ".join(cmd[1:]))
+    sets["storage.path"] = folder / "store-c<k>"
+    sets["seed"] = f"{seed} + {FRESH_SEED_STRIDE} (k - 1)"
+    return sets, commands, cycles
+
+
+def run_variant(name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Run ``--cycles`` cycles of one variant and seed in a fresh folder; return its reports."""
+    folder = work / f"{name}-s{seed}"
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     t0 = time.monotonic()
-    with (folder / "log.txt").open("w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+    if name in FRESH:
+        sets, commands, cycles = _fresh_cycles(name, seed, args, work)
+    else:
+        sets = _sets(name, seed, args, work, folder / "store")
+        what = f"variant {name} seed {seed}"
+        cmd, cycles = _cycles(sets, args.cycles, args.extra, folder / "log.txt", what)
+        commands = [" ".join(cmd[1:])]
     wall = time.monotonic() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"variant {name} seed {seed} failed ({proc.returncode}): see {folder}")
-    cycles = json.loads(proc.stdout.strip().splitlines()[-1])["cycles"]
     return {
         "variant": name,
         "seed": seed,
         "sets": {k: _yaml(v) for k, v in sets.items()},
         "wall_s": wall,
-        "command": " ".join(cmd[1:]),
+        "command": commands[0] if len(commands) == 1 else commands,
         "cycles": cycles,
     }
 
@@ -382,14 +438,14 @@ def measure_extra_sets(
 
     cfg = load_train_config()
     conf = load_continuous_config(cfg)
-    storage = Storage(str(res["sets"]["storage.path"]))
-    folder = Path(str(res["sets"]["storage.path"])).parent
     for c in res["cycles"]:
         comps = c["comparisons"] = dict(c["comparisons"] or {})
         missing = [name for name in envs if name not in comps]
         if not missing:
             continue
-        out = folder / f"candidate-{c['cycle']}"
+        path = str(c.get("storage_path") or res["sets"]["storage.path"])  # FRESH: per cycle
+        storage = Storage(path)
+        out = Path(path).parent / f"candidate-{c['cycle']}"
         shutil.rmtree(out, ignore_errors=True)
         candidate = LocalPolicy.load(export_latest(cfg, storage, out, checkpoint=c["checkpoint"]))
         served = LocalPolicy.load(c["served_path"])
@@ -499,6 +555,41 @@ def choose_rule13b(scored: list[dict[str, Any]]) -> bool:
     return bool(new["score"] - old["score"] >= max(new["se"], old["se"]))
 
 
+def verdict_rule13c(
+    results: list[dict[str, Any]], cycles: int = 4, seeds: int = 3
+) -> dict[str, Any]:
+    """RESULTS.md §13c: whether every-cycle-fresh (``fresh``) is recommended for the product.
+
+    Yes iff every ``fresh`` run completed (``seeds`` runs, ``cycles`` cycles, all three sets),
+    no cycle is worse than served on the VALIDATION set by more than 2 SE, and the mean
+    cluster difference over cycles 2..``cycles`` of all runs minus 2 pooled SE is above 0.
+    """
+    runs = [r for r in results if r["variant"] == "fresh"]
+    sets = ("cluster", "validation", "holdout")
+    complete = (
+        len({r["seed"] for r in runs}) >= seeds
+        and all("error" not in r and len(r["cycles"]) == cycles for r in runs)
+        and all(set(sets) <= set(c["comparisons"] or {}) for r in runs for c in r["cycles"])
+    )
+    out: dict[str, Any] = {"complete": complete, "recommend": False}
+    if not complete:
+        return out
+    later = [
+        (
+            c["comparisons"]["cluster"]["mean_difference"],
+            c["comparisons"]["cluster"]["standard_error"],
+        )
+        for r in runs
+        for c in r["cycles"]
+        if c["cycle"] >= 2
+    ]
+    out["later_mean"] = sum(d for d, _ in later) / len(later)
+    out["later_se"] = math.sqrt(sum(se * se for _, se in later)) / len(later)
+    out["eligible"] = all(d >= -2 * se for d, se in _diffs(runs, "validation"))
+    out["recommend"] = bool(out["eligible"] and out["later_mean"] - 2 * out["later_se"] > 0)
+    return out
+
+
 def cycle_table(results: list[dict[str, Any]]) -> str:
     """Markdown, one row per cycle: each set's candidate / served, difference (SE)."""
     sets = ("cluster", "validation", "holdout")
@@ -578,6 +669,16 @@ def main(argv: list[str] | None = None) -> int:
             chosen = choose_rule13b(score_rule13(merged, args.cycles))
             verdict = "becomes" if chosen else "does not become"
             print(f"§13b: actor_from_served {verdict} the default")
+        if args.rule == "13c":
+            v = verdict_rule13c(merged, args.cycles)
+            if v["complete"]:
+                print(
+                    f"§13c: cycles 2-{args.cycles} cluster mean {v['later_mean']:+.3f} "
+                    f"(SE {v['later_se']:.3f}); validation within 2 SE in every cycle: "
+                    f"{'yes' if v['eligible'] else 'no'}"
+                )
+            verdict = "recommends" if v["recommend"] else "does not recommend"
+            print(f"§13c {verdict} every cycle fresh (complete: {v['complete']})")
         return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

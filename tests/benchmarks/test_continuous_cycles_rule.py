@@ -193,3 +193,24 @@ def test_rule13b_turns_actor_from_served_on_only_if_it_beats_the_shipped_cycles(
     assert not chosen(four("served_start", 3.0, validation=-2.5), four("shipped", 1.0))
     assert not chosen(four("served_start", -0.5), four("shipped", -1.0))  # no gain
     assert not chosen(four("served_start", 2.0)[:2], four("shipped", 1.0))  # incomplete
+
+
+def test_rule13c_recommends_fresh_cycles_only_if_later_cycles_gain_without_forgetting() -> None:
+    m = _script()
+
+    def fresh(later: float, validation: float = 0.0) -> list[dict[str, Any]]:
+        cycles = [(5.0, 0.0, 0.0, True)] + [(later, validation, 0.0, False)] * 3
+        return [_run13("fresh", s, cycles) for s in (8, 9, 10)]
+
+    # cycles 2-4 of 3 runs: 9 differences, SE sqrt(9) / 9 = 0.33; cycle 1 does not count
+    v = m.verdict_rule13c(fresh(0.7))
+    assert v["complete"] and v["eligible"] and abs(v["later_mean"] - 0.7) < 1e-12
+    assert v["recommend"]  # 0.7 - 0.67 > 0
+    assert not m.verdict_rule13c(fresh(0.6))["recommend"]  # 0.6 - 0.67 is not
+    assert not m.verdict_rule13c(fresh(3.0, validation=-2.1))["recommend"]  # forgets
+    assert not m.verdict_rule13c(fresh(3.0)[:2])["recommend"]  # a seed missing
+    failed = [*fresh(3.0)[:2], {"variant": "fresh", "seed": 10, "error": "x", "cycles": []}]
+    assert not m.verdict_rule13c(failed)["complete"]
+    held_out_loss = fresh(3.0)
+    held_out_loss[0]["cycles"][1]["comparisons"]["holdout"] = _comp(-9.0, 1.0)
+    assert m.verdict_rule13c(held_out_loss)["recommend"]  # a test set: decides nothing
