@@ -22,18 +22,25 @@ def _comp(diff: float, se: float) -> dict[str, float]:
     return {"mean_difference": diff, "standard_error": se, "candidate": 0.0, "served": 0.0}
 
 
-def _run(variant: str, seed: int, cycles: list[tuple[float, float, bool]]) -> dict[str, Any]:
-    """A run whose cycles are (cluster diff, held-out diff, promoted), every SE 1."""
+def _run(
+    variant: str,
+    seed: int,
+    cycles: list[tuple[Any, ...]],
+    sets: tuple[str, ...] = ("cluster", "holdout"),
+) -> dict[str, Any]:
+    """A run whose cycles are (one diff per set in ``sets``..., promoted), every SE 1."""
     return {
         "variant": variant,
         "seed": seed,
         "cycles": [
             {
                 "cycle": i + 1,
-                "promoted": p,
-                "comparisons": {"cluster": _comp(c, 1.0), "holdout": _comp(h, 1.0)},
+                "promoted": cycle[-1],
+                "comparisons": {
+                    name: _comp(d, 1.0) for name, d in zip(sets, cycle[:-1], strict=True)
+                },
             }
-            for i, (c, h, p) in enumerate(cycles)
+            for i, cycle in enumerate(cycles)
         ],
     }
 
@@ -96,22 +103,7 @@ def _run13(
     variant: str, seed: int, cycles: list[tuple[float, float, float, bool]]
 ) -> dict[str, Any]:
     """A run whose cycles are (cluster, validation, held-out diff, promoted), every SE 1."""
-    return {
-        "variant": variant,
-        "seed": seed,
-        "cycles": [
-            {
-                "cycle": i + 1,
-                "promoted": p,
-                "comparisons": {
-                    "cluster": _comp(c, 1.0),
-                    "validation": _comp(v, 1.0),
-                    "holdout": _comp(h, 1.0),
-                },
-            }
-            for i, (c, v, h, p) in enumerate(cycles)
-        ],
-    }
+    return _run(variant, seed, list(cycles), ("cluster", "validation", "holdout"))
 
 
 def _three_runs(
