@@ -153,7 +153,7 @@ def fresh_profiles(count: int, seed: int) -> list[WorkloadProfile]:
     from jpo.sim.randomization import load_randomization, random_profiles
     from jpo.sim.response import load_catalog
 
-    settings = replace(load_randomization(), seed=seed)
+    settings = load_randomization(seed=seed)
     drawn = random_profiles(load_catalog(), count, settings=settings)
     return [
         replace(p, name=f"live-{i:02d}", dataset=f"live{i:02d}", split="holdout")

@@ -1060,7 +1060,7 @@ def load_set(
     if source == "randomized":
         from jpo.sim.randomization import load_randomization, random_profiles
 
-        randomization = dataclasses.replace(load_randomization(), seed=int(spec["seed"]))
+        randomization = load_randomization(seed=int(spec["seed"]))
         profiles = random_profiles(load_catalog(), int(spec["count"]), settings=randomization)
         catalog = {f"val-{p.name}": dataclasses.replace(p, name=f"val-{p.name}") for p in profiles}
         return catalog, {}

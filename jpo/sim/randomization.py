@@ -145,16 +145,24 @@ def _spread(raw_spread: Mapping[str, Any], file: Path) -> dict[str, dict[str, fl
     return spread
 
 
-def load_randomization(path: str | Path | None = None) -> RandomizationSettings:
+def load_randomization(
+    path: str | Path | None = None, seed: int | None = None
+) -> RandomizationSettings:
     """Load the randomization settings (default ``configs/randomization.toml``).
+
+    ``seed`` replaces the file's ``[sampling] seed`` (another set of draws, e.g. a
+    validation set); None keeps it.
 
     Raises:
         ConfigError: unreadable file, missing key, unknown field or a spread below 1.
     """
     file = config_file("randomization.toml", path)
     raw = load_settings(_RandomizationFile, "randomization.toml", file)
+    sampling = raw.sampling.model_dump()
+    if seed is not None:
+        sampling["seed"] = seed
     return RandomizationSettings(
-        spread=_spread(raw.spread, file), **raw.sampling.model_dump(), **raw.regimes.model_dump()
+        spread=_spread(raw.spread, file), **sampling, **raw.regimes.model_dump()
     )
 
 

@@ -609,9 +609,8 @@ def _build_replays_of(cfg: EnvConfig) -> tuple[WorkloadReplay, ...]:
         if cfg.randomized_profiles:
             from jpo.sim.randomization import load_randomization, random_profiles
 
-            rs = load_randomization(cfg.randomization_path or None)
-            if cfg.randomization_seed >= 0:
-                rs = replace(rs, seed=cfg.randomization_seed)
+            seed = cfg.randomization_seed if cfg.randomization_seed >= 0 else None
+            rs = load_randomization(cfg.randomization_path or None, seed)
             synthetic = random_profiles(
                 catalog, cfg.randomized_profiles, settings=rs, conditions=base
             )

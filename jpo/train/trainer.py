@@ -526,13 +526,15 @@ def describe_env(cfg: TrainConfig, overrides: Mapping[str, Any] | None = None) -
             if n_random:
                 from jpo.sim.randomization import load_randomization
 
-                rs = load_randomization(env_config.get("randomization_path") or None)
-                seed_override = int(env_config.get("randomization_seed", -1))
+                seed = int(env_config.get("randomization_seed", -1))
+                rs = load_randomization(
+                    env_config.get("randomization_path") or None, seed if seed >= 0 else None
+                )
                 training_data["randomization"] = {
                     "profiles": n_random,
                     "base_split": "train",
                     "config": env_config.get("randomization_path") or "configs/randomization.toml",
-                    "seed": rs.seed if seed_override < 0 else seed_override,
+                    "seed": rs.seed,
                     "runs_per_profile": rs.runs_per_profile,
                     "input_bound_share": rs.input_bound_share,
                     "spread": {k: dict(v) for k, v in rs.spread.items()},

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def validation_profiles(count: int, seed: int) -> dict:
     """Return ``count`` synthetic profiles drawn like the training ones, with ``seed``."""
-    settings = dataclasses.replace(load_randomization(), seed=seed)
+    settings = load_randomization(seed=seed)
     profiles = random_profiles(load_catalog(), count, settings=settings)
     return {f"val-{p.name}": dataclasses.replace(p, name=f"val-{p.name}") for p in profiles}
 

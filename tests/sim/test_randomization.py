@@ -108,10 +108,9 @@ def test_env_replays_only_the_synthetic_draws_of_its_own_seed() -> None:
     default = PrometheusReplayEnv(base)
     other = PrometheusReplayEnv({**base, "randomization_seed": 777001})
     assert default.workloads == other.workloads == ("rand-00000", "rand-00001")
-    rs = load_randomization()
-    expected = random_profiles(
-        load_catalog(), 2, settings=replace(rs, seed=777001), conditions=load_conditions()
-    )
+    reseeded = load_randomization(seed=777001)
+    assert reseeded == replace(load_randomization(), seed=777001)  # only the seed differs
+    expected = random_profiles(load_catalog(), 2, settings=reseeded, conditions=load_conditions())
     assert [p.key for p in other.profiles] == [p.key for p in expected]
     assert [p.key for p in other.profiles] != [p.key for p in default.profiles]
     other.reset(seed=0)
