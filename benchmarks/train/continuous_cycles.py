@@ -115,7 +115,6 @@ FRESH = frozenset({"fresh"})
 FRESH_SEED_STRIDE = 100
 """§13c: cycle k of a FRESH run with seed s uses RLlib seed s + 100 (k - 1): the history is
 fixed here, so one seed would repeat cycle 1 whenever the served policy is unchanged."""
-RECIPE_ACTOR_LR = 0.0005  # configs/train.yaml sac.actor_lr when a variant sets none
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -302,23 +301,47 @@ def _net(run: dict[str, Any], set_name: str) -> float:
     )
 
 
+def _finished_runs(results: list[dict[str, Any]], name: str, cycles: int) -> list[dict[str, Any]]:
+    """The runs of variant ``name`` that finished all ``cycles`` without an error."""
+    return [
+        r
+        for r in results
+        if r["variant"] == name and "error" not in r and len(r["cycles"]) == cycles
+    ]
+
+
+def _measured(runs: list[dict[str, Any]], sets: tuple[str, ...]) -> bool:
+    """Whether every cycle of ``runs`` compared candidate and served on each of ``sets``."""
+    return all(set(sets) <= set(c["comparisons"] or {}) for r in runs for c in r["cycles"])
+
+
+def _rule_figures(
+    runs: list[dict[str, Any]], forgetting: str, sets: tuple[str, ...]
+) -> dict[str, Any]:
+    """Score (mean cluster diff) and its SE, eligible (no ``forgetting`` loss beyond 2 SE),
+    improves (score - 2 SE > 0), and per run the served policy's net gain on ``sets``."""
+    cluster = _diffs(runs, "cluster")
+    score = sum(d for d, _ in cluster) / len(cluster)
+    se = math.sqrt(sum(e * e for _, e in cluster)) / len(cluster)
+    return {
+        "score": score,
+        "se": se,
+        "eligible": all(d >= -2 * e for d, e in _diffs(runs, forgetting)),
+        "improves": score - 2 * se > 0,
+        "net": {r["seed"]: {k: _net(r, k) for k in sets} for r in runs},
+    }
+
+
 def score_variants(results: list[dict[str, Any]], cycles: int) -> list[dict[str, Any]]:
     """RESULTS.md §12's rule, per variant: complete?, score and SE, eligible?, net gains."""
     out = []
+    sets = ("cluster", "holdout")
     for name in dict.fromkeys(r["variant"] for r in results):
-        runs = [r for r in results if r["variant"] == name and "error" not in r]
-        runs = [r for r in runs if len(r["cycles"]) == cycles]
-        complete = len(runs) >= 2 and all(
-            {"cluster", "holdout"} <= set(c["comparisons"] or {}) for r in runs for c in r["cycles"]
-        )
+        runs = _finished_runs(results, name, cycles)
+        complete = len(runs) >= 2 and _measured(runs, sets)
         row: dict[str, Any] = {"variant": name, "terms": _terms(name), "complete": complete}
         if complete:
-            cluster = _diffs(runs, "cluster")
-            row["score"] = sum(d for d, _ in cluster) / len(cluster)
-            row["se"] = math.sqrt(sum(se * se for _, se in cluster)) / len(cluster)
-            row["eligible"] = all(d >= -2 * se for d, se in _diffs(runs, "holdout"))
-            row["improves"] = row["score"] - 2 * row["se"] > 0
-            row["net"] = {r["seed"]: {k: _net(r, k) for k in ("cluster", "holdout")} for r in runs}
+            row |= _rule_figures(runs, "holdout", sets)
         out.append(row)
     return out
 
@@ -474,10 +497,17 @@ def _setting(variant: str, key: str) -> Any:
     return load_train_config().continuous.get(key.removeprefix("continuous."))
 
 
+def _recipe_actor_lr() -> float:
+    """configs/train.yaml's ``sac.actor_lr``: a cycle's actor rate when none is set."""
+    from jpo.train.trainer import load_train_config
+
+    return float(load_train_config().sac.actor_lr)
+
+
 def _movement(variant: str) -> float:
     """Bound on how far a cycle moves an actor weight: actor updates x actor rate (Adam)."""
     updates = _setting(variant, "continuous.actor_updates")
-    rate = _setting(variant, "continuous.actor_lr") or RECIPE_ACTOR_LR
+    rate = _setting(variant, "continuous.actor_lr") or _recipe_actor_lr()
     return math.inf if updates is None else float(updates) * float(rate)
 
 
@@ -501,11 +531,8 @@ def score_rule13(
     out = []
     sets = ("cluster", "validation", "holdout")
     for name in dict.fromkeys(r["variant"] for r in results):
-        runs = [r for r in results if r["variant"] == name and "error" not in r]
-        runs = [r for r in runs if len(r["cycles"]) == cycles]
-        complete = len({r["seed"] for r in runs}) >= seeds and all(
-            set(sets) <= set(c["comparisons"] or {}) for r in runs for c in r["cycles"]
-        )
+        runs = _finished_runs(results, name, cycles)
+        complete = len({r["seed"] for r in runs}) >= seeds and _measured(runs, sets)
         row: dict[str, Any] = {
             "variant": name,
             "terms": _terms13(name),
@@ -513,12 +540,7 @@ def score_rule13(
             "complete": complete,
         }
         if complete:
-            cluster = _diffs(runs, "cluster")
-            row["score"] = sum(d for d, _ in cluster) / len(cluster)
-            row["se"] = math.sqrt(sum(se * se for _, se in cluster)) / len(cluster)
-            row["eligible"] = all(d >= -2 * se for d, se in _diffs(runs, "validation"))
-            row["improves"] = row["score"] - 2 * row["se"] > 0
-            row["net"] = {r["seed"]: {k: _net(r, k) for k in sets} for r in runs}
+            row |= _rule_figures(runs, "validation", sets)
         out.append(row)
     return out
 
